@@ -1,0 +1,560 @@
+//! The command-line front end (the application edge: `anyhow` errors, progress bars).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::{
+    LabelEncoding, LabelSlice, MaskStyle, Plane, encode_labels, load_label_stack, load_stack,
+    write_f32_tiff, write_mask,
+};
+use crate::ml::{
+    CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
+    TrainSet, UNetConfig, argmax_classes, effective_tile, load_checkpoint, predict_probabilities,
+    select_device, train,
+};
+use crate::preprocess::{
+    AugmentConfig, DeformationField, ElasticConfig, Interpolation, TileGeometry, WeightMapConfig,
+    class_weights, normalize_percentile, warp_f32, warp_nearest, weight_map,
+};
+
+/// unet-studio: U-Net segmentation for microscopy (Ronneberger et al. 2015).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train (or fine-tune, or resume) a U-Net on images and labels.
+    Train(TrainArgs),
+    /// Segment images with a trained model (overlap-tile).
+    Predict(PredictArgs),
+    /// Compute the paper's weight map of label images.
+    Weights(WeightsArgs),
+    /// Draw a seeded elastic deformation and apply it to an image (and labels).
+    Deform(DeformArgs),
+    /// Compare a predicted mask with ground truth (prints JSON).
+    Eval(EvalArgs),
+    /// Measure forward and training-step speed against the machine's GEMM peak.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Image file, multipage TIFF or folder.
+    #[arg(long)]
+    images: PathBuf,
+    /// Label image(s), same layout as --images.
+    #[arg(long)]
+    labels: PathBuf,
+    /// classes | binary | instances.
+    #[arg(long, default_value = "classes")]
+    label_encoding: LabelEncoding,
+    /// Model folder to write (config.json, model.unet).
+    #[arg(long)]
+    out: PathBuf,
+    /// Start from this model's weights (fine-tune).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Continue the run saved in --out (weights, optimiser state, iteration count).
+    #[arg(long)]
+    resume: bool,
+    /// paper | lite.
+    #[arg(long, default_value = "lite")]
+    preset: Preset,
+    /// Iterations (one tile each).
+    #[arg(long, default_value_t = 1000)]
+    iterations: u64,
+    /// Output tile edge in pixels (rounded to a valid size).
+    #[arg(long)]
+    tile: Option<usize>,
+    /// auto | gpu | cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Seed of sampling, augmentation and the validation split.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of labelled 64-px blocks held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f32,
+    /// sgd (paper, momentum 0.99) | adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// Learning rate (default 0.01 for sgd, 0.001 for adam).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Turn off the elastic deformation (ablation).
+    #[arg(long)]
+    no_elastic: bool,
+    /// Turn off the border term of the weight map (ablation).
+    #[arg(long)]
+    no_border_weights: bool,
+    /// Validate every N iterations.
+    #[arg(long, default_value_t = 100)]
+    val_every: u64,
+    /// Checkpoint every N iterations.
+    #[arg(long, default_value_t = 200)]
+    checkpoint_every: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Model folder (or model.unet file).
+    #[arg(long)]
+    model: PathBuf,
+    /// Image file, multipage TIFF or folder.
+    #[arg(long)]
+    input: PathBuf,
+    /// Mask to write: .png (one per slice) or .tif (multipage).
+    #[arg(long)]
+    output: PathBuf,
+    /// Also write class probabilities as a float TIFF.
+    #[arg(long)]
+    probabilities: Option<PathBuf>,
+    /// Write 0/255 instead of class ids.
+    #[arg(long)]
+    binary: bool,
+    /// Output tile edge in pixels (rounded to a valid size).
+    #[arg(long, default_value_t = 388)]
+    tile: usize,
+    /// auto | gpu | cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+pub struct WeightsArgs {
+    /// Label image(s).
+    #[arg(long)]
+    labels: PathBuf,
+    /// classes | binary | instances.
+    #[arg(long, default_value = "classes")]
+    label_encoding: LabelEncoding,
+    /// Float TIFF to write.
+    #[arg(long)]
+    output: PathBuf,
+    /// Border amplitude.
+    #[arg(long, default_value_t = 10.0)]
+    w0: f32,
+    /// Border width in pixels.
+    #[arg(long, default_value_t = 5.0)]
+    sigma: f32,
+}
+
+#[derive(Args, Debug)]
+pub struct DeformArgs {
+    /// Image to deform.
+    #[arg(long)]
+    image: PathBuf,
+    /// Labels to deform with the same field (nearest neighbour).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Seed of the field.
+    #[arg(long)]
+    seed: u64,
+    /// Folder for image.tif, labels.tif, field.tif (dx, dy) and field.json.
+    #[arg(long)]
+    output_dir: PathBuf,
+    /// Standard deviation of the control displacements in pixels.
+    #[arg(long, default_value_t = 10.0)]
+    sigma: f32,
+    /// Control points per side.
+    #[arg(long, default_value_t = 3)]
+    grid: usize,
+    /// Use bilinear instead of bicubic interpolation for the image.
+    #[arg(long)]
+    bilinear: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Predicted mask(s) in the classes convention (0/255 masks are read as binary).
+    #[arg(long)]
+    prediction: PathBuf,
+    /// Ground-truth label image(s).
+    #[arg(long)]
+    truth: PathBuf,
+    /// classes | binary | instances (of the truth).
+    #[arg(long, default_value = "classes")]
+    label_encoding: LabelEncoding,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Predict(a) => cmd_predict(a),
+        Command::Weights(a) => cmd_weights(a),
+        Command::Deform(a) => cmd_deform(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Bench(a) => crate::bench::run(a),
+    }
+}
+
+/// Loads label images and encodes them.
+pub fn load_labels(path: &Path, encoding: LabelEncoding) -> Result<Vec<LabelSlice>> {
+    let raw = load_label_stack(path)?;
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            encode_labels(r, encoding).with_context(|| format!("{}: slice {i}", path.display()))
+        })
+        .collect()
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = if std::env::var_os("UNET_STUDIO_NO_PROGRESS").is_some() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(500));
+    pb
+}
+
+/// Checks a requested output tile edge and rounds it to the nearest valid one, saying so.
+fn valid_tile(geom: &TileGeometry, requested: usize) -> Result<usize> {
+    let smallest = geom
+        .valid_outputs(4 << geom.depth)
+        .first()
+        .copied()
+        .unwrap_or(1);
+    if requested < smallest {
+        bail!(
+            "--tile {requested} px is smaller than the smallest output tile ({smallest} px) of this net"
+        );
+    }
+    let tile = geom.nearest_valid_output(requested);
+    if tile != requested {
+        eprintln!("tile: {requested} px is not a valid output size for this net; using {tile} px");
+    }
+    Ok(tile)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let stack = load_stack(&a.images)?;
+    let labels = load_labels(&a.labels, a.label_encoding)?;
+    if labels.len() != stack.slices.len() {
+        bail!(
+            "{} has {} slices but {} has {}",
+            a.images.display(),
+            stack.slices.len(),
+            a.labels.display(),
+            labels.len()
+        );
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if (l.classes.width, l.classes.height) != (stack.width, stack.height) {
+            bail!(
+                "{}: slice {i} is {}x{} but the images ({}) are {}x{}",
+                a.labels.display(),
+                l.classes.width,
+                l.classes.height,
+                a.images.display(),
+                stack.width,
+                stack.height
+            );
+        }
+    }
+    if labels.iter().all(|l| l.labelled_count() == 0) {
+        bail!(
+            "{}: no labelled pixels (every value is 0 = unlabelled in the '{}' encoding)",
+            a.labels.display(),
+            a.label_encoding
+        );
+    }
+    let set = TrainSet {
+        images: stack.slices.iter().map(normalize_percentile).collect(),
+        labels,
+    };
+    let device = select_device(a.device)?;
+    eprintln!("device: {}", device.description);
+    if let Some(r) = &device.fallback_reason {
+        eprintln!("  (CPU chosen: {r})");
+    }
+    let optimizer = match a.optimizer.to_ascii_lowercase().as_str() {
+        "sgd" => OptimizerConfig::Sgd {
+            lr: a.lr.unwrap_or(0.01),
+            momentum: 0.99,
+        },
+        "adam" => OptimizerConfig::Adam {
+            lr: a.lr.unwrap_or(1e-3),
+        },
+        other => bail!("unknown optimizer '{other}': use sgd or adam"),
+    };
+    let start = if a.resume {
+        StartFrom::Resume(Box::new(load_checkpoint(&a.out).with_context(|| {
+            format!("--resume: no checkpoint to resume in {}", a.out.display())
+        })?))
+    } else if let Some(init) = &a.init {
+        StartFrom::FineTune(Box::new(load_checkpoint(init)?))
+    } else {
+        StartFrom::Scratch(UNetConfig::preset(a.preset, set.classes()))
+    };
+    let unet = match &start {
+        StartFrom::Scratch(u) => u.clone(),
+        StartFrom::FineTune(c) | StartFrom::Resume(c) => c.meta.unet.clone(),
+    };
+    let requested = a.tile.unwrap_or(match a.preset {
+        Preset::Lite => 196,
+        Preset::Paper => 388,
+    });
+    let tile = valid_tile(&unet.geometry(), requested)?;
+    let mut augment = AugmentConfig::default();
+    augment.elastic = !a.no_elastic;
+    let weights = WeightMapConfig {
+        border: !a.no_border_weights,
+        ..WeightMapConfig::default()
+    };
+    let cfg = TrainConfig {
+        iterations: a.iterations,
+        tile_out: tile,
+        optimizer,
+        seed: a.seed,
+        val_fraction: a.val_fraction,
+        val_every: a.val_every,
+        checkpoint_every: a.checkpoint_every,
+        augment,
+        weights,
+        ..TrainConfig::default()
+    };
+    let cancel = CancelToken::new();
+    let pb = bar(a.iterations, "train");
+    let mut on_event = |e: TrainEvent| {
+        match e {
+        TrainEvent::Started {
+            tile_in,
+            tile_out,
+            train_pixels,
+            val_pixels,
+            first_iteration,
+            ..
+        } => pb.println(format!(
+            "tile {tile_in} -> {tile_out} px, {train_pixels} training / {val_pixels} validation pixels, from iteration {first_iteration}"
+        )),
+        TrainEvent::Iteration { loss, its_per_s, .. } => {
+            pb.inc(1);
+            pb.set_message(format!("loss {loss:.4} {its_per_s:.2} it/s"));
+        }
+        TrainEvent::Validation {
+            iteration,
+            loss,
+            pixel_error,
+        } => pb.println(format!(
+            "iteration {iteration}: validation loss {loss:.4}, pixel error {pixel_error:.4}"
+        )),
+        TrainEvent::Checkpoint { iteration, path } => {
+            pb.println(format!("iteration {iteration}: saved {}", path.display()))
+        }
+    }
+    };
+    let out = train(
+        &set,
+        &cfg,
+        start,
+        &device,
+        Some(&a.out),
+        &cancel,
+        &mut on_event,
+    )?;
+    pb.finish_and_clear();
+    let tail = &out.losses[out.losses.len().saturating_sub(20)..];
+    eprintln!(
+        "done: iteration {}, mean loss of the last {} steps {:.4}{}; model in {}",
+        out.iteration,
+        tail.len(),
+        tail.iter().sum::<f32>() / tail.len().max(1) as f32,
+        out.validation
+            .map(|(l, e)| format!(", validation loss {l:.4} pixel error {e:.4}"))
+            .unwrap_or_default(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn cmd_predict(a: PredictArgs) -> Result<()> {
+    let ckpt = load_checkpoint(&a.model)?;
+    let stack = load_stack(&a.input)?;
+    let device = select_device(a.device)?;
+    eprintln!("device: {}", device.description);
+    let model = ckpt.model(&device.device)?;
+    let geom = ckpt.meta.unet.geometry();
+    let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
+    let cancel = CancelToken::new();
+    let pb = bar(stack.slices.len() as u64, "predict");
+    let mut masks = Vec::new();
+    let mut prob_pages = Vec::new();
+    for slice in &stack.slices {
+        let probs = predict_probabilities(
+            &model,
+            &ckpt.meta.unet,
+            &normalize_percentile(slice),
+            tile,
+            &device.device,
+            &cancel,
+            &mut |_, _| {},
+        )?;
+        masks.push(argmax_classes(&probs));
+        if a.probabilities.is_some() {
+            prob_pages.extend(probs);
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let style = if a.binary {
+        MaskStyle::Binary
+    } else {
+        MaskStyle::Classes
+    };
+    let written = write_mask(&a.output, &masks, style)?;
+    for w in &written {
+        eprintln!("wrote {}", w.display());
+    }
+    if let Some(p) = &a.probabilities {
+        write_f32_tiff(p, &prob_pages, ckpt.meta.unet.classes)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn cmd_weights(a: WeightsArgs) -> Result<()> {
+    let labels = load_labels(&a.labels, a.label_encoding)?;
+    let classes = labels
+        .iter()
+        .map(|l| l.max_class() as usize)
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    let cfg = WeightMapConfig {
+        w0: a.w0,
+        sigma_px: a.sigma,
+        ..WeightMapConfig::default()
+    };
+    let cw = class_weights(&labels, classes);
+    let maps: Vec<Plane<f32>> = labels.iter().map(|l| weight_map(l, &cw, &cfg)).collect();
+    write_f32_tiff(&a.output, &maps, 1)?;
+    let max = maps
+        .iter()
+        .flat_map(|m| m.data.iter().copied())
+        .fold(0.0f32, f32::max);
+    eprintln!(
+        "wrote {} ({} slices; class weights {:?}; max weight {max:.3})",
+        a.output.display(),
+        maps.len(),
+        &cw[1..]
+    );
+    Ok(())
+}
+
+fn cmd_deform(a: DeformArgs) -> Result<()> {
+    let stack = load_stack(&a.image)?;
+    let cfg = ElasticConfig {
+        grid: a.grid,
+        sigma_px: a.sigma,
+    };
+    let field = DeformationField::random(stack.width, stack.height, &cfg, a.seed);
+    let (dx, dy) = field.dense();
+    let interp = if a.bilinear {
+        Interpolation::Bilinear
+    } else {
+        Interpolation::Bicubic
+    };
+    let warped: Vec<Plane<f32>> = stack
+        .slices
+        .iter()
+        .map(|s| warp_f32(s, &dx, &dy, interp))
+        .collect();
+    std::fs::create_dir_all(&a.output_dir)
+        .with_context(|| format!("creating {}", a.output_dir.display()))?;
+    write_f32_tiff(&a.output_dir.join("image.tif"), &warped, 1)?;
+    if let Some(lp) = &a.labels {
+        let raw = load_label_stack(lp)?;
+        let out: Vec<Plane<u16>> = raw
+            .iter()
+            .map(|r| warp_nearest(r, &dx, &dy).map(|v| v.min(u32::from(u16::MAX)) as u16))
+            .collect();
+        if out
+            .iter()
+            .any(|p| (p.width, p.height) != (stack.width, stack.height))
+        {
+            bail!(
+                "{}: labels are not {}x{} like the image",
+                lp.display(),
+                stack.width,
+                stack.height
+            );
+        }
+        write_mask(&a.output_dir.join("labels.tif"), &out, MaskStyle::Classes)?;
+    }
+    write_f32_tiff(&a.output_dir.join("field.tif"), &[dx, dy], 2)?;
+    let json = serde_json::to_vec_pretty(&field)?;
+    crate::data::write_atomic(&a.output_dir.join("field.json"), &json)?;
+    eprintln!(
+        "wrote {} (largest control displacement {:.1} px)",
+        a.output_dir.display(),
+        field.max_control_displacement()
+    );
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let pred_raw = load_label_stack(&a.prediction)?;
+    let truth = load_labels(&a.truth, a.label_encoding)?;
+    if pred_raw.len() != truth.len() {
+        bail!(
+            "{} has {} slices but {} has {}",
+            a.prediction.display(),
+            pred_raw.len(),
+            a.truth.display(),
+            truth.len()
+        );
+    }
+    // A 0/255 mask is read as binary (0 -> class 1, 255 -> class 2).
+    let is_binary = pred_raw
+        .iter()
+        .all(|p| p.data.iter().all(|&v| v == 0 || v == 255));
+    let mut preds = Vec::new();
+    for (i, (p, t)) in pred_raw.iter().zip(&truth).enumerate() {
+        if (p.width, p.height) != (t.classes.width, t.classes.height) {
+            bail!(
+                "{}: slice {i} is {}x{} but the truth is {}x{}",
+                a.prediction.display(),
+                p.width,
+                p.height,
+                t.classes.width,
+                t.classes.height
+            );
+        }
+        preds.push(p.map(|v| {
+            if is_binary {
+                if v == 0 { 1 } else { 2 }
+            } else {
+                v.min(u32::from(u16::MAX)) as u16
+            }
+        }));
+    }
+    let classes = truth
+        .iter()
+        .map(|l| l.max_class() as usize)
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    let truth_classes: Vec<Plane<u8>> = truth.iter().map(|l| l.classes.clone()).collect();
+    let regions: Vec<Plane<u32>> = truth.iter().map(|l| l.objects.clone()).collect();
+    let ev = crate::metrics::evaluate(&preds, &truth_classes, Some(&regions), classes);
+    println!("{}", serde_json::to_string_pretty(&ev)?);
+    Ok(())
+}

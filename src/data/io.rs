@@ -1,0 +1,706 @@
+//! Reading image stacks (PNG/JPEG/BMP, single and multipage TIFF, folders) and writing masks
+//! and float maps (PNG, multipage TIFF with ImageJ metadata). All writes are atomic.
+
+use std::fs;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+
+use tiff::decoder::{Decoder as TiffDecoder, DecodingResult, Limits as TiffLimits};
+use tiff::encoder::{Compression, TiffEncoder, colortype};
+use tiff::tags::Tag;
+
+use super::{DataError, Plane};
+
+/// Largest slice the loaders accept: 16384 x 16384 pixels (1 GiB as `f32`).
+pub const MAX_SLICE_PIXELS: usize = 16384 * 16384;
+/// Largest edge the loaders accept.
+pub const MAX_EDGE: usize = 65535;
+/// Largest whole stack the loaders accept, in pixels (8 GiB as `f32`).
+pub const MAX_STACK_PIXELS: usize = 1 << 31;
+/// File endings read when a folder is opened as a stack.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg", "bmp"];
+
+/// The sample type a stack was stored with; it decides the display range and export depth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PixelKind {
+    /// 8-bit unsigned.
+    U8,
+    /// 16-bit unsigned.
+    U16,
+    /// 32-bit unsigned or signed integers.
+    U32,
+    /// 32- or 64-bit float.
+    F32,
+}
+
+/// A stack of equally sized grey slices, as `f32` in the file's own value range.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    /// Slice width in pixels.
+    pub width: usize,
+    /// Slice height in pixels.
+    pub height: usize,
+    /// The sample type of the source file(s).
+    pub kind: PixelKind,
+    /// The slices, in file / page order.
+    pub slices: Vec<Plane<f32>>,
+    /// For each slice, the file it came from.
+    pub sources: Vec<PathBuf>,
+}
+
+/// Decoded samples of one slice before conversion.
+enum Samples {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    F32(Vec<f32>),
+}
+
+struct RawSlice {
+    width: usize,
+    height: usize,
+    samples: Samples,
+}
+
+impl RawSlice {
+    fn kind(&self) -> PixelKind {
+        match self.samples {
+            Samples::U8(_) => PixelKind::U8,
+            Samples::U16(_) => PixelKind::U16,
+            Samples::U32(_) => PixelKind::U32,
+            Samples::F32(_) => PixelKind::F32,
+        }
+    }
+}
+
+/// Loads an image file, a multipage TIFF or a folder of images (sorted by name) as a stack.
+///
+/// Colour images are converted to grey (the first channel when all channels are equal, the
+/// Rec. 601 luma otherwise). Every slice must have the same size; NaN and infinite values are
+/// rejected.
+pub fn load_stack(path: &Path) -> Result<Stack, DataError> {
+    let (raws, sources) = load_raw(path)?;
+    raws_to_stack(raws, sources)
+}
+
+/// Decodes the bytes of one image file (any supported format, all TIFF pages) as a stack.
+/// `name` is only used in messages. This is the loaders' entry point for fuzzing.
+pub fn decode_stack_bytes(name: &Path, bytes: &[u8]) -> Result<Stack, DataError> {
+    let raws = decode_bytes(name, bytes)?;
+    let sources = vec![name.to_path_buf(); raws.len()];
+    raws_to_stack(raws, sources)
+}
+
+fn raws_to_stack(raws: Vec<RawSlice>, sources: Vec<PathBuf>) -> Result<Stack, DataError> {
+    let Some(first) = raws.first() else {
+        return Err(DataError::invalid(
+            sources.first().cloned().unwrap_or_default(),
+            "no image data",
+        ));
+    };
+    let kind = raws
+        .iter()
+        .map(RawSlice::kind)
+        .max_by_key(|k| *k as u8)
+        .unwrap_or(PixelKind::U8);
+    let (width, height) = (first.width, first.height);
+    let mut slices = Vec::with_capacity(raws.len());
+    for (i, (raw, src)) in raws.into_iter().zip(&sources).enumerate() {
+        if (raw.width, raw.height) != (width, height) {
+            return Err(DataError::invalid(
+                src,
+                format!(
+                    "slice {i} is {}x{} but slice 0 is {width}x{height}; every slice of a stack must have one size",
+                    raw.width, raw.height
+                ),
+            ));
+        }
+        let data: Vec<f32> = match raw.samples {
+            Samples::U8(v) => v.into_iter().map(f32::from).collect(),
+            Samples::U16(v) => v.into_iter().map(f32::from).collect(),
+            Samples::U32(v) => v.into_iter().map(|x| x as f32).collect(),
+            Samples::F32(v) => {
+                if let Some(pos) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(DataError::invalid(
+                        src,
+                        format!(
+                            "slice {i} has a non-finite value ({}) at x={}, y={}",
+                            v[pos],
+                            pos % raw.width,
+                            pos / raw.width
+                        ),
+                    ));
+                }
+                v
+            }
+        };
+        slices.push(Plane {
+            width,
+            height,
+            data,
+        });
+    }
+    Ok(Stack {
+        width,
+        height,
+        kind,
+        slices,
+        sources,
+    })
+}
+
+/// Loads integer label images (8, 16 or 32 bit) as raw values, one plane per slice.
+/// Float images are accepted only when every value is a non-negative integer.
+pub fn load_label_stack(path: &Path) -> Result<Vec<Plane<u32>>, DataError> {
+    let (raws, sources) = load_raw(path)?;
+    raws.into_iter()
+        .zip(&sources)
+        .map(|(raw, src)| {
+            let data: Vec<u32> = match raw.samples {
+                Samples::U8(v) => v.into_iter().map(u32::from).collect(),
+                Samples::U16(v) => v.into_iter().map(u32::from).collect(),
+                Samples::U32(v) => v,
+                Samples::F32(v) => v
+                    .into_iter()
+                    .map(|x| {
+                        if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 4.0e9 {
+                            Ok(x as u32)
+                        } else {
+                            Err(DataError::invalid(
+                                src,
+                                format!("label images hold non-negative integers, found {x}"),
+                            ))
+                        }
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            Ok(Plane {
+                width: raw.width,
+                height: raw.height,
+                data,
+            })
+        })
+        .collect()
+}
+
+fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
+    let meta = fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    let files = if meta.is_dir() {
+        let mut files: Vec<PathBuf> = fs::read_dir(path)
+            .map_err(|e| DataError::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && has_image_extension(p))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "the folder holds no images (looked for {})",
+                    IMAGE_EXTENSIONS.join(", ")
+                ),
+            ));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut slices = Vec::new();
+    let mut sources = Vec::new();
+    let mut total = 0usize;
+    for file in &files {
+        for raw in load_file(file)? {
+            if let Some(first) = slices.first() {
+                let first: &RawSlice = first;
+                if (raw.width, raw.height) != (first.width, first.height) {
+                    return Err(DataError::invalid(
+                        file,
+                        format!(
+                            "slice {} is {}x{} but the stack's first slice ({}) is {}x{}; every slice of a stack must have one size",
+                            slices.len(),
+                            raw.width,
+                            raw.height,
+                            sources
+                                .first()
+                                .map(|p: &PathBuf| p.display().to_string())
+                                .unwrap_or_default(),
+                            first.width,
+                            first.height
+                        ),
+                    ));
+                }
+            }
+            total += raw.width * raw.height;
+            if total > MAX_STACK_PIXELS {
+                return Err(DataError::invalid(
+                    file,
+                    format!("the stack exceeds {MAX_STACK_PIXELS} pixels in all"),
+                ));
+            }
+            slices.push(raw);
+            sources.push(file.clone());
+        }
+    }
+    Ok((slices, sources))
+}
+
+fn has_image_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn check_size(path: &Path, width: usize, height: usize) -> Result<(), DataError> {
+    if width == 0 || height == 0 {
+        return Err(DataError::invalid(
+            path,
+            format!("the image is {width}x{height}: it has no pixels"),
+        ));
+    }
+    if width > MAX_EDGE || height > MAX_EDGE || width * height > MAX_SLICE_PIXELS {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "the image is {width}x{height}; the largest slice supported is {MAX_SLICE_PIXELS} pixels with edges up to {MAX_EDGE}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn load_file(path: &Path) -> Result<Vec<RawSlice>, DataError> {
+    let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_bytes(path, &bytes)
+}
+
+fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
+    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") || bytes.starts_with(b"II+\0") {
+        return decode_tiff(path, bytes);
+    }
+    decode_other(path, bytes).map(|s| vec![s])
+}
+
+fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
+    let mut limits = TiffLimits::default();
+    limits.decoding_buffer_size = MAX_SLICE_PIXELS * 4 * 4;
+    let mut dec = TiffDecoder::new(Cursor::new(bytes))
+        .map_err(|e| DataError::decode(path, format!("not a readable TIFF: {e}")))?
+        .with_limits(limits);
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let page = out.len();
+        let ctx = |e: tiff::TiffError| DataError::decode(path, format!("page {page}: {e}"));
+        let (w, h) = dec.dimensions().map_err(ctx)?;
+        let (w, h) = (w as usize, h as usize);
+        check_size(path, w, h)?;
+        total += w * h;
+        if total > MAX_STACK_PIXELS {
+            return Err(DataError::invalid(
+                path,
+                format!("the TIFF exceeds {MAX_STACK_PIXELS} pixels in all"),
+            ));
+        }
+        let color = dec.colortype().map_err(ctx)?;
+        let channels = match color {
+            tiff::ColorType::Gray(_) => 1,
+            tiff::ColorType::GrayA(_) => 2,
+            tiff::ColorType::RGB(_) => 3,
+            tiff::ColorType::RGBA(_) => 4,
+            other => {
+                return Err(DataError::decode(
+                    path,
+                    format!(
+                        "page {page}: colour type {other:?} is not supported (grey or RGB only)"
+                    ),
+                ));
+            }
+        };
+        let data = dec.read_image().map_err(ctx)?;
+        let n = w * h * channels;
+        let samples = match data {
+            DecodingResult::U8(v) => Samples::U8(to_grey(path, page, v, n, channels)?),
+            DecodingResult::U16(v) => Samples::U16(to_grey(path, page, v, n, channels)?),
+            DecodingResult::U32(v) => Samples::U32(to_grey(path, page, v, n, channels)?),
+            DecodingResult::I8(v) => Samples::F32(to_grey_f32(path, page, v, n, channels)?),
+            DecodingResult::I16(v) => Samples::F32(to_grey_f32(path, page, v, n, channels)?),
+            DecodingResult::I32(v) => Samples::F32(to_grey_f32(path, page, v, n, channels)?),
+            DecodingResult::F32(v) => Samples::F32(to_grey(path, page, v, n, channels)?),
+            DecodingResult::F64(v) => {
+                let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+                Samples::F32(to_grey(path, page, v, n, channels)?)
+            }
+            DecodingResult::F16(v) => {
+                let v: Vec<f32> = v.into_iter().map(f32::from).collect();
+                Samples::F32(to_grey(path, page, v, n, channels)?)
+            }
+            DecodingResult::U64(_) | DecodingResult::I64(_) => {
+                return Err(DataError::decode(
+                    path,
+                    format!("page {page}: 64-bit integer samples are not supported"),
+                ));
+            }
+        };
+        out.push(RawSlice {
+            width: w,
+            height: h,
+            samples,
+        });
+        if !dec.more_images() {
+            break;
+        }
+        dec.next_image()
+            .map_err(|e| DataError::decode(path, format!("page {}: {e}", out.len())))?;
+    }
+    Ok(out)
+}
+
+/// Reduces interleaved `channels` samples to one grey sample per pixel.
+fn to_grey<T>(
+    path: &Path,
+    page: usize,
+    v: Vec<T>,
+    n: usize,
+    channels: usize,
+) -> Result<Vec<T>, DataError>
+where
+    T: Copy + PartialEq + Into<f64> + FromF64,
+{
+    if v.len() < n {
+        return Err(DataError::decode(
+            path,
+            format!("page {page}: {} samples decoded, {n} expected", v.len()),
+        ));
+    }
+    if channels == 1 {
+        let mut v = v;
+        v.truncate(n);
+        return Ok(v);
+    }
+    Ok(v[..n]
+        .chunks_exact(channels)
+        .map(|px| {
+            let colour = channels >= 3;
+            if !colour || (px[0] == px[1] && px[1] == px[2]) {
+                px[0]
+            } else {
+                let l = 0.299 * px[0].into() + 0.587 * px[1].into() + 0.114 * px[2].into();
+                T::from_f64(l)
+            }
+        })
+        .collect())
+}
+
+fn to_grey_f32<T: Copy + Into<f64>>(
+    path: &Path,
+    page: usize,
+    v: Vec<T>,
+    n: usize,
+    channels: usize,
+) -> Result<Vec<f32>, DataError> {
+    let v: Vec<f32> = v.into_iter().map(|x| x.into() as f32).collect();
+    to_grey(path, page, v, n, channels)
+}
+
+/// Conversion back from the luma computation, rounding for integer types.
+pub(crate) trait FromF64 {
+    fn from_f64(v: f64) -> Self;
+}
+impl FromF64 for u8 {
+    fn from_f64(v: f64) -> Self {
+        v.round().clamp(0.0, 255.0) as u8
+    }
+}
+impl FromF64 for u16 {
+    fn from_f64(v: f64) -> Self {
+        v.round().clamp(0.0, 65535.0) as u16
+    }
+}
+impl FromF64 for u32 {
+    fn from_f64(v: f64) -> Self {
+        v.round().clamp(0.0, u32::MAX as f64) as u32
+    }
+}
+impl FromF64 for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+fn decode_other(path: &Path, bytes: &[u8]) -> Result<RawSlice, DataError> {
+    // PNG: check the header's size before the decoder looks for image data.
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() >= 24 {
+        let be =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        check_size(path, be(16) as usize, be(20) as usize)?;
+    }
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::decode(path, e))?;
+    if reader.format().is_none() {
+        return Err(DataError::decode(
+            path,
+            "unknown image format (PNG, JPEG, BMP and TIFF are supported)",
+        ));
+    }
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| DataError::decode(path, format!("cannot read the header: {e}")))?;
+    check_size(path, w as usize, h as usize)?;
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::decode(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_EDGE as u32);
+    limits.max_image_height = Some(MAX_EDGE as u32);
+    limits.max_alloc = Some((MAX_SLICE_PIXELS * 8) as u64);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| DataError::decode(path, e))?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let n = width * height;
+    use image::DynamicImage as D;
+    let samples = match img {
+        D::ImageLuma8(b) => Samples::U8(b.into_raw()),
+        D::ImageLumaA8(b) => Samples::U8(to_grey(path, 0, b.into_raw(), n * 2, 2)?),
+        D::ImageRgb8(b) => Samples::U8(to_grey(path, 0, b.into_raw(), n * 3, 3)?),
+        D::ImageRgba8(b) => Samples::U8(to_grey(path, 0, b.into_raw(), n * 4, 4)?),
+        D::ImageLuma16(b) => Samples::U16(b.into_raw()),
+        D::ImageLumaA16(b) => Samples::U16(to_grey(path, 0, b.into_raw(), n * 2, 2)?),
+        D::ImageRgb16(b) => Samples::U16(to_grey(path, 0, b.into_raw(), n * 3, 3)?),
+        D::ImageRgba16(b) => Samples::U16(to_grey(path, 0, b.into_raw(), n * 4, 4)?),
+        D::ImageRgb32F(b) => Samples::F32(to_grey(path, 0, b.into_raw(), n * 3, 3)?),
+        D::ImageRgba32F(b) => Samples::F32(to_grey(path, 0, b.into_raw(), n * 4, 4)?),
+        other => Samples::F32(other.to_luma32f().into_raw()),
+    };
+    Ok(RawSlice {
+        width,
+        height,
+        samples,
+    })
+}
+
+/// Output file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// One PNG per slice.
+    Png,
+    /// One (multipage) TIFF.
+    Tiff,
+}
+
+impl ImageFormat {
+    /// The format implied by a path's ending; `None` for unknown endings.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("png") => Some(Self::Png),
+            Some("tif" | "tiff") => Some(Self::Tiff),
+            _ => None,
+        }
+    }
+}
+
+/// How class ids are written into a mask file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskStyle {
+    /// The `classes` convention: 0 = unlabelled, k = class k (loads back as labels).
+    Classes,
+    /// 0 for class 1 (background), 255 for every other class.
+    Binary,
+}
+
+/// Writes `data` to `path` atomically: a temporary file in the same folder, synced, then
+/// renamed over the target, so readers never see a half-written file.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DataError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    // Unique per call, so concurrent writers of one target never share a temporary file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp{}-{n}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        DataError::io(path, e)
+    })
+}
+
+/// The file names used for a stack written as PNGs: `path` itself for one slice, otherwise
+/// `stem_0000.png`, `stem_0001.png`, ... beside it.
+pub fn png_slice_paths(path: &Path, n: usize) -> Vec<PathBuf> {
+    if n == 1 {
+        return vec![path.to_path_buf()];
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "slice".into());
+    let dir = path.parent().unwrap_or(Path::new(""));
+    (0..n)
+        .map(|i| dir.join(format!("{stem}_{i:04}.png")))
+        .collect()
+}
+
+/// Writes class masks (`classes` values 0..=65535) as PNG (one file per slice) or as one
+/// multipage TIFF with ImageJ metadata. 8-bit when every value fits, 16-bit otherwise.
+/// Returns the files written.
+pub fn write_mask(
+    path: &Path,
+    slices: &[Plane<u16>],
+    style: MaskStyle,
+) -> Result<Vec<PathBuf>, DataError> {
+    let format = ImageFormat::from_path(path).ok_or_else(|| {
+        DataError::invalid(
+            path,
+            "unknown output format: use a .png, .tif or .tiff ending",
+        )
+    })?;
+    if slices.is_empty() {
+        return Err(DataError::invalid(path, "nothing to write: no slices"));
+    }
+    let styled: Vec<Plane<u16>> = slices
+        .iter()
+        .map(|p| match style {
+            MaskStyle::Classes => p.clone(),
+            MaskStyle::Binary => p.map(|v| if v >= 2 { 255 } else { 0 }),
+        })
+        .collect();
+    let max = styled
+        .iter()
+        .flat_map(|p| p.data.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let eight_bit = max <= 255;
+    match format {
+        ImageFormat::Png => {
+            let paths = png_slice_paths(path, styled.len());
+            for (p, plane) in paths.iter().zip(&styled) {
+                let bytes = encode_png(p, plane, eight_bit)?;
+                write_atomic(p, &bytes)?;
+            }
+            Ok(paths)
+        }
+        ImageFormat::Tiff => {
+            let bytes = encode_tiff_u16(path, &styled, eight_bit, max)?;
+            write_atomic(path, &bytes)?;
+            Ok(vec![path.to_path_buf()])
+        }
+    }
+}
+
+fn encode_png(path: &Path, plane: &Plane<u16>, eight_bit: bool) -> Result<Vec<u8>, DataError> {
+    use image::ImageEncoder as _;
+    let mut out = Vec::new();
+    let enc = image::codecs::png::PngEncoder::new(&mut out);
+    let (w, h) = (plane.width as u32, plane.height as u32);
+    let res = if eight_bit {
+        let px: Vec<u8> = plane.data.iter().map(|&v| v as u8).collect();
+        enc.write_image(&px, w, h, image::ExtendedColorType::L8)
+    } else {
+        let px: Vec<u8> = plane.data.iter().flat_map(|v| v.to_be_bytes()).collect();
+        enc.write_image(&px, w, h, image::ExtendedColorType::L16)
+    };
+    res.map_err(|e| DataError::decode(path, format!("PNG encoding failed: {e}")))?;
+    Ok(out)
+}
+
+/// ImageJ's description tag, so that Fiji opens the pages as a stack (or hyperstack).
+fn imagej_description(slices: usize, channels: usize, range: Option<(f64, f64)>) -> String {
+    let mut s = format!("ImageJ=1.54f\nimages={}\n", slices * channels);
+    if channels > 1 {
+        s += &format!("channels={channels}\nslices={slices}\nhyperstack=true\nmode=grayscale\n");
+    } else if slices > 1 {
+        s += &format!("slices={slices}\n");
+    }
+    if let Some((lo, hi)) = range {
+        s += &format!("min={lo}\nmax={hi}\n");
+    }
+    s
+}
+
+fn encode_tiff_u16(
+    path: &Path,
+    slices: &[Plane<u16>],
+    eight_bit: bool,
+    max: u16,
+) -> Result<Vec<u8>, DataError> {
+    let err = |e: tiff::TiffError| DataError::decode(path, format!("TIFF encoding failed: {e}"));
+    let mut cursor = Cursor::new(Vec::new());
+    {
+        let mut enc = TiffEncoder::new(&mut cursor)
+            .map_err(err)?
+            .with_compression(Compression::Deflate(Default::default()));
+        // Display range: small class ids would otherwise look all black in Fiji.
+        let desc = imagej_description(slices.len(), 1, Some((0.0, f64::from(max.max(1)))));
+        for plane in slices {
+            let (w, h) = (plane.width as u32, plane.height as u32);
+            if eight_bit {
+                let px: Vec<u8> = plane.data.iter().map(|&v| v as u8).collect();
+                let mut img = enc.new_image::<colortype::Gray8>(w, h).map_err(err)?;
+                img.encoder()
+                    .write_tag(Tag::ImageDescription, desc.as_str())
+                    .map_err(err)?;
+                img.write_data(&px).map_err(err)?;
+            } else {
+                let mut img = enc.new_image::<colortype::Gray16>(w, h).map_err(err)?;
+                img.encoder()
+                    .write_tag(Tag::ImageDescription, desc.as_str())
+                    .map_err(err)?;
+                img.write_data(&plane.data).map_err(err)?;
+            }
+        }
+    }
+    Ok(cursor.into_inner())
+}
+
+/// Writes float planes as one multipage 32-bit float TIFF (probabilities, weight maps).
+/// With `channels > 1` the pages are ordered slice-major, channel fastest, and tagged as an
+/// ImageJ hyperstack.
+pub fn write_f32_tiff(path: &Path, pages: &[Plane<f32>], channels: usize) -> Result<(), DataError> {
+    if pages.is_empty() {
+        return Err(DataError::invalid(path, "nothing to write: no slices"));
+    }
+    let channels = channels.max(1);
+    let err = |e: tiff::TiffError| DataError::decode(path, format!("TIFF encoding failed: {e}"));
+    let (lo, hi) = pages
+        .iter()
+        .flat_map(|p| p.data.iter().copied())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    let desc = imagej_description(
+        pages.len() / channels,
+        channels,
+        Some((f64::from(lo), f64::from(hi))),
+    );
+    let mut cursor = Cursor::new(Vec::new());
+    {
+        let mut enc = TiffEncoder::new(&mut cursor).map_err(err)?;
+        for plane in pages {
+            let mut img = enc
+                .new_image::<colortype::Gray32Float>(plane.width as u32, plane.height as u32)
+                .map_err(err)?;
+            img.encoder()
+                .write_tag(Tag::ImageDescription, desc.as_str())
+                .map_err(err)?;
+            img.write_data(&plane.data).map_err(err)?;
+        }
+    }
+    write_atomic(path, &cursor.into_inner())
+}

@@ -1,0 +1,12 @@
+//! unet-studio: the U-Net of Ronneberger et al. (2015) for microscopy, as a library.
+//!
+//! Data flows one way: [`data`] (stacks, labels) -> [`preprocess`] (weight maps, deformation,
+//! tiles) -> [`ml`] (network, training, tiled inference) -> [`metrics`]. Lower layers never
+//! import higher ones; nothing here prints.
+
+pub mod bench;
+pub mod cli;
+pub mod data;
+pub mod metrics;
+pub mod ml;
+pub mod preprocess;

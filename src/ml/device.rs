@@ -1,0 +1,116 @@
+//! Runtime device selection: the wgpu backend on any GPU vendor, or the `flex` CPU backend.
+
+use std::sync::OnceLock;
+
+use burn::prelude::Device;
+
+/// What the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The GPU when an adapter exists, the CPU otherwise.
+    #[default]
+    Auto,
+    /// The wgpu backend; an error when no adapter exists.
+    Gpu,
+    /// The `flex` CPU backend.
+    Cpu,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "gpu" | "wgpu" => Ok(Self::Gpu),
+            "cpu" | "flex" => Ok(Self::Cpu),
+            other => Err(format!("unknown device '{other}': use auto, gpu or cpu")),
+        }
+    }
+}
+
+/// A device together with a truthful description of it.
+#[derive(Clone, Debug)]
+pub struct ComputeDevice {
+    /// The burn device (plain, without autodiff).
+    pub device: Device,
+    /// Whether this is the wgpu backend.
+    pub is_gpu: bool,
+    /// For example "GPU: llvmpipe (LLVM 15.0.6, 256 bits) via Vulkan (Cpu adapter)" or
+    /// "CPU (flex, 2 threads)".
+    pub description: String,
+    /// Why the CPU was chosen under `auto`, if it was.
+    pub fallback_reason: Option<String>,
+}
+
+/// Why no device could be had.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum DeviceError {
+    /// `--device gpu` without a usable adapter.
+    #[error("no GPU adapter could be initialised: {0}")]
+    NoAdapter(String),
+}
+
+/// The GPU device of this process: burn's wgpu runtime can be initialised once only.
+static GPU: OnceLock<Result<(Device, String), String>> = OnceLock::new();
+
+fn gpu() -> Result<(Device, String), String> {
+    GPU.get_or_init(|| {
+        // Adapter acquisition can panic inside drivers; keep that from taking the app down.
+        let res = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup());
+        match res {
+            Ok(Ok((device, setup))) => {
+                let info = setup.adapter.get_info();
+                Ok((
+                    device,
+                    format!(
+                        "GPU: {} via {:?} ({:?} adapter)",
+                        info.name, setup.backend, info.device_type
+                    ),
+                ))
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the graphics driver panicked while creating the device".into()),
+        }
+    })
+    .clone()
+}
+
+/// The CPU device.
+pub fn cpu_device() -> ComputeDevice {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    ComputeDevice {
+        device: Device::flex(),
+        is_gpu: false,
+        description: format!("CPU (flex, {threads} threads)"),
+        fallback_reason: None,
+    }
+}
+
+/// Resolves a [`DeviceChoice`].
+pub fn select_device(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu_device()),
+        DeviceChoice::Gpu => {
+            let (device, description) = gpu().map_err(DeviceError::NoAdapter)?;
+            Ok(ComputeDevice {
+                device,
+                is_gpu: true,
+                description,
+                fallback_reason: None,
+            })
+        }
+        DeviceChoice::Auto => match gpu() {
+            Ok((device, description)) => Ok(ComputeDevice {
+                device,
+                is_gpu: true,
+                description,
+                fallback_reason: None,
+            }),
+            Err(reason) => {
+                let mut cpu = cpu_device();
+                cpu.fallback_reason = Some(format!("no GPU adapter ({reason})"));
+                Ok(cpu)
+            }
+        },
+    }
+}

@@ -1,0 +1,141 @@
+//! Overlap-tile inference: the image is cut into output tiles, each predicted from a larger
+//! input tile whose missing context at the image border is mirrored.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use crate::data::Plane;
+use crate::ml::unet::{UNet, UNetConfig};
+use crate::ml::{CancelToken, MlError};
+use crate::preprocess::{TileGeometry, tile_origins};
+
+/// The tile actually used for an image: the valid output edge nearest to `requested`, but no
+/// larger than the smallest valid edge that covers the whole image.
+pub fn effective_tile(
+    geometry: &TileGeometry,
+    requested: usize,
+    width: usize,
+    height: usize,
+) -> usize {
+    let tile = geometry.nearest_valid_output(requested.max(1));
+    let cover = geometry.nearest_valid_output(width.max(height));
+    let cover = if cover < width.max(height) {
+        // Nearest may round down; take the next valid size up.
+        let step = 1usize << geometry.depth;
+        (cover + 1..=cover + 2 * step)
+            .find(|&o| geometry.input_size(o).is_some())
+            .unwrap_or(cover)
+    } else {
+        cover
+    };
+    // Tiles must reach the pooling grid step so that stitching stays exact.
+    let align = 1usize << geometry.depth;
+    let at_least = (align..=4 * align)
+        .find(|&o| geometry.input_size(o).is_some())
+        .unwrap_or(align);
+    tile.min(cover).max(at_least)
+}
+
+/// Converts a plane into a `[1, 1, H, W]` tensor.
+pub fn plane_tensor(p: &Plane<f32>, device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(p.data.clone(), [1, 1, p.height, p.width]),
+        device,
+    )
+}
+
+/// Reads a tensor back as `f32`s.
+pub fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, MlError> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| MlError::Backend(format!("reading a tensor back: {e:?}")))
+}
+
+/// Class probabilities of every pixel of a normalised image, by overlap-tile prediction.
+/// Returns one plane per class (class `k` at index `k - 1`). `on_tile(done, total)` is called
+/// after each tile; the cancel token is checked between tiles.
+pub fn predict_probabilities(
+    model: &UNet,
+    cfg: &UNetConfig,
+    image: &Plane<f32>,
+    tile_out: usize,
+    device: &Device,
+    cancel: &CancelToken,
+    on_tile: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Plane<f32>>, MlError> {
+    let geom = cfg.geometry();
+    let tile = effective_tile(&geom, tile_out, image.width, image.height);
+    let input = geom
+        .input_size(tile)
+        .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile} px output")))?;
+    let margin = (input - tile) / 2;
+    let (w, h) = (image.width, image.height);
+    let mut out: Vec<Plane<f32>> = (0..cfg.classes).map(|_| Plane::filled(w, h, 0.0)).collect();
+    let align = 1usize << cfg.depth;
+    let xs = tile_origins(w, tile, align);
+    let ys = tile_origins(h, tile, align);
+    let total = xs.len() * ys.len();
+    let mut done = 0;
+    for &ty in &ys {
+        for &tx in &xs {
+            if cancel.is_cancelled() {
+                return Err(MlError::Cancelled);
+            }
+            let crop = image.crop_mirrored(
+                tx as isize - margin as isize,
+                ty as isize - margin as isize,
+                input,
+                input,
+            );
+            let probs = softmax(model.forward(plane_tensor(&crop, device)), 1);
+            let v = tensor_values(probs)?;
+            for (k, plane) in out.iter_mut().enumerate() {
+                let base = k * tile * tile;
+                for y in 0..tile.min(h - ty) {
+                    let src = &v[base + y * tile..base + y * tile + tile.min(w - tx)];
+                    // Later tiles overwrite the overlap: identical values up to rounding.
+                    let row = (ty + y) * w + tx;
+                    plane.data[row..row + src.len()].copy_from_slice(src);
+                }
+            }
+            done += 1;
+            on_tile(done, total);
+        }
+    }
+    Ok(out)
+}
+
+/// The most probable class of every pixel (class ids from 1).
+pub fn argmax_classes(probs: &[Plane<f32>]) -> Plane<u16> {
+    let Some(first) = probs.first() else {
+        return Plane::filled(0, 0, 0);
+    };
+    let mut out = Plane::filled(first.width, first.height, 1u16);
+    for i in 0..out.data.len() {
+        let mut best = (f32::NEG_INFINITY, 0usize);
+        for (k, p) in probs.iter().enumerate() {
+            if p.data[i] > best.0 {
+                best = (p.data[i], k);
+            }
+        }
+        out.data[i] = best.1 as u16 + 1;
+    }
+    out
+}
+
+/// Shannon entropy of the class distribution per pixel (in nats): where the net is unsure.
+pub fn entropy(probs: &[Plane<f32>]) -> Plane<f32> {
+    let Some(first) = probs.first() else {
+        return Plane::filled(0, 0, 0.0);
+    };
+    let mut out = Plane::filled(first.width, first.height, 0.0f32);
+    for (i, o) in out.data.iter_mut().enumerate() {
+        *o = probs
+            .iter()
+            .map(|p| p.data[i])
+            .filter(|&q| q > 0.0)
+            .map(|q| -q * q.ln())
+            .sum();
+    }
+    out
+}

@@ -1,0 +1,73 @@
+//! The network, its loss, training and tiled inference, on one runtime-selected device.
+
+pub mod checkpoint;
+pub mod device;
+pub mod infer;
+pub mod loss;
+pub mod train;
+pub mod unet;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint};
+pub use device::{ComputeDevice, DeviceChoice, select_device};
+pub use infer::{argmax_classes, effective_tile, entropy, predict_probabilities};
+pub use loss::weighted_cross_entropy;
+pub use train::{
+    OptimizerConfig, StartFrom, TrainConfig, TrainEvent, TrainOutcome, TrainSet, train,
+};
+pub use unet::{Preset, UNet, UNetConfig};
+
+/// A shared flag that asks a long computation to stop at its next check.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Asks the computation to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    /// Whether stopping was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Errors of the network side.
+#[derive(Debug, thiserror::Error)]
+pub enum MlError {
+    /// Reading or writing files.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// No usable device.
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    /// A checkpoint is unreadable or does not fit.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Nothing (usable) to train on.
+    #[error("{0}")]
+    NoLabels(String),
+    /// A tile size the network cannot use.
+    #[error("tile: {0}")]
+    Tile(String),
+    /// The loss became NaN or infinite; the last checkpoint was kept.
+    #[error(
+        "training diverged at iteration {iteration} (non-finite loss); the last checkpoint was kept, lower the learning rate"
+    )]
+    Diverged {
+        /// The iteration whose loss was not finite.
+        iteration: u64,
+    },
+    /// The backend failed.
+    #[error("compute backend: {0}")]
+    Backend(String),
+    /// The computation was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}

@@ -1,0 +1,636 @@
+//! The training loop: batch 1 of the largest tile, random tiles centred on labelled pixels,
+//! elastic deformation and other augmentation on the fly, weighted loss, SGD with momentum
+//! 0.99 (paper) or Adam, validation on held-out labelled blocks, atomic checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module as _;
+use burn::optim::{
+    AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
+};
+use burn::prelude::*;
+
+use crate::data::{LabelSlice, Plane};
+use crate::ml::checkpoint::{Checkpoint, CheckpointMeta, fnv1a_hex, now_unix_s, save_checkpoint};
+use crate::ml::device::ComputeDevice;
+use crate::ml::infer::{plane_tensor, predict_probabilities, tensor_values};
+use crate::ml::loss::weighted_cross_entropy;
+use crate::ml::unet::{UNet, UNetConfig};
+use crate::ml::{CancelToken, MlError};
+use crate::preprocess::{
+    AugmentConfig, D4, DeformationField, ElasticConfig, GreyJitter, Interpolation, Rng,
+    WeightMapConfig, class_weights, warp_f32, warp_nearest, weight_map,
+};
+
+/// The optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum OptimizerConfig {
+    /// Plain SGD with (undampened) momentum, as Caffe and the paper: `v = m v + g`,
+    /// `theta -= lr v`.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// Momentum (paper: 0.99).
+        momentum: f64,
+    },
+    /// Adam (not in the paper; converges faster on small budgets).
+    Adam {
+        /// Learning rate.
+        lr: f64,
+    },
+}
+
+impl OptimizerConfig {
+    /// The paper's optimiser: SGD, momentum 0.99.
+    pub fn paper() -> Self {
+        Self::Sgd {
+            lr: 0.01,
+            momentum: 0.99,
+        }
+    }
+
+    fn lr(&self) -> f64 {
+        match *self {
+            Self::Sgd { lr, .. } | Self::Adam { lr } => lr,
+        }
+    }
+
+    /// A fresh optimiser of this kind.
+    pub fn init_optimizer(&self) -> ModuleOptimizer {
+        match *self {
+            Self::Sgd { momentum, .. } => SgdConfig::new()
+                .with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(momentum)
+                        .with_dampening(0.0),
+                ))
+                .init(),
+            Self::Adam { .. } => AdamConfig::new().init(),
+        }
+    }
+}
+
+/// Everything that controls a training run. Saved with every checkpoint.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    /// Iterations (one tile each) in this run.
+    pub iterations: u64,
+    /// Output tile edge in pixels (rounded to a valid size).
+    pub tile_out: usize,
+    /// Optimiser and learning rate.
+    pub optimizer: OptimizerConfig,
+    /// Seed of tile sampling, augmentation and the validation split.
+    pub seed: u64,
+    /// Fraction of `val_block_px`-sized blocks whose labels are held out for validation.
+    pub val_fraction: f32,
+    /// Edge of the validation blocks.
+    pub val_block_px: usize,
+    /// Validate every this many iterations (0: only at the end).
+    pub val_every: u64,
+    /// Write a checkpoint every this many iterations (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Augmentation.
+    pub augment: AugmentConfig,
+    /// Elastic deformation.
+    pub elastic: ElasticConfig,
+    /// Weight map.
+    pub weights: WeightMapConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 1000,
+            tile_out: 68,
+            optimizer: OptimizerConfig::paper(),
+            seed: 0,
+            val_fraction: 0.1,
+            val_block_px: 64,
+            val_every: 100,
+            checkpoint_every: 200,
+            augment: AugmentConfig::default(),
+            elastic: ElasticConfig::default(),
+            weights: WeightMapConfig::default(),
+        }
+    }
+}
+
+/// Training images (normalised) and their labels, slice by slice.
+#[derive(Clone, Debug)]
+pub struct TrainSet {
+    /// Normalised images.
+    pub images: Vec<Plane<f32>>,
+    /// Labels of each image (same size).
+    pub labels: Vec<LabelSlice>,
+}
+
+impl TrainSet {
+    /// Number of classes the labels use (at least 2).
+    pub fn classes(&self) -> usize {
+        self.labels
+            .iter()
+            .map(|l| l.max_class() as usize)
+            .max()
+            .unwrap_or(0)
+            .max(2)
+    }
+
+    /// FNV-1a hash of all label classes.
+    pub fn labels_hash(&self) -> String {
+        fnv1a_hex(self.labels.iter().map(|l| &l.classes.data[..]))
+    }
+}
+
+/// Progress of a training run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainEvent {
+    /// The run is set up.
+    Started {
+        /// Where it runs.
+        device: String,
+        /// Output and input tile edges.
+        tile_out: usize,
+        /// See `tile_out`.
+        tile_in: usize,
+        /// Labelled pixels used for training and held out for validation.
+        train_pixels: usize,
+        /// See `train_pixels`.
+        val_pixels: usize,
+        /// Iteration the run starts at (non-zero when resuming).
+        first_iteration: u64,
+    },
+    /// One optimisation step finished.
+    Iteration {
+        /// Global iteration number (1-based).
+        iteration: u64,
+        /// Loss of this step.
+        loss: f32,
+        /// Iterations per second over this run so far.
+        its_per_s: f32,
+    },
+    /// Validation loss on the held-out labelled pixels.
+    Validation {
+        /// Global iteration number.
+        iteration: u64,
+        /// Weighted cross-entropy on the held-out pixels.
+        loss: f32,
+        /// Fraction of held-out pixels whose argmax class is wrong.
+        pixel_error: f32,
+    },
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Global iteration number.
+        iteration: u64,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// What a finished (or cancelled) run returns.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The trained network (plain device, validation mode).
+    pub model: UNet,
+    /// Its config.
+    pub unet: UNetConfig,
+    /// Global iteration reached.
+    pub iteration: u64,
+    /// Loss of every step of this run.
+    pub losses: Vec<f32>,
+    /// Last validation result `(loss, pixel error)`, if any.
+    pub validation: Option<(f32, f32)>,
+    /// Whether the run was cancelled before its last iteration.
+    pub cancelled: bool,
+}
+
+/// Where the weights come from.
+#[derive(Clone, Debug)]
+pub enum StartFrom {
+    /// A freshly initialised network.
+    Scratch(UNetConfig),
+    /// Fine-tune: the weights of a checkpoint, a fresh optimiser, iterations from 0.
+    FineTune(Box<Checkpoint>),
+    /// Resume: weights, optimiser state and iteration count of a checkpoint.
+    Resume(Box<Checkpoint>),
+}
+
+/// One training sample: input tile, classes and weights of the output tile.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// `tile_in x tile_in` normalised image.
+    pub image: Plane<f32>,
+    /// `tile_out x tile_out` classes (0 = unlabelled).
+    pub classes: Plane<u8>,
+    /// `tile_out x tile_out` weights.
+    pub weights: Plane<f32>,
+}
+
+/// Per-slice masks of the held-out validation blocks.
+fn validation_masks(set: &TrainSet, cfg: &TrainConfig) -> Vec<Plane<bool>> {
+    let mut rng = Rng::new(cfg.seed ^ 0x7A11_DA7E);
+    let b = cfg.val_block_px.max(8);
+    set.labels
+        .iter()
+        .map(|l| {
+            let (w, h) = (l.classes.width, l.classes.height);
+            let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
+            let blocks: Vec<bool> = (0..bw * bh)
+                .map(|_| rng.uniform() < f64::from(cfg.val_fraction))
+                .collect();
+            let mut m = Plane::filled(w, h, false);
+            for y in 0..h {
+                for x in 0..w {
+                    m.set(x, y, blocks[(y / b) * bw + x / b]);
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+/// Draws one augmented training sample centred near a random training pixel.
+#[allow(clippy::too_many_arguments)]
+fn draw_sample(
+    set: &TrainSet,
+    weights: &[Plane<f32>],
+    pixels: &[Vec<u32>],
+    cumulative: &[usize],
+    tile_out: usize,
+    tile_in: usize,
+    cfg: &TrainConfig,
+    rng: &mut Rng,
+) -> Sample {
+    let total = cumulative.last().copied().unwrap_or(0);
+    let pick = rng.below(total.max(1));
+    let s = cumulative.partition_point(|&c| c <= pick);
+    let s = s.min(set.images.len() - 1);
+    let list = &pixels[s];
+    let idx = list[rng.below(list.len())] as usize;
+    let img = &set.images[s];
+    let (px, py) = (idx % img.width, idx / img.width);
+    let jitter = (tile_out / 4).max(1);
+    let margin = (tile_in - tile_out) / 2;
+    let ox =
+        px as isize - (tile_out / 2) as isize + rng.below(2 * jitter) as isize - jitter as isize;
+    let oy =
+        py as isize - (tile_out / 2) as isize + rng.below(2 * jitter) as isize - jitter as isize;
+    let (ix, iy) = (ox - margin as isize, oy - margin as isize);
+    let mut image = img.crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut classes = set.labels[s]
+        .classes
+        .crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut wmap = weights[s].crop_mirrored(ix, iy, tile_in, tile_in);
+    let aug = &cfg.augment;
+    if aug.elastic {
+        let field = DeformationField::random(tile_in, tile_in, &cfg.elastic, rng.next_u64());
+        let (dx, dy) = field.dense();
+        image = warp_f32(&image, &dx, &dy, Interpolation::Bicubic);
+        classes = warp_nearest(&classes, &dx, &dy);
+        wmap = warp_nearest(&wmap, &dx, &dy);
+    }
+    if aug.flips_rotations {
+        let d4 = D4::random(rng);
+        image = d4.apply(&image);
+        classes = d4.apply(&classes);
+        wmap = d4.apply(&wmap);
+    }
+    if aug.brightness > 0.0 || aug.contrast > 0.0 || aug.gamma > 0.0 {
+        GreyJitter::random(aug, rng).apply(&mut image);
+    }
+    let m = margin as isize;
+    Sample {
+        image,
+        classes: classes.crop_mirrored(m, m, tile_out, tile_out),
+        weights: wmap.crop_mirrored(m, m, tile_out, tile_out),
+    }
+}
+
+/// One-hot `[1, K, H, W]` targets (all zero at unlabelled pixels) and `[1, 1, H, W]` weights.
+pub fn target_tensors(
+    classes: &Plane<u8>,
+    weights: &Plane<f32>,
+    n_classes: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let n = classes.data.len();
+    let mut onehot = vec![0.0f32; n_classes * n];
+    for (i, &c) in classes.data.iter().enumerate() {
+        if c >= 1 && (c as usize) <= n_classes {
+            onehot[(c as usize - 1) * n + i] = 1.0;
+        }
+    }
+    let (h, w) = (classes.height, classes.width);
+    (
+        Tensor::from_data(TensorData::new(onehot, [1, n_classes, h, w]), device),
+        plane_tensor(weights, device),
+    )
+}
+
+/// Trains a U-Net. Checkpoints go to `out_dir` (when given) every `checkpoint_every`
+/// iterations and at the end, also when cancelled; a non-finite loss stops the run with an
+/// error and leaves the last checkpoint as it was.
+pub fn train(
+    set: &TrainSet,
+    cfg: &TrainConfig,
+    start: StartFrom,
+    device: &ComputeDevice,
+    out_dir: Option<&Path>,
+    cancel: &CancelToken,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, MlError> {
+    if set.images.is_empty() || set.images.len() != set.labels.len() {
+        return Err(MlError::NoLabels(
+            "training needs at least one image with labels".into(),
+        ));
+    }
+    for (i, (im, l)) in set.images.iter().zip(&set.labels).enumerate() {
+        if (im.width, im.height) != (l.classes.width, l.classes.height) {
+            return Err(MlError::NoLabels(format!(
+                "slice {i}: image is {}x{} but labels are {}x{}",
+                im.width, im.height, l.classes.width, l.classes.height
+            )));
+        }
+    }
+    let ad = device.device.clone().autodiff();
+    let (unet, mut model, mut optim, first_iteration) = match start {
+        StartFrom::Scratch(u) => {
+            let m = u.init(&ad);
+            (u, m, cfg.optimizer.init_optimizer(), 0)
+        }
+        StartFrom::FineTune(c) => (
+            c.meta.unet.clone(),
+            c.model(&ad)?,
+            cfg.optimizer.init_optimizer(),
+            0,
+        ),
+        StartFrom::Resume(c) => {
+            let o = c.restore_optimizer(cfg.optimizer.init_optimizer())?;
+            (c.meta.unet.clone(), c.model(&ad)?, o, c.meta.iteration)
+        }
+    };
+    if set.classes() > unet.classes {
+        return Err(MlError::NoLabels(format!(
+            "the labels use class {} but the network predicts {} classes",
+            set.classes(),
+            unet.classes
+        )));
+    }
+    let geom = unet.geometry();
+    let tile_out = geom.nearest_valid_output(cfg.tile_out.max(1));
+    let tile_in = geom
+        .input_size(tile_out)
+        .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile_out} px output")))?;
+
+    // Held-out blocks, weight maps (computed once, before training, as in the paper).
+    let val_masks = validation_masks(set, cfg);
+    let train_labels: Vec<LabelSlice> = set
+        .labels
+        .iter()
+        .zip(&val_masks)
+        .map(|(l, m)| {
+            let mut l = l.clone();
+            for (c, &v) in l.classes.data.iter_mut().zip(&m.data) {
+                if v {
+                    *c = 0;
+                }
+            }
+            l
+        })
+        .collect();
+    let cw = class_weights(&train_labels, unet.classes);
+    let full_weights: Vec<Plane<f32>> = set
+        .labels
+        .iter()
+        .map(|l| weight_map(l, &cw, &cfg.weights))
+        .collect();
+    let train_weights: Vec<Plane<f32>> = full_weights
+        .iter()
+        .zip(&val_masks)
+        .map(|(w, m)| {
+            let mut w = w.clone();
+            for (x, &v) in w.data.iter_mut().zip(&m.data) {
+                if v {
+                    *x = 0.0;
+                }
+            }
+            w
+        })
+        .collect();
+    let pixels: Vec<Vec<u32>> = train_weights
+        .iter()
+        .map(|w| {
+            w.data
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v > 0.0)
+                .map(|(i, _)| i as u32)
+                .collect()
+        })
+        .collect();
+    let mut cumulative = Vec::with_capacity(pixels.len());
+    let mut acc = 0;
+    for p in &pixels {
+        acc += p.len();
+        cumulative.push(acc);
+    }
+    let train_pixels = acc;
+    if train_pixels == 0 {
+        return Err(MlError::NoLabels(
+            "no labelled pixels to train on (all pixels are 0 = unlabelled, or all were held out)"
+                .into(),
+        ));
+    }
+    let val_pixels: usize = set
+        .labels
+        .iter()
+        .zip(&val_masks)
+        .map(|(l, m)| {
+            l.classes
+                .data
+                .iter()
+                .zip(&m.data)
+                .filter(|(c, v)| **c > 0 && **v)
+                .count()
+        })
+        .sum();
+    on_event(TrainEvent::Started {
+        device: device.description.clone(),
+        tile_out,
+        tile_in,
+        train_pixels,
+        val_pixels,
+        first_iteration,
+    });
+
+    let labels_hash = set.labels_hash();
+    let meta_for =
+        |iteration: u64, train_loss: Option<f32>, val: Option<(f32, f32)>| CheckpointMeta {
+            unet: unet.clone(),
+            train: Some(cfg.clone()),
+            iteration,
+            created_unix_s: now_unix_s(),
+            train_loss,
+            val_loss: val.map(|v| v.0),
+            labels_hash: Some(labels_hash.clone()),
+            note: format!("trained on {}", device.description),
+        };
+    let mut rng = Rng::new(cfg.seed.wrapping_add(first_iteration.wrapping_mul(0x9E37)));
+    let mut losses = Vec::with_capacity(cfg.iterations as usize);
+    let mut validation = None;
+    let t0 = Instant::now();
+    let lr = cfg.optimizer.lr();
+    let mut cancelled = false;
+    let mut iteration = first_iteration;
+    for step in 0..cfg.iterations {
+        if cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        // Resample when augmentation pushed every labelled pixel out of the output tile.
+        let mut sample = draw_sample(
+            set,
+            &train_weights,
+            &pixels,
+            &cumulative,
+            tile_out,
+            tile_in,
+            cfg,
+            &mut rng,
+        );
+        for _ in 0..8 {
+            if sample.weights.data.iter().any(|&w| w > 0.0) {
+                break;
+            }
+            sample = draw_sample(
+                set,
+                &train_weights,
+                &pixels,
+                &cumulative,
+                tile_out,
+                tile_in,
+                cfg,
+                &mut rng,
+            );
+        }
+        let x = plane_tensor(&sample.image, &ad);
+        let (target, weights) = target_tensors(&sample.classes, &sample.weights, unet.classes, &ad);
+        let logits = model.forward(x);
+        let loss = weighted_cross_entropy(logits, target, weights);
+        let loss_value = tensor_values(loss.clone())?
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN);
+        if !loss_value.is_finite() {
+            return Err(MlError::Diverged {
+                iteration: iteration + 1,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        iteration += 1;
+        losses.push(loss_value);
+        let elapsed = t0.elapsed().as_secs_f32().max(1e-6);
+        on_event(TrainEvent::Iteration {
+            iteration,
+            loss: loss_value,
+            its_per_s: (step + 1) as f32 / elapsed,
+        });
+        let last = step + 1 == cfg.iterations;
+        if val_pixels > 0 && ((cfg.val_every > 0 && (step + 1) % cfg.val_every == 0) || last) {
+            let v = validate(
+                &model.valid(),
+                &unet,
+                set,
+                &full_weights,
+                &val_masks,
+                tile_out,
+                device,
+                cancel,
+            )?;
+            validation = Some(v);
+            on_event(TrainEvent::Validation {
+                iteration,
+                loss: v.0,
+                pixel_error: v.1,
+            });
+        }
+        if let Some(dir) = out_dir
+            && cfg.checkpoint_every > 0
+            && (step + 1) % cfg.checkpoint_every == 0
+            && !last
+        {
+            let meta = meta_for(iteration, recent_mean(&losses), validation);
+            let path = save_checkpoint(dir, &meta, &model.valid(), Some(&optim))?;
+            on_event(TrainEvent::Checkpoint { iteration, path });
+        }
+    }
+    if let Some(dir) = out_dir
+        && !losses.is_empty()
+    {
+        let meta = meta_for(iteration, recent_mean(&losses), validation);
+        let path = save_checkpoint(dir, &meta, &model.valid(), Some(&optim))?;
+        on_event(TrainEvent::Checkpoint { iteration, path });
+    }
+    Ok(TrainOutcome {
+        model: model.valid(),
+        unet,
+        iteration,
+        losses,
+        validation,
+        cancelled,
+    })
+}
+
+fn recent_mean(losses: &[f32]) -> Option<f32> {
+    let tail = &losses[losses.len().saturating_sub(20)..];
+    (!tail.is_empty()).then(|| tail.iter().sum::<f32>() / tail.len() as f32)
+}
+
+/// Weighted cross-entropy and pixel error on the held-out labelled pixels.
+#[allow(clippy::too_many_arguments)]
+fn validate(
+    model: &UNet,
+    unet: &UNetConfig,
+    set: &TrainSet,
+    weights: &[Plane<f32>],
+    masks: &[Plane<bool>],
+    tile_out: usize,
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+) -> Result<(f32, f32), MlError> {
+    let (mut num, mut den, mut wrong, mut count) = (0.0f64, 0.0f64, 0usize, 0usize);
+    for s in 0..set.images.len() {
+        let held: Vec<usize> = (0..masks[s].data.len())
+            .filter(|&i| masks[s].data[i] && set.labels[s].classes.data[i] > 0)
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let probs = predict_probabilities(
+            model,
+            unet,
+            &set.images[s],
+            tile_out.max(unet.geometry().nearest_valid_output(196)),
+            &device.device,
+            cancel,
+            &mut |_, _| {},
+        )?;
+        for i in held {
+            let c = set.labels[s].classes.data[i] as usize;
+            let w = f64::from(weights[s].data[i]);
+            let p = probs[c - 1].data[i].max(1e-12);
+            num -= w * f64::from(p.ln());
+            den += w;
+            let best = (0..probs.len())
+                .max_by(|&a, &b| probs[a].data[i].total_cmp(&probs[b].data[i]))
+                .unwrap_or(0);
+            wrong += usize::from(best + 1 != c);
+            count += 1;
+        }
+    }
+    Ok((
+        (num / den.max(1e-12)) as f32,
+        wrong as f32 / count.max(1) as f32,
+    ))
+}

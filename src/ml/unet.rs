@@ -1,0 +1,307 @@
+//! The U-Net of Ronneberger et al. (2015): contracting path of 3x3 convolutions + ReLU and 2x2
+//! max-pooling, expanding path of 2x2 up-convolutions, crop-and-concat and 3x3 convolutions,
+//! final 1x1 convolution to the class scores.
+
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use crate::preprocess::{ConvPadding, TileGeometry};
+
+/// Network hyper-parameters. Saved next to every checkpoint.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UNetConfig {
+    /// Input channels (1 for grey microscopy).
+    pub in_channels: usize,
+    /// Output classes (class ids 1..=classes of the label images).
+    pub classes: usize,
+    /// Number of 2x2 poolings (paper: 4).
+    pub depth: usize,
+    /// Channels of the first level, doubled per level (paper: 64).
+    pub base_channels: usize,
+    /// Convolution padding (paper: valid).
+    pub padding: ConvPadding,
+    /// Dropout probability at the end of the contracting path (after the bottleneck).
+    pub dropout: f64,
+    /// Batch normalisation after every 3x3 convolution (not in the paper).
+    pub batch_norm: bool,
+}
+
+/// Named configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Preset {
+    /// The paper's network: depth 4, 64 base channels, valid convolutions, no batch norm.
+    Paper,
+    /// The same shape with 16 base channels (16x fewer FLOPs), for CPUs and quick tests.
+    Lite,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "paper" => Ok(Self::Paper),
+            "lite" => Ok(Self::Lite),
+            other => Err(format!("unknown preset '{other}': use paper or lite")),
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Paper => "paper",
+            Self::Lite => "lite",
+        })
+    }
+}
+
+impl UNetConfig {
+    /// The configuration of a preset with `classes` output classes.
+    pub fn preset(preset: Preset, classes: usize) -> Self {
+        Self {
+            in_channels: 1,
+            classes,
+            depth: 4,
+            base_channels: match preset {
+                Preset::Paper => 64,
+                Preset::Lite => 16,
+            },
+            padding: ConvPadding::Valid,
+            dropout: 0.5,
+            batch_norm: false,
+        }
+    }
+
+    /// The tile geometry of this network.
+    pub fn geometry(&self) -> TileGeometry {
+        TileGeometry {
+            depth: self.depth,
+            padding: self.padding,
+        }
+    }
+
+    /// Number of convolution layers (23 for the paper's net).
+    pub fn conv_layers(&self) -> usize {
+        // 2 per level down, 2 at the bottom, 3 per level up (up-conv + 2), 1 final.
+        2 * self.depth + 2 + 3 * self.depth + 1
+    }
+
+    fn channels(&self, level: usize) -> usize {
+        self.base_channels << level
+    }
+
+    /// Multiply-add count x 2 of one forward pass on an `input x input` tile (batch 1).
+    pub fn forward_flops(&self, input: usize) -> Option<f64> {
+        let shrink = if self.padding == ConvPadding::Valid {
+            2
+        } else {
+            0
+        };
+        let conv = |s: usize, cin: usize, cout: usize, k: usize| -> f64 {
+            2.0 * (s * s) as f64 * (cin * cout * k * k) as f64
+        };
+        let mut flops = 0.0;
+        let mut s = input;
+        let mut cin = self.in_channels;
+        let mut skips = Vec::new();
+        for l in 0..self.depth {
+            let c = self.channels(l);
+            s = s.checked_sub(shrink)?;
+            flops += conv(s, cin, c, 3);
+            s = s.checked_sub(shrink)?;
+            flops += conv(s, c, c, 3);
+            skips.push(s);
+            if s % 2 != 0 {
+                return None;
+            }
+            s /= 2;
+            cin = c;
+        }
+        let c = self.channels(self.depth);
+        s = s.checked_sub(shrink)?;
+        flops += conv(s, cin, c, 3);
+        s = s.checked_sub(shrink)?;
+        flops += conv(s, c, c, 3);
+        let mut cin = c;
+        for l in (0..self.depth).rev() {
+            let c = self.channels(l);
+            // Up-convolution 2x2 stride 2: every output pixel takes one tap per input channel.
+            s *= 2;
+            flops += 2.0 * (s * s) as f64 * (cin * c) as f64;
+            s = s.checked_sub(shrink)?;
+            flops += conv(s, 2 * c, c, 3);
+            s = s.checked_sub(shrink)?;
+            flops += conv(s, c, c, 3);
+            cin = c;
+        }
+        flops += conv(s, cin, self.classes, 1);
+        Some(flops)
+    }
+
+    /// Builds the network with He initialisation: weights ~ N(0, 2 / N), N the number of
+    /// incoming connections of a unit (9 * in-channels for a 3x3 convolution, in-channels for
+    /// the 2x2 stride-2 up-convolution, whose outputs each see one tap per channel); biases 0.
+    pub fn init(&self, device: &Device) -> UNet {
+        let pad = match self.padding {
+            ConvPadding::Valid => PaddingConfig2d::Valid,
+            ConvPadding::Same => PaddingConfig2d::Same,
+        };
+        let conv3 = |cin: usize, cout: usize| {
+            he_zero_bias(
+                Conv2dConfig::new([cin, cout], [3, 3])
+                    .with_padding(pad.clone())
+                    .with_initializer(he(cin * 9))
+                    .init(device),
+                cout,
+                device,
+            )
+        };
+        let block = |cin: usize, cout: usize| DoubleConv {
+            conv1: conv3(cin, cout),
+            norm1: self
+                .batch_norm
+                .then(|| BatchNormConfig::new(cout).init(device)),
+            conv2: conv3(cout, cout),
+            norm2: self
+                .batch_norm
+                .then(|| BatchNormConfig::new(cout).init(device)),
+        };
+        let mut down = Vec::new();
+        let mut cin = self.in_channels;
+        for l in 0..self.depth {
+            down.push(block(cin, self.channels(l)));
+            cin = self.channels(l);
+        }
+        let bottom = block(cin, self.channels(self.depth));
+        let mut up = Vec::new();
+        let mut up_blocks = Vec::new();
+        for l in (0..self.depth).rev() {
+            let (cin, cout) = (self.channels(l + 1), self.channels(l));
+            let mut t = ConvTranspose2dConfig::new([cin, cout], [2, 2])
+                .with_stride([2, 2])
+                .with_initializer(he(cin))
+                .init(device);
+            t.bias = Some(Param::from_tensor(Tensor::zeros([cout], device)));
+            up.push(t);
+            up_blocks.push(block(2 * cout, cout));
+        }
+        let head = he_zero_bias(
+            Conv2dConfig::new([self.base_channels, self.classes], [1, 1])
+                .with_initializer(he(self.base_channels))
+                .init(device),
+            self.classes,
+            device,
+        );
+        UNet {
+            down,
+            bottom,
+            up,
+            up_blocks,
+            head,
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+fn he(fan_in: usize) -> Initializer {
+    Initializer::Normal {
+        mean: 0.0,
+        std: (2.0 / fan_in as f64).sqrt(),
+    }
+}
+
+fn he_zero_bias(mut conv: Conv2d, cout: usize, device: &Device) -> Conv2d {
+    conv.bias = Some(Param::from_tensor(Tensor::zeros([cout], device)));
+    conv
+}
+
+/// Two 3x3 convolutions, each followed by (optional batch norm and) ReLU.
+#[derive(Module, Debug)]
+pub struct DoubleConv {
+    conv1: Conv2d,
+    norm1: Option<BatchNorm>,
+    conv2: Conv2d,
+    norm2: Option<BatchNorm>,
+}
+
+impl DoubleConv {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut x = self.conv1.forward(x);
+        if let Some(n) = &self.norm1 {
+            x = n.forward(x);
+        }
+        x = relu(x);
+        x = self.conv2.forward(x);
+        if let Some(n) = &self.norm2 {
+            x = n.forward(x);
+        }
+        relu(x)
+    }
+}
+
+/// The U-Net. Build it with [`UNetConfig::init`].
+#[derive(Module, Debug)]
+pub struct UNet {
+    down: Vec<DoubleConv>,
+    bottom: DoubleConv,
+    up: Vec<ConvTranspose2d>,
+    up_blocks: Vec<DoubleConv>,
+    head: Conv2d,
+    pool: MaxPool2d,
+    dropout: Dropout,
+}
+
+impl UNet {
+    /// Class scores (logits) for a batch of tiles.
+    ///
+    /// `x`: `[batch, in_channels, H, W]` with `H`, `W` valid input sizes of the network;
+    /// returns `[batch, classes, H', W']` with `H' = output_size(H)`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut skips = Vec::with_capacity(self.down.len());
+        let mut x = x;
+        for block in &self.down {
+            x = block.forward(x);
+            skips.push(x.clone());
+            x = self.pool.forward(x);
+        }
+        x = self.dropout.forward(self.bottom.forward(x));
+        for ((up, block), skip) in self
+            .up
+            .iter()
+            .zip(&self.up_blocks)
+            .zip(skips.into_iter().rev())
+        {
+            x = up.forward(x);
+            let [_, _, h, w] = x.dims();
+            let [_, _, sh, sw] = skip.dims();
+            // Crop-and-concat: the centre of the contracting path's map.
+            let skip = skip.narrow(2, (sh - h) / 2, h).narrow(3, (sw - w) / 2, w);
+            x = block.forward(Tensor::cat(vec![skip, x], 1));
+        }
+        self.head.forward(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_net_has_23_conv_layers_and_known_flops() {
+        let cfg = UNetConfig::preset(Preset::Paper, 2);
+        assert_eq!(cfg.conv_layers(), 23);
+        // 300.9 GFLOP for 572 -> 388 (the figure quoted for PyTorch in the bench issue).
+        let g = cfg.forward_flops(572).unwrap() / 1e9;
+        assert!((g - 300.9).abs() < 0.5, "{g}");
+        let lite = UNetConfig::preset(Preset::Lite, 2)
+            .forward_flops(572)
+            .unwrap()
+            / 1e9;
+        assert!((lite - 18.9).abs() < 0.2, "{lite}");
+    }
+}

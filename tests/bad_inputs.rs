@@ -1,0 +1,276 @@
+//! Every loader over the corpus of bad files in `tests/bad_inputs/`, the CLI over bad
+//! combinations of arguments, and loaders fed random and mutated bytes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use proptest::prelude::*;
+use unet_studio::data::{
+    MaskStyle, Plane, decode_stack_bytes, load_label_stack, load_stack, write_f32_tiff, write_mask,
+};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs")
+}
+
+const BAD_FILES: &[&str] = &[
+    "corrupt.tif",
+    "garbage.png",
+    "huge_65536.png",
+    "huge_65536.tif",
+    "zero_size.png",
+    "zero_size.tif",
+    "nan_float.tif",
+    "inf_float.tif",
+    "truncated.png",
+    "not_an_image.txt",
+    "pages_of_two_sizes.tif",
+    "does_not_exist.png",
+];
+
+#[test]
+fn every_loader_rejects_every_bad_file_naming_it() {
+    for name in BAD_FILES {
+        let path = corpus().join(name);
+        let e = load_stack(&path).expect_err(name).to_string();
+        assert!(
+            e.contains(name),
+            "load_stack({name}): message does not name the file: {e}"
+        );
+        if !name.contains("float") {
+            let e = load_label_stack(&path).expect_err(name).to_string();
+            assert!(e.contains(name), "load_label_stack({name}): {e}");
+        }
+    }
+    // The specific problems are said.
+    let msg = |n: &str| load_stack(&corpus().join(n)).unwrap_err().to_string();
+    assert!(
+        msg("zero_size.png").contains("0x0")
+            || msg("zero_size.png").contains("no pixels")
+            || msg("zero_size.png").contains("Invalid"),
+        "{}",
+        msg("zero_size.png")
+    );
+    assert!(
+        msg("huge_65536.tif").contains("65536x65536"),
+        "{}",
+        msg("huge_65536.tif")
+    );
+    assert!(
+        msg("huge_65536.png").contains("65536x65536"),
+        "{}",
+        msg("huge_65536.png")
+    );
+    assert!(
+        msg("nan_float.tif").contains("NaN"),
+        "{}",
+        msg("nan_float.tif")
+    );
+    assert!(
+        msg("inf_float.tif").contains("inf"),
+        "{}",
+        msg("inf_float.tif")
+    );
+    assert!(
+        msg("pages_of_two_sizes.tif").contains("one size"),
+        "{}",
+        msg("pages_of_two_sizes.tif")
+    );
+    // Float labels with non-integer values are refused as labels.
+    assert!(load_label_stack(&corpus().join("nan_float.tif")).is_err());
+}
+
+fn run_cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_unet-studio"))
+        .args(args)
+        .env("UNET_STUDIO_NO_PROGRESS", "1")
+        .output()
+        .expect("run the binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_gives_clear_errors_and_nonzero_exit() {
+    let c = |n: &str| corpus().join(n).to_string_lossy().into_owned();
+    let out = std::env::temp_dir().join(format!("unet-studio-bad-{}", std::process::id()));
+    let out_s = out.to_string_lossy().into_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "weights".into(),
+                "--labels".into(),
+                c("does_not_exist.png"),
+                "--output".into(),
+                format!("{out_s}/w.tif"),
+            ],
+            "does_not_exist.png",
+        ),
+        (
+            vec![
+                "weights".into(),
+                "--labels".into(),
+                c("corrupt.tif"),
+                "--output".into(),
+                format!("{out_s}/w.tif"),
+            ],
+            "corrupt.tif",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--images".into(),
+                c("image_64.png"),
+                "--labels".into(),
+                c("labels_32.png"),
+                "--out".into(),
+                out_s.clone(),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "32x32",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--images".into(),
+                c("image_64.png"),
+                "--labels".into(),
+                c("labels_empty_64.png"),
+                "--out".into(),
+                out_s.clone(),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "no labelled pixels",
+        ),
+        (
+            vec![
+                "weights".into(),
+                "--labels".into(),
+                c("labels_32.png"),
+                "--label-encoding".into(),
+                "bogus".into(),
+                "--output".into(),
+                format!("{out_s}/w.tif"),
+            ],
+            "unknown label encoding",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--images".into(),
+                c("image_64.png"),
+                "--labels".into(),
+                c("image_64.png"),
+                "--label-encoding".into(),
+                "binary".into(),
+                "--out".into(),
+                out_s.clone(),
+                "--tile".into(),
+                "1".into(),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "smaller than the smallest",
+        ),
+        (
+            vec![
+                "predict".into(),
+                "--model".into(),
+                c("image_64.png"),
+                "--input".into(),
+                c("image_64.png"),
+                "--output".into(),
+                format!("{out_s}/m.png"),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "not a unet-studio checkpoint",
+        ),
+        (
+            vec![
+                "deform".into(),
+                "--image".into(),
+                c("nan_float.tif"),
+                "--seed".into(),
+                "1".into(),
+                "--output-dir".into(),
+                out_s.clone(),
+            ],
+            "nan_float.tif",
+        ),
+    ];
+    for (args, expect) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, err) = run_cli(&args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            err.contains(expect),
+            "{args:?}: stderr lacks '{expect}': {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}
+
+fn valid_png() -> Vec<u8> {
+    std::fs::read(corpus().join("image_64.png")).unwrap()
+}
+
+fn valid_tiffs() -> Vec<Vec<u8>> {
+    let dir = std::env::temp_dir().join(format!("unet-studio-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p8 = Plane::from_vec(16, 8, (0..128u16).collect()).unwrap();
+    write_mask(&dir.join("a.tif"), &[p8.clone(), p8], MaskStyle::Classes).unwrap();
+    let pf = Plane::from_vec(8, 8, (0..64).map(|v| v as f32 * 0.5).collect()).unwrap();
+    write_f32_tiff(&dir.join("b.tif"), &[pf], 1).unwrap();
+    vec![
+        std::fs::read(dir.join("a.tif")).unwrap(),
+        std::fs::read(dir.join("b.tif")).unwrap(),
+    ]
+}
+
+#[test]
+fn valid_writes_read_back() {
+    let t = valid_tiffs();
+    let s = decode_stack_bytes(Path::new("a.tif"), &t[0]).unwrap();
+    assert_eq!((s.width, s.height, s.slices.len()), (16, 8, 2));
+    assert_eq!(s.slices[1].data[127], 127.0);
+    let f = decode_stack_bytes(Path::new("b.tif"), &t[1]).unwrap();
+    assert_eq!(f.slices[0].data[63], 31.5);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = decode_stack_bytes(Path::new("random.bin"), &bytes);
+        let mut tiff = b"II*\0".to_vec();
+        tiff.extend_from_slice(&bytes);
+        let _ = decode_stack_bytes(Path::new("random.tif"), &tiff);
+    }
+
+    #[test]
+    fn mutated_valid_files_never_panic(
+        which in 0usize..3,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = match which {
+            0 => valid_png(),
+            i => valid_tiffs().swap_remove(i - 1),
+        };
+        for (idx, v) in edits {
+            let i = idx.index(bytes.len());
+            bytes[i] = v;
+        }
+        if truncate {
+            let n = cut.index(bytes.len());
+            bytes.truncate(n);
+        }
+        let _ = decode_stack_bytes(Path::new("mutated"), &bytes);
+    }
+}

@@ -1,0 +1,358 @@
+//! End-to-end checks of the engine: tiled inference, CPU/GPU agreement, training on real
+//! data, cancellation, checkpoints, the loss's treatment of unlabelled pixels.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use unet_studio::data::{
+    LabelEncoding, LabelSlice, Plane, encode_labels, load_label_stack, load_stack,
+};
+use unet_studio::ml::checkpoint::{CheckpointMeta, encode_checkpoint, now_unix_s};
+use unet_studio::ml::device::cpu_device;
+use unet_studio::ml::infer::{plane_tensor, tensor_values};
+use unet_studio::ml::{
+    CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
+    TrainSet, UNetConfig, load_checkpoint, predict_probabilities, save_checkpoint, select_device,
+    train, weighted_cross_entropy,
+};
+use unet_studio::preprocess::normalize_percentile;
+
+fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012")
+}
+
+/// A real EM crop (ISBI 2012 slice 0) and its full binary labels.
+fn em_crop(x0: usize, y0: usize, size: usize) -> (Plane<f32>, LabelSlice) {
+    let stack = load_stack(&sample_dir().join("images/slice00.png")).unwrap();
+    let labels = load_label_stack(&sample_dir().join("labels/slice00.png")).unwrap();
+    let img =
+        normalize_percentile(&stack.slices[0]).crop_mirrored(x0 as isize, y0 as isize, size, size);
+    let lab = labels[0].crop_mirrored(x0 as isize, y0 as isize, size, size);
+    (img, encode_labels(&lab, LabelEncoding::Binary).unwrap())
+}
+
+fn lite() -> UNetConfig {
+    UNetConfig::preset(Preset::Lite, 2)
+}
+
+#[test]
+fn tiled_prediction_equals_whole_image_prediction() {
+    let cpu = cpu_device();
+    let cfg = lite();
+    let model = cfg.init(&cpu.device);
+    // 100 is a valid output edge of the lite net: one tile covers the whole image.
+    let (img, _) = em_crop(100, 80, 100);
+    let cancel = CancelToken::new();
+    let whole = predict_probabilities(
+        &model,
+        &cfg,
+        &img,
+        100,
+        &cpu.device,
+        &cancel,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let mut tiles = 0;
+    let tiled = predict_probabilities(&model, &cfg, &img, 36, &cpu.device, &cancel, &mut |_, t| {
+        tiles = t
+    })
+    .unwrap();
+    assert_eq!(
+        tiles, 9,
+        "36 px tiles over 100 px: origins 0, 32, 64 per axis"
+    );
+    let mut max_diff = 0.0f32;
+    for (a, b) in whole.iter().zip(&tiled) {
+        for (x, y) in a.data.iter().zip(&b.data) {
+            max_diff = max_diff.max((x - y).abs());
+        }
+    }
+    assert!(max_diff < 1e-4, "tiled vs whole: {max_diff}");
+    // Probabilities sum to one.
+    for i in [0, 517, 9999] {
+        let s: f32 = whole.iter().map(|p| p.data[i]).sum();
+        assert!((s - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn odd_and_tiny_images_are_predicted_at_their_size() {
+    let cpu = cpu_device();
+    let cfg = lite();
+    let model = cfg.init(&cpu.device);
+    let cancel = CancelToken::new();
+    for (w, h) in [(7usize, 5usize), (45, 13), (1, 1)] {
+        let img =
+            Plane::from_vec(w, h, (0..w * h).map(|i| (i % 7) as f32 / 7.0).collect()).unwrap();
+        let p = predict_probabilities(&model, &cfg, &img, 36, &cpu.device, &cancel, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].width, p[0].height), (w, h));
+        assert!(p[0].data.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn paper_net_maps_572_to_388_on_the_backend() {
+    // Shape only: the same config the tile geometry is computed from.
+    let cpu = cpu_device();
+    let cfg = UNetConfig::preset(Preset::Paper, 2);
+    assert_eq!(cfg.geometry().output_size(572), Some(388));
+    // A depth-1 paper-style net is cheap enough to run: 2 poolings fewer, same rules.
+    let small = UNetConfig {
+        depth: 2,
+        base_channels: 4,
+        ..cfg
+    };
+    let out_edge = small.geometry().output_size(92).unwrap();
+    let model = small.init(&cpu.device);
+    let y = model.forward(Tensor::zeros([1, 1, 92, 92], &cpu.device));
+    assert_eq!(y.dims(), [1, 2, out_edge, out_edge]);
+}
+
+#[test]
+fn loss_ignores_unlabelled_pixels() {
+    let dev = cpu_device().device;
+    let classes = Plane::from_vec(4, 1, vec![1u8, 0, 2, 0]).unwrap();
+    let weights = Plane::from_vec(4, 1, vec![1.0f32, 0.0, 2.0, 0.0]).unwrap();
+    let (t, w) = unet_studio::ml::train::target_tensors(&classes, &weights, 2, &dev);
+    let logits_a = vec![
+        0.3f32, 5.0, -1.0, 2.0, /* class 2 */ 0.1, -3.0, 0.7, 9.0,
+    ];
+    let mut logits_b = logits_a.clone();
+    logits_b[1] = -40.0; // unlabelled pixel 1, class 1
+    logits_b[7] = 80.0; // unlabelled pixel 3, class 2
+    let la = weighted_cross_entropy(
+        Tensor::from_data(TensorData::new(logits_a.clone(), [1, 2, 1, 4]), &dev),
+        t.clone(),
+        w.clone(),
+    );
+    let lb = weighted_cross_entropy(
+        Tensor::from_data(TensorData::new(logits_b, [1, 2, 1, 4]), &dev),
+        t,
+        w,
+    );
+    let (a, b) = (tensor_values(la).unwrap()[0], tensor_values(lb).unwrap()[0]);
+    assert_eq!(a, b);
+    // And it is the weighted mean of -log softmax at the labelled pixels, by hand.
+    let nll = |z1: f32, z2: f32, k: usize| {
+        let m = z1.max(z2);
+        let lse = m + ((z1 - m).exp() + (z2 - m).exp()).ln();
+        lse - if k == 1 { z1 } else { z2 }
+    };
+    let expect = (1.0 * nll(0.3, 0.1, 1) + 2.0 * nll(-1.0, 0.7, 2)) / 3.0;
+    assert!((a - expect).abs() < 1e-5, "{a} vs {expect}");
+}
+
+#[test]
+fn cpu_and_gpu_forward_agree() {
+    let gpu = select_device(DeviceChoice::Gpu).unwrap_or_else(|e| {
+        panic!("{e}: the wgpu tests need a Vulkan driver; on Debian install mesa-vulkan-drivers")
+    });
+    eprintln!("{}", gpu.description);
+    let cpu = cpu_device();
+    let cfg = lite();
+    let model_cpu = cfg.init(&cpu.device);
+    // The same weights on the GPU, through a checkpoint (also exercises the record path).
+    let meta = CheckpointMeta {
+        unet: cfg.clone(),
+        train: None,
+        iteration: 0,
+        created_unix_s: now_unix_s(),
+        train_loss: None,
+        val_loss: None,
+        labels_hash: None,
+        note: String::new(),
+    };
+    let bytes = encode_checkpoint(&meta, &model_cpu, None).unwrap();
+    let ck = unet_studio::ml::checkpoint::decode_checkpoint(Path::new("mem"), &bytes).unwrap();
+    let model_gpu = ck.model(&gpu.device).unwrap();
+    let (img, _) = em_crop(0, 0, 188);
+    let a = tensor_values(model_cpu.forward(plane_tensor(&img, &cpu.device))).unwrap();
+    let b = tensor_values(model_gpu.forward(plane_tensor(&img, &gpu.device))).unwrap();
+    assert_eq!(a.len(), b.len());
+    let max = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max < 1e-3, "CPU vs GPU logits differ by {max}");
+}
+
+fn tiny_set() -> TrainSet {
+    let (img, lab) = em_crop(128, 128, 160);
+    TrainSet {
+        images: vec![img],
+        labels: vec![lab],
+    }
+}
+
+fn quick_cfg(iterations: u64) -> TrainConfig {
+    TrainConfig {
+        iterations,
+        tile_out: 36,
+        optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+        seed: 3,
+        val_fraction: 0.0,
+        val_every: 0,
+        checkpoint_every: 0,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn training_lowers_the_loss_on_real_em_data() {
+    let set = tiny_set();
+    let cpu = cpu_device();
+    let mut cfg = quick_cfg(60);
+    cfg.augment.elastic = true;
+    let out = train(
+        &set,
+        &cfg,
+        StartFrom::Scratch(lite()),
+        &cpu,
+        None,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.losses.len(), 60);
+    let first: f32 = out.losses[..10].iter().sum::<f32>() / 10.0;
+    let last: f32 = out.losses[50..].iter().sum::<f32>() / 10.0;
+    assert!(
+        last < 0.85 * first,
+        "loss did not decrease: first {first}, last {last}"
+    );
+}
+
+#[test]
+fn paper_sgd_momentum_trains_too() {
+    let set = tiny_set();
+    let cpu = cpu_device();
+    let mut cfg = quick_cfg(60);
+    cfg.optimizer = OptimizerConfig::paper();
+    let out = train(
+        &set,
+        &cfg,
+        StartFrom::Scratch(lite()),
+        &cpu,
+        None,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let first: f32 = out.losses[..10].iter().sum::<f32>() / 10.0;
+    let last: f32 = out.losses[50..].iter().sum::<f32>() / 10.0;
+    assert!(
+        last < first,
+        "SGD momentum 0.99: first {first}, last {last}"
+    );
+}
+
+#[test]
+fn cancelling_stops_within_one_iteration_and_keeps_a_checkpoint() {
+    let set = tiny_set();
+    let cpu = cpu_device();
+    let dir = tempdir("cancel");
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    let mut seen = Vec::new();
+    let out = train(
+        &set,
+        &quick_cfg(50),
+        StartFrom::Scratch(lite()),
+        &cpu,
+        Some(&dir),
+        &cancel,
+        &mut |e| {
+            if let TrainEvent::Iteration { iteration, .. } = e {
+                seen.push(iteration);
+                if iteration == 3 {
+                    c2.cancel();
+                }
+            }
+        },
+    )
+    .unwrap();
+    assert!(out.cancelled);
+    assert_eq!(out.iteration, 3);
+    assert_eq!(seen, vec![1, 2, 3]);
+    let ck = load_checkpoint(&dir).unwrap();
+    assert_eq!(ck.meta.iteration, 3);
+}
+
+#[test]
+fn checkpoint_round_trips_bit_exactly_and_resumes() {
+    let set = tiny_set();
+    let cpu = cpu_device();
+    let dir = tempdir("roundtrip");
+    let out = train(
+        &set,
+        &quick_cfg(4),
+        StartFrom::Scratch(lite()),
+        &cpu,
+        Some(&dir),
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let ck = load_checkpoint(&dir).unwrap();
+    let loaded = ck.model(&cpu.device).unwrap();
+    let meta = ck.meta.clone();
+    let again = encode_checkpoint(&meta, &loaded, None).unwrap();
+    let orig = encode_checkpoint(&meta, &out.model, None).unwrap();
+    assert_eq!(again, orig, "weights differ after a save/load round trip");
+    let (img, _) = em_crop(0, 0, 188);
+    let a = tensor_values(out.model.forward(plane_tensor(&img, &cpu.device))).unwrap();
+    let b = tensor_values(loaded.forward(plane_tensor(&img, &cpu.device))).unwrap();
+    assert_eq!(a, b);
+    // Resume continues the iteration count with the saved optimiser state.
+    let resumed = train(
+        &set,
+        &quick_cfg(2),
+        StartFrom::Resume(Box::new(ck)),
+        &cpu,
+        Some(&dir),
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(resumed.iteration, 6);
+    assert_eq!(load_checkpoint(&dir).unwrap().meta.iteration, 6);
+    // Saving over an existing checkpoint leaves no temporary files behind.
+    save_checkpoint(&dir, &meta, &loaded, None).unwrap();
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}
+
+#[test]
+fn empty_labels_are_refused() {
+    let (img, mut lab) = em_crop(0, 0, 64);
+    lab.classes.data.iter_mut().for_each(|c| *c = 0);
+    let set = TrainSet {
+        images: vec![img],
+        labels: vec![lab],
+    };
+    let err = train(
+        &set,
+        &quick_cfg(2),
+        StartFrom::Scratch(lite()),
+        &cpu_device(),
+        None,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no labelled pixels"), "{err}");
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("unet-studio-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
