@@ -313,8 +313,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         Preset::Paper => 388,
     });
     let tile = valid_tile(&unet.geometry(), requested)?;
-    let mut augment = AugmentConfig::default();
-    augment.elastic = !a.no_elastic;
+    let augment = AugmentConfig {
+        elastic: !a.no_elastic,
+        ..AugmentConfig::default()
+    };
     let weights = WeightMapConfig {
         border: !a.no_border_weights,
         ..WeightMapConfig::default()

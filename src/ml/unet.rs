@@ -115,7 +115,7 @@ impl UNetConfig {
             s = s.checked_sub(shrink)?;
             flops += conv(s, c, c, 3);
             skips.push(s);
-            if s % 2 != 0 {
+            if !s.is_multiple_of(2) {
                 return None;
             }
             s /= 2;

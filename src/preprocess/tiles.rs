@@ -29,7 +29,7 @@ impl TileGeometry {
         let mut s = input;
         for _ in 0..self.depth {
             s = s.checked_sub(shrink)?;
-            if s == 0 || s % 2 != 0 {
+            if s == 0 || !s.is_multiple_of(2) {
                 return None;
             }
             s /= 2;
@@ -56,7 +56,7 @@ impl TileGeometry {
         let mut s = output;
         for _ in 0..self.depth {
             s += grow;
-            if s % 2 != 0 {
+            if !s.is_multiple_of(2) {
                 return None;
             }
             s /= 2;
