@@ -1,6 +1,8 @@
 //! The network, its loss, training and tiled inference, on one runtime-selected device.
 
 pub mod checkpoint;
+pub mod conv;
+pub mod conv_cpu;
 pub mod device;
 pub mod infer;
 pub mod loss;

@@ -5,10 +5,11 @@
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::ml::conv::Conv3x3;
 use crate::preprocess::{ConvPadding, TileGeometry};
 
 /// Network hyper-parameters. Saved next to every checkpoint.
@@ -146,20 +147,8 @@ impl UNetConfig {
     /// incoming connections of a unit (9 * in-channels for a 3x3 convolution, in-channels for
     /// the 2x2 stride-2 up-convolution, whose outputs each see one tap per channel); biases 0.
     pub fn init(&self, device: &Device) -> UNet {
-        let pad = match self.padding {
-            ConvPadding::Valid => PaddingConfig2d::Valid,
-            ConvPadding::Same => PaddingConfig2d::Same,
-        };
-        let conv3 = |cin: usize, cout: usize| {
-            he_zero_bias(
-                Conv2dConfig::new([cin, cout], [3, 3])
-                    .with_padding(pad.clone())
-                    .with_initializer(he(cin * 9))
-                    .init(device),
-                cout,
-                device,
-            )
-        };
+        let same = self.padding == ConvPadding::Same;
+        let conv3 = |cin: usize, cout: usize| Conv3x3::new(cin, cout, same, device);
         let block = |cin: usize, cout: usize| DoubleConv {
             conv1: conv3(cin, cout),
             norm1: self
@@ -223,9 +212,9 @@ fn he_zero_bias(mut conv: Conv2d, cout: usize, device: &Device) -> Conv2d {
 /// Two 3x3 convolutions, each followed by (optional batch norm and) ReLU.
 #[derive(Module, Debug)]
 pub struct DoubleConv {
-    conv1: Conv2d,
+    conv1: Conv3x3,
     norm1: Option<BatchNorm>,
-    conv2: Conv2d,
+    conv2: Conv3x3,
     norm2: Option<BatchNorm>,
 }
 

@@ -1,0 +1,293 @@
+//! The 3x3 valid convolution of the U-Net as a burn backend extension: on `flex` (CPU) it runs
+//! the blocked im2col + GEMM kernels of [`super::conv_cpu`] for the forward pass and both
+//! gradients; on the CubeCL (wgpu) backend it is burn's own convolution. Autodiff has a
+//! hand-written backward that calls the backend's gradient kernels, so the rest of the code
+//! uses one `Tensor` API on every device.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::ModuleOps as _;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+
+use super::conv_cpu::{ConvShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad};
+
+/// Backends that run the U-Net's 3x3 valid convolution.
+#[backend_extension(Autodiff, Flex, Cube)]
+pub trait Conv3x3Backend: Backend {
+    /// `y = conv3x3_valid(x, weight) + bias`; x `[N, Cin, H, W]`, weight `[Cout, Cin, 3, 3]`,
+    /// bias `[Cout]`; y `[N, Cout, H - 2, W - 2]`.
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of the input.
+    fn conv3x3_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of the weight.
+    fn conv3x3_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+fn valid_options() -> ConvOptions<2> {
+    ConvOptions::new([1, 1], [0, 0], [1, 1], 1)
+}
+
+impl Conv3x3Backend for Cube {
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), valid_options())
+    }
+    fn conv3x3_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, grad, valid_options())
+    }
+    fn conv3x3_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, grad, valid_options())
+    }
+}
+
+/// Contiguous f32 values and the dims of a flex tensor.
+fn flex_values<const D: usize>(t: &FloatTensor<Flex>) -> (Vec<f32>, [usize; D]) {
+    let dims: [usize; D] = t.shape().dims();
+    let c = t.to_contiguous();
+    let v = c.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_else(|| {
+        c.clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default()
+    });
+    (v, dims)
+}
+
+fn flex_tensor(values: Vec<f32>, dims: [usize; 4]) -> FloatTensor<Flex> {
+    burn::backend::flex::FlexTensor::from_data(TensorData::new(values, dims))
+}
+
+impl Conv3x3Backend for Flex {
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
+        let (wv, [cout, ..]) = flex_values::<4>(&weight);
+        let (bv, _) = flex_values::<1>(&bias);
+        let s = ConvShape { cin, cout, h, w };
+        let per_in = cin * h * w;
+        let mut out = Vec::with_capacity(n * cout * s.ho() * s.wo());
+        for b in 0..n {
+            out.extend(conv3x3_forward(
+                &xv[b * per_in..(b + 1) * per_in],
+                &wv,
+                Some(&bv),
+                &s,
+            ));
+        }
+        flex_tensor(out, [n, cout, s.ho(), s.wo()])
+    }
+
+    fn conv3x3_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let [n, cin, h, w]: [usize; 4] = x.shape().dims();
+        let (wv, [cout, ..]) = flex_values::<4>(&weight);
+        let (gv, _) = flex_values::<4>(&grad);
+        let s = ConvShape { cin, cout, h, w };
+        let per_out = cout * s.ho() * s.wo();
+        let mut out = Vec::with_capacity(n * cin * h * w);
+        for b in 0..n {
+            out.extend(conv3x3_input_grad(
+                &gv[b * per_out..(b + 1) * per_out],
+                &wv,
+                &s,
+            ));
+        }
+        flex_tensor(out, [n, cin, h, w])
+    }
+
+    fn conv3x3_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
+        let [cout, ..]: [usize; 4] = weight.shape().dims();
+        let (gv, _) = flex_values::<4>(&grad);
+        let s = ConvShape { cin, cout, h, w };
+        let (per_in, per_out) = (cin * h * w, cout * s.ho() * s.wo());
+        let mut dw = vec![0.0f32; cout * cin * 9];
+        for b in 0..n {
+            let g = conv3x3_weight_grad(
+                &xv[b * per_in..(b + 1) * per_in],
+                &gv[b * per_out..(b + 1) * per_out],
+                &s,
+            );
+            for (a, v) in dw.iter_mut().zip(g) {
+                *a += v;
+            }
+        }
+        flex_tensor(dw, [cout, cin, 3, 3])
+    }
+}
+
+#[derive(Debug)]
+struct Conv3x3Backward;
+
+impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
+    type State = (NodeId, NodeId);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, w_state) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
+        if let Some(node) = node_b {
+            // Sum of the output gradient over batch and space.
+            let [n, c, h, wd]: [usize; 4] = grad.shape().dims();
+            let g = B::float_reshape(grad.clone(), Shape::new([n, c, h * wd]));
+            let g = B::float_sum_dim(B::float_sum_dim(g, 2), 0);
+            grads.register::<B>(node.id, B::float_reshape(g, Shape::new([c])));
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(
+                node.id,
+                B::conv3x3_weight_grad(x.clone(), w.clone(), grad.clone()),
+            );
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::conv3x3_input_grad(x, w, grad));
+        }
+    }
+}
+
+impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C> {
+    fn conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match Conv3x3Backward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let xs = prep.checkpoint(&x);
+                let ws = prep.checkpoint(&weight);
+                let out = B::conv3x3(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                );
+                prep.finish((xs, ws), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
+        }
+    }
+
+    fn conv3x3_input_grad(
+        _x: FloatTensor<Self>,
+        _w: FloatTensor<Self>,
+        _g: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients of gradients are not used by unet-studio")
+    }
+
+    fn conv3x3_weight_grad(
+        _x: FloatTensor<Self>,
+        _w: FloatTensor<Self>,
+        _g: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients of gradients are not used by unet-studio")
+    }
+}
+
+/// `conv3x3_valid(x, weight) + bias` on any device.
+pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::conv3x3(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// A 3x3 convolution layer with the parameter names of burn's `Conv2d` (`weight`, `bias`),
+/// running the extension for valid padding and burn's convolution for same padding.
+#[derive(Module, Debug)]
+pub struct Conv3x3 {
+    /// `[Cout, Cin, 3, 3]`.
+    pub weight: Param<Tensor<4>>,
+    /// `[Cout]`.
+    pub bias: Param<Tensor<1>>,
+    /// Zero padding of 1 (same) instead of none (valid).
+    pub same: bool,
+}
+
+impl Conv3x3 {
+    /// He-initialised layer: weights ~ N(0, 2 / (9 Cin)), bias 0.
+    pub fn new(cin: usize, cout: usize, same: bool, device: &Device) -> Self {
+        let std = (2.0 / (9 * cin) as f64).sqrt();
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [cout, cin, 3, 3],
+                burn::tensor::Distribution::Normal(0.0, std),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::zeros([cout], device)),
+            same,
+        }
+    }
+
+    /// `[N, Cin, H, W] -> [N, Cout, H - 2, W - 2]` (valid) or `[N, Cout, H, W]` (same).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.same {
+            burn::tensor::module::conv2d(
+                x,
+                self.weight.val(),
+                Some(self.bias.val()),
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            )
+        } else {
+            conv3x3(x, self.weight.val(), self.bias.val())
+        }
+    }
+}
