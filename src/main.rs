@@ -2,6 +2,11 @@
 
 use clap::Parser as _;
 
+/// Large tensors are allocated and freed every iteration; mimalloc reuses their pages
+/// instead of returning them to the kernel and faulting them in again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = unet_studio::cli::Cli::parse();
     match unet_studio::cli::run(cli) {

@@ -133,6 +133,35 @@ fn im2col_band(x: &[f32], s: &ConvShape, oy0: usize, rows: usize, col: &mut [f32
     }
 }
 
+/// Up to this many input channels the forward pass accumulates shifted rows directly: with
+/// a reduction of only `9 Cin` a GEMM spends its time packing, not multiplying.
+const DIRECT_MAX_CIN: usize = 4;
+
+/// `out[co, r, :] += sum_{ci, kh, kw} W[co, ci, kh, kw] x[ci, oy0 + r + kh, kw ..]` for the
+/// rows of one band; `out` is `Cout x rows*Wo`.
+fn direct_band(x: &[f32], weight: &[f32], s: &ConvShape, oy0: usize, rows: usize, out: &mut [f32]) {
+    let (w, wo) = (s.w, s.wo());
+    let n = rows * wo;
+    for co in 0..s.cout {
+        let o = &mut out[co * n..(co + 1) * n];
+        for r in 0..rows {
+            let orow = &mut o[r * wo..(r + 1) * wo];
+            for ci in 0..s.cin {
+                for kh in 0..3 {
+                    let base = (ci * s.h + oy0 + r + kh) * w;
+                    for kw in 0..3 {
+                        let wv = weight[((co * s.cin + ci) * 3 + kh) * 3 + kw];
+                        let src = &x[base + kw..base + kw + wo];
+                        for (a, &b) in orow.iter_mut().zip(src) {
+                            *a += wv * b;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn bands(s: &ConvShape) -> Vec<(usize, usize)> {
     let r = s.band_rows();
     (0..s.ho())
@@ -150,26 +179,30 @@ pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &Conv
         .into_par_iter()
         .map(|(oy0, rows)| {
             let n = rows * wo;
-            let mut col = vec![0.0f32; k * n];
-            im2col_band(x, s, oy0, rows, &mut col);
             let mut out = vec![0.0f32; s.cout * n];
             if let Some(b) = bias {
                 for (co, row) in out.chunks_mut(n).enumerate() {
                     row.fill(b[co]);
                 }
             }
-            sgemm(
-                s.cout,
-                n,
-                k,
-                &mut out,
-                (n, 1),
-                bias.is_some(),
-                weight,
-                (k, 1),
-                &col,
-                (n, 1),
-            );
+            if s.cin <= DIRECT_MAX_CIN {
+                direct_band(x, weight, s, oy0, rows, &mut out);
+            } else {
+                let mut col = vec![0.0f32; k * n];
+                im2col_band(x, s, oy0, rows, &mut col);
+                sgemm(
+                    s.cout,
+                    n,
+                    k,
+                    &mut out,
+                    (n, 1),
+                    true,
+                    weight,
+                    (k, 1),
+                    &col,
+                    (n, 1),
+                );
+            }
             (oy0, rows, out)
         })
         .collect();
@@ -195,27 +228,35 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
             let n = rows * wo;
             let mut col = vec![0.0f32; k * n];
             im2col_band(x, s, oy0, rows, &mut col);
-            let mut dw = vec![0.0f32; s.cout * k];
-            // dY band: rows co, columns oy0*wo .. oy0*wo + n of the Cout x plane matrix.
+            // dW^T band (K x Cout) = col (K x n) . dY_band^T (n x Cout): both operands are
+            // read along their contiguous dimension by the packing of the GEMM.
+            let mut dwt = vec![0.0f32; k * s.cout];
             sgemm(
-                s.cout,
                 k,
+                s.cout,
                 n,
-                &mut dw,
-                (k, 1),
+                &mut dwt,
+                (s.cout, 1),
                 false,
-                &dy[oy0 * wo..],
-                (plane, 1),
                 &col,
-                (1, n),
+                (n, 1),
+                &dy[oy0 * wo..],
+                (1, plane),
             );
-            dw
+            dwt
         })
         .collect();
-    let mut dw = vec![0.0f32; s.cout * k];
+    let mut dwt = vec![0.0f32; k * s.cout];
     for p in partials {
-        for (a, b) in dw.iter_mut().zip(p) {
+        for (a, b) in dwt.iter_mut().zip(p) {
             *a += b;
+        }
+    }
+    // Back to Cout x K.
+    let mut dw = vec![0.0f32; s.cout * k];
+    for (kk, row) in dwt.chunks_exact(s.cout).enumerate() {
+        for (co, v) in row.iter().enumerate() {
+            dw[co * k + kk] = *v;
         }
     }
     dw
