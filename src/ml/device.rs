@@ -35,11 +35,14 @@ pub struct ComputeDevice {
     pub device: Device,
     /// Whether this is the wgpu backend.
     pub is_gpu: bool,
-    /// For example "GPU: llvmpipe (LLVM 15.0.6, 256 bits) via Vulkan (Cpu adapter)" or
+    /// For example "GPU: llvmpipe (LLVM 15.0.6, 256 bits) via Vulkan (software adapter)" or
     /// "CPU (flex, 2 threads)".
     pub description: String,
     /// Why the CPU was chosen under `auto`, if it was.
     pub fallback_reason: Option<String>,
+    /// A GPU adapter that is really the CPU (Mesa lavapipe, llvmpipe, WARP, SwiftShader):
+    /// correct, but its speed says nothing about GPUs.
+    pub software: bool,
 }
 
 /// Why no device could be had.
@@ -51,21 +54,25 @@ pub enum DeviceError {
 }
 
 /// The GPU device of this process: burn's wgpu runtime can be initialised once only.
-static GPU: OnceLock<Result<(Device, String), String>> = OnceLock::new();
+static GPU: OnceLock<Result<(Device, String, bool), String>> = OnceLock::new();
 
-fn gpu() -> Result<(Device, String), String> {
+fn gpu() -> Result<(Device, String, bool), String> {
     GPU.get_or_init(|| {
         // Adapter acquisition can panic inside drivers; keep that from taking the app down.
         let res = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup());
         match res {
             Ok(Ok((device, setup))) => {
                 let info = setup.adapter.get_info();
+                let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
                 Ok((
                     device,
                     format!(
-                        "GPU: {} via {:?} ({:?} adapter)",
-                        info.name, setup.backend, info.device_type
+                        "GPU: {} via {:?}{}",
+                        info.name,
+                        setup.backend,
+                        if software { " (software adapter)" } else { "" }
                     ),
+                    software,
                 ))
             }
             Ok(Err(e)) => Err(e.to_string()),
@@ -83,6 +90,7 @@ pub fn cpu_device() -> ComputeDevice {
         is_gpu: false,
         description: format!("CPU (flex, {threads} threads)"),
         fallback_reason: None,
+        software: false,
     }
 }
 
@@ -91,20 +99,22 @@ pub fn select_device(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError>
     match choice {
         DeviceChoice::Cpu => Ok(cpu_device()),
         DeviceChoice::Gpu => {
-            let (device, description) = gpu().map_err(DeviceError::NoAdapter)?;
+            let (device, description, software) = gpu().map_err(DeviceError::NoAdapter)?;
             Ok(ComputeDevice {
                 device,
                 is_gpu: true,
                 description,
                 fallback_reason: None,
+                software,
             })
         }
         DeviceChoice::Auto => match gpu() {
-            Ok((device, description)) => Ok(ComputeDevice {
+            Ok((device, description, software)) => Ok(ComputeDevice {
                 device,
                 is_gpu: true,
                 description,
                 fallback_reason: None,
+                software,
             }),
             Err(reason) => {
                 let mut cpu = cpu_device();
