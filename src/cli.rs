@@ -45,6 +45,48 @@ pub enum Command {
     Eval(EvalArgs),
     /// Measure forward and training-step speed against the machine's GEMM peak.
     Bench(crate::bench::BenchArgs),
+    /// Reproduce the paper's EM experiment (ISBI 2012) with ablations and sparse labels.
+    Experiment(ExperimentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    /// Folder with images/ and labels/ (ISBI 2012 slices: label 0 = membrane, 255 = cell).
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder for the models of every run and results.md.
+    #[arg(long)]
+    out: PathBuf,
+    /// Iterations of each run.
+    #[arg(long, default_value_t = 2000)]
+    iterations: u64,
+    /// paper | lite.
+    #[arg(long, default_value = "lite")]
+    preset: Preset,
+    /// The last N slices are held out for evaluation.
+    #[arg(long, default_value_t = 5)]
+    val_slices: usize,
+    /// Output tile edge for training.
+    #[arg(long, default_value_t = 196)]
+    tile: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Scribble pixels per class and slice for the sparse run.
+    #[arg(long, default_value_t = 300)]
+    scribble_px: usize,
+    /// Also train the paper preset for the wall time of the first run.
+    #[arg(long)]
+    paper_same_time: bool,
+    /// SGD learning rate (momentum 0.99).
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Also write the report here (for example docs/results.md).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// auto | gpu | cpu.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +238,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Deform(a) => cmd_deform(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Bench(a) => crate::bench::run(a),
+        Command::Experiment(a) => cmd_experiment(a),
     }
 }
 
@@ -558,5 +601,44 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let regions: Vec<Plane<u32>> = truth.iter().map(|l| l.objects.clone()).collect();
     let ev = crate::metrics::evaluate(&preds, &truth_classes, Some(&regions), classes);
     println!("{}", serde_json::to_string_pretty(&ev)?);
+    Ok(())
+}
+
+fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
+    let cfg = crate::experiment::ExperimentConfig {
+        data: a.data.clone(),
+        out: a.out.clone(),
+        iterations: a.iterations,
+        preset: a.preset,
+        val_slices: a.val_slices,
+        tile: a.tile,
+        seed: a.seed,
+        scribble_px: a.scribble_px,
+        paper_same_time: a.paper_same_time,
+        lr: a.lr,
+    };
+    let device = select_device(a.device)?;
+    eprintln!("device: {}", device.description);
+    let results =
+        crate::experiment::run_experiment(&cfg, &device, &CancelToken::new(), &mut |l| {
+            eprintln!("{l}")
+        })?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let machine = format!(
+        "{}, {} threads ({})",
+        device.description,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::env::consts::ARCH
+    );
+    let report = crate::experiment::markdown_report(&cfg, &results, &command, &machine);
+    crate::data::write_atomic(&a.out.join("results.md"), report.as_bytes())?;
+    crate::data::write_atomic(
+        &a.out.join("results.json"),
+        &serde_json::to_vec_pretty(&results)?,
+    )?;
+    if let Some(r) = &a.report {
+        crate::data::write_atomic(r, report.as_bytes())?;
+    }
+    println!("{report}");
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod experiment;
 pub mod metrics;
 pub mod ml;
 pub mod preprocess;

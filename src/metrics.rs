@@ -173,6 +173,209 @@ pub fn evaluate(
     }
 }
 
+/// Whether flipping pixel `i` of the binary image `fg` (foreground 8-connected, background
+/// 4-connected) leaves the topology unchanged: a *simple point*. Out-of-image neighbours count
+/// as background. Test: exactly one 8-connected foreground component among the 8 neighbours
+/// that touches the pixel, and exactly one 4-connected background component among the 4-adjacent
+/// neighbours (Bertrand's topological numbers T8 = T4-bar = 1).
+pub fn is_simple(fg: &[bool], width: usize, height: usize, i: usize) -> bool {
+    let (x, y) = ((i % width) as isize, (i / width) as isize);
+    // Neighbours in circular order starting east: E, NE, N, NW, W, SW, S, SE.
+    const D: [(isize, isize); 8] = [
+        (1, 0),
+        (1, -1),
+        (0, -1),
+        (-1, -1),
+        (-1, 0),
+        (-1, 1),
+        (0, 1),
+        (1, 1),
+    ];
+    let at = |k: usize| {
+        let (dx, dy) = D[k % 8];
+        let (nx, ny) = (x + dx, y + dy);
+        nx >= 0
+            && ny >= 0
+            && (nx as usize) < width
+            && (ny as usize) < height
+            && fg[ny as usize * width + nx as usize]
+    };
+    let n: [bool; 8] = std::array::from_fn(at);
+    // T8 of the foreground: components of 8-neighbours, where consecutive neighbours in the
+    // circle are 8-adjacent, and a corner joins its two edge neighbours.
+    let fg_components = {
+        // Count runs of foreground in the circular sequence, treating a corner that is set as
+        // connecting; standard formula: number of 8-connected fg components in N8*.
+        let mut visited = [false; 8];
+        let mut count = 0;
+        for start in 0..8 {
+            if !n[start] || visited[start] {
+                continue;
+            }
+            count += 1;
+            let mut stack = vec![start];
+            visited[start] = true;
+            while let Some(k) = stack.pop() {
+                for m in 0..8 {
+                    if n[m] && !visited[m] && adjacent8(k, m) {
+                        visited[m] = true;
+                        stack.push(m);
+                    }
+                }
+            }
+        }
+        count
+    };
+    // T4 of the background: 4-connected background components among the 8 neighbours that
+    // contain one of the 4 edge neighbours.
+    let bg_components = {
+        let mut visited = [false; 8];
+        let mut count = 0;
+        for start in [0usize, 2, 4, 6] {
+            if n[start] || visited[start] {
+                continue;
+            }
+            count += 1;
+            let mut stack = vec![start];
+            visited[start] = true;
+            while let Some(k) = stack.pop() {
+                for m in 0..8 {
+                    if !n[m] && !visited[m] && adjacent4(k, m) {
+                        visited[m] = true;
+                        stack.push(m);
+                    }
+                }
+            }
+        }
+        count
+    };
+    fg_components == 1 && bg_components == 1
+}
+
+const OFFSETS: [(isize, isize); 8] = [
+    (1, 0),
+    (1, -1),
+    (0, -1),
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+    (0, 1),
+    (1, 1),
+];
+
+fn adjacent8(a: usize, b: usize) -> bool {
+    let (ax, ay) = OFFSETS[a];
+    let (bx, by) = OFFSETS[b];
+    a != b && (ax - bx).abs() <= 1 && (ay - by).abs() <= 1
+}
+
+fn adjacent4(a: usize, b: usize) -> bool {
+    let (ax, ay) = OFFSETS[a];
+    let (bx, by) = OFFSETS[b];
+    (ax - bx).abs() + (ay - by).abs() == 1
+}
+
+/// Simplified warping error (after Jain et al. 2010, the ISBI 2012 measure): the truth is
+/// warped towards the prediction by flipping, from a raster-ordered work list until nothing changes,
+/// every disagreeing pixel that is a simple point of the current warped truth; the pixels
+/// that still disagree would change the topology (splits, mergers, holes) and are counted.
+/// Returns their fraction of all pixels. It differs from the challenge's implementation in
+/// the order of flips (a raster-ordered work list instead of a priority by distance), which can change
+/// which of two equivalent pixels is flipped but not the topology errors found.
+pub fn warping_error(pred_fg: &[bool], truth_fg: &[bool], width: usize, height: usize) -> f64 {
+    let mut warped = truth_fg.to_vec();
+    // Work list of disagreeing pixels, in raster order first; a pixel that was not simple is
+    // looked at again when one of its neighbours flips.
+    let mut queue: std::collections::VecDeque<usize> = (0..warped.len())
+        .filter(|&i| warped[i] != pred_fg[i])
+        .collect();
+    let mut queued: Vec<bool> = warped.iter().zip(pred_fg).map(|(a, b)| a != b).collect();
+    while let Some(i) = queue.pop_front() {
+        queued[i] = false;
+        if warped[i] == pred_fg[i] || !is_simple(&warped, width, height, i) {
+            continue;
+        }
+        warped[i] = !warped[i];
+        let (x, y) = ((i % width) as isize, (i / width) as isize);
+        for (dx, dy) in OFFSETS {
+            let (nx, ny) = (x + dx, y + dy);
+            if nx >= 0 && ny >= 0 && (nx as usize) < width && (ny as usize) < height {
+                let j = ny as usize * width + nx as usize;
+                if warped[j] != pred_fg[j] && !queued[j] {
+                    queued[j] = true;
+                    queue.push_back(j);
+                }
+            }
+        }
+    }
+    let errors = warped.iter().zip(pred_fg).filter(|(a, b)| a != b).count();
+    errors as f64 / warped.len().max(1) as f64
+}
+
+/// ISBI 2012 style scores of a foreground probability map against binary truth, thresholded
+/// at `levels` evenly spaced levels; each measure reports its best level, as the challenge did.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ThresholdScores {
+    /// Best Rand error over the levels, and its threshold.
+    pub rand_error: (f64, f32),
+    /// Best pixel error over the levels, and its threshold.
+    pub pixel_error: (f64, f32),
+    /// Best (simplified) warping error over the levels, and its threshold.
+    pub warping_error: (f64, f32),
+    /// IoU of the foreground at the best pixel-error threshold.
+    pub foreground_iou: f64,
+}
+
+/// Scores foreground probabilities (`p_fg`, one plane per slice) against truth foreground.
+pub fn threshold_scores(
+    p_fg: &[Plane<f32>],
+    truth_fg: &[Plane<bool>],
+    levels: usize,
+) -> ThresholdScores {
+    let levels = levels.max(1);
+    let mut best_rand = (f64::INFINITY, 0.0f32);
+    let mut best_pixel = (f64::INFINITY, 0.0f32);
+    let mut best_warp = (f64::INFINITY, 0.0f32);
+    let mut best_iou = 0.0;
+    for l in 0..levels {
+        let t = (l as f32 + 1.0) / (levels as f32 + 1.0);
+        let mut rand = RandCounts::default();
+        let (mut wrong, mut total, mut warp, mut inter, mut union) =
+            (0u64, 0u64, 0.0f64, 0u64, 0u64);
+        for (p, tr) in p_fg.iter().zip(truth_fg) {
+            let pred: Vec<bool> = p.data.iter().map(|&v| v > t).collect();
+            let (w, h) = (p.width, p.height);
+            rand.add(&regions(w, h, |i| tr.data[i]), &regions(w, h, |i| pred[i]));
+            for (a, b) in pred.iter().zip(&tr.data) {
+                wrong += u64::from(a != b);
+                inter += u64::from(*a && *b);
+                union += u64::from(*a || *b);
+            }
+            total += pred.len() as u64;
+            warp += warping_error(&pred, &tr.data, w, h) * pred.len() as f64;
+        }
+        let r = rand.error();
+        let pe = wrong as f64 / total.max(1) as f64;
+        let we = warp / total.max(1) as f64;
+        if r < best_rand.0 {
+            best_rand = (r, t);
+        }
+        if pe < best_pixel.0 {
+            best_pixel = (pe, t);
+            best_iou = inter as f64 / union.max(1) as f64;
+        }
+        if we < best_warp.0 {
+            best_warp = (we, t);
+        }
+    }
+    ThresholdScores {
+        rand_error: best_rand,
+        pixel_error: best_pixel,
+        warping_error: best_warp,
+        foreground_iou: best_iou,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +409,59 @@ mod tests {
         let mut r = RandCounts::default();
         r.add(&truth, &pred);
         assert!((r.error() - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn simple_points_by_hand() {
+        // The end of a line is simple; its middle is not (removing it splits the line).
+        let line = [
+            false, false, false, false, false, true, true, true, false, false, false, false, false,
+            false, false,
+        ];
+        assert!(is_simple(&line, 5, 3, 7));
+        assert!(!is_simple(&line, 5, 3, 6));
+        // Filling the hole of a ring is not simple.
+        let ring = [true, true, true, true, false, true, true, true, true];
+        assert!(!is_simple(&ring, 3, 3, 4));
+        // An isolated pixel cannot be removed (a component would vanish).
+        let dot = [false, false, false, false, true, false, false, false, false];
+        assert!(!is_simple(&dot, 3, 3, 4));
+    }
+
+    #[test]
+    fn warping_error_counts_topology_not_shape() {
+        // Truth: one 3x3 blob. Prediction: the same blob shifted by one pixel -> warpable, 0.
+        let (w, h) = (8usize, 8usize);
+        let blob = |x0: usize, y0: usize| -> Vec<bool> {
+            (0..w * h)
+                .map(|i| {
+                    let (x, y) = (i % w, i / w);
+                    x >= x0 && x < x0 + 3 && y >= y0 && y < y0 + 3
+                })
+                .collect()
+        };
+        let truth = blob(2, 2);
+        assert_eq!(warping_error(&blob(3, 2), &truth, w, h), 0.0);
+        // Prediction splits the blob into two by a one-pixel gap: a split is a topology
+        // error, at least one pixel remains.
+        let mut split = truth.clone();
+        for y in 2..5 {
+            split[y * w + 3] = false;
+        }
+        let e = warping_error(&split, &truth, w, h);
+        assert!(e > 0.0 && e <= 3.0 / 64.0, "{e}");
+        // Pixel error would count 3 pixels for both the shift and the split alike.
+    }
+
+    #[test]
+    fn threshold_sweep_finds_the_right_level() {
+        let truth = Plane::from_vec(4, 1, vec![false, true, true, false]).unwrap();
+        let p = Plane::from_vec(4, 1, vec![0.3f32, 0.6, 0.7, 0.2]).unwrap();
+        let s = threshold_scores(&[p], &[truth], 10);
+        assert_eq!(s.pixel_error.0, 0.0);
+        assert!(s.pixel_error.1 > 0.3 && s.pixel_error.1 < 0.6);
+        assert_eq!(s.rand_error.0, 0.0);
+        assert_eq!(s.foreground_iou, 1.0);
     }
 
     #[test]

@@ -442,3 +442,38 @@ fn convolution_extension_and_training_step_on_gpu() {
     assert_eq!(out.losses.len(), 2);
     assert!(out.losses.iter().all(|l| l.is_finite() && *l > 0.0));
 }
+
+#[test]
+fn experiment_smoke_run_writes_every_row() {
+    use unet_studio::experiment::{ExperimentConfig, markdown_report, run_experiment};
+    let out = tempdir("experiment");
+    let cfg = ExperimentConfig {
+        data: sample_dir(),
+        out: out.clone(),
+        iterations: 3,
+        preset: Preset::Lite,
+        val_slices: 1,
+        tile: 36,
+        seed: 1,
+        scribble_px: 100,
+        paper_same_time: false,
+        lr: 0.01,
+    };
+    let results = run_experiment(&cfg, &cpu_device(), &CancelToken::new(), &mut |_| {}).unwrap();
+    assert_eq!(results.len(), 4);
+    // The sparse run really trains on few pixels: about 100 per class and slice, 2 slices.
+    assert!(
+        results[3].train_pixels <= 2 * 2 * 110,
+        "{}",
+        results[3].train_pixels
+    );
+    assert_eq!(results[0].train_pixels, 2 * 512 * 512);
+    for r in &results {
+        assert!(r.scores.pixel_error.0 >= 0.0 && r.scores.pixel_error.0 <= 1.0);
+        assert!(load_checkpoint(&r.model).is_ok());
+    }
+    let md = markdown_report(&cfg, &results, "test", "test machine");
+    assert!(
+        md.contains("0.000353") && md.contains("sparse scribbles") && md.contains("no elastic")
+    );
+}

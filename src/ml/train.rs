@@ -476,7 +476,7 @@ pub fn train(
             note: format!("trained on {}", device.description),
         };
     let mut rng = Rng::new(cfg.seed.wrapping_add(first_iteration.wrapping_mul(0x9E37)));
-    let mut losses = Vec::with_capacity(cfg.iterations as usize);
+    let mut losses = Vec::with_capacity(cfg.iterations.min(100_000) as usize);
     let mut validation = None;
     let t0 = Instant::now();
     let lr = cfg.optimizer.lr();

@@ -1,0 +1,460 @@
+//! The EM experiment of the U-Net paper (ISBI 2012, Table 1) on the slices at hand: trains
+//! with the paper's recipe, the same without elastic deformation, without border weights, and
+//! from simulated sparse scribbles, and scores held-out slices with the challenge's measures.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::{ImageBuffer, Luma};
+use imageproc::distance_transform::euclidean_squared_distance_transform;
+
+use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels, load_label_stack, load_stack};
+use crate::metrics::{ThresholdScores, threshold_scores};
+use crate::ml::checkpoint::save_checkpoint;
+use crate::ml::{
+    CancelToken, ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig,
+    TrainEvent, TrainSet, UNetConfig, predict_probabilities, train,
+};
+use crate::preprocess::{AugmentConfig, Rng, WeightMapConfig, normalize_percentile};
+
+/// Simulated sparse labelling: short brush strokes (3 px wide) that follow the structures of
+/// each class, drawn until about `px_per_class` pixels of every class are labelled. Strokes
+/// start at least 1.5 px inside a class and only ever paint pixels of that class, so the
+/// scribbles are correct labels, as a careful person would paint them.
+pub fn simulate_scribbles(classes: &Plane<u8>, px_per_class: usize, seed: u64) -> Plane<u8> {
+    let (w, h) = (classes.width, classes.height);
+    let mut out = Plane::filled(w, h, 0u8);
+    let mut rng = Rng::new(seed);
+    let max_class = classes.data.iter().copied().max().unwrap_or(0);
+    for k in 1..=max_class {
+        // Distance to the nearest pixel of another class (or unlabelled).
+        let others: ImageBuffer<Luma<u8>, Vec<u8>> =
+            ImageBuffer::from_fn(w as u32, h as u32, |x, y| {
+                Luma([u8::from(classes.at(x as usize, y as usize) != k)])
+            });
+        let dist = euclidean_squared_distance_transform(&others);
+        let inside = |x: isize, y: isize| {
+            x >= 0
+                && y >= 0
+                && (x as usize) < w
+                && (y as usize) < h
+                && dist.get_pixel(x as u32, y as u32)[0] >= 2.25
+        };
+        let starts: Vec<usize> = (0..w * h)
+            .filter(|&i| inside((i % w) as isize, (i / w) as isize))
+            .collect();
+        if starts.is_empty() {
+            continue;
+        }
+        let mut painted = 0usize;
+        let mut attempts = 0;
+        while painted < px_per_class && attempts < 200 {
+            attempts += 1;
+            let s = starts[rng.below(starts.len())];
+            let (mut x, mut y) = ((s % w) as f64, (s / w) as f64);
+            let mut heading = rng.uniform() * std::f64::consts::TAU;
+            for _ in 0..60 {
+                // Paint a 3x3 brush, on pixels of this class only.
+                for dy in -1..=1isize {
+                    for dx in -1..=1isize {
+                        let (px, py) = (x.round() as isize + dx, y.round() as isize + dy);
+                        if px >= 0 && py >= 0 && (px as usize) < w && (py as usize) < h {
+                            let (px, py) = (px as usize, py as usize);
+                            if classes.at(px, py) == k && out.at(px, py) == 0 {
+                                out.set(px, py, k);
+                                painted += 1;
+                            }
+                        }
+                    }
+                }
+                if painted >= px_per_class {
+                    break;
+                }
+                // Follow the structure: the first of a few headings near the current one
+                // whose next step stays inside the class.
+                let turn = (rng.uniform() - 0.5) * 0.6;
+                let next = [0.0, 0.4, -0.4, 0.8, -0.8].iter().find_map(|d| {
+                    let a = heading + turn + d;
+                    let (nx, ny) = (x + 1.5 * a.cos(), y + 1.5 * a.sin());
+                    inside(nx.round() as isize, ny.round() as isize).then_some((nx, ny, a))
+                });
+                let Some((nx, ny, a)) = next else { break };
+                x = nx;
+                y = ny;
+                heading = a;
+            }
+        }
+    }
+    out
+}
+
+/// Settings of an experiment.
+#[derive(Clone, Debug)]
+pub struct ExperimentConfig {
+    /// Folder with `images/` and `labels/` (ISBI 2012 layout: label 0 = membrane, 255 = cell).
+    pub data: PathBuf,
+    /// Where models and the report go.
+    pub out: PathBuf,
+    /// Iterations of each run.
+    pub iterations: u64,
+    /// Network preset of the main runs.
+    pub preset: Preset,
+    /// The last this many slices are held out for evaluation.
+    pub val_slices: usize,
+    /// Output tile edge for training.
+    pub tile: usize,
+    /// Seed of everything.
+    pub seed: u64,
+    /// Scribble pixels per class and slice for the sparse run.
+    pub scribble_px: usize,
+    /// Also train the `paper` preset for the wall time of the first run.
+    pub paper_same_time: bool,
+    /// Learning rate of SGD (momentum 0.99).
+    pub lr: f64,
+}
+
+/// One trained and scored configuration.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunResult {
+    /// Short name.
+    pub name: String,
+    /// Preset used.
+    pub preset: String,
+    /// Iterations done.
+    pub iterations: u64,
+    /// Wall time of the training.
+    pub train_seconds: f64,
+    /// Labelled training pixels.
+    pub train_pixels: usize,
+    /// Scores on the held-out slices.
+    pub scores: ThresholdScores,
+    /// Model folder.
+    pub model: PathBuf,
+}
+
+/// Images and binary labels of the data folder, split into training and held-out slices.
+pub struct SplitData {
+    /// Normalised training images.
+    pub train_images: Vec<Plane<f32>>,
+    /// Their full labels.
+    pub train_labels: Vec<LabelSlice>,
+    /// Normalised held-out images.
+    pub val_images: Vec<Plane<f32>>,
+    /// Their cell (foreground) masks.
+    pub val_truth: Vec<Plane<bool>>,
+}
+
+/// Loads `data/images` and `data/labels` and holds out the last `val_slices` slices.
+pub fn load_split(data: &Path, val_slices: usize) -> Result<SplitData, MlError> {
+    let stack = load_stack(&data.join("images"))?;
+    let raw = load_label_stack(&data.join("labels"))?;
+    if raw.len() != stack.slices.len() || val_slices == 0 || val_slices >= raw.len() {
+        return Err(MlError::NoLabels(format!(
+            "{}: {} images, {} labels; need more slices than the {val_slices} held out",
+            data.display(),
+            stack.slices.len(),
+            raw.len()
+        )));
+    }
+    let n_train = raw.len() - val_slices;
+    let mut labels = Vec::new();
+    for r in &raw {
+        labels.push(
+            encode_labels(r, LabelEncoding::Binary)
+                .map_err(|e| MlError::NoLabels(format!("{}: {e}", data.display())))?,
+        );
+    }
+    let images: Vec<Plane<f32>> = stack.slices.iter().map(normalize_percentile).collect();
+    Ok(SplitData {
+        train_images: images[..n_train].to_vec(),
+        train_labels: labels[..n_train].to_vec(),
+        val_images: images[n_train..].to_vec(),
+        val_truth: labels[n_train..]
+            .iter()
+            .map(|l| l.classes.map(|c| c == 2))
+            .collect(),
+    })
+}
+
+/// Runs every configuration, one after the other; `log` receives progress lines.
+pub fn run_experiment(
+    cfg: &ExperimentConfig,
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+    log: &mut dyn FnMut(String),
+) -> Result<Vec<RunResult>, MlError> {
+    let split = load_split(&cfg.data, cfg.val_slices)?;
+    let sparse: Vec<LabelSlice> = split
+        .train_labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let classes = simulate_scribbles(&l.classes, cfg.scribble_px, cfg.seed + i as u64);
+            // Objects for the weight map: the painted parts of the full objects.
+            let objects = Plane {
+                width: l.objects.width,
+                height: l.objects.height,
+                data: l
+                    .objects
+                    .data
+                    .iter()
+                    .zip(&classes.data)
+                    .map(|(&o, &c)| if c >= 2 { o } else { 0 })
+                    .collect(),
+            };
+            LabelSlice { classes, objects }
+        })
+        .collect();
+    let base = TrainConfig {
+        iterations: cfg.iterations,
+        tile_out: cfg.tile,
+        optimizer: OptimizerConfig::Sgd {
+            lr: cfg.lr,
+            momentum: 0.99,
+        },
+        seed: cfg.seed,
+        val_fraction: 0.0,
+        val_every: 0,
+        checkpoint_every: 0,
+        ..TrainConfig::default()
+    };
+    let runs: Vec<(&str, Preset, TrainConfig, &Vec<LabelSlice>)> = vec![
+        (
+            "full labels, paper recipe",
+            cfg.preset,
+            base.clone(),
+            &split.train_labels,
+        ),
+        (
+            "no elastic deformation",
+            cfg.preset,
+            TrainConfig {
+                augment: AugmentConfig {
+                    elastic: false,
+                    ..AugmentConfig::default()
+                },
+                ..base.clone()
+            },
+            &split.train_labels,
+        ),
+        (
+            "no border weights (w0 = 0)",
+            cfg.preset,
+            TrainConfig {
+                weights: WeightMapConfig {
+                    border: false,
+                    ..WeightMapConfig::default()
+                },
+                ..base.clone()
+            },
+            &split.train_labels,
+        ),
+        ("sparse scribbles", cfg.preset, base.clone(), &sparse),
+    ];
+    let mut results = Vec::new();
+    let mut first_seconds = None;
+    for (i, (name, preset, tcfg, labels)) in runs.iter().enumerate() {
+        let r = one_run(
+            cfg, device, &split, labels, name, *preset, tcfg, None, i, cancel, log,
+        )?;
+        first_seconds.get_or_insert(r.train_seconds);
+        results.push(r);
+    }
+    if cfg.paper_same_time
+        && let Some(budget) = first_seconds
+    {
+        let tcfg = TrainConfig {
+            iterations: u64::MAX / 2,
+            ..base.clone()
+        };
+        let r = one_run(
+            cfg,
+            device,
+            &split,
+            &split.train_labels,
+            "paper preset, same wall time",
+            Preset::Paper,
+            &tcfg,
+            Some(budget),
+            results.len(),
+            cancel,
+            log,
+        )?;
+        results.push(r);
+    }
+    Ok(results)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_run(
+    cfg: &ExperimentConfig,
+    device: &ComputeDevice,
+    split: &SplitData,
+    labels: &[LabelSlice],
+    name: &str,
+    preset: Preset,
+    tcfg: &TrainConfig,
+    budget_s: Option<f64>,
+    index: usize,
+    cancel: &CancelToken,
+    log: &mut dyn FnMut(String),
+) -> Result<RunResult, MlError> {
+    let set = TrainSet {
+        images: split.train_images.clone(),
+        labels: labels.to_vec(),
+    };
+    let dir = cfg.out.join(format!("run{index}"));
+    let unet = UNetConfig::preset(preset, 2);
+    let t0 = Instant::now();
+    let run_cancel = CancelToken::new();
+    let mut train_pixels = 0;
+    let mut last_log = Instant::now();
+    let outcome = train(
+        &set,
+        tcfg,
+        StartFrom::Scratch(unet.clone()),
+        device,
+        None,
+        &run_cancel,
+        &mut |e| match e {
+            TrainEvent::Started {
+                train_pixels: p, ..
+            } => train_pixels = p,
+            TrainEvent::Iteration {
+                iteration,
+                loss,
+                its_per_s,
+            } => {
+                if cancel.is_cancelled()
+                    || budget_s.is_some_and(|b| t0.elapsed().as_secs_f64() >= b)
+                {
+                    run_cancel.cancel();
+                }
+                if last_log.elapsed().as_secs() >= 30 {
+                    last_log = Instant::now();
+                    log(format!(
+                        "  [{name}] iteration {iteration}: loss {loss:.4}, {its_per_s:.2} it/s"
+                    ));
+                }
+            }
+            _ => {}
+        },
+    )?;
+    let train_seconds = t0.elapsed().as_secs_f64();
+    // Keep the weights only (no optimiser state): this is what gets shipped.
+    let meta = crate::ml::CheckpointMeta {
+        unet: unet.clone(),
+        train: Some(tcfg.clone()),
+        iteration: outcome.iteration,
+        created_unix_s: crate::ml::checkpoint::now_unix_s(),
+        train_loss: outcome.losses.last().copied(),
+        val_loss: None,
+        labels_hash: Some(set.labels_hash()),
+        note: format!("experiment run '{name}' on {}", device.description),
+    };
+    save_checkpoint(&dir, &meta, &outcome.model, None)?;
+    let mut p_fg = Vec::new();
+    for img in &split.val_images {
+        let probs = predict_probabilities(
+            &outcome.model,
+            &unet,
+            img,
+            unet.geometry().nearest_valid_output(388),
+            &device.device,
+            cancel,
+            &mut |_, _| {},
+        )?;
+        p_fg.push(probs[1].clone());
+    }
+    let scores = threshold_scores(&p_fg, &split.val_truth, 10);
+    log(format!(
+        "{name}: {} iterations in {train_seconds:.0} s; Rand {:.4}, pixel {:.4}, warping {:.6}",
+        outcome.iteration, scores.rand_error.0, scores.pixel_error.0, scores.warping_error.0
+    ));
+    Ok(RunResult {
+        name: name.to_string(),
+        preset: preset.to_string(),
+        iterations: outcome.iteration,
+        train_seconds,
+        train_pixels,
+        scores,
+        model: dir,
+    })
+}
+
+/// The report: our runs beside the paper's Table 1.
+pub fn markdown_report(
+    cfg: &ExperimentConfig,
+    results: &[RunResult],
+    command: &str,
+    machine: &str,
+) -> String {
+    let mut s = String::new();
+    s += "| run | preset | iterations | training time | labelled px | warping error | Rand error | pixel error | cell IoU |\n";
+    s += "|---|---|---|---|---|---|---|---|---|\n";
+    s += "| U-Net paper, ISBI 2012 test set (Table 1) | paper | - | ~10 h (Titan GPU) | all | 0.000353 | 0.0382 | 0.0611 | - |\n";
+    for r in results {
+        s += &format!(
+            "| {} | {} | {} | {:.0} s | {} | {:.6} | {:.4} | {:.4} | {:.4} |\n",
+            r.name,
+            r.preset,
+            r.iterations,
+            r.train_seconds,
+            r.train_pixels,
+            r.scores.warping_error.0,
+            r.scores.rand_error.0,
+            r.scores.pixel_error.0,
+            r.scores.foreground_iou
+        );
+    }
+    s += &format!(
+        "\nHeld out: the last {} slices of `{}`; trained on the others. Each measure is the best over 10 thresholds of the cell probability, as in the challenge. Warping error is the simplified variant of `src/metrics.rs` (raster-ordered simple-point warping). SGD, momentum 0.99, lr {}, output tile {} px, seed {}.\n\nCommand: `{command}`\n\nMachine: {machine}\n",
+        cfg.val_slices,
+        cfg.data.display(),
+        cfg.lr,
+        cfg.tile,
+        cfg.seed
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scribbles_are_sparse_correct_and_stroke_shaped() {
+        // Two classes: a thick vertical band of class 1 in a field of class 2.
+        let (w, h) = (60usize, 60usize);
+        let classes = Plane::from_vec(
+            w,
+            h,
+            (0..w * h)
+                .map(|i| if (20..30).contains(&(i % w)) { 1 } else { 2 })
+                .collect(),
+        )
+        .unwrap();
+        let s = simulate_scribbles(&classes, 120, 3);
+        let painted: Vec<usize> = (0..w * h).filter(|&i| s.data[i] > 0).collect();
+        // Correct: every painted pixel has its true class.
+        assert!(painted.iter().all(|&i| s.data[i] == classes.data[i]));
+        for k in [1u8, 2] {
+            let n = s.data.iter().filter(|&&c| c == k).count();
+            assert!((120..=140).contains(&n), "class {k}: {n} px");
+        }
+        // Sparse.
+        assert!(painted.len() < w * h / 5);
+        // Stroke-shaped: most painted pixels have painted neighbours (not scattered dots).
+        let with_neighbour = painted
+            .iter()
+            .filter(|&&i| {
+                let (x, y) = (i % w, i / w);
+                crate::data::labels::neighbours8(x, y, w, h)
+                    .filter(|&(nx, ny)| s.at(nx, ny) > 0)
+                    .count()
+                    >= 3
+            })
+            .count();
+        assert!(with_neighbour * 10 >= painted.len() * 9);
+    }
+}
