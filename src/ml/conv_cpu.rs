@@ -8,8 +8,12 @@
 //!
 //! - forward: `Y = W . col(X) + b`;
 //! - weight gradient: `dW = sum over bands dY_band . col_band(X)^T`;
-//! - input gradient: the valid convolution of `dY` zero-padded by 2 with the weights
-//!   transposed (`Cin <-> Cout`) and flipped — the same forward kernel.
+//! - input gradient: the convolution of `dY` zero-padded by 2 ("full") with the weights
+//!   transposed (`Cin <-> Cout`) and flipped — the same forward kernel, whose im2col writes the
+//!   padding zeros itself instead of copying `dY` into a padded buffer.
+//!
+//! Bands write their rows of the output directly (each band owns a disjoint set of output
+//! rows), so no per-band result is copied afterwards.
 
 use rayon::prelude::*;
 
@@ -29,6 +33,39 @@ pub struct ConvShape {
     pub w: usize,
 }
 
+/// A shape together with implicit zero padding on every side.
+#[derive(Clone, Copy, Debug)]
+struct Padded {
+    s: ConvShape,
+    pad: usize,
+}
+
+impl Padded {
+    fn ho(&self) -> usize {
+        self.s.h + 2 * self.pad - 2
+    }
+    fn wo(&self) -> usize {
+        self.s.w + 2 * self.pad - 2
+    }
+    fn k(&self) -> usize {
+        self.s.cin * 9
+    }
+    fn band_rows(&self) -> usize {
+        let per_row = self.k() * self.wo();
+        let rows = (BAND_FLOATS / per_row.max(1)).max(1);
+        // At least 4 bands per thread when the image allows it, for load balance.
+        let want = 4 * rayon::current_num_threads();
+        rows.min(self.ho().div_ceil(want).max(1))
+    }
+    fn bands(&self) -> Vec<(usize, usize)> {
+        let r = self.band_rows();
+        (0..self.ho())
+            .step_by(r)
+            .map(|oy0| (oy0, r.min(self.ho() - oy0)))
+            .collect()
+    }
+}
+
 impl ConvShape {
     /// Output height.
     pub fn ho(&self) -> usize {
@@ -37,17 +74,6 @@ impl ConvShape {
     /// Output width.
     pub fn wo(&self) -> usize {
         self.w - 2
-    }
-    fn k(&self) -> usize {
-        self.cin * 9
-    }
-    /// Output rows per band.
-    fn band_rows(&self) -> usize {
-        let per_row = self.k() * self.wo();
-        let rows = (BAND_FLOATS / per_row.max(1)).max(1);
-        // At least 4 bands per thread when the image allows it, for load balance.
-        let want = 4 * rayon::current_num_threads();
-        rows.min(self.ho().div_ceil(want).max(1))
     }
 }
 
@@ -84,16 +110,56 @@ fn sgemm(
         }
         return;
     }
+    // SAFETY: `dst` is borrowed mutably, its matrix lies inside it (checked above) and it
+    // cannot alias `lhs` or `rhs`.
+    unsafe {
+        sgemm_raw(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_s,
+            accumulate,
+            lhs,
+            lhs_s,
+            rhs,
+            rhs_s,
+        )
+    }
+}
+
+/// [`sgemm`] into a raw destination.
+///
+/// # Safety
+/// `dst` must be valid for writes of the whole `m x n` strided matrix, and no other live
+/// reference may cover those elements.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_s: (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_s: (usize, usize),
+    rhs: &[f32],
+    rhs_s: (usize, usize),
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let last =
+        |rows: usize, cols: usize, s: (usize, usize)| (rows - 1) * s.0 + (cols.max(1) - 1) * s.1;
     assert!(last(m, k, lhs_s) < lhs.len(), "sgemm: lhs out of bounds");
     assert!(last(k, n, rhs_s) < rhs.len(), "sgemm: rhs out of bounds");
-    // SAFETY: the three matrices lie inside their slices (checked above), `dst` is borrowed
-    // mutably and cannot alias `lhs` or `rhs`.
+    // SAFETY: lhs and rhs lie inside their slices (checked above); the caller guarantees dst.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_s.1 as isize,
             dst_s.0 as isize,
             accumulate,
@@ -114,9 +180,10 @@ fn sgemm(
 }
 
 /// Fills `col` (`9 Cin x rows*Wo`) with the patches of output rows `oy0 .. oy0 + rows` of one
-/// image `x` (`Cin x H x W`).
-fn im2col_band(x: &[f32], s: &ConvShape, oy0: usize, rows: usize, col: &mut [f32]) {
-    let (w, wo) = (s.w, s.wo());
+/// image `x` (`Cin x H x W`), reading zeros outside the image (implicit padding `p.pad`).
+fn im2col_band(x: &[f32], p: &Padded, oy0: usize, rows: usize, col: &mut [f32]) {
+    let s = &p.s;
+    let (w, wo, pad) = (s.w, p.wo(), p.pad as isize);
     let n = rows * wo;
     for ci in 0..s.cin {
         let plane = &x[ci * s.h * w..(ci + 1) * s.h * w];
@@ -124,28 +191,38 @@ fn im2col_band(x: &[f32], s: &ConvShape, oy0: usize, rows: usize, col: &mut [f32
             for kw in 0..3 {
                 let k = ci * 9 + kh * 3 + kw;
                 let dst = &mut col[k * n..(k + 1) * n];
+                // Output columns whose input column ox + kw - pad lies inside 0..w.
+                let shift = kw as isize - pad;
+                let lo = (-shift).clamp(0, wo as isize) as usize;
+                let hi = (w as isize - shift).clamp(lo as isize, wo as isize) as usize;
                 for r in 0..rows {
-                    let src = &plane[(oy0 + r + kh) * w + kw..(oy0 + r + kh) * w + kw + wo];
-                    dst[r * wo..(r + 1) * wo].copy_from_slice(src);
+                    let d = &mut dst[r * wo..(r + 1) * wo];
+                    let iy = (oy0 + r + kh) as isize - pad;
+                    if iy < 0 || iy >= s.h as isize {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    d[..lo].fill(0.0);
+                    let start = (lo as isize + shift) as usize;
+                    d[lo..hi].copy_from_slice(&row[start..start + (hi - lo)]);
+                    d[hi..].fill(0.0);
                 }
             }
         }
     }
 }
 
-/// Up to this many input channels the forward pass accumulates shifted rows directly: with
-/// a reduction of only `9 Cin` a GEMM spends its time packing, not multiplying.
+/// Up to this many input channels the (unpadded) forward pass accumulates shifted rows
+/// directly: with a reduction of only `9 Cin` a GEMM spends its time packing, not multiplying.
 const DIRECT_MAX_CIN: usize = 4;
 
-/// `out[co, r, :] += sum_{ci, kh, kw} W[co, ci, kh, kw] x[ci, oy0 + r + kh, kw ..]` for the
-/// rows of one band; `out` is `Cout x rows*Wo`.
-fn direct_band(x: &[f32], weight: &[f32], s: &ConvShape, oy0: usize, rows: usize, out: &mut [f32]) {
+/// `out[co][r] += sum_{ci, kh, kw} W[co, ci, kh, kw] x[ci, oy0 + r + kh, kw ..]`, where
+/// `out[co]` is the band's segment (`rows * Wo` values) of output channel `co`.
+fn direct_band(x: &[f32], weight: &[f32], s: &ConvShape, oy0: usize, out: &mut [&mut [f32]]) {
     let (w, wo) = (s.w, s.wo());
-    let n = rows * wo;
-    for co in 0..s.cout {
-        let o = &mut out[co * n..(co + 1) * n];
-        for r in 0..rows {
-            let orow = &mut o[r * wo..(r + 1) * wo];
+    for (co, o) in out.iter_mut().enumerate() {
+        for (r, orow) in o.chunks_exact_mut(wo).enumerate() {
             for ci in 0..s.cin {
                 for kh in 0..3 {
                     let base = (ci * s.h + oy0 + r + kh) * w;
@@ -162,72 +239,112 @@ fn direct_band(x: &[f32], weight: &[f32], s: &ConvShape, oy0: usize, rows: usize
     }
 }
 
-fn bands(s: &ConvShape) -> Vec<(usize, usize)> {
-    let r = s.band_rows();
-    (0..s.ho())
-        .step_by(r)
-        .map(|oy0| (oy0, r.min(s.ho() - oy0)))
-        .collect()
+/// The output buffer shared by the bands of one convolution. Each band writes only its own
+/// rows of every output channel, so the writes of different bands never overlap.
+struct BandOutput {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: bands write disjoint regions (see `segments`), and the buffer outlives the
+// parallel loop that uses it.
+unsafe impl Sync for BandOutput {}
+
+impl BandOutput {
+    /// The band's segment of every output channel: `cout` disjoint slices of `n` values at
+    /// `co * plane + start`.
+    ///
+    /// # Safety
+    /// No other live reference may cover these segments (bands must be disjoint).
+    unsafe fn segments(
+        &self,
+        cout: usize,
+        plane: usize,
+        start: usize,
+        n: usize,
+    ) -> Vec<&mut [f32]> {
+        (0..cout)
+            .map(|co| {
+                let off = co * plane + start;
+                assert!(off + n <= self.len, "band segment out of bounds");
+                // SAFETY: in bounds (checked), and disjoint from every other band's segments.
+                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), n) }
+            })
+            .collect()
+    }
+}
+
+/// Convolution with implicit zero padding; returns `Cout x Ho x Wo`.
+fn conv3x3_padded(x: &[f32], weight: &[f32], bias: Option<&[f32]>, p: &Padded) -> Vec<f32> {
+    let s = &p.s;
+    let (ho, wo, k) = (p.ho(), p.wo(), p.k());
+    let plane = ho * wo;
+    assert_eq!(x.len(), s.cin * s.h * s.w, "conv3x3: input size");
+    assert_eq!(weight.len(), s.cout * k, "conv3x3: weight size");
+    let mut y = vec![0.0f32; s.cout * plane];
+    let shared = BandOutput {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+    };
+    p.bands().into_par_iter().for_each(|(oy0, rows)| {
+        let n = rows * wo;
+        // SAFETY: bands cover disjoint output rows, so their segments never overlap.
+        let mut out = unsafe { shared.segments(s.cout, plane, oy0 * wo, n) };
+        if let Some(b) = bias {
+            for (co, seg) in out.iter_mut().enumerate() {
+                seg.fill(b[co]);
+            }
+        }
+        if p.pad == 0 && s.cin <= DIRECT_MAX_CIN {
+            direct_band(x, weight, s, oy0, &mut out);
+            return;
+        }
+        let mut col = vec![0.0f32; k * n];
+        im2col_band(x, p, oy0, rows, &mut col);
+        // The band's rows of all channels form a `cout x n` matrix with row stride `plane`
+        // inside `y`; gemm writes exactly those elements.
+        drop(out);
+        // SAFETY: the matrix spans rows co * plane + oy0 * wo .. + n for co < cout: inside `y`
+        // (asserted below) and disjoint from the other bands' rows.
+        let last = (s.cout - 1) * plane + oy0 * wo + n;
+        assert!(last <= shared.len, "band matrix out of bounds");
+        unsafe {
+            sgemm_raw(
+                s.cout,
+                n,
+                k,
+                shared.ptr.add(oy0 * wo),
+                (plane, 1),
+                bias.is_some(),
+                weight,
+                (k, 1),
+                &col,
+                (n, 1),
+            );
+        }
+    });
+    y
 }
 
 /// Forward pass for one image: `x` is `Cin x H x W`, `weight` `Cout x Cin x 3 x 3`, `bias`
 /// `Cout` (optional); returns `Cout x (H-2) x (W-2)`.
 pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
-    let (ho, wo, k) = (s.ho(), s.wo(), s.k());
-    let plane = ho * wo;
-    let results: Vec<(usize, usize, Vec<f32>)> = bands(s)
-        .into_par_iter()
-        .map(|(oy0, rows)| {
-            let n = rows * wo;
-            let mut out = vec![0.0f32; s.cout * n];
-            if let Some(b) = bias {
-                for (co, row) in out.chunks_mut(n).enumerate() {
-                    row.fill(b[co]);
-                }
-            }
-            if s.cin <= DIRECT_MAX_CIN {
-                direct_band(x, weight, s, oy0, rows, &mut out);
-            } else {
-                let mut col = vec![0.0f32; k * n];
-                im2col_band(x, s, oy0, rows, &mut col);
-                sgemm(
-                    s.cout,
-                    n,
-                    k,
-                    &mut out,
-                    (n, 1),
-                    true,
-                    weight,
-                    (k, 1),
-                    &col,
-                    (n, 1),
-                );
-            }
-            (oy0, rows, out)
-        })
-        .collect();
-    let mut y = vec![0.0f32; s.cout * plane];
-    for (oy0, rows, out) in results {
-        let n = rows * wo;
-        for co in 0..s.cout {
-            y[co * plane + oy0 * wo..co * plane + oy0 * wo + n]
-                .copy_from_slice(&out[co * n..(co + 1) * n]);
-        }
-    }
-    y
+    conv3x3_padded(x, weight, bias, &Padded { s: *s, pad: 0 })
 }
 
 /// Weight gradient for one image: `dW[co, ci, kh, kw] = sum dY[co, oy, ox] X[ci, oy+kh, ox+kw]`.
 /// `dy` is `Cout x (H-2) x (W-2)`; returns `Cout x Cin x 3 x 3`.
 pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
-    let (ho, wo, k) = (s.ho(), s.wo(), s.k());
+    let (ho, wo, k) = (s.ho(), s.wo(), s.cin * 9);
     let plane = ho * wo;
-    let partials: Vec<Vec<f32>> = bands(s)
+    let p = Padded { s: *s, pad: 0 };
+    let partials: Vec<Vec<f32>> = p
+        .bands()
         .into_par_iter()
         .map(|(oy0, rows)| {
             let n = rows * wo;
             let mut col = vec![0.0f32; k * n];
-            im2col_band(x, s, oy0, rows, &mut col);
+            im2col_band(x, &p, oy0, rows, &mut col);
             // dW^T band (K x Cout) = col (K x n) . dY_band^T (n x Cout): both operands are
             // read along their contiguous dimension by the packing of the GEMM.
             let mut dwt = vec![0.0f32; k * s.cout];
@@ -265,16 +382,6 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
 /// Input gradient for one image: `dX = conv3x3_valid(pad2(dY), flip(W)^T)`; returns
 /// `Cin x H x W`.
 pub fn conv3x3_input_grad(dy: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
-    let (ho, wo) = (s.ho(), s.wo());
-    let (hp, wp) = (ho + 4, wo + 4);
-    let mut padded = vec![0.0f32; s.cout * hp * wp];
-    for co in 0..s.cout {
-        for oy in 0..ho {
-            let src = &dy[co * ho * wo + oy * wo..co * ho * wo + (oy + 1) * wo];
-            let d = co * hp * wp + (oy + 2) * wp + 2;
-            padded[d..d + wo].copy_from_slice(src);
-        }
-    }
     // Transposed, flipped weights: Wt[ci, co, kh, kw] = W[co, ci, 2 - kh, 2 - kw].
     let mut wt = vec![0.0f32; s.cin * s.cout * 9];
     for co in 0..s.cout {
@@ -287,13 +394,16 @@ pub fn conv3x3_input_grad(dy: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32>
             }
         }
     }
-    let back = ConvShape {
-        cin: s.cout,
-        cout: s.cin,
-        h: hp,
-        w: wp,
+    let back = Padded {
+        s: ConvShape {
+            cin: s.cout,
+            cout: s.cin,
+            h: s.ho(),
+            w: s.wo(),
+        },
+        pad: 2,
     };
-    conv3x3_forward(&padded, &wt, None, &back)
+    conv3x3_padded(dy, &wt, None, &back)
 }
 
 #[cfg(test)]
@@ -392,7 +502,7 @@ mod tests {
         let x = pseudo(s.cin * s.h * s.w, 9);
         let wt = pseudo(s.cout * s.cin * 9, 8);
         let b = vec![0.0; 3];
-        assert!(bands(&s).len() > 1);
+        assert!(Padded { s, pad: 0 }.bands().len() > 1);
         let y = conv3x3_forward(&x, &wt, None, &s);
         let r = reference_forward(&x, &wt, &b, &s);
         for (a, e) in y.iter().zip(&r) {
