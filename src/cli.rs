@@ -253,6 +253,15 @@ pub fn load_labels(path: &Path, encoding: LabelEncoding) -> Result<Vec<LabelSlic
         .collect()
 }
 
+/// Prints a line above the progress bar, or plainly when the bar is hidden (no terminal).
+fn say(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
+}
+
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = if std::env::var_os("UNET_STUDIO_NO_PROGRESS").is_some() {
         ProgressBar::hidden()
@@ -378,8 +387,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     };
     let cancel = CancelToken::new();
     let pb = bar(a.iterations, "train");
-    let mut on_event = |e: TrainEvent| {
-        match e {
+    let mut on_event = |e: TrainEvent| match e {
         TrainEvent::Started {
             tile_in,
             tile_out,
@@ -387,10 +395,15 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             val_pixels,
             first_iteration,
             ..
-        } => pb.println(format!(
-            "tile {tile_in} -> {tile_out} px, {train_pixels} training / {val_pixels} validation pixels, from iteration {first_iteration}"
-        )),
-        TrainEvent::Iteration { loss, its_per_s, .. } => {
+        } => say(
+            &pb,
+            format!(
+                "tile {tile_in} -> {tile_out} px, {train_pixels} training / {val_pixels} validation pixels, from iteration {first_iteration}"
+            ),
+        ),
+        TrainEvent::Iteration {
+            loss, its_per_s, ..
+        } => {
             pb.inc(1);
             pb.set_message(format!("loss {loss:.4} {its_per_s:.2} it/s"));
         }
@@ -398,13 +411,16 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             iteration,
             loss,
             pixel_error,
-        } => pb.println(format!(
-            "iteration {iteration}: validation loss {loss:.4}, pixel error {pixel_error:.4}"
-        )),
-        TrainEvent::Checkpoint { iteration, path } => {
-            pb.println(format!("iteration {iteration}: saved {}", path.display()))
-        }
-    }
+        } => say(
+            &pb,
+            format!(
+                "iteration {iteration}: validation loss {loss:.4}, pixel error {pixel_error:.4}"
+            ),
+        ),
+        TrainEvent::Checkpoint { iteration, path } => say(
+            &pb,
+            format!("iteration {iteration}: saved {}", path.display()),
+        ),
     };
     let out = train(
         &set,

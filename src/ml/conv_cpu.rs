@@ -251,24 +251,30 @@ struct BandOutput {
 unsafe impl Sync for BandOutput {}
 
 impl BandOutput {
+    /// Start of the buffer (a method, so closures capture the whole `Sync` struct).
+    fn base(&self) -> (*mut f32, usize) {
+        (self.ptr, self.len)
+    }
+
     /// The band's segment of every output channel: `cout` disjoint slices of `n` values at
     /// `co * plane + start`.
     ///
     /// # Safety
     /// No other live reference may cover these segments (bands must be disjoint).
-    unsafe fn segments(
-        &self,
+    unsafe fn segments<'a>(
+        ptr: *mut f32,
+        len: usize,
         cout: usize,
         plane: usize,
         start: usize,
         n: usize,
-    ) -> Vec<&mut [f32]> {
+    ) -> Vec<&'a mut [f32]> {
         (0..cout)
             .map(|co| {
                 let off = co * plane + start;
-                assert!(off + n <= self.len, "band segment out of bounds");
+                assert!(off + n <= len, "band segment out of bounds");
                 // SAFETY: in bounds (checked), and disjoint from every other band's segments.
-                unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), n) }
+                unsafe { std::slice::from_raw_parts_mut(ptr.add(off), n) }
             })
             .collect()
     }
@@ -289,7 +295,9 @@ fn conv3x3_padded(x: &[f32], weight: &[f32], bias: Option<&[f32]>, p: &Padded) -
     p.bands().into_par_iter().for_each(|(oy0, rows)| {
         let n = rows * wo;
         // SAFETY: bands cover disjoint output rows, so their segments never overlap.
-        let mut out = unsafe { shared.segments(s.cout, plane, oy0 * wo, n) };
+        let mut out = unsafe {
+            BandOutput::segments(shared.base().0, shared.base().1, s.cout, plane, oy0 * wo, n)
+        };
         if let Some(b) = bias {
             for (co, seg) in out.iter_mut().enumerate() {
                 seg.fill(b[co]);
@@ -307,13 +315,13 @@ fn conv3x3_padded(x: &[f32], weight: &[f32], bias: Option<&[f32]>, p: &Padded) -
         // SAFETY: the matrix spans rows co * plane + oy0 * wo .. + n for co < cout: inside `y`
         // (asserted below) and disjoint from the other bands' rows.
         let last = (s.cout - 1) * plane + oy0 * wo + n;
-        assert!(last <= shared.len, "band matrix out of bounds");
+        assert!(last <= shared.base().1, "band matrix out of bounds");
         unsafe {
             sgemm_raw(
                 s.cout,
                 n,
                 k,
-                shared.ptr.add(oy0 * wo),
+                shared.base().0.add(oy0 * wo),
                 (plane, 1),
                 bias.is_some(),
                 weight,
