@@ -63,6 +63,31 @@ pub fn predict_probabilities(
     cancel: &CancelToken,
     on_tile: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Plane<f32>>, MlError> {
+    predict_probabilities_where(
+        model,
+        cfg,
+        image,
+        tile_out,
+        device,
+        cancel,
+        on_tile,
+        &|_, _, _| true,
+    )
+}
+
+/// [`predict_probabilities`] restricted to the output tiles for which
+/// `want(x0, y0, edge)` is true; pixels of skipped tiles keep probability 0.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_probabilities_where(
+    model: &UNet,
+    cfg: &UNetConfig,
+    image: &Plane<f32>,
+    tile_out: usize,
+    device: &Device,
+    cancel: &CancelToken,
+    on_tile: &mut dyn FnMut(usize, usize),
+    want: &dyn Fn(usize, usize, usize) -> bool,
+) -> Result<Vec<Plane<f32>>, MlError> {
     let geom = cfg.geometry();
     let tile = effective_tile(&geom, tile_out, image.width, image.height);
     let input = geom
@@ -74,10 +99,15 @@ pub fn predict_probabilities(
     let align = 1usize << cfg.depth;
     let xs = tile_origins(w, tile, align);
     let ys = tile_origins(h, tile, align);
-    let total = xs.len() * ys.len();
+    let todo: Vec<(usize, usize)> = ys
+        .iter()
+        .flat_map(|&ty| xs.iter().map(move |&tx| (tx, ty)))
+        .filter(|&(tx, ty)| want(tx, ty, tile))
+        .collect();
+    let total = todo.len();
     let mut done = 0;
-    for &ty in &ys {
-        for &tx in &xs {
+    {
+        for &(tx, ty) in &todo {
             if cancel.is_cancelled() {
                 return Err(MlError::Cancelled);
             }

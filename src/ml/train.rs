@@ -14,7 +14,7 @@ use burn::prelude::*;
 use crate::data::{LabelSlice, Plane};
 use crate::ml::checkpoint::{Checkpoint, CheckpointMeta, fnv1a_hex, now_unix_s, save_checkpoint};
 use crate::ml::device::ComputeDevice;
-use crate::ml::infer::{plane_tensor, predict_probabilities, tensor_values};
+use crate::ml::infer::{plane_tensor, predict_probabilities_where, tensor_values};
 use crate::ml::loss::weighted_cross_entropy;
 use crate::ml::unet::{UNet, UNetConfig};
 use crate::ml::{CancelToken, MlError};
@@ -42,10 +42,11 @@ pub enum OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    /// The paper's optimiser: SGD, momentum 0.99.
+    /// The paper's optimiser: SGD, momentum 0.99. The paper gives no learning rate; 0.001
+    /// trains here, 0.01 collapsed to chance level within 500 iterations on ISBI 2012.
     pub fn paper() -> Self {
         Self::Sgd {
-            lr: 0.01,
+            lr: 0.001,
             momentum: 0.99,
         }
     }
@@ -607,7 +608,15 @@ fn validate(
         if held.is_empty() {
             continue;
         }
-        let probs = predict_probabilities(
+        // Only the tiles that hold held-out pixels are predicted.
+        let mask = &masks[s];
+        let labels = &set.labels[s].classes;
+        let want = |x0: usize, y0: usize, edge: usize| {
+            (y0..(y0 + edge).min(mask.height)).any(|y| {
+                (x0..(x0 + edge).min(mask.width)).any(|x| mask.at(x, y) && labels.at(x, y) > 0)
+            })
+        };
+        let probs = predict_probabilities_where(
             model,
             unet,
             &set.images[s],
@@ -615,6 +624,7 @@ fn validate(
             &device.device,
             cancel,
             &mut |_, _| {},
+            &want,
         )?;
         for i in held {
             let c = set.labels[s].classes.data[i] as usize;
