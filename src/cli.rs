@@ -22,12 +22,22 @@ use crate::preprocess::{
 };
 
 /// unet-studio: U-Net segmentation for microscopy (Ronneberger et al. 2015).
+///
+/// Without a subcommand the desktop app opens PATH (or the bundled sample).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// What to do.
+    /// What to do; the desktop app when absent.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Image file, multipage TIFF or folder to open in the app.
+    pub path: Option<PathBuf>,
+    /// Labels to import into the app (instead of the saved ones).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Encoding of --labels: classes | binary | instances.
+    #[arg(long, default_value = "classes")]
+    pub label_encoding: LabelEncoding,
 }
 
 /// The subcommands.
@@ -252,7 +262,17 @@ pub struct EvalArgs {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        let open = match cli.path {
+            Some(p) => crate::app::OpenRequest {
+                images: p,
+                labels: cli.labels.map(|l| (l, cli.label_encoding)),
+            },
+            None => crate::app::OpenRequest::sample(),
+        };
+        return run_gui(open);
+    };
+    match command {
         Command::Train(a) => cmd_train(a),
         Command::Predict(a) => cmd_predict(a),
         Command::Weights(a) => cmd_weights(a),
@@ -701,4 +721,22 @@ fn cmd_scribble(a: ScribbleArgs) -> Result<()> {
     }
     eprintln!("{painted} labelled pixels in {} slices", sparse.len());
     Ok(())
+}
+
+/// Opens the desktop app (eframe with the wgpu renderer).
+pub fn run_gui(open: crate::app::OpenRequest) -> Result<()> {
+    let options = eframe::NativeOptions {
+        renderer: eframe::Renderer::Wgpu,
+        viewport: eframe::egui::ViewportBuilder::default()
+            .with_title("unet-studio")
+            .with_inner_size([1280.0, 820.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "unet-studio",
+        options,
+        Box::new(move |cc| Ok(Box::new(crate::app::StudioApp::new(cc, Some(open))))),
+    )
+    .map_err(|e| anyhow::anyhow!("the window could not be opened: {e}"))
 }

@@ -4,10 +4,13 @@
 //! tiles) -> [`ml`] (network, training, tiled inference) -> [`metrics`]. Lower layers never
 //! import higher ones; nothing here prints.
 
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod experiment;
+pub mod jobs;
 pub mod metrics;
 pub mod ml;
 pub mod preprocess;
+pub mod render;

@@ -1,0 +1,65 @@
+// Image viewer: contrast window + gamma on the raw values, label overlay through a palette.
+// Drawn as one full-viewport triangle inside egui's paint-callback viewport.
+
+struct View {
+    // rect_min_px.xy (framebuffer pixels), zoom (framebuffer px per image px), gamma
+    a: vec4<f32>,
+    // origin.xy (image coordinates shown at rect_min), image width, image height
+    b: vec4<f32>,
+    // window min, window max, label opacity, flags (1 = show labels, 2 = dim unlabelled)
+    c: vec4<f32>,
+};
+
+@group(0) @binding(0) var<uniform> view: View;
+@group(0) @binding(1) var image_tex: texture_2d<f32>;
+@group(0) @binding(2) var label_tex: texture_2d<u32>;
+@group(0) @binding(3) var palette_tex: texture_2d<f32>;
+
+@vertex
+fn vs_main(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
+    let x = f32((i << 1u) & 2u) * 2.0 - 1.0;
+    let y = f32(i & 2u) * 2.0 - 1.0;
+    return vec4<f32>(x, y, 0.0, 1.0);
+}
+
+fn raw_at(p: vec2<i32>) -> f32 {
+    let size = vec2<i32>(textureDimensions(image_tex));
+    return textureLoad(image_tex, clamp(p, vec2<i32>(0, 0), size - vec2<i32>(1, 1)), 0).r;
+}
+
+@fragment
+fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
+    let zoom = view.a.z;
+    let ip = view.b.xy + (pos.xy - view.a.xy) / zoom;
+    let size = view.b.zw;
+    if (ip.x < 0.0 || ip.y < 0.0 || ip.x >= size.x || ip.y >= size.y) {
+        return vec4<f32>(0.08, 0.08, 0.09, 1.0);
+    }
+    var raw: f32;
+    if (zoom >= 1.0) {
+        // Magnified: nearest neighbour, every image pixel a crisp square.
+        raw = raw_at(vec2<i32>(floor(ip)));
+    } else {
+        // Minified: bilinear between pixel centres (float textures are not filterable
+        // everywhere, so the four taps are loaded by hand).
+        let q = ip - vec2<f32>(0.5, 0.5);
+        let f = fract(q);
+        let p0 = vec2<i32>(floor(q));
+        let top = mix(raw_at(p0), raw_at(p0 + vec2<i32>(1, 0)), f.x);
+        let bottom = mix(raw_at(p0 + vec2<i32>(0, 1)), raw_at(p0 + vec2<i32>(1, 1)), f.x);
+        raw = mix(top, bottom, f.y);
+    }
+    let span = max(view.c.y - view.c.x, 1e-20);
+    let t = clamp((raw - view.c.x) / span, 0.0, 1.0);
+    var colour = vec3<f32>(pow(t, view.a.w));
+    let flags = u32(view.c.w + 0.5);
+    let label = textureLoad(label_tex, vec2<i32>(floor(ip)), 0).r;
+    if ((flags & 2u) != 0u && label == 0u) {
+        colour = colour * 0.3;
+    }
+    if ((flags & 1u) != 0u && label > 0u) {
+        let pc = textureLoad(palette_tex, vec2<i32>(i32(label), 0), 0).rgb;
+        colour = mix(colour, pc, view.c.z);
+    }
+    return vec4<f32>(colour, 1.0);
+}

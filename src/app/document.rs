@@ -1,0 +1,449 @@
+//! An open stack with its sparse labels: painting, undo/redo of whole strokes, and atomic
+//! saving of the labels next to the images. No GUI code here.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::{
+    DataError, LabelEncoding, MaskStyle, Plane, Stack, encode_labels, load_label_stack, load_stack,
+    write_mask,
+};
+use crate::preprocess::normalize::percentile;
+
+/// A label class: its id is its index + 1 (0 = unlabelled).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassInfo {
+    /// Display name.
+    pub name: String,
+    /// Overlay colour.
+    pub color: [u8; 3],
+}
+
+/// Default names and colours of the first classes.
+pub fn default_classes() -> Vec<ClassInfo> {
+    vec![
+        ClassInfo {
+            name: "background".into(),
+            color: [230, 60, 60],
+        },
+        ClassInfo {
+            name: "foreground".into(),
+            color: [60, 200, 90],
+        },
+    ]
+}
+
+/// A palette colour for class ids beyond the named ones.
+pub fn class_color(id: usize) -> [u8; 3] {
+    const P: [[u8; 3]; 8] = [
+        [230, 60, 60],
+        [60, 200, 90],
+        [70, 130, 240],
+        [240, 200, 40],
+        [200, 80, 220],
+        [40, 210, 210],
+        [250, 140, 40],
+        [150, 150, 150],
+    ];
+    P[(id.max(1) - 1) % P.len()]
+}
+
+/// Contrast window and gamma of a stack.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Display {
+    /// Raw value shown black.
+    pub min: f32,
+    /// Raw value shown white.
+    pub max: f32,
+    /// Gamma applied after windowing.
+    pub gamma: f32,
+}
+
+/// One changed pixel of a stroke: slice, index in the slice, value before, value after.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Change {
+    slice: usize,
+    index: usize,
+    before: u8,
+    after: u8,
+}
+
+/// An open stack with its labels.
+#[derive(Debug)]
+pub struct Document {
+    /// The images.
+    pub stack: Stack,
+    /// Classes per slice: 0 = unlabelled, k = class k.
+    pub labels: Vec<Plane<u8>>,
+    /// Class names and colours (class k at index k - 1).
+    pub classes: Vec<ClassInfo>,
+    /// Contrast settings.
+    pub display: Display,
+    /// What the stack was opened from.
+    pub source: PathBuf,
+    /// Where the labels are saved.
+    pub label_path: PathBuf,
+    undo: Vec<Vec<Change>>,
+    redo: Vec<Vec<Change>>,
+    stroke: Option<Vec<Change>>,
+    /// Unsaved label changes.
+    pub dirty: bool,
+    /// Rows changed since the renderer last uploaded, per slice: (slice, y0, y1) inclusive.
+    pending_rows: Vec<(usize, usize, usize)>,
+}
+
+/// The label file of a stack: `<name>.labels.tif` beside the image file or inside the folder.
+pub fn label_path_for(source: &Path) -> PathBuf {
+    if source.is_dir() {
+        source.join("labels.unet.tif")
+    } else {
+        let stem = source
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        source.with_file_name(format!("{stem}.labels.tif"))
+    }
+}
+
+/// The 0.5 % and 99.5 % percentiles of the first slice: the automatic contrast window.
+pub fn auto_window(stack: &Stack, slice: usize) -> (f32, f32) {
+    let data = &stack.slices[slice.min(stack.slices.len() - 1)].data;
+    let lo = percentile(data, 0.5);
+    let hi = percentile(data, 99.5);
+    if hi > lo { (lo, hi) } else { (lo, lo + 1.0) }
+}
+
+impl Document {
+    /// Opens a stack and, when present, its saved labels (or `labels` given explicitly with
+    /// an encoding, for importing masks).
+    pub fn open(source: &Path, labels: Option<(&Path, LabelEncoding)>) -> Result<Self, DataError> {
+        let stack = load_stack(source)?;
+        let label_path = label_path_for(source);
+        let (w, h) = (stack.width, stack.height);
+        let mut doc_labels: Vec<Plane<u8>> = (0..stack.slices.len())
+            .map(|_| Plane::filled(w, h, 0))
+            .collect();
+        let import = match labels {
+            Some((p, enc)) => Some((p.to_path_buf(), enc)),
+            None if label_path.exists() => Some((label_path.clone(), LabelEncoding::Classes)),
+            None => None,
+        };
+        if let Some((p, enc)) = import {
+            let raw = load_label_stack(&p)?;
+            if raw.len() != doc_labels.len() {
+                return Err(DataError::Invalid {
+                    path: p,
+                    message: format!(
+                        "{} label slices for {} image slices",
+                        raw.len(),
+                        doc_labels.len()
+                    ),
+                });
+            }
+            for (i, r) in raw.iter().enumerate() {
+                if (r.width, r.height) != (w, h) {
+                    return Err(DataError::Invalid {
+                        path: p.clone(),
+                        message: format!(
+                            "slice {i} is {}x{} but the images are {w}x{h}",
+                            r.width, r.height
+                        ),
+                    });
+                }
+                let enc = encode_labels(r, enc).map_err(|e| DataError::Invalid {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?;
+                doc_labels[i] = enc.classes;
+            }
+        }
+        let max_class = doc_labels
+            .iter()
+            .flat_map(|p| p.data.iter().copied())
+            .max()
+            .unwrap_or(0) as usize;
+        let mut classes = default_classes();
+        while classes.len() < max_class {
+            let id = classes.len() + 1;
+            classes.push(ClassInfo {
+                name: format!("class {id}"),
+                color: class_color(id),
+            });
+        }
+        let (min, max) = auto_window(&stack, 0);
+        Ok(Self {
+            stack,
+            labels: doc_labels,
+            classes,
+            display: Display {
+                min,
+                max,
+                gamma: 1.0,
+            },
+            source: source.to_path_buf(),
+            label_path,
+            undo: Vec::new(),
+            redo: Vec::new(),
+            stroke: None,
+            dirty: false,
+            pending_rows: Vec::new(),
+        })
+    }
+
+    /// Number of slices.
+    pub fn slices(&self) -> usize {
+        self.stack.slices.len()
+    }
+
+    /// Starts a stroke; every change until [`Self::end_stroke`] is undone as one.
+    pub fn begin_stroke(&mut self) {
+        if self.stroke.is_none() {
+            self.stroke = Some(Vec::new());
+        }
+    }
+
+    /// Ends the stroke; returns whether it changed anything.
+    pub fn end_stroke(&mut self) -> bool {
+        match self.stroke.take() {
+            Some(s) if !s.is_empty() => {
+                self.undo.push(s);
+                self.redo.clear();
+                self.dirty = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a stroke is in progress.
+    pub fn in_stroke(&self) -> bool {
+        self.stroke.is_some()
+    }
+
+    /// Paints a disk of `radius` pixels at image coordinates `(cx, cy)` with `class`
+    /// (0 erases). With `preserve`, only unlabelled pixels are painted.
+    pub fn paint_disk(
+        &mut self,
+        slice: usize,
+        cx: f32,
+        cy: f32,
+        radius: f32,
+        class: u8,
+        preserve: bool,
+    ) {
+        let Some(plane) = self.labels.get_mut(slice) else {
+            return;
+        };
+        let (w, h) = (plane.width as i64, plane.height as i64);
+        let r = radius.max(0.5);
+        let (x0, x1) = ((cx - r).floor() as i64, (cx + r).ceil() as i64);
+        let (y0, y1) = ((cy - r).floor() as i64, (cy + r).ceil() as i64);
+        let stroke = self.stroke.get_or_insert_with(Vec::new);
+        let mut touched: Option<(usize, usize)> = None;
+        for y in y0.max(0)..=y1.min(h - 1) {
+            for x in x0.max(0)..=x1.min(w - 1) {
+                let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
+                if dx * dx + dy * dy > r * r {
+                    continue;
+                }
+                let i = (y * w + x) as usize;
+                let before = plane.data[i];
+                if before == class || (preserve && before != 0 && class != 0) {
+                    continue;
+                }
+                plane.data[i] = class;
+                stroke.push(Change {
+                    slice,
+                    index: i,
+                    before,
+                    after: class,
+                });
+                let y = y as usize;
+                touched = Some(touched.map_or((y, y), |(a, b)| (a.min(y), b.max(y))));
+            }
+        }
+        if let Some((a, b)) = touched {
+            self.pending_rows.push((slice, a, b));
+        }
+    }
+
+    /// Paints along the segment from `a` to `b` (image coordinates), disks every half radius.
+    #[allow(clippy::too_many_arguments)]
+    pub fn paint_line(
+        &mut self,
+        slice: usize,
+        a: (f32, f32),
+        b: (f32, f32),
+        radius: f32,
+        class: u8,
+        preserve: bool,
+    ) {
+        let len = ((b.0 - a.0).powi(2) + (b.1 - a.1).powi(2)).sqrt();
+        let steps = (len / (radius.max(0.5) * 0.5)).ceil().max(1.0) as usize;
+        for s in 0..=steps {
+            let t = s as f32 / steps as f32;
+            self.paint_disk(
+                slice,
+                a.0 + t * (b.0 - a.0),
+                a.1 + t * (b.1 - a.1),
+                radius,
+                class,
+                preserve,
+            );
+        }
+    }
+
+    fn apply(&mut self, changes: &[Change], forward: bool) {
+        for c in changes {
+            if let Some(p) = self.labels.get_mut(c.slice) {
+                p.data[c.index] = if forward { c.after } else { c.before };
+                let y = c.index / p.width;
+                self.pending_rows.push((c.slice, y, y));
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Undoes the last stroke (on whatever slice it was). Returns whether there was one.
+    pub fn undo(&mut self) -> bool {
+        self.end_stroke();
+        let Some(s) = self.undo.pop() else {
+            return false;
+        };
+        self.apply(&s, false);
+        self.redo.push(s);
+        true
+    }
+
+    /// Redoes the last undone stroke.
+    pub fn redo(&mut self) -> bool {
+        let Some(s) = self.redo.pop() else {
+            return false;
+        };
+        self.apply(&s, true);
+        self.undo.push(s);
+        true
+    }
+
+    /// Whether there is something to undo / redo.
+    pub fn can_undo(&self) -> bool {
+        !self.undo.is_empty()
+    }
+    /// See [`Self::can_undo`].
+    pub fn can_redo(&self) -> bool {
+        !self.redo.is_empty()
+    }
+
+    /// Rows changed since the last call, merged per slice: `(slice, first row, last row)`.
+    pub fn take_changed_rows(&mut self) -> Vec<(usize, usize, usize)> {
+        let mut v = std::mem::take(&mut self.pending_rows);
+        v.sort_unstable();
+        let mut merged: Vec<(usize, usize, usize)> = Vec::new();
+        for (s, a, b) in v {
+            match merged.last_mut() {
+                Some(m) if m.0 == s && a <= m.2 + 1 => m.2 = m.2.max(b),
+                _ => merged.push((s, a, b)),
+            }
+        }
+        merged
+    }
+
+    /// Number of labelled pixels per class id (index 0 = unlabelled).
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.classes.len() + 1];
+        for p in &self.labels {
+            for &v in &p.data {
+                if let Some(c) = counts.get_mut(v as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// The labels as 16-bit planes in the `classes` convention.
+    pub fn labels_u16(&self) -> Vec<Plane<u16>> {
+        self.labels.iter().map(|p| p.map(u16::from)).collect()
+    }
+
+    /// Writes the labels atomically to [`Self::label_path`] (multipage TIFF, ImageJ metadata).
+    pub fn save_labels(&mut self) -> Result<PathBuf, DataError> {
+        write_mask(&self.label_path, &self.labels_u16(), MaskStyle::Classes)?;
+        self.dirty = false;
+        Ok(self.label_path.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc_in(dir: &Path) -> Document {
+        let img = dir.join("img.png");
+        write_mask(&img, &[Plane::filled(20, 10, 7u16)], MaskStyle::Classes).unwrap();
+        Document::open(&img, None).unwrap()
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("unet-doc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn strokes_paint_undo_and_redo_as_one() {
+        let d = tmp("undo");
+        let mut doc = doc_in(&d);
+        doc.begin_stroke();
+        doc.paint_line(0, (2.0, 5.0), (12.0, 5.0), 1.5, 2, false);
+        assert!(doc.end_stroke());
+        let painted = doc.labels[0].data.iter().filter(|&&v| v == 2).count();
+        assert!(painted >= 20, "{painted}");
+        assert_eq!(doc.labels[0].at(7, 5), 2);
+        assert_eq!(doc.labels[0].at(7, 0), 0);
+        assert!(doc.undo());
+        assert!(doc.labels[0].data.iter().all(|&v| v == 0));
+        assert!(doc.redo());
+        assert_eq!(
+            doc.labels[0].data.iter().filter(|&&v| v == 2).count(),
+            painted
+        );
+        // Erasing is a stroke of class 0; preserve paints only unlabelled pixels.
+        doc.begin_stroke();
+        doc.paint_disk(0, 7.5, 5.5, 3.0, 1, true);
+        doc.end_stroke();
+        assert_eq!(
+            doc.labels[0].at(7, 5),
+            2,
+            "preserve kept the existing label"
+        );
+        assert_eq!(doc.labels[0].at(7, 8), 1);
+        doc.begin_stroke();
+        doc.paint_disk(0, 7.5, 5.5, 1.0, 0, false);
+        doc.end_stroke();
+        assert_eq!(doc.labels[0].at(7, 5), 0);
+        let rows = doc.take_changed_rows();
+        assert!(!rows.is_empty() && rows.iter().all(|r| r.0 == 0 && r.1 <= r.2));
+        assert!(doc.take_changed_rows().is_empty());
+    }
+
+    #[test]
+    fn labels_save_atomically_and_reopen() {
+        let d = tmp("save");
+        let mut doc = doc_in(&d);
+        doc.begin_stroke();
+        doc.paint_disk(0, 4.5, 4.5, 2.0, 2, false);
+        doc.end_stroke();
+        let path = doc.save_labels().unwrap();
+        assert_eq!(path, d.join("img.labels.tif"));
+        assert!(!doc.dirty);
+        let again = Document::open(&d.join("img.png"), None).unwrap();
+        assert_eq!(again.labels, doc.labels);
+        let leftovers: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}

@@ -1,0 +1,359 @@
+//! The desktop application: an eframe app that shows a stack through the WGSL viewer, lets a
+//! person paint sparse labels, and keeps them saved. File I/O runs in background jobs.
+
+pub mod document;
+mod panels;
+mod viewer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use eframe::egui;
+
+pub use document::{ClassInfo, Document};
+
+use crate::data::{DataError, LabelEncoding};
+use crate::jobs::{Job, Waker};
+
+/// What to open at start-up.
+#[derive(Clone, Debug)]
+pub struct OpenRequest {
+    /// Image file, multipage TIFF or folder.
+    pub images: PathBuf,
+    /// Labels to import instead of the saved ones.
+    pub labels: Option<(PathBuf, LabelEncoding)>,
+}
+
+impl OpenRequest {
+    /// The bundled sample: three ISBI 2012 EM slices with sparse scribbles.
+    pub fn sample() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012");
+        let here = Path::new("samples/isbi2012");
+        let root = if here.exists() {
+            here.to_path_buf()
+        } else {
+            root
+        };
+        Self {
+            images: root.join("images"),
+            labels: Some((root.join("scribbles"), LabelEncoding::Classes)),
+        }
+    }
+}
+
+/// Painting tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// Paint the active class.
+    Brush,
+    /// Set pixels back to unlabelled.
+    Eraser,
+}
+
+/// View state of the canvas.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ViewState {
+    /// Shown slice.
+    pub slice: usize,
+    /// Screen points per image pixel.
+    pub zoom: f32,
+    /// Image coordinates at the canvas' top-left corner.
+    pub origin: egui::Vec2,
+    /// Fit the image into the canvas on the next frame.
+    pub fit: bool,
+}
+
+/// The application state.
+pub struct StudioApp {
+    /// The open document.
+    pub doc: Option<Document>,
+    /// The view.
+    pub view: ViewState,
+    /// Active tool.
+    pub tool: Tool,
+    /// Brush radius in image pixels.
+    pub brush_radius: f32,
+    /// Eraser radius in image pixels.
+    pub eraser_radius: f32,
+    /// Class painted by the brush (1-based).
+    pub active_class: u8,
+    /// Paint only unlabelled pixels.
+    pub preserve_labels: bool,
+    /// Label overlay opacity.
+    pub label_opacity: f32,
+    /// Show the label overlay.
+    pub show_labels: bool,
+    /// Dim pixels that carry no label.
+    pub show_only_labelled: bool,
+    /// Last message for the status bar.
+    pub status: String,
+    /// Last error, shown until dismissed.
+    pub error: Option<String>,
+    /// Whether the wgpu viewer pipeline is installed.
+    pub renderer_ready: bool,
+    /// Rendering adapter, for the status bar.
+    pub adapter: String,
+    /// Largest texture edge of the device.
+    pub max_texture_edge: u32,
+    open_job: Option<Job<Result<Document, DataError>>>,
+    save_job: Option<Job<Result<PathBuf, DataError>>>,
+    waker: Waker,
+    viewer: viewer::ViewerState,
+}
+
+impl StudioApp {
+    /// Creates the app; installs the viewer pipeline on eframe's wgpu device and starts
+    /// opening `open` in the background.
+    pub fn new(cc: &eframe::CreationContext<'_>, open: Option<OpenRequest>) -> Self {
+        let ctx = cc.egui_ctx.clone();
+        let waker: Waker = Arc::new(move || ctx.request_repaint());
+        let (renderer_ready, adapter, max_texture_edge) = match cc.wgpu_render_state.as_ref() {
+            Some(rs) => {
+                crate::render::install(rs);
+                let info = rs.adapter.get_info();
+                (
+                    true,
+                    format!("{} ({:?})", info.name, info.backend),
+                    crate::render::max_texture_edge(rs),
+                )
+            }
+            None => (false, "no wgpu renderer".into(), 0),
+        };
+        let mut app = Self {
+            doc: None,
+            view: ViewState {
+                slice: 0,
+                zoom: 1.0,
+                origin: egui::Vec2::ZERO,
+                fit: true,
+            },
+            tool: Tool::Brush,
+            brush_radius: 3.0,
+            eraser_radius: 6.0,
+            active_class: 1,
+            preserve_labels: false,
+            label_opacity: 0.6,
+            show_labels: true,
+            show_only_labelled: false,
+            status: String::new(),
+            error: (!renderer_ready)
+                .then(|| "unet-studio needs the wgpu renderer; the image cannot be shown".into()),
+            renderer_ready,
+            adapter,
+            max_texture_edge,
+            open_job: None,
+            save_job: None,
+            waker,
+            viewer: viewer::ViewerState::default(),
+        };
+        if let Some(req) = open {
+            app.open(req);
+        }
+        app
+    }
+
+    /// Starts opening a stack in the background.
+    pub fn open(&mut self, req: OpenRequest) {
+        self.status = format!("opening {}", req.images.display());
+        self.open_job = Some(Job::spawn("open", self.waker.clone(), move |_| {
+            Document::open(
+                &req.images,
+                req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
+            )
+        }));
+    }
+
+    /// Whether a file is being opened or saved.
+    pub fn busy(&self) -> bool {
+        self.open_job.is_some() || self.save_job.is_some()
+    }
+
+    /// Blocks until pending background jobs finish and applies their results (tests).
+    pub fn finish_jobs(&mut self) {
+        if let Some(job) = self.open_job.take()
+            && let Some(res) = job.wait()
+        {
+            self.apply_open(res);
+        }
+        if let Some(job) = self.save_job.take()
+            && let Some(res) = job.wait()
+        {
+            self.apply_save(res);
+        }
+    }
+
+    fn apply_open(&mut self, res: Result<Document, DataError>) {
+        match res {
+            Ok(doc) => {
+                if self.max_texture_edge > 0
+                    && (doc.stack.width as u32 > self.max_texture_edge
+                        || doc.stack.height as u32 > self.max_texture_edge)
+                {
+                    self.error = Some(format!(
+                        "{}: {}x{} is larger than this GPU's textures ({} px); tiled display is not available yet",
+                        doc.source.display(),
+                        doc.stack.width,
+                        doc.stack.height,
+                        self.max_texture_edge
+                    ));
+                }
+                self.status = format!(
+                    "opened {} ({} slices, {}x{}, {:?})",
+                    doc.source.display(),
+                    doc.slices(),
+                    doc.stack.width,
+                    doc.stack.height,
+                    doc.stack.kind
+                );
+                self.view.slice = 0;
+                self.view.fit = true;
+                self.active_class = 1;
+                self.viewer.invalidate();
+                self.doc = Some(doc);
+            }
+            Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+
+    fn apply_save(&mut self, res: Result<PathBuf, DataError>) {
+        match res {
+            Ok(p) => self.status = format!("labels saved to {}", p.display()),
+            Err(e) => {
+                if let Some(d) = &mut self.doc {
+                    d.dirty = true;
+                }
+                self.error = Some(format!("saving labels failed: {e}"));
+            }
+        }
+    }
+
+    /// Saves the labels in the background (autosave after every stroke). While a save runs,
+    /// the next one waits; the document stays marked dirty until a save succeeds.
+    pub fn save_labels(&mut self) {
+        if self.save_job.is_some() {
+            return;
+        }
+        let Some(doc) = &mut self.doc else { return };
+        let labels = doc.labels_u16();
+        let path = doc.label_path.clone();
+        doc.dirty = false;
+        self.save_job = Some(Job::spawn("save labels", self.waker.clone(), move |_| {
+            crate::data::write_mask(&path, &labels, crate::data::MaskStyle::Classes)
+                .map(|_| path.clone())
+        }));
+    }
+
+    fn poll_jobs(&mut self) {
+        if let Some(job) = &mut self.open_job
+            && let Some(res) = job.poll()
+        {
+            self.open_job = None;
+            self.apply_open(res);
+        }
+        if let Some(job) = &mut self.save_job
+            && let Some(res) = job.poll()
+        {
+            self.save_job = None;
+            self.apply_save(res);
+        }
+        if self.save_job.is_none() && self.doc.as_ref().is_some_and(|d| d.dirty && !d.in_stroke()) {
+            self.save_labels();
+        }
+    }
+
+    /// Undo the last stroke.
+    pub fn undo(&mut self) {
+        if let Some(d) = &mut self.doc
+            && d.undo()
+        {
+            self.status = "undone".into();
+        }
+    }
+
+    /// Redo the last undone stroke.
+    pub fn redo(&mut self) {
+        if let Some(d) = &mut self.doc
+            && d.redo()
+        {
+            self.status = "redone".into();
+        }
+    }
+
+    /// Moves to another slice.
+    pub fn set_slice(&mut self, slice: usize) {
+        if let Some(d) = &self.doc {
+            let s = slice.min(d.slices().saturating_sub(1));
+            if s != self.view.slice {
+                self.view.slice = s;
+                self.viewer.invalidate_slice();
+            }
+        }
+    }
+
+    fn shortcuts(&mut self, ctx: &egui::Context) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        use egui::{Key, Modifiers};
+        let (undo, redo, next, prev, bigger, smaller, brush, eraser) = ctx.input_mut(|i| {
+            (
+                i.consume_key(Modifiers::COMMAND, Key::Z),
+                i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
+                    || i.consume_key(Modifiers::COMMAND, Key::Y),
+                i.consume_key(Modifiers::NONE, Key::ArrowRight)
+                    || i.consume_key(Modifiers::NONE, Key::PageDown),
+                i.consume_key(Modifiers::NONE, Key::ArrowLeft)
+                    || i.consume_key(Modifiers::NONE, Key::PageUp),
+                i.consume_key(Modifiers::NONE, Key::CloseBracket),
+                i.consume_key(Modifiers::NONE, Key::OpenBracket),
+                i.consume_key(Modifiers::NONE, Key::P) || i.consume_key(Modifiers::NONE, Key::Num2),
+                i.consume_key(Modifiers::NONE, Key::E) || i.consume_key(Modifiers::NONE, Key::Num1),
+            )
+        });
+        // Ctrl+Shift+Z also matches Ctrl+Z's key: check redo first.
+        if redo {
+            self.redo();
+        } else if undo {
+            self.undo();
+        }
+        if next {
+            self.set_slice(self.view.slice + 1);
+        }
+        if prev {
+            self.set_slice(self.view.slice.saturating_sub(1));
+        }
+        let radius = match self.tool {
+            Tool::Brush => &mut self.brush_radius,
+            Tool::Eraser => &mut self.eraser_radius,
+        };
+        if bigger {
+            *radius = (*radius + 1.0).min(100.0);
+        }
+        if smaller {
+            *radius = (*radius - 1.0).max(0.5);
+        }
+        if brush {
+            self.tool = Tool::Brush;
+        }
+        if eraser {
+            self.tool = Tool::Eraser;
+        }
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        self.poll_jobs();
+        self.shortcuts(&ctx);
+        panels::top_bar(self, ui);
+        panels::status_bar(self, ui);
+        panels::side_panel(self, ui);
+        egui::CentralPanel::default().show(ui, |ui| {
+            viewer::canvas(self, ui);
+        });
+        if self.busy() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+}

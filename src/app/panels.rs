@@ -1,0 +1,191 @@
+//! Menu bar, tool panel and status bar.
+
+use eframe::egui;
+
+use super::{OpenRequest, StudioApp, Tool};
+use crate::app::document::{ClassInfo, auto_window, class_color};
+
+pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
+    egui::Panel::top("menu").show(ui, |ui| {
+        ui.horizontal(|ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open image or stack…").clicked() {
+                    ui.close();
+                    if let Some(p) = rfd::FileDialog::new()
+                        .add_filter("images", crate::data::io::IMAGE_EXTENSIONS)
+                        .pick_file()
+                    {
+                        app.open(OpenRequest {
+                            images: p,
+                            labels: None,
+                        });
+                    }
+                }
+                if ui.button("Open folder as stack…").clicked() {
+                    ui.close();
+                    if let Some(p) = rfd::FileDialog::new().pick_folder() {
+                        app.open(OpenRequest {
+                            images: p,
+                            labels: None,
+                        });
+                    }
+                }
+                if ui.button("Open sample").clicked() {
+                    ui.close();
+                    app.open(OpenRequest::sample());
+                }
+                ui.separator();
+                if ui
+                    .add_enabled(app.doc.is_some(), egui::Button::new("Save labels"))
+                    .clicked()
+                {
+                    ui.close();
+                    app.save_labels();
+                }
+            });
+            ui.menu_button("Edit", |ui| {
+                let (u, r) = app
+                    .doc
+                    .as_ref()
+                    .map_or((false, false), |d| (d.can_undo(), d.can_redo()));
+                if ui
+                    .add_enabled(u, egui::Button::new("Undo  (Ctrl+Z)"))
+                    .clicked()
+                {
+                    app.undo();
+                }
+                if ui
+                    .add_enabled(r, egui::Button::new("Redo  (Ctrl+Shift+Z)"))
+                    .clicked()
+                {
+                    app.redo();
+                }
+            });
+        });
+    });
+}
+
+pub(super) fn status_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
+    egui::Panel::bottom("status").show(ui, |ui| {
+        if let Some(e) = app.error.clone() {
+            ui.horizontal(|ui| {
+                ui.colored_label(egui::Color32::from_rgb(230, 80, 80), format!("Error: {e}"));
+                if ui.small_button("Dismiss").clicked() {
+                    app.error = None;
+                }
+            });
+        }
+        ui.horizontal(|ui| {
+            ui.label(&app.status);
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                ui.label(format!("display: {}", app.adapter));
+                if let Some(r) = &app.viewer_readout() {
+                    ui.separator();
+                    ui.label(r);
+                }
+            });
+        });
+    });
+}
+
+pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
+    egui::Panel::left("tools")
+        .resizable(true)
+        .default_size(240.0)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                let Some(doc) = &mut app.doc else {
+                    ui.label(if app.busy() {
+                        "Opening…"
+                    } else {
+                        "No image open."
+                    });
+                    return;
+                };
+                ui.heading("Stack");
+                let n = doc.slices();
+                if n > 1 {
+                    let mut s = app.view.slice;
+                    if ui
+                        .add(egui::Slider::new(&mut s, 0..=n - 1).text("slice"))
+                        .changed()
+                    {
+                        app.view.slice = s;
+                        app.viewer.invalidate_slice();
+                    }
+                } else {
+                    ui.label("1 slice");
+                }
+                ui.separator();
+                ui.heading("Contrast");
+                let d = &mut doc.display;
+                ui.add(egui::DragValue::new(&mut d.min).prefix("min ").speed(1.0));
+                ui.add(egui::DragValue::new(&mut d.max).prefix("max ").speed(1.0));
+                ui.add(egui::Slider::new(&mut d.gamma, 0.2..=3.0).text("gamma"));
+                if ui.button("Auto (0.5–99.5 %)").clicked() {
+                    let (lo, hi) = auto_window(&doc.stack, app.view.slice);
+                    d.min = lo;
+                    d.max = hi;
+                }
+                if ui.button("Fit to window").clicked() {
+                    app.view.fit = true;
+                }
+                ui.separator();
+                ui.heading("Labels");
+                let counts = doc.class_counts();
+                let mut recolour = false;
+                for (i, c) in doc.classes.iter_mut().enumerate() {
+                    let id = (i + 1) as u8;
+                    ui.horizontal(|ui| {
+                        ui.radio_value(&mut app.active_class, id, "");
+                        recolour |= ui.color_edit_button_srgb(&mut c.color).changed();
+                        ui.add(egui::TextEdit::singleline(&mut c.name).desired_width(90.0));
+                        ui.label(format!("{}", counts.get(id as usize).copied().unwrap_or(0)));
+                    });
+                }
+                if doc.classes.len() < 255 && ui.button("Add class").clicked() {
+                    let id = doc.classes.len() + 1;
+                    doc.classes.push(ClassInfo {
+                        name: format!("class {id}"),
+                        color: class_color(id),
+                    });
+                    recolour = true;
+                }
+                if recolour {
+                    app.viewer.invalidate_palette();
+                }
+                ui.separator();
+                ui.heading("Tools");
+                ui.horizontal(|ui| {
+                    ui.selectable_value(&mut app.tool, Tool::Brush, "Brush (P)");
+                    ui.selectable_value(&mut app.tool, Tool::Eraser, "Eraser (E)");
+                });
+                ui.add(egui::Slider::new(&mut app.brush_radius, 0.5..=50.0).text("brush radius"));
+                ui.add(egui::Slider::new(&mut app.eraser_radius, 0.5..=50.0).text("eraser radius"));
+                ui.checkbox(&mut app.preserve_labels, "Preserve existing labels");
+                ui.add(egui::Slider::new(&mut app.label_opacity, 0.0..=1.0).text("opacity"));
+                ui.checkbox(&mut app.show_labels, "Show labels");
+                ui.checkbox(&mut app.show_only_labelled, "Show only labelled");
+                ui.horizontal(|ui| {
+                    if ui
+                        .add_enabled(doc.can_undo(), egui::Button::new("Undo"))
+                        .clicked()
+                    {
+                        doc.undo();
+                    }
+                    if ui
+                        .add_enabled(doc.can_redo(), egui::Button::new("Redo"))
+                        .clicked()
+                    {
+                        doc.redo();
+                    }
+                });
+                ui.small(format!("Labels file: {}", doc.label_path.display()));
+                ui.small(if doc.dirty {
+                    "unsaved changes"
+                } else {
+                    "saved"
+                });
+            });
+        });
+}

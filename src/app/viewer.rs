@@ -1,0 +1,218 @@
+//! The canvas: zoom, pan, painting, pixel readout, and the paint callback that draws the
+//! slice with `shaders/viewer.wgsl`.
+
+use eframe::egui;
+use eframe::egui_wgpu;
+
+use super::{StudioApp, Tool};
+use crate::render::{Upload, ViewUniforms, ViewerCallback};
+
+/// What the GPU already holds, so that only changes are uploaded.
+#[derive(Default)]
+pub(super) struct ViewerState {
+    /// Slice whose image and labels are on the GPU (`None`: upload everything).
+    uploaded_slice: Option<usize>,
+    /// The textures match the document's size.
+    sized: bool,
+    palette_ok: bool,
+    /// Last painted position (image coordinates) during a drag.
+    last_paint: Option<(f32, f32)>,
+    /// Text of the pixel under the cursor.
+    readout: Option<String>,
+}
+
+impl ViewerState {
+    pub(super) fn invalidate(&mut self) {
+        *self = Self::default();
+    }
+    pub(super) fn invalidate_slice(&mut self) {
+        self.uploaded_slice = None;
+    }
+    pub(super) fn invalidate_palette(&mut self) {
+        self.palette_ok = false;
+    }
+}
+
+impl StudioApp {
+    /// The pixel readout under the cursor, if any.
+    pub fn viewer_readout(&self) -> Option<String> {
+        self.viewer.readout.clone()
+    }
+
+    /// Screen position of image coordinates, given the canvas rect.
+    pub fn image_to_screen(&self, rect: egui::Rect, x: f32, y: f32) -> egui::Pos2 {
+        rect.min + (egui::vec2(x, y) - self.view.origin) * self.view.zoom
+    }
+
+    fn screen_to_image(&self, rect: egui::Rect, p: egui::Pos2) -> (f32, f32) {
+        let v = self.view.origin + (p - rect.min) / self.view.zoom;
+        (v.x, v.y)
+    }
+}
+
+fn palette(app: &StudioApp) -> Box<[[u8; 4]; 256]> {
+    let mut p = Box::new([[0u8; 4]; 256]);
+    if let Some(d) = &app.doc {
+        for (i, c) in d.classes.iter().enumerate().take(255) {
+            p[i + 1] = [c.color[0], c.color[1], c.color[2], 255];
+        }
+        for (id, slot) in p.iter_mut().enumerate().skip(d.classes.len() + 1) {
+            let c = crate::app::document::class_color(id);
+            *slot = [c[0], c[1], c[2], 255];
+        }
+    }
+    p
+}
+
+pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
+    let (rect, response) =
+        ui.allocate_exact_size(ui.available_size(), egui::Sense::click_and_drag());
+    let Some(doc) = &app.doc else {
+        ui.painter()
+            .rect_filled(rect, 0.0, egui::Color32::from_gray(20));
+        return;
+    };
+    let (w, h) = (doc.stack.width as f32, doc.stack.height as f32);
+    if app.view.fit && rect.width() > 0.0 && rect.height() > 0.0 {
+        let z = (rect.width() / w).min(rect.height() / h);
+        app.view.zoom = z;
+        app.view.origin = egui::vec2(w / 2.0, h / 2.0) - rect.size() / (2.0 * z);
+        app.view.fit = false;
+    }
+
+    // Zoom with the wheel or a pinch, about the cursor.
+    if let Some(hover) = response.hover_pos() {
+        let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+        let factor = pinch * (scroll * 0.0025).exp();
+        if (factor - 1.0).abs() > 1e-4 {
+            let before = app.screen_to_image(rect, hover);
+            app.view.zoom = (app.view.zoom * factor).clamp(0.02, 64.0);
+            let after = app.screen_to_image(rect, hover);
+            app.view.origin += egui::vec2(before.0 - after.0, before.1 - after.1);
+        }
+    }
+    // Pan with the middle button, or the primary button while Space is held.
+    let space = ui.input(|i| i.key_down(egui::Key::Space));
+    let panning = response.dragged_by(egui::PointerButton::Middle)
+        || (space && response.dragged_by(egui::PointerButton::Primary));
+    if panning {
+        app.view.origin -= response.drag_delta() / app.view.zoom;
+    }
+
+    // Paint with the primary button.
+    let slice = app.view.slice;
+    let painting = !panning && response.dragged_by(egui::PointerButton::Primary)
+        || (!space && response.clicked_by(egui::PointerButton::Primary));
+    if painting && let Some(p) = response.interact_pointer_pos() {
+        let here = app.screen_to_image(rect, p);
+        let (radius, class) = match app.tool {
+            Tool::Brush => (app.brush_radius, app.active_class),
+            Tool::Eraser => (app.eraser_radius, 0),
+        };
+        let preserve = app.preserve_labels;
+        if let Some(doc) = &mut app.doc {
+            doc.begin_stroke();
+            let from = app.viewer.last_paint.unwrap_or(here);
+            doc.paint_line(slice, from, here, radius, class, preserve);
+        }
+        app.viewer.last_paint = Some(here);
+    }
+    if !response.dragged_by(egui::PointerButton::Primary) || panning {
+        app.viewer.last_paint = None;
+        if let Some(doc) = &mut app.doc
+            && doc.in_stroke()
+            && doc.end_stroke()
+        {
+            app.status = "stroke painted".into();
+        }
+    }
+
+    // Pixel readout.
+    app.viewer.readout = response.hover_pos().and_then(|p| {
+        let (x, y) = app.screen_to_image(rect, p);
+        let doc = app.doc.as_ref()?;
+        if x < 0.0 || y < 0.0 || x >= w || y >= h {
+            return None;
+        }
+        let (xi, yi) = (x as usize, y as usize);
+        let raw = doc.stack.slices[slice].at(xi, yi);
+        let label = doc.labels[slice].at(xi, yi);
+        let name = match label {
+            0 => "unlabelled".to_string(),
+            l => doc
+                .classes
+                .get(l as usize - 1)
+                .map_or(format!("class {l}"), |c| c.name.clone()),
+        };
+        Some(format!("x {xi}  y {yi}  value {raw}  label {name}"))
+    });
+
+    if !app.renderer_ready {
+        ui.painter()
+            .rect_filled(rect, 0.0, egui::Color32::from_gray(20));
+        return;
+    }
+    // Uploads: everything after a slice change, otherwise only the changed label rows.
+    let mut uploads = Vec::new();
+    let pal = (!app.viewer.palette_ok || !app.viewer.sized).then(|| palette(app));
+    app.viewer.palette_ok = true;
+    let Some(doc) = &mut app.doc else { return };
+    if !app.viewer.sized {
+        uploads.push(Upload::Resize {
+            width: doc.stack.width as u32,
+            height: doc.stack.height as u32,
+        });
+        app.viewer.sized = true;
+        app.viewer.uploaded_slice = None;
+    }
+    if let Some(p) = pal {
+        uploads.push(Upload::Palette(p));
+    }
+    let changed = doc.take_changed_rows();
+    if app.viewer.uploaded_slice != Some(slice) {
+        uploads.push(Upload::Image(doc.stack.slices[slice].data.clone()));
+        uploads.push(Upload::LabelRows {
+            y0: 0,
+            rows: doc.stack.height as u32,
+            data: doc.labels[slice].data.clone(),
+        });
+        app.viewer.uploaded_slice = Some(slice);
+    } else {
+        let width = doc.stack.width;
+        for (s, y0, y1) in changed {
+            if s == slice {
+                uploads.push(Upload::LabelRows {
+                    y0: y0 as u32,
+                    rows: (y1 - y0 + 1) as u32,
+                    data: doc.labels[slice].data[y0 * width..(y1 + 1) * width].to_vec(),
+                });
+            }
+        }
+    }
+    let display = doc.display;
+    let ppp = ui.ctx().pixels_per_point();
+    let flags = u32::from(app.show_labels) | (u32::from(app.show_only_labelled) << 1);
+    let uniforms = ViewUniforms {
+        a: [
+            rect.min.x * ppp,
+            rect.min.y * ppp,
+            app.view.zoom * ppp,
+            display.gamma,
+        ],
+        b: [app.view.origin.x, app.view.origin.y, w, h],
+        c: [display.min, display.max, app.label_opacity, flags as f32],
+    };
+    ui.painter().add(egui_wgpu::Callback::new_paint_callback(
+        rect,
+        ViewerCallback { uniforms, uploads },
+    ));
+    // Brush outline.
+    if let Some(p) = response.hover_pos() {
+        let r = match app.tool {
+            Tool::Brush => app.brush_radius,
+            Tool::Eraser => app.eraser_radius,
+        } * app.view.zoom;
+        ui.painter()
+            .circle_stroke(p, r, egui::Stroke::new(1.0, egui::Color32::YELLOW));
+    }
+}

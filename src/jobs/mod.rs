@@ -1,0 +1,174 @@
+//! Background jobs: the only place that spawns threads. A job reports progress and its result
+//! over a bounded channel, can be cancelled, and wakes the UI through a repaint callback.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+
+use crate::ml::CancelToken;
+
+/// Wakes the UI (e.g. `egui::Context::request_repaint`).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// What a job sends.
+#[derive(Debug)]
+pub enum JobEvent<T> {
+    /// Fraction done (0..=1) and a short message.
+    Progress(f32, String),
+    /// The result; the last event.
+    Done(T),
+}
+
+/// Handle given to the job's closure.
+pub struct JobContext<T> {
+    tx: SyncSender<JobEvent<T>>,
+    waker: Waker,
+    /// Set when the user cancels.
+    pub cancel: CancelToken,
+}
+
+impl<T> JobContext<T> {
+    /// Reports progress; dropped when the UI is behind (the channel is bounded).
+    pub fn progress(&self, fraction: f32, message: impl Into<String>) {
+        if self
+            .tx
+            .try_send(JobEvent::Progress(fraction, message.into()))
+            .is_ok()
+        {
+            (self.waker)();
+        }
+    }
+}
+
+/// A running job.
+pub struct Job<T> {
+    rx: Receiver<JobEvent<T>>,
+    cancel: CancelToken,
+    /// What it does, for the UI.
+    pub label: String,
+    /// Last reported progress.
+    pub progress: f32,
+    /// Last reported message.
+    pub message: String,
+    finished: bool,
+}
+
+impl<T: Send + 'static> Job<T> {
+    /// Runs `work` on a new thread.
+    pub fn spawn(
+        label: impl Into<String>,
+        waker: Waker,
+        work: impl FnOnce(&JobContext<T>) -> T + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = sync_channel(32);
+        let cancel = CancelToken::new();
+        let ctx = JobContext {
+            tx,
+            waker,
+            cancel: cancel.clone(),
+        };
+        let label = label.into();
+        let name = format!("job: {label}");
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let result = work(&ctx);
+            // The receiver may be gone (UI closed): nothing to do then.
+            let _ = ctx.tx.send(JobEvent::Done(result));
+            (ctx.waker)();
+        });
+        Self {
+            rx,
+            cancel,
+            label,
+            progress: 0.0,
+            message: String::new(),
+            finished: spawned.is_err(),
+        }
+    }
+}
+
+impl<T> Job<T> {
+    /// Asks the job to stop.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Drains progress events; returns the result once the job is done.
+    pub fn poll(&mut self) -> Option<T> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(JobEvent::Progress(f, m)) => {
+                    self.progress = f;
+                    self.message = m;
+                }
+                Ok(JobEvent::Done(t)) => {
+                    self.finished = true;
+                    return Some(t);
+                }
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => {
+                    self.finished = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Whether the job ended (result taken, or the thread died).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Blocks until the result arrives (tests and shutdown only).
+    pub fn wait(mut self) -> Option<T> {
+        if let Some(t) = self.poll() {
+            return Some(t);
+        }
+        loop {
+            match self.rx.recv() {
+                Ok(JobEvent::Done(t)) => return Some(t),
+                Ok(JobEvent::Progress(..)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn progress_result_cancel_and_wakeups() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        let waker: Waker = Arc::new(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        });
+        let job = Job::spawn("count", waker.clone(), |ctx| {
+            ctx.progress(0.5, "half");
+            let mut n = 0u64;
+            while !ctx.cancel.is_cancelled() && n < 1_000_000_000 {
+                n += 1;
+                if n.is_multiple_of(1000) {
+                    std::thread::yield_now();
+                }
+            }
+            n
+        });
+        job.cancel();
+        let n = job.wait().unwrap();
+        assert!(n < 1_000_000_000, "cancel stopped the loop");
+        assert!(wakes.load(Ordering::Relaxed) >= 1);
+        let mut quick = Job::spawn("quick", waker, |_| 7);
+        let mut got = None;
+        for _ in 0..1000 {
+            if let Some(v) = quick.poll() {
+                got = Some(v);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(got, Some(7));
+        assert!(quick.is_finished());
+    }
+}
