@@ -95,6 +95,8 @@ pub struct StudioApp {
     pub adapter: String,
     /// Largest texture edge of the device.
     pub max_texture_edge: u32,
+    /// Where the canvas was drawn in the last frame (screen points).
+    pub canvas_rect: egui::Rect,
     open_job: Option<Job<Result<Document, DataError>>>,
     save_job: Option<Job<Result<PathBuf, DataError>>>,
     waker: Waker,
@@ -141,6 +143,7 @@ impl StudioApp {
             renderer_ready,
             adapter,
             max_texture_edge,
+            canvas_rect: egui::Rect::NOTHING,
             open_job: None,
             save_job: None,
             waker,
@@ -295,11 +298,12 @@ impl StudioApp {
             return;
         }
         use egui::{Key, Modifiers};
-        let (undo, redo, next, prev, bigger, smaller, brush, eraser) = ctx.input_mut(|i| {
+        // Redo is consumed first: Ctrl+Z also matches Ctrl+Shift+Z logically.
+        let (redo, undo, next, prev, bigger, smaller, brush, eraser) = ctx.input_mut(|i| {
             (
-                i.consume_key(Modifiers::COMMAND, Key::Z),
                 i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
                     || i.consume_key(Modifiers::COMMAND, Key::Y),
+                i.consume_key(Modifiers::COMMAND, Key::Z),
                 i.consume_key(Modifiers::NONE, Key::ArrowRight)
                     || i.consume_key(Modifiers::NONE, Key::PageDown),
                 i.consume_key(Modifiers::NONE, Key::ArrowLeft)
@@ -310,7 +314,6 @@ impl StudioApp {
                 i.consume_key(Modifiers::NONE, Key::E) || i.consume_key(Modifiers::NONE, Key::Num1),
             )
         });
-        // Ctrl+Shift+Z also matches Ctrl+Z's key: check redo first.
         if redo {
             self.redo();
         } else if undo {

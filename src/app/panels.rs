@@ -137,10 +137,15 @@ pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
                 for (i, c) in doc.classes.iter_mut().enumerate() {
                     let id = (i + 1) as u8;
                     ui.horizontal(|ui| {
-                        ui.radio_value(&mut app.active_class, id, "");
+                        ui.radio_value(&mut app.active_class, id, format!("{id}"));
                         recolour |= ui.color_edit_button_srgb(&mut c.color).changed();
-                        ui.add(egui::TextEdit::singleline(&mut c.name).desired_width(90.0));
-                        ui.label(format!("{}", counts.get(id as usize).copied().unwrap_or(0)));
+                        let name_label = ui.label("name");
+                        ui.add(egui::TextEdit::singleline(&mut c.name).desired_width(80.0))
+                            .labelled_by(name_label.id);
+                        ui.label(format!(
+                            "{} px",
+                            counts.get(id as usize).copied().unwrap_or(0)
+                        ));
                     });
                 }
                 if doc.classes.len() < 255 && ui.button("Add class").clicked() {

@@ -5,7 +5,7 @@ use eframe::egui;
 use eframe::egui_wgpu;
 
 use super::{StudioApp, Tool};
-use crate::render::{Upload, ViewUniforms, ViewerCallback};
+use crate::render::{Upload, UploadQueue, ViewUniforms, ViewerCallback};
 
 /// What the GPU already holds, so that only changes are uploaded.
 #[derive(Default)]
@@ -19,11 +19,15 @@ pub(super) struct ViewerState {
     last_paint: Option<(f32, f32)>,
     /// Text of the pixel under the cursor.
     readout: Option<String>,
+    /// Uploads not yet performed by a rendered frame.
+    queue: UploadQueue,
 }
 
 impl ViewerState {
     pub(super) fn invalidate(&mut self) {
+        let queue = self.queue.clone();
         *self = Self::default();
+        self.queue = queue;
     }
     pub(super) fn invalidate_slice(&mut self) {
         self.uploaded_slice = None;
@@ -67,6 +71,7 @@ fn palette(app: &StudioApp) -> Box<[[u8; 4]; 256]> {
 pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
     let (rect, response) =
         ui.allocate_exact_size(ui.available_size(), egui::Sense::click_and_drag());
+    app.canvas_rect = rect;
     let Some(doc) = &app.doc else {
         ui.painter()
             .rect_filled(rect, 0.0, egui::Color32::from_gray(20));
@@ -105,6 +110,12 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         || (!space && response.clicked_by(egui::PointerButton::Primary));
     if painting && let Some(p) = response.interact_pointer_pos() {
         let here = app.screen_to_image(rect, p);
+        // A stroke starts where the button went down, not where the drag was recognised.
+        if app.viewer.last_paint.is_none()
+            && let Some(origin) = ui.input(|i| i.pointer.press_origin())
+        {
+            app.viewer.last_paint = Some(app.screen_to_image(rect, origin));
+        }
         let (radius, class) = match app.tool {
             Tool::Brush => (app.brush_radius, app.active_class),
             Tool::Eraser => (app.eraser_radius, 0),
@@ -202,9 +213,19 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         b: [app.view.origin.x, app.view.origin.y, w, h],
         c: [display.min, display.max, app.label_opacity, flags as f32],
     };
+    if !uploads.is_empty() {
+        app.viewer
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(uploads);
+    }
     ui.painter().add(egui_wgpu::Callback::new_paint_callback(
         rect,
-        ViewerCallback { uniforms, uploads },
+        ViewerCallback {
+            uniforms,
+            uploads: app.viewer.queue.clone(),
+        },
     ));
     // Brush outline.
     if let Some(p) = response.hover_pos() {

@@ -276,12 +276,17 @@ impl ViewerResources {
     }
 }
 
-/// One frame's drawing of the viewer: small uniforms plus whatever must be uploaded first.
+/// Uploads waiting for the next frame that is actually rendered. Shared between the app and
+/// its callbacks: a pass that egui discards, or a frame that is never painted (headless tests),
+/// leaves them queued instead of losing them.
+pub type UploadQueue = std::sync::Arc<std::sync::Mutex<Vec<Upload>>>;
+
+/// One frame's drawing of the viewer: small uniforms plus the shared upload queue.
 pub struct ViewerCallback {
     /// Uniforms of this frame.
     pub uniforms: ViewUniforms,
-    /// Uploads to perform before drawing (usually none).
-    pub uploads: Vec<Upload>,
+    /// Uploads to perform before drawing (drained by `prepare`).
+    pub uploads: UploadQueue,
 }
 
 impl egui_wgpu::CallbackTrait for ViewerCallback {
@@ -294,7 +299,13 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
         resources: &mut egui_wgpu::CallbackResources,
     ) -> Vec<wgpu::CommandBuffer> {
         if let Some(r) = resources.get_mut::<ViewerResources>() {
-            for up in &self.uploads {
+            let pending = std::mem::take(
+                &mut *self
+                    .uploads
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for up in &pending {
                 r.upload(device, queue, up);
             }
             queue.write_buffer(&r.uniforms, 0, bytemuck::bytes_of(&self.uniforms));

@@ -1,0 +1,143 @@
+//! The desktop app driven like a person would, on software Vulkan (lavapipe): open the
+//! sample, paint a stroke by dragging, undo it, change slices, check autosave, snapshot.
+
+use std::path::{Path, PathBuf};
+
+use eframe::egui::{self, Key, Modifiers};
+use egui_kittest::Harness;
+use unet_studio::app::{OpenRequest, StudioApp};
+use unet_studio::data::{LabelEncoding, load_label_stack};
+
+fn copy_sample(tag: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012");
+    // No process id in the name: paths appear in the snapshot.
+    let dst = std::env::temp_dir().join(format!("unet-gui-{tag}"));
+    let _ = std::fs::remove_dir_all(&dst);
+    for sub in ["images", "scribbles"] {
+        std::fs::create_dir_all(dst.join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    dst
+}
+
+fn harness(dir: &Path) -> Harness<'static, StudioApp> {
+    let req = OpenRequest {
+        images: dir.join("images"),
+        labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
+    };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1100.0, 760.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, Some(req)));
+    h.state_mut().finish_jobs();
+    h.run_steps(4);
+    h
+}
+
+#[test]
+fn paint_a_stroke_undo_it_and_autosave() {
+    let dir = copy_sample("paint");
+    let mut h = harness(&dir);
+    let app = h.state();
+    assert!(app.renderer_ready, "the wgpu viewer pipeline is installed");
+    let doc = app.doc.as_ref().expect("the sample opened");
+    assert_eq!(doc.slices(), 3);
+    let before = doc.labels[0].clone();
+    // The sample's scribbles were imported.
+    assert!(before.data.contains(&1) && before.data.contains(&2));
+    let rect = app.canvas_rect;
+    assert!(rect.width() > 100.0, "{rect:?}");
+    // Paint class 1 with the default 3 px brush from (100, 60) to (160, 60) in image pixels.
+    let a = app.image_to_screen(rect, 100.5, 60.5);
+    let b = app.image_to_screen(rect, 160.5, 60.5);
+    h.drag_at(a);
+    h.step();
+    for i in 1..=10 {
+        let t = i as f32 / 10.0;
+        h.hover_at(a + (b - a) * t);
+        h.step();
+    }
+    h.drop_at(b);
+    h.run_steps(3);
+    let doc = h.state().doc.as_ref().unwrap();
+    let after = &doc.labels[0];
+    for x in [102usize, 130, 158] {
+        assert_eq!(after.at(x, 60), 1, "painted at x={x}");
+    }
+    assert_eq!(
+        after.at(130, 70),
+        before.at(130, 70),
+        "10 px below the 3 px brush is untouched"
+    );
+    let changed = after
+        .data
+        .iter()
+        .zip(&before.data)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!((200..=600).contains(&changed), "{changed} pixels changed");
+    assert!(doc.can_undo());
+
+    // Autosave wrote the labels beside the images (atomically, classes convention).
+    h.state_mut().finish_jobs();
+    let saved = load_label_stack(&dir.join("images/labels.unet.tif")).unwrap();
+    assert_eq!(saved.len(), 3);
+    assert_eq!(saved[0].at(130, 60), 1);
+
+    // Undo with Ctrl+Z restores every pixel, after a trip to another slice and back.
+    h.key_press(Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(h.state().view.slice, 1);
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().doc.as_ref().unwrap().labels[0], before);
+    h.key_press(Key::ArrowLeft);
+    h.run_steps(2);
+    assert_eq!(h.state().view.slice, 0);
+    // Redo brings the stroke back.
+    h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().doc.as_ref().unwrap().labels[0].at(130, 60), 1);
+}
+
+#[test]
+fn eraser_and_brush_size_shortcuts() {
+    let dir = copy_sample("erase");
+    let mut h = harness(&dir);
+    h.key_press(Key::CloseBracket);
+    h.key_press(Key::CloseBracket);
+    h.run_steps(1);
+    assert_eq!(h.state().brush_radius, 5.0);
+    h.key_press(Key::E);
+    h.run_steps(1);
+    assert_eq!(h.state().tool, unet_studio::app::Tool::Eraser);
+    // Erase around a scribble pixel of slice 0.
+    let (x, y) = {
+        let d = h.state().doc.as_ref().unwrap();
+        let i = d.labels[0].data.iter().position(|&v| v > 0).unwrap();
+        (i % d.labels[0].width, i / d.labels[0].width)
+    };
+    let rect = h.state().canvas_rect;
+    let p = h
+        .state()
+        .image_to_screen(rect, x as f32 + 0.5, y as f32 + 0.5);
+    h.drag_at(p);
+    h.step();
+    h.hover_at(p + egui::vec2(3.0, 0.0));
+    h.step();
+    h.drop_at(p + egui::vec2(3.0, 0.0));
+    h.run_steps(2);
+    assert_eq!(h.state().doc.as_ref().unwrap().labels[0].at(x, y), 0);
+}
+
+#[test]
+fn main_view_snapshot() {
+    let dir = copy_sample("snapshot");
+    let mut h = harness(&dir);
+    h.remove_cursor();
+    h.run_steps(2);
+    h.snapshot("main_view");
+}
