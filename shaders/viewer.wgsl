@@ -6,14 +6,24 @@ struct View {
     a: vec4<f32>,
     // origin.xy (image coordinates shown at rect_min), image width, image height
     b: vec4<f32>,
-    // window min, window max, label opacity, flags (1 = show labels, 2 = dim unlabelled)
+    // window min, window max, label opacity, flags (1 = show labels, 2 = dim unlabelled,
+    // 4 = show the map overlay)
     c: vec4<f32>,
+    // map opacity, map value shown cold, map value shown hot, unused
+    d: vec4<f32>,
 };
 
 @group(0) @binding(0) var<uniform> view: View;
 @group(0) @binding(1) var image_tex: texture_2d<f32>;
 @group(0) @binding(2) var label_tex: texture_2d<u32>;
 @group(0) @binding(3) var palette_tex: texture_2d<f32>;
+@group(0) @binding(4) var map_tex: texture_2d<f32>;
+
+// Heat colour map (black, red, yellow, white) of t in 0..1.
+fn heat(t: f32) -> vec3<f32> {
+    let x = clamp(t, 0.0, 1.0);
+    return vec3<f32>(clamp(3.0 * x, 0.0, 1.0), clamp(3.0 * x - 1.0, 0.0, 1.0), clamp(3.0 * x - 2.0, 0.0, 1.0));
+}
 
 @vertex
 fn vs_main(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
@@ -53,7 +63,13 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
     let t = clamp((raw - view.c.x) / span, 0.0, 1.0);
     var colour = vec3<f32>(pow(t, view.a.w));
     let flags = u32(view.c.w + 0.5);
-    let label = textureLoad(label_tex, vec2<i32>(floor(ip)), 0).r;
+    let texel = vec2<i32>(floor(ip));
+    if ((flags & 4u) != 0u) {
+        let m = textureLoad(map_tex, texel, 0).r;
+        let span_m = max(view.d.z - view.d.y, 1e-20);
+        colour = mix(colour, heat((m - view.d.y) / span_m), view.d.x);
+    }
+    let label = textureLoad(label_tex, texel, 0).r;
     if ((flags & 2u) != 0u && label == 0u) {
         colour = colour * 0.3;
     }

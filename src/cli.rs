@@ -463,6 +463,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             &pb,
             format!("iteration {iteration}: saved {}", path.display()),
         ),
+        TrainEvent::Snapshot { .. } => {}
     };
     let out = train(
         &set,

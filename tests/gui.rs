@@ -141,3 +141,53 @@ fn main_view_snapshot() {
     h.run_steps(2);
     h.snapshot("main_view");
 }
+
+#[test]
+fn train_from_the_button_then_predict_and_overlay() {
+    use egui_kittest::kittest::Queryable as _;
+    let dir = copy_sample("train");
+    let mut h = harness(&dir);
+    h.state_mut().models.iterations = 12;
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    assert!(
+        h.state().models.training(),
+        "the Train button started a background job"
+    );
+    h.state_mut().finish_jobs();
+    h.run_steps(3);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let app = h.state();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert_eq!(
+        app.models.losses.len(),
+        12,
+        "one loss per iteration reached the UI"
+    );
+    let model = app.models.model.as_ref().expect("training left a model");
+    assert_eq!(model.iteration, 12);
+    // The model was saved beside the labels, atomically, and loads back.
+    let saved = unet_studio::ml::load_checkpoint(&dir.join("images/labels.unet.model")).unwrap();
+    assert_eq!(saved.meta.iteration, 12);
+    // Training ended with a prediction of the shown slice: probabilities sum to one.
+    let probs = app.models.probabilities[0]
+        .as_ref()
+        .expect("slice 0 predicted");
+    assert_eq!(probs.len(), 2);
+    let s = probs[0].at(100, 100) + probs[1].at(100, 100);
+    assert!((s - 1.0).abs() < 1e-4);
+    // The overlay map is what the viewer uploads.
+    let map = app.models.overlay_map(0).unwrap();
+    assert_eq!(map.len(), 512 * 512);
+    assert!((map[100 * 512 + 100] - probs[1].at(100, 100)).abs() < 1e-6);
+    // Stop is offered only while training; Predict slice runs again on demand.
+    h.get_by_label("Predict slice").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert!(h.state().models.generation >= 2);
+    h.remove_cursor();
+    h.run_steps(2);
+    h.snapshot("prediction_overlay");
+}

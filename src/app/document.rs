@@ -189,6 +189,11 @@ impl Document {
         })
     }
 
+    /// Folder where networks trained on this stack are saved (`<labels file>.model`).
+    pub fn model_dir(&self) -> PathBuf {
+        self.label_path.with_extension("model")
+    }
+
     /// Number of slices.
     pub fn slices(&self) -> usize {
         self.stack.slices.len()

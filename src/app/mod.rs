@@ -2,6 +2,7 @@
 //! person paint sparse labels, and keeps them saved. File I/O runs in background jobs.
 
 pub mod document;
+pub mod model;
 mod panels;
 mod viewer;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use eframe::egui;
 
 pub use document::{ClassInfo, Document};
+pub use model::{LoadedModel, ModelState, Overlay};
 
 use crate::data::{DataError, LabelEncoding};
 use crate::jobs::{Job, Waker};
@@ -97,6 +99,8 @@ pub struct StudioApp {
     pub max_texture_edge: u32,
     /// Where the canvas was drawn in the last frame (screen points).
     pub canvas_rect: egui::Rect,
+    /// Network, training and prediction.
+    pub models: ModelState,
     open_job: Option<Job<Result<Document, DataError>>>,
     save_job: Option<Job<Result<PathBuf, DataError>>>,
     waker: Waker,
@@ -144,6 +148,7 @@ impl StudioApp {
             adapter,
             max_texture_edge,
             canvas_rect: egui::Rect::NOTHING,
+            models: ModelState::new(crate::ml::device::cpu_device()),
             open_job: None,
             save_job: None,
             waker,
@@ -166,13 +171,20 @@ impl StudioApp {
         }));
     }
 
-    /// Whether a file is being opened or saved.
+    /// Whether a background job runs.
     pub fn busy(&self) -> bool {
-        self.open_job.is_some() || self.save_job.is_some()
+        self.open_job.is_some()
+            || self.save_job.is_some()
+            || self.models.training()
+            || self.models.predicting()
     }
 
     /// Blocks until pending background jobs finish and applies their results (tests).
     pub fn finish_jobs(&mut self) {
+        while self.models.training() || self.models.predicting() {
+            self.poll_model_jobs();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         if let Some(job) = self.open_job.take()
             && let Some(res) = job.wait()
         {
@@ -212,6 +224,8 @@ impl StudioApp {
                 self.view.fit = true;
                 self.active_class = 1;
                 self.viewer.invalidate();
+                self.models.probabilities = vec![None; doc.slices()];
+                self.models.generation += 1;
                 self.doc = Some(doc);
             }
             Err(e) => self.error = Some(e.to_string()),
@@ -259,6 +273,7 @@ impl StudioApp {
             self.save_job = None;
             self.apply_save(res);
         }
+        self.poll_model_jobs();
         if self.save_job.is_none() && self.doc.as_ref().is_some_and(|d| d.dirty && !d.in_stroke()) {
             self.save_labels();
         }
@@ -352,6 +367,7 @@ impl eframe::App for StudioApp {
         panels::top_bar(self, ui);
         panels::status_bar(self, ui);
         panels::side_panel(self, ui);
+        panels::model_panel(self, ui);
         egui::CentralPanel::default().show(ui, |ui| {
             viewer::canvas(self, ui);
         });

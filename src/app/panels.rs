@@ -194,3 +194,108 @@ pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
             });
         });
 }
+
+pub(super) fn model_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
+    if app.doc.is_none() {
+        return;
+    }
+    egui::Panel::right("model")
+        .resizable(true)
+        .default_size(250.0)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| model_section(app, ui));
+        });
+}
+
+fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
+    use crate::app::Overlay;
+    use crate::ml::Preset;
+    ui.heading("Model");
+    ui.small(format!("compute: {}", app.models.compute.description));
+    let m = &mut app.models;
+    match &m.model {
+        Some(model) => {
+            ui.label(format!(
+                "{} base channels, depth {}, {} iterations",
+                model.unet.base_channels, model.unet.depth, model.iteration
+            ));
+        }
+        None => {
+            ui.label("No model yet: Train starts from scratch.");
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut m.preset, Preset::Lite, "lite");
+                ui.selectable_value(&mut m.preset, Preset::Paper, "paper");
+            });
+        }
+    }
+    ui.add(
+        egui::DragValue::new(&mut m.iterations)
+            .range(1..=100_000)
+            .prefix("iterations "),
+    );
+    let training = m.training();
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(!training, egui::Button::new("Train"))
+            .on_hover_text("Train (or fine-tune) on the painted labels of all slices")
+            .clicked()
+        {
+            app.start_training();
+        }
+        if ui
+            .add_enabled(training, egui::Button::new("Stop"))
+            .clicked()
+        {
+            app.stop_training();
+        }
+        let can_predict = app.models.model.is_some() && !app.models.predicting();
+        if ui
+            .add_enabled(can_predict, egui::Button::new("Predict slice"))
+            .clicked()
+        {
+            app.predict_slice();
+        }
+    });
+    let m = &mut app.models;
+    if training {
+        let done = m.losses.len() as f32;
+        let total = m.iterations.max(1) as f32;
+        let eta = if m.its_per_s > 0.0 {
+            format!(", {:.0} s left", (total - done) / m.its_per_s)
+        } else {
+            String::new()
+        };
+        ui.add(egui::ProgressBar::new(done / total).text(format!(
+            "{done:.0}/{total:.0} at {:.2} it/s{eta}",
+            m.its_per_s
+        )));
+    }
+    if !m.losses.is_empty() {
+        egui_plot::Plot::new("loss")
+            .height(110.0)
+            .allow_scroll(false)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .show(ui, |p| {
+                p.line(egui_plot::Line::new("training loss", m.losses.clone()));
+                if !m.val_losses.is_empty() {
+                    p.line(egui_plot::Line::new(
+                        "validation loss",
+                        m.val_losses.clone(),
+                    ));
+                }
+            });
+        if let Some(&[_, last]) = m.losses.last() {
+            ui.small(format!("last loss {last:.4}"));
+        }
+    }
+    ui.label("Overlay");
+    ui.horizontal_wrapped(|ui| {
+        ui.selectable_value(&mut m.overlay, Overlay::None, "none");
+        ui.selectable_value(&mut m.overlay, Overlay::Probability, "probability");
+        ui.selectable_value(&mut m.overlay, Overlay::Mask, "mask");
+        ui.selectable_value(&mut m.overlay, Overlay::Uncertainty, "uncertainty");
+    });
+    ui.add(egui::Slider::new(&mut m.overlay_class, 1..=8).text("overlay class"));
+    ui.add(egui::Slider::new(&mut m.overlay_opacity, 0.0..=1.0).text("overlay opacity"));
+}

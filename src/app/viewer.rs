@@ -21,6 +21,10 @@ pub(super) struct ViewerState {
     readout: Option<String>,
     /// Uploads not yet performed by a rendered frame.
     queue: UploadQueue,
+    /// (slice, overlay, class, generation) of the map on the GPU, if any.
+    map_key: Option<(usize, super::Overlay, u8, u64)>,
+    /// Whether the map on the GPU belongs to the shown slice.
+    map_shown: bool,
 }
 
 impl ViewerState {
@@ -155,7 +159,17 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
                 .get(l as usize - 1)
                 .map_or(format!("class {l}"), |c| c.name.clone()),
         };
-        Some(format!("x {xi}  y {yi}  value {raw}  label {name}"))
+        let prob = app
+            .models
+            .probabilities
+            .get(slice)
+            .and_then(Option::as_ref)
+            .map(|p| {
+                let k = (app.models.overlay_class.max(1) as usize - 1).min(p.len() - 1);
+                format!("  p(class {}) {:.3}", k + 1, p[k].at(xi, yi))
+            })
+            .unwrap_or_default();
+        Some(format!("x {xi}  y {yi}  value {raw}  label {name}{prob}"))
     });
 
     if !app.renderer_ready {
@@ -201,8 +215,27 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         }
     }
     let display = doc.display;
+    let key = (
+        slice,
+        app.models.overlay,
+        app.models.overlay_class,
+        app.models.generation,
+    );
+    if app.viewer.map_key != Some(key) || uploads.iter().any(|u| matches!(u, Upload::Resize { .. }))
+    {
+        app.viewer.map_key = Some(key);
+        match app.models.overlay_map(slice) {
+            Some(map) => {
+                uploads.push(Upload::Map(map));
+                app.viewer.map_shown = true;
+            }
+            None => app.viewer.map_shown = false,
+        }
+    }
     let ppp = ui.ctx().pixels_per_point();
-    let flags = u32::from(app.show_labels) | (u32::from(app.show_only_labelled) << 1);
+    let flags = u32::from(app.show_labels)
+        | (u32::from(app.show_only_labelled) << 1)
+        | (u32::from(app.viewer.map_shown) << 2);
     let uniforms = ViewUniforms {
         a: [
             rect.min.x * ppp,
@@ -212,6 +245,7 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         ],
         b: [app.view.origin.x, app.view.origin.y, w, h],
         c: [display.min, display.max, app.label_opacity, flags as f32],
+        d: [app.models.overlay_opacity, 0.0, 1.0, 0.0],
     };
     if !uploads.is_empty() {
         app.viewer

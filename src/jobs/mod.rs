@@ -11,22 +11,24 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// What a job sends.
 #[derive(Debug)]
-pub enum JobEvent<T> {
+pub enum JobEvent<T, P> {
     /// Fraction done (0..=1) and a short message.
     Progress(f32, String),
+    /// A typed event (for example one training step).
+    Event(P),
     /// The result; the last event.
     Done(T),
 }
 
 /// Handle given to the job's closure.
-pub struct JobContext<T> {
-    tx: SyncSender<JobEvent<T>>,
+pub struct JobContext<T, P = ()> {
+    tx: SyncSender<JobEvent<T, P>>,
     waker: Waker,
     /// Set when the user cancels.
     pub cancel: CancelToken,
 }
 
-impl<T> JobContext<T> {
+impl<T, P> JobContext<T, P> {
     /// Reports progress; dropped when the UI is behind (the channel is bounded).
     pub fn progress(&self, fraction: f32, message: impl Into<String>) {
         if self
@@ -37,11 +39,19 @@ impl<T> JobContext<T> {
             (self.waker)();
         }
     }
+
+    /// Sends a typed event; waits while the channel is full, so none is lost (the UI drains
+    /// the channel every frame, and `poll` wakes the UI).
+    pub fn send(&self, event: P) {
+        if self.tx.send(JobEvent::Event(event)).is_ok() {
+            (self.waker)();
+        }
+    }
 }
 
 /// A running job.
-pub struct Job<T> {
-    rx: Receiver<JobEvent<T>>,
+pub struct Job<T, P = ()> {
+    rx: Receiver<JobEvent<T, P>>,
     cancel: CancelToken,
     /// What it does, for the UI.
     pub label: String,
@@ -52,14 +62,14 @@ pub struct Job<T> {
     finished: bool,
 }
 
-impl<T: Send + 'static> Job<T> {
+impl<T: Send + 'static, P: Send + 'static> Job<T, P> {
     /// Runs `work` on a new thread.
     pub fn spawn(
         label: impl Into<String>,
         waker: Waker,
-        work: impl FnOnce(&JobContext<T>) -> T + Send + 'static,
+        work: impl FnOnce(&JobContext<T, P>) -> T + Send + 'static,
     ) -> Self {
-        let (tx, rx) = sync_channel(32);
+        let (tx, rx) = sync_channel(256);
         let cancel = CancelToken::new();
         let ctx = JobContext {
             tx,
@@ -85,16 +95,22 @@ impl<T: Send + 'static> Job<T> {
     }
 }
 
-impl<T> Job<T> {
+impl<T, P> Job<T, P> {
     /// Asks the job to stop.
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
 
-    /// Drains progress events; returns the result once the job is done.
+    /// Drains progress events (typed events are dropped); returns the result once done.
     pub fn poll(&mut self) -> Option<T> {
+        self.poll_events(|_| {})
+    }
+
+    /// Drains events, handing typed ones to `on_event`; returns the result once done.
+    pub fn poll_events(&mut self, mut on_event: impl FnMut(P)) -> Option<T> {
         loop {
             match self.rx.try_recv() {
+                Ok(JobEvent::Event(p)) => on_event(p),
                 Ok(JobEvent::Progress(f, m)) => {
                     self.progress = f;
                     self.message = m;
@@ -125,7 +141,7 @@ impl<T> Job<T> {
         loop {
             match self.rx.recv() {
                 Ok(JobEvent::Done(t)) => return Some(t),
-                Ok(JobEvent::Progress(..)) => {}
+                Ok(JobEvent::Progress(..) | JobEvent::Event(_)) => {}
                 Err(_) => return None,
             }
         }
@@ -144,7 +160,7 @@ mod tests {
         let waker: Waker = Arc::new(move || {
             w.fetch_add(1, Ordering::Relaxed);
         });
-        let job = Job::spawn("count", waker.clone(), |ctx| {
+        let job: Job<u64> = Job::spawn("count", waker.clone(), |ctx| {
             ctx.progress(0.5, "half");
             let mut n = 0u64;
             while !ctx.cancel.is_cancelled() && n < 1_000_000_000 {
@@ -159,16 +175,22 @@ mod tests {
         let n = job.wait().unwrap();
         assert!(n < 1_000_000_000, "cancel stopped the loop");
         assert!(wakes.load(Ordering::Relaxed) >= 1);
-        let mut quick = Job::spawn("quick", waker, |_| 7);
+        let mut quick: Job<i32, u8> = Job::spawn("quick", waker, |ctx| {
+            ctx.send(1);
+            ctx.send(2);
+            7
+        });
+        let mut events = Vec::new();
         let mut got = None;
         for _ in 0..1000 {
-            if let Some(v) = quick.poll() {
+            if let Some(v) = quick.poll_events(|e| events.push(e)) {
                 got = Some(v);
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         assert_eq!(got, Some(7));
+        assert_eq!(events, vec![1, 2]);
         assert!(quick.is_finished());
     }
 }

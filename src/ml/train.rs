@@ -97,6 +97,10 @@ pub struct TrainConfig {
     pub elastic: ElasticConfig,
     /// Weight map.
     pub weights: WeightMapConfig,
+    /// Send the current network as a [`TrainEvent::Snapshot`] every this many iterations
+    /// (0: never), for live previews.
+    #[serde(default)]
+    pub preview_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -113,6 +117,7 @@ impl Default for TrainConfig {
             augment: AugmentConfig::default(),
             elastic: ElasticConfig::default(),
             weights: WeightMapConfig::default(),
+            preview_every: 0,
         }
     }
 }
@@ -144,7 +149,7 @@ impl TrainSet {
 }
 
 /// Progress of a training run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum TrainEvent {
     /// The run is set up.
     Started {
@@ -178,6 +183,13 @@ pub enum TrainEvent {
         loss: f32,
         /// Fraction of held-out pixels whose argmax class is wrong.
         pixel_error: f32,
+    },
+    /// The network as trained so far (validation mode), for a live preview.
+    Snapshot {
+        /// Global iteration number.
+        iteration: u64,
+        /// The network.
+        model: Box<UNet>,
     },
     /// A checkpoint was written.
     Checkpoint {
@@ -353,6 +365,8 @@ pub fn train(
             )));
         }
     }
+    // Initial weights and dropout masks come from the device's generator: seed it too.
+    device.device.seed(cfg.seed);
     let ad = device.device.clone().autodiff();
     let (unet, mut model, mut optim, first_iteration) = match start {
         StartFrom::Scratch(u) => {
@@ -538,6 +552,12 @@ pub fn train(
             its_per_s: (step + 1) as f32 / elapsed,
         });
         let last = step + 1 == cfg.iterations;
+        if cfg.preview_every > 0 && (step + 1) % cfg.preview_every == 0 && !last {
+            on_event(TrainEvent::Snapshot {
+                iteration,
+                model: Box::new(model.valid()),
+            });
+        }
         if val_pixels > 0 && ((cfg.val_every > 0 && (step + 1) % cfg.val_every == 0) || last) {
             let v = validate(
                 &model.valid(),

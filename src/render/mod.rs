@@ -4,7 +4,7 @@
 
 use eframe::egui_wgpu::{self, wgpu};
 
-/// Uniforms of `shaders/viewer.wgsl` (three `vec4<f32>`, 48 bytes).
+/// Uniforms of `shaders/viewer.wgsl` (four `vec4<f32>`, 64 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ViewUniforms {
@@ -12,8 +12,11 @@ pub struct ViewUniforms {
     pub a: [f32; 4],
     /// Image coordinates at the rect min, image width, image height.
     pub b: [f32; 4],
-    /// Window min, window max, label opacity, flags (1 = show labels, 2 = dim unlabelled).
+    /// Window min, window max, label opacity, flags (1 = show labels, 2 = dim unlabelled,
+    /// 4 = map overlay).
     pub c: [f32; 4],
+    /// Map opacity, map value shown cold, map value shown hot, unused.
+    pub d: [f32; 4],
 }
 
 /// Data to move to the GPU before drawing.
@@ -39,6 +42,8 @@ pub enum Upload {
     },
     /// Colours of class ids 0..=255.
     Palette(Box<[[u8; 4]; 256]>),
+    /// The overlay map of the shown slice (`width * height`: a probability, an entropy).
+    Map(Vec<f32>),
 }
 
 struct SliceTextures {
@@ -46,6 +51,7 @@ struct SliceTextures {
     height: u32,
     image: wgpu::Texture,
     labels: wgpu::Texture,
+    map: wgpu::Texture,
     bind_group: wgpu::BindGroup,
 }
 
@@ -91,13 +97,14 @@ pub fn install(rs: &egui_wgpu::RenderState) {
                 ty: wgpu::BindingType::Buffer {
                     ty: wgpu::BufferBindingType::Uniform,
                     has_dynamic_offset: false,
-                    min_binding_size: std::num::NonZeroU64::new(48),
+                    min_binding_size: std::num::NonZeroU64::new(64),
                 },
                 count: None,
             },
             tex_entry(1, wgpu::TextureSampleType::Float { filterable: false }),
             tex_entry(2, wgpu::TextureSampleType::Uint),
             tex_entry(3, wgpu::TextureSampleType::Float { filterable: false }),
+            tex_entry(4, wgpu::TextureSampleType::Float { filterable: false }),
         ],
     });
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -128,7 +135,7 @@ pub fn install(rs: &egui_wgpu::RenderState) {
     });
     let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("viewer uniforms"),
-        size: 48,
+        size: 64,
         usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
@@ -183,6 +190,7 @@ impl ViewerResources {
         };
         let image = tex("viewer image", wgpu::TextureFormat::R32Float);
         let labels = tex("viewer labels", wgpu::TextureFormat::R8Uint);
+        let map = tex("viewer map", wgpu::TextureFormat::R32Float);
         let view = |t: &wgpu::Texture| t.create_view(&wgpu::TextureViewDescriptor::default());
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("viewer"),
@@ -204,6 +212,10 @@ impl ViewerResources {
                     binding: 3,
                     resource: wgpu::BindingResource::TextureView(&view(&self.palette)),
                 },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: wgpu::BindingResource::TextureView(&view(&map)),
+                },
             ],
         });
         self.slice = Some(SliceTextures {
@@ -211,6 +223,7 @@ impl ViewerResources {
             height,
             image,
             labels,
+            map,
             bind_group,
         });
     }
@@ -260,6 +273,20 @@ impl ViewerResources {
                     && data.len() == (rows * s.width) as usize
                 {
                     write(&s.labels, *y0, s.width, *rows, 1, data);
+                }
+            }
+            Upload::Map(values) => {
+                if let Some(s) = &self.slice
+                    && values.len() == (s.width * s.height) as usize
+                {
+                    write(
+                        &s.map,
+                        0,
+                        s.width,
+                        s.height,
+                        4,
+                        bytemuck::cast_slice(values),
+                    );
                 }
             }
             Upload::Palette(colours) => {

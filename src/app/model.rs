@@ -1,0 +1,355 @@
+//! Training and prediction from the app: background jobs around the engine, the loss curve,
+//! live previews, and the overlay maps computed from the predicted probabilities.
+
+use std::path::PathBuf;
+
+use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
+use crate::jobs::Job;
+use crate::ml::checkpoint::{CheckpointMeta, decode_checkpoint, encode_checkpoint, now_unix_s};
+use crate::ml::{
+    ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
+    TrainOutcome, TrainSet, UNet, UNetConfig, entropy, predict_probabilities, save_checkpoint,
+    train,
+};
+use crate::preprocess::normalize_percentile;
+
+use super::StudioApp;
+
+/// A network the app can predict with.
+#[derive(Clone, Debug)]
+pub struct LoadedModel {
+    /// Weights (on the compute device, validation mode).
+    pub model: UNet,
+    /// Its config.
+    pub unet: UNetConfig,
+    /// Iterations it was trained for.
+    pub iteration: u64,
+    /// Where it was loaded from or saved to.
+    pub path: Option<PathBuf>,
+}
+
+/// A prediction job's result: the slice and its class probabilities.
+type PredictResult = Result<(usize, Vec<Plane<f32>>), MlError>;
+
+/// What the overlay shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    /// Nothing.
+    None,
+    /// Probability of the selected class.
+    Probability,
+    /// Where the argmax is the selected class.
+    Mask,
+    /// Entropy of the class distribution, normalised to 0..1: where labels would help most.
+    Uncertainty,
+}
+
+/// Training and prediction state of the app.
+pub struct ModelState {
+    /// The current network.
+    pub model: Option<LoadedModel>,
+    /// Where training and prediction run.
+    pub compute: ComputeDevice,
+    /// Preset of a network trained from scratch.
+    pub preset: Preset,
+    /// Iterations of one training run.
+    pub iterations: u64,
+    /// Seed of tile sampling and augmentation (fixed: the same labels train the same model).
+    pub seed: u64,
+    /// `(iteration, loss)` of the running (or last) training.
+    pub losses: Vec<[f64; 2]>,
+    /// `(iteration, validation loss)`.
+    pub val_losses: Vec<[f64; 2]>,
+    /// Training speed.
+    pub its_per_s: f32,
+    /// Probabilities per slice (class `k` at index `k - 1`), from the current network.
+    pub probabilities: Vec<Option<Vec<Plane<f32>>>>,
+    /// Overlay mode.
+    pub overlay: Overlay,
+    /// Class the probability / mask overlays show.
+    pub overlay_class: u8,
+    /// Overlay opacity.
+    pub overlay_opacity: f32,
+    /// Bumped whenever probabilities change, so the viewer re-uploads the map.
+    pub generation: u64,
+    pub(super) train_job: Option<Job<Result<TrainOutcome, MlError>, TrainEvent>>,
+    pub(super) predict_job: Option<Job<PredictResult>>,
+    first_iteration: u64,
+    /// Config of the network being trained (for previews before the first model exists).
+    training_unet: Option<UNetConfig>,
+}
+
+impl ModelState {
+    /// Fresh state computing on `compute`.
+    pub fn new(compute: ComputeDevice) -> Self {
+        Self {
+            model: None,
+            compute,
+            preset: Preset::Lite,
+            iterations: 200,
+            seed: 0,
+            losses: Vec::new(),
+            val_losses: Vec::new(),
+            its_per_s: 0.0,
+            probabilities: Vec::new(),
+            overlay: Overlay::Probability,
+            overlay_class: 2,
+            overlay_opacity: 0.5,
+            generation: 0,
+            train_job: None,
+            predict_job: None,
+            first_iteration: 0,
+            training_unet: None,
+        }
+    }
+
+    /// Whether training runs.
+    pub fn training(&self) -> bool {
+        self.train_job.is_some()
+    }
+
+    /// Whether a prediction runs.
+    pub fn predicting(&self) -> bool {
+        self.predict_job.is_some()
+    }
+
+    /// The overlay map of `slice` for the current mode, if there is a prediction.
+    pub fn overlay_map(&self, slice: usize) -> Option<Vec<f32>> {
+        let probs = self.probabilities.get(slice)?.as_ref()?;
+        let k = (self.overlay_class.max(1) as usize - 1).min(probs.len().saturating_sub(1));
+        match self.overlay {
+            Overlay::None => None,
+            Overlay::Probability => Some(probs[k].data.clone()),
+            Overlay::Mask => {
+                let mask = crate::ml::argmax_classes(probs);
+                Some(
+                    mask.data
+                        .iter()
+                        .map(|&c| f32::from(u8::from(c as usize == k + 1)))
+                        .collect(),
+                )
+            }
+            Overlay::Uncertainty => {
+                let norm = (probs.len().max(2) as f32).ln();
+                Some(entropy(probs).data.iter().map(|e| e / norm).collect())
+            }
+        }
+    }
+}
+
+/// The document's labels as training sees them (classes convention, objects from components).
+fn train_labels(labels: &[Plane<u8>]) -> Vec<LabelSlice> {
+    labels
+        .iter()
+        .filter_map(|p| encode_labels(&p.map(u32::from), LabelEncoding::Classes).ok())
+        .collect()
+}
+
+impl StudioApp {
+    /// Starts training on the painted labels of all slices: fine-tunes the current network,
+    /// or starts from scratch with the chosen preset.
+    pub fn start_training(&mut self) {
+        if self.models.training() {
+            return;
+        }
+        let Some(doc) = &self.doc else { return };
+        let labels = train_labels(&doc.labels);
+        let labelled: usize = labels.iter().map(LabelSlice::labelled_count).sum();
+        if labelled == 0 {
+            self.error = Some("paint some labels first: every pixel is unlabelled".into());
+            return;
+        }
+        let set = TrainSet {
+            images: doc.stack.slices.iter().map(normalize_percentile).collect(),
+            labels,
+        };
+        let classes = set.classes().max(doc.classes.len());
+        let start = match &self.models.model {
+            Some(m) if m.unet.classes >= set.classes() => {
+                let meta = CheckpointMeta {
+                    unet: m.unet.clone(),
+                    train: None,
+                    iteration: m.iteration,
+                    created_unix_s: now_unix_s(),
+                    train_loss: None,
+                    val_loss: None,
+                    labels_hash: None,
+                    note: String::new(),
+                };
+                match encode_checkpoint(&meta, &m.model, None)
+                    .and_then(|b| decode_checkpoint(std::path::Path::new("memory"), &b))
+                {
+                    Ok(c) => StartFrom::FineTune(Box::new(c)),
+                    Err(e) => {
+                        self.error = Some(format!("cannot fine-tune the current model: {e}"));
+                        return;
+                    }
+                }
+            }
+            _ => StartFrom::Scratch(UNetConfig::preset(self.models.preset, classes)),
+        };
+        self.models.training_unet = Some(match &start {
+            StartFrom::Scratch(u) => u.clone(),
+            StartFrom::FineTune(c) | StartFrom::Resume(c) => c.meta.unet.clone(),
+        });
+        let iterations = self.models.iterations.max(1);
+        let cfg = TrainConfig {
+            iterations,
+            tile_out: 100,
+            optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+            seed: self.models.seed,
+            val_fraction: 0.1,
+            val_block_px: 64,
+            val_every: (iterations / 5).max(1),
+            checkpoint_every: 0,
+            preview_every: (iterations / 10).max(10),
+            ..TrainConfig::default()
+        };
+        let device = self.models.compute.clone();
+        let model_dir = doc.model_dir();
+        self.models.losses.clear();
+        self.models.val_losses.clear();
+        self.models.first_iteration = self.models.model.as_ref().map_or(0, |m| m.iteration);
+        self.status = format!("training on {}", device.description);
+        self.models.train_job = Some(Job::spawn("train", self.waker.clone(), move |ctx| {
+            let out = train(&set, &cfg, start, &device, None, &ctx.cancel, &mut |e| {
+                ctx.send(e)
+            })?;
+            // Keep the result on disk too (atomically): a crash later loses nothing.
+            let meta = CheckpointMeta {
+                unet: out.unet.clone(),
+                train: Some(cfg.clone()),
+                iteration: out.iteration,
+                created_unix_s: now_unix_s(),
+                train_loss: out.losses.last().copied(),
+                val_loss: out.validation.map(|v| v.0),
+                labels_hash: Some(set.labels_hash()),
+                note: format!("trained in the app on {}", device.description),
+            };
+            save_checkpoint(&model_dir, &meta, &out.model, None)?;
+            Ok(out)
+        }));
+    }
+
+    /// Stops training after the current iteration; the network trained so far is kept.
+    pub fn stop_training(&mut self) {
+        if let Some(j) = &self.models.train_job {
+            j.cancel();
+            self.status = "stopping training…".into();
+        }
+    }
+
+    /// Predicts the shown slice in the background (overlap-tile).
+    pub fn predict_slice(&mut self) {
+        self.predict_with(None);
+    }
+
+    fn predict_with(&mut self, preview: Option<UNet>) {
+        if self.models.predict_job.is_some() {
+            return;
+        }
+        let (Some(doc), Some(m)) = (&self.doc, &self.models.model) else {
+            return;
+        };
+        let model = preview.unwrap_or_else(|| m.model.clone());
+        let unet = m.unet.clone();
+        let slice = self.view.slice;
+        let image = normalize_percentile(&doc.stack.slices[slice]);
+        let device = self.models.compute.device.clone();
+        self.models.predict_job = Some(Job::spawn("predict", self.waker.clone(), move |ctx| {
+            let probs = predict_probabilities(
+                &model,
+                &unet,
+                &image,
+                unet.geometry().nearest_valid_output(196),
+                &device,
+                &ctx.cancel,
+                &mut |done, total| ctx.progress(done as f32 / total.max(1) as f32, "tiles"),
+            )?;
+            Ok((slice, probs))
+        }));
+    }
+
+    pub(super) fn poll_model_jobs(&mut self) {
+        let mut snapshot = None;
+        if let Some(mut job) = self.models.train_job.take() {
+            let first = self.models.first_iteration as f64;
+            let m = &mut self.models;
+            let done = job.poll_events(|e| match e {
+                TrainEvent::Iteration {
+                    iteration,
+                    loss,
+                    its_per_s,
+                } => {
+                    m.losses.push([iteration as f64 - first, f64::from(loss)]);
+                    m.its_per_s = its_per_s;
+                }
+                TrainEvent::Validation {
+                    iteration, loss, ..
+                } => {
+                    m.val_losses
+                        .push([iteration as f64 - first, f64::from(loss)]);
+                }
+                TrainEvent::Snapshot { model, .. } => snapshot = Some(*model),
+                TrainEvent::Started { .. } | TrainEvent::Checkpoint { .. } => {}
+            });
+            if done.is_none() {
+                self.models.train_job = Some(job);
+            }
+            if let Some(res) = done {
+                match res {
+                    Ok(out) => {
+                        self.status = format!(
+                            "training {} at iteration {}",
+                            if out.cancelled { "stopped" } else { "finished" },
+                            out.iteration
+                        );
+                        self.models.model = Some(LoadedModel {
+                            model: out.model,
+                            unet: out.unet,
+                            iteration: out.iteration,
+                            path: self.doc.as_ref().map(|d| d.model_dir()),
+                        });
+                        self.predict_slice();
+                    }
+                    Err(e) => {
+                        self.error =
+                            Some(format!("training failed (the previous model is kept): {e}"))
+                    }
+                }
+            }
+        }
+        // Live preview: predict the shown slice with the network as trained so far.
+        if let Some(m) = snapshot {
+            if self.models.model.is_some() {
+                self.predict_with(Some(m));
+            } else if let Some(unet) = self.models.training_unet.clone() {
+                // No model yet: the preview network is the current one until training ends.
+                self.models.model = Some(LoadedModel {
+                    model: m,
+                    unet,
+                    iteration: 0,
+                    path: None,
+                });
+                self.predict_slice();
+            }
+        }
+        if let Some(job) = &mut self.models.predict_job
+            && let Some(res) = job.poll()
+        {
+            self.models.predict_job = None;
+            match res {
+                Ok((slice, probs)) => {
+                    let n = self.doc.as_ref().map_or(0, |d| d.slices());
+                    self.models.probabilities.resize(n, None);
+                    if let Some(p) = self.models.probabilities.get_mut(slice) {
+                        *p = Some(probs);
+                    }
+                    self.models.generation += 1;
+                }
+                Err(MlError::Cancelled) => {}
+                Err(e) => self.error = Some(format!("prediction failed: {e}")),
+            }
+        }
+    }
+}
