@@ -191,3 +191,55 @@ fn train_from_the_button_then_predict_and_overlay() {
     h.run_steps(2);
     h.snapshot("prediction_overlay");
 }
+
+#[test]
+fn weight_map_view_matches_the_engine_and_follows_w0() {
+    use egui_kittest::kittest::Queryable as _;
+    use unet_studio::data::encode_labels;
+    use unet_studio::preprocess::{WeightMapConfig, class_weights, weight_map};
+    let dir = copy_sample("weights");
+    let mut h = harness(&dir);
+    h.get_by_label("weight map").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let app = h.state();
+    let (key, map) = app.models.weight_map.clone().expect("weight map computed");
+    assert_eq!(key.0, 0);
+    // Independent computation with the engine, from the labels the app holds.
+    let doc = app.doc.as_ref().unwrap();
+    let slices: Vec<_> = doc
+        .labels
+        .iter()
+        .map(|p| encode_labels(&p.map(u32::from), LabelEncoding::Classes).unwrap())
+        .collect();
+    let cw = class_weights(&slices, 2);
+    let expect = weight_map(&slices[0], &cw, &WeightMapConfig::default());
+    assert_eq!(map, expect);
+    assert!(
+        map.data
+            .iter()
+            .zip(&doc.labels[0].data)
+            .all(|(w, &l)| (l == 0) == (*w == 0.0))
+    );
+    assert_eq!(app.models.overlay_map(0).unwrap(), map.data);
+    // Changing w0 recomputes the map in the background.
+    h.state_mut().models.weights.w0 = 0.0;
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(1);
+    let (_, flat) = h.state().models.weight_map.clone().unwrap();
+    let no_border = weight_map(
+        &slices[0],
+        &cw,
+        &WeightMapConfig {
+            w0: 0.0,
+            ..WeightMapConfig::default()
+        },
+    );
+    assert_eq!(flat, no_border);
+    assert_ne!(
+        flat, map,
+        "the border term of the sample's scribbles is visible"
+    );
+}

@@ -87,6 +87,8 @@ pub struct Document {
     stroke: Option<Vec<Change>>,
     /// Unsaved label changes.
     pub dirty: bool,
+    /// Counts every change of the labels (for caches computed from them).
+    pub edits: u64,
     /// Rows changed since the renderer last uploaded, per slice: (slice, y0, y1) inclusive.
     pending_rows: Vec<(usize, usize, usize)>,
 }
@@ -185,6 +187,7 @@ impl Document {
             redo: Vec::new(),
             stroke: None,
             dirty: false,
+            edits: 0,
             pending_rows: Vec::new(),
         })
     }
@@ -268,6 +271,7 @@ impl Document {
         }
         if let Some((a, b)) = touched {
             self.pending_rows.push((slice, a, b));
+            self.edits += 1;
         }
     }
 
@@ -306,6 +310,7 @@ impl Document {
             }
         }
         self.dirty = true;
+        self.edits += 1;
     }
 
     /// Undoes the last stroke (on whatever slice it was). Returns whether there was one.

@@ -177,11 +177,13 @@ impl StudioApp {
             || self.save_job.is_some()
             || self.models.training()
             || self.models.predicting()
+            || self.models.weights_pending()
     }
 
     /// Blocks until pending background jobs finish and applies their results (tests).
     pub fn finish_jobs(&mut self) {
-        while self.models.training() || self.models.predicting() {
+        self.poll_model_jobs();
+        while self.models.training() || self.models.predicting() || self.models.weights_pending() {
             self.poll_model_jobs();
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

@@ -11,7 +11,7 @@ use crate::ml::{
     TrainOutcome, TrainSet, UNet, UNetConfig, entropy, predict_probabilities, save_checkpoint,
     train,
 };
-use crate::preprocess::normalize_percentile;
+use crate::preprocess::{WeightMapConfig, class_weights, normalize_percentile, weight_map};
 
 use super::StudioApp;
 
@@ -42,6 +42,15 @@ pub enum Overlay {
     Mask,
     /// Entropy of the class distribution, normalised to 0..1: where labels would help most.
     Uncertainty,
+    /// The paper's weight map of the painted labels (w_c plus the border term).
+    WeightMap,
+}
+
+/// Key of a computed weight map: slice, label edits, w0, sigma.
+type WeightKey = (usize, u64, u32, u32);
+
+fn weight_key(slice: usize, edits: u64, cfg: &WeightMapConfig) -> WeightKey {
+    (slice, edits, cfg.w0.to_bits(), cfg.sigma_px.to_bits())
 }
 
 /// Training and prediction state of the app.
@@ -74,6 +83,11 @@ pub struct ModelState {
     pub generation: u64,
     pub(super) train_job: Option<Job<Result<TrainOutcome, MlError>, TrainEvent>>,
     pub(super) predict_job: Option<Job<PredictResult>>,
+    /// Weight-map parameters of the weight-map view (and of training).
+    pub weights: WeightMapConfig,
+    /// The weight map last computed, with its key.
+    pub weight_map: Option<(WeightKey, Plane<f32>)>,
+    weights_job: Option<Job<(WeightKey, Plane<f32>)>>,
     first_iteration: u64,
     /// Config of the network being trained (for previews before the first model exists).
     training_unet: Option<UNetConfig>,
@@ -98,6 +112,9 @@ impl ModelState {
             generation: 0,
             train_job: None,
             predict_job: None,
+            weights: WeightMapConfig::default(),
+            weight_map: None,
+            weights_job: None,
             first_iteration: 0,
             training_unet: None,
         }
@@ -113,12 +130,32 @@ impl ModelState {
         self.predict_job.is_some()
     }
 
-    /// The overlay map of `slice` for the current mode, if there is a prediction.
+    /// Value range of the overlay map: (shown cold, shown hot).
+    pub fn overlay_range(&self) -> (f32, f32) {
+        match self.overlay {
+            Overlay::WeightMap => (0.0, self.weights.w0 + 2.0),
+            _ => (0.0, 1.0),
+        }
+    }
+
+    /// Whether the weight map of this key is being computed.
+    pub fn weights_pending(&self) -> bool {
+        self.weights_job.is_some()
+    }
+
+    /// The overlay map of `slice` for the current mode, if there is one.
     pub fn overlay_map(&self, slice: usize) -> Option<Vec<f32>> {
+        if self.overlay == Overlay::WeightMap {
+            return self
+                .weight_map
+                .as_ref()
+                .filter(|(k, _)| k.0 == slice)
+                .map(|(_, m)| m.data.clone());
+        }
         let probs = self.probabilities.get(slice)?.as_ref()?;
         let k = (self.overlay_class.max(1) as usize - 1).min(probs.len().saturating_sub(1));
         match self.overlay {
-            Overlay::None => None,
+            Overlay::None | Overlay::WeightMap => None,
             Overlay::Probability => Some(probs[k].data.clone()),
             Overlay::Mask => {
                 let mask = crate::ml::argmax_classes(probs);
@@ -203,6 +240,7 @@ impl StudioApp {
             val_every: (iterations / 5).max(1),
             checkpoint_every: 0,
             preview_every: (iterations / 10).max(10),
+            weights: self.models.weights,
             ..TrainConfig::default()
         };
         let device = self.models.compute.clone();
@@ -270,7 +308,46 @@ impl StudioApp {
         }));
     }
 
+    /// Starts computing the weight map of the shown slice when the view needs one that is
+    /// missing or stale (labels edited, w0 or sigma changed). Runs in the background.
+    pub(super) fn refresh_weight_map(&mut self) {
+        if self.models.overlay != Overlay::WeightMap || self.models.weights_job.is_some() {
+            return;
+        }
+        let Some(doc) = &self.doc else { return };
+        let cfg = self.models.weights;
+        let key = weight_key(self.view.slice, doc.edits, &cfg);
+        if self
+            .models
+            .weight_map
+            .as_ref()
+            .is_some_and(|(k, _)| *k == key)
+        {
+            return;
+        }
+        let all = train_labels(&doc.labels);
+        let slice = self.view.slice;
+        let classes = doc.classes.len().max(2);
+        self.models.weights_job = Some(Job::spawn("weight map", self.waker.clone(), move |_| {
+            // Class balance over all slices, as training computes it.
+            let cw = class_weights(&all, classes);
+            let map = all
+                .get(slice)
+                .map(|l| weight_map(l, &cw, &cfg))
+                .unwrap_or_else(|| Plane::filled(0, 0, 0.0));
+            (key, map)
+        }));
+    }
+
     pub(super) fn poll_model_jobs(&mut self) {
+        if let Some(job) = &mut self.models.weights_job
+            && let Some(res) = job.poll()
+        {
+            self.models.weights_job = None;
+            self.models.weight_map = Some(res);
+            self.models.generation += 1;
+        }
+        self.refresh_weight_map();
         let mut snapshot = None;
         if let Some(mut job) = self.models.train_job.take() {
             let first = self.models.first_iteration as f64;

@@ -295,7 +295,44 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         ui.selectable_value(&mut m.overlay, Overlay::Probability, "probability");
         ui.selectable_value(&mut m.overlay, Overlay::Mask, "mask");
         ui.selectable_value(&mut m.overlay, Overlay::Uncertainty, "uncertainty");
+        ui.selectable_value(&mut m.overlay, Overlay::WeightMap, "weight map");
     });
+    if m.overlay == Overlay::WeightMap {
+        ui.add(egui::Slider::new(&mut m.weights.w0, 0.0..=30.0).text("w0"));
+        ui.add(egui::Slider::new(&mut m.weights.sigma_px, 0.5..=20.0).text("sigma (px)"));
+        let (lo, hi) = m.overlay_range();
+        heat_legend(ui, lo, hi);
+        if m.weights_pending() {
+            ui.small("computing…");
+        } else if let Some((_, w)) = &m.weight_map {
+            let max = w.data.iter().copied().fold(0.0f32, f32::max);
+            ui.small(format!("max weight on this slice {max:.2}"));
+        }
+    }
     ui.add(egui::Slider::new(&mut m.overlay_class, 1..=8).text("overlay class"));
     ui.add(egui::Slider::new(&mut m.overlay_opacity, 0.0..=1.0).text("overlay opacity"));
+}
+
+/// A horizontal colour bar of the shader's heat map with its value range.
+fn heat_legend(ui: &mut egui::Ui, lo: f32, hi: f32) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(200.0, 12.0), egui::Sense::hover());
+    let heat = |t: f32| {
+        let c = |v: f32| (v.clamp(0.0, 1.0) * 255.0) as u8;
+        egui::Color32::from_rgb(c(3.0 * t), c(3.0 * t - 1.0), c(3.0 * t - 2.0))
+    };
+    let n = 40;
+    for i in 0..n {
+        let t0 = i as f32 / n as f32;
+        let x0 = rect.left() + t0 * rect.width();
+        let r = egui::Rect::from_min_max(
+            egui::pos2(x0, rect.top()),
+            egui::pos2(x0 + rect.width() / n as f32 + 0.5, rect.bottom()),
+        );
+        ui.painter().rect_filled(r, 0.0, heat(t0 + 0.5 / n as f32));
+    }
+    ui.horizontal(|ui| {
+        ui.small(format!("{lo:.1}"));
+        ui.add_space(150.0);
+        ui.small(format!("{hi:.1}"));
+    });
 }

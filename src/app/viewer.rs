@@ -245,7 +245,10 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         ],
         b: [app.view.origin.x, app.view.origin.y, w, h],
         c: [display.min, display.max, app.label_opacity, flags as f32],
-        d: [app.models.overlay_opacity, 0.0, 1.0, 0.0],
+        d: {
+            let (lo, hi) = app.models.overlay_range();
+            [app.models.overlay_opacity, lo, hi, 0.0]
+        },
     };
     if !uploads.is_empty() {
         app.viewer
