@@ -199,6 +199,16 @@ fn weight_map_view_matches_the_engine_and_follows_w0() {
     use unet_studio::preprocess::{WeightMapConfig, class_weights, weight_map};
     let dir = copy_sample("weights");
     let mut h = harness(&dir);
+    // Two cells (class 2) 8 px apart with background (class 1) painted between them: the
+    // border term must light up the gap.
+    {
+        let doc = h.state_mut().doc.as_mut().unwrap();
+        doc.begin_stroke();
+        doc.paint_line(0, (300.0, 300.0), (300.0, 340.0), 3.0, 2, false);
+        doc.paint_line(0, (310.0, 300.0), (310.0, 340.0), 3.0, 2, false);
+        doc.paint_line(0, (305.0, 300.0), (305.0, 340.0), 1.5, 1, true);
+        doc.end_stroke();
+    }
     h.get_by_label("weight map").click();
     h.run_steps(2);
     h.state_mut().finish_jobs();
@@ -215,7 +225,7 @@ fn weight_map_view_matches_the_engine_and_follows_w0() {
         .collect();
     let cw = class_weights(&slices, 2);
     let expect = weight_map(&slices[0], &cw, &WeightMapConfig::default());
-    assert_eq!(map, expect);
+    assert!(map == expect, "the app's weight map equals the engine's");
     assert!(
         map.data
             .iter()
