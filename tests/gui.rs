@@ -253,3 +253,106 @@ fn weight_map_view_matches_the_engine_and_follows_w0() {
         "the border term of the sample's scribbles is visible"
     );
 }
+
+#[test]
+fn predict_stack_then_export_every_kind_and_read_back() {
+    use egui_kittest::kittest::Queryable as _;
+    use unet_studio::app::ExportKind;
+    use unet_studio::data::load_stack;
+    use unet_studio::ml::argmax_classes;
+    let dir = copy_sample("export");
+    let out = dir.join("export");
+    let mut h = harness(&dir);
+    // Without a prediction, mask export refuses with a clear message.
+    h.state_mut()
+        .export(ExportKind::MaskClasses, out.join("early.tif"));
+    assert!(
+        h.state()
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("Predict stack")
+    );
+    h.state_mut().error = None;
+    h.state_mut().models.iterations = 6;
+    h.get_by_label("Train").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    h.get_by_label("Predict stack").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    h.run_steps(1);
+    let probs: Vec<_> = h
+        .state()
+        .models
+        .probabilities
+        .iter()
+        .map(|p| p.clone().expect("every slice predicted"))
+        .collect();
+    assert_eq!(probs.len(), 3);
+    for kind in [
+        ExportKind::MaskClasses,
+        ExportKind::MaskBinary,
+        ExportKind::Instances,
+        ExportKind::Probabilities,
+        ExportKind::Labels,
+    ] {
+        h.state_mut().export(kind, out.join(kind.default_name()));
+        h.state_mut().finish_jobs();
+        assert!(h.state().error.is_none(), "{kind:?}: {:?}", h.state().error);
+        assert!(
+            h.state().status.starts_with("exported"),
+            "{}",
+            h.state().status
+        );
+    }
+    let masks = load_label_stack(&out.join("masks.tif")).unwrap();
+    let binary = load_label_stack(&out.join("masks_0-255.tif")).unwrap();
+    let instances = load_label_stack(&out.join("instances.tif")).unwrap();
+    for s in 0..3 {
+        let expect = argmax_classes(&probs[s]);
+        assert!(
+            masks[s]
+                .data
+                .iter()
+                .zip(&expect.data)
+                .all(|(a, b)| *a == u32::from(*b)),
+            "slice {s}"
+        );
+        assert!(
+            binary[s]
+                .data
+                .iter()
+                .zip(&expect.data)
+                .all(|(a, b)| *a == if *b >= 2 { 255 } else { 0 })
+        );
+        // Instances: zero exactly where the mask is background.
+        assert!(
+            instances[s]
+                .data
+                .iter()
+                .zip(&expect.data)
+                .all(|(i, c)| (*i == 0) == (*c < 2))
+        );
+    }
+    let p = load_stack(&out.join("probabilities.tif")).unwrap();
+    assert_eq!(p.slices.len(), 6, "3 slices x 2 classes");
+    assert_eq!(p.slices[3].data, probs[1][1].data);
+    let labels = load_label_stack(&out.join("labels.tif")).unwrap();
+    let doc = h.state().doc.as_ref().unwrap();
+    assert!(
+        labels[2]
+            .data
+            .iter()
+            .zip(&doc.labels[2].data)
+            .all(|(a, b)| *a == u32::from(*b))
+    );
+    // PNG export writes one file per slice.
+    h.state_mut()
+        .export(ExportKind::MaskBinary, out.join("mask.png"));
+    h.state_mut().finish_jobs();
+    let files = h.state().last_export.clone().unwrap();
+    assert_eq!(files.len(), 3);
+    assert!(files.iter().all(|f| f.exists()));
+}

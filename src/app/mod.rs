@@ -2,6 +2,7 @@
 //! person paint sparse labels, and keeps them saved. File I/O runs in background jobs.
 
 pub mod document;
+pub mod export;
 pub mod model;
 mod panels;
 mod viewer;
@@ -12,10 +13,14 @@ use std::sync::Arc;
 use eframe::egui;
 
 pub use document::{ClassInfo, Document};
+pub use export::ExportKind;
 pub use model::{LoadedModel, ModelState, Overlay};
 
 use crate::data::{DataError, LabelEncoding};
 use crate::jobs::{Job, Waker};
+
+/// An export job's result: the files written and a summary.
+type ExportJob = Job<Result<(Vec<PathBuf>, String), DataError>>;
 
 /// What to open at start-up.
 #[derive(Clone, Debug)]
@@ -101,6 +106,9 @@ pub struct StudioApp {
     pub canvas_rect: egui::Rect,
     /// Network, training and prediction.
     pub models: ModelState,
+    /// Files written by the last export.
+    pub last_export: Option<Vec<PathBuf>>,
+    export_job: Option<ExportJob>,
     open_job: Option<Job<Result<Document, DataError>>>,
     save_job: Option<Job<Result<PathBuf, DataError>>>,
     waker: Waker,
@@ -149,6 +157,8 @@ impl StudioApp {
             max_texture_edge,
             canvas_rect: egui::Rect::NOTHING,
             models: ModelState::new(crate::ml::device::cpu_device()),
+            last_export: None,
+            export_job: None,
             open_job: None,
             save_job: None,
             waker,
@@ -178,6 +188,7 @@ impl StudioApp {
             || self.models.training()
             || self.models.predicting()
             || self.models.weights_pending()
+            || self.export_job.is_some()
     }
 
     /// Blocks until pending background jobs finish and applies their results (tests).
@@ -196,6 +207,10 @@ impl StudioApp {
             && let Some(res) = job.wait()
         {
             self.apply_save(res);
+        }
+        while self.export_job.is_some() {
+            self.poll_export();
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -276,6 +291,7 @@ impl StudioApp {
             self.apply_save(res);
         }
         self.poll_model_jobs();
+        self.poll_export();
         if self.save_job.is_none() && self.doc.as_ref().is_some_and(|d| d.dirty && !d.in_stroke()) {
             self.save_labels();
         }

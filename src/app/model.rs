@@ -28,8 +28,8 @@ pub struct LoadedModel {
     pub path: Option<PathBuf>,
 }
 
-/// A prediction job's result: the slice and its class probabilities.
-type PredictResult = Result<(usize, Vec<Plane<f32>>), MlError>;
+/// A prediction job's result: slices and their class probabilities.
+type PredictResult = Result<Vec<(usize, Vec<Plane<f32>>)>, MlError>;
 
 /// What the overlay shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,10 +279,15 @@ impl StudioApp {
 
     /// Predicts the shown slice in the background (overlap-tile).
     pub fn predict_slice(&mut self) {
-        self.predict_with(None);
+        self.predict_with(None, false);
     }
 
-    fn predict_with(&mut self, preview: Option<UNet>) {
+    /// Predicts every slice of the stack in the background.
+    pub fn predict_stack(&mut self) {
+        self.predict_with(None, true);
+    }
+
+    fn predict_with(&mut self, preview: Option<UNet>, all: bool) {
         if self.models.predict_job.is_some() {
             return;
         }
@@ -291,20 +296,35 @@ impl StudioApp {
         };
         let model = preview.unwrap_or_else(|| m.model.clone());
         let unet = m.unet.clone();
-        let slice = self.view.slice;
-        let image = normalize_percentile(&doc.stack.slices[slice]);
+        let slices: Vec<usize> = if all {
+            (0..doc.slices()).collect()
+        } else {
+            vec![self.view.slice]
+        };
+        let images: Vec<Plane<f32>> = slices
+            .iter()
+            .map(|&s| normalize_percentile(&doc.stack.slices[s]))
+            .collect();
         let device = self.models.compute.device.clone();
         self.models.predict_job = Some(Job::spawn("predict", self.waker.clone(), move |ctx| {
-            let probs = predict_probabilities(
-                &model,
-                &unet,
-                &image,
-                unet.geometry().nearest_valid_output(196),
-                &device,
-                &ctx.cancel,
-                &mut |done, total| ctx.progress(done as f32 / total.max(1) as f32, "tiles"),
-            )?;
-            Ok((slice, probs))
+            let mut out = Vec::with_capacity(slices.len());
+            let n = slices.len();
+            for (i, (&slice, image)) in slices.iter().zip(&images).enumerate() {
+                let probs = predict_probabilities(
+                    &model,
+                    &unet,
+                    image,
+                    unet.geometry().nearest_valid_output(196),
+                    &device,
+                    &ctx.cancel,
+                    &mut |done, total| {
+                        let f = (i as f32 + done as f32 / total.max(1) as f32) / n as f32;
+                        ctx.progress(f, format!("slice {} of {n}", i + 1));
+                    },
+                )?;
+                out.push((slice, probs));
+            }
+            Ok(out)
         }));
     }
 
@@ -399,7 +419,7 @@ impl StudioApp {
         // Live preview: predict the shown slice with the network as trained so far.
         if let Some(m) = snapshot {
             if self.models.model.is_some() {
-                self.predict_with(Some(m));
+                self.predict_with(Some(m), false);
             } else if let Some(unet) = self.models.training_unet.clone() {
                 // No model yet: the preview network is the current one until training ends.
                 self.models.model = Some(LoadedModel {
@@ -416,11 +436,13 @@ impl StudioApp {
         {
             self.models.predict_job = None;
             match res {
-                Ok((slice, probs)) => {
+                Ok(results) => {
                     let n = self.doc.as_ref().map_or(0, |d| d.slices());
                     self.models.probabilities.resize(n, None);
-                    if let Some(p) = self.models.probabilities.get_mut(slice) {
-                        *p = Some(probs);
+                    for (slice, probs) in results {
+                        if let Some(p) = self.models.probabilities.get_mut(slice) {
+                            *p = Some(probs);
+                        }
                     }
                     self.models.generation += 1;
                 }

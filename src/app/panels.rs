@@ -43,6 +43,31 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                     app.save_labels();
                 }
             });
+            ui.menu_button("Export", |ui| {
+                use crate::app::ExportKind;
+                for kind in [
+                    ExportKind::MaskClasses,
+                    ExportKind::MaskBinary,
+                    ExportKind::Instances,
+                    ExportKind::Probabilities,
+                    ExportKind::Labels,
+                ] {
+                    if ui
+                        .add_enabled(app.doc.is_some(), egui::Button::new(kind.label()))
+                        .clicked()
+                    {
+                        ui.close();
+                        if let Some(p) = rfd::FileDialog::new()
+                            .set_file_name(kind.default_name())
+                            .add_filter("TIFF stack", &["tif", "tiff"])
+                            .add_filter("PNG per slice", &["png"])
+                            .save_file()
+                        {
+                            app.export(kind, p);
+                        }
+                    }
+                }
+            });
             ui.menu_button("Edit", |ui| {
                 let (u, r) = app
                     .doc
@@ -255,7 +280,16 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         {
             app.predict_slice();
         }
+        if ui
+            .add_enabled(can_predict, egui::Button::new("Predict stack"))
+            .clicked()
+        {
+            app.predict_stack();
+        }
     });
+    if let Some(job) = &app.models.predict_job {
+        ui.add(egui::ProgressBar::new(job.progress).text(job.message.clone()));
+    }
     let m = &mut app.models;
     if training {
         let done = m.losses.len() as f32;

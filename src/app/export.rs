@@ -1,0 +1,160 @@
+//! Export from the app: predicted masks (PNG per slice or multipage TIFF, class ids or 0/255),
+//! instance labels, probabilities and the painted labels. Files are written in a background
+//! job, atomically, and a summary of what was written is shown.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::{DataError, MaskStyle, Plane, write_f32_tiff, write_mask};
+use crate::jobs::Job;
+use crate::metrics::regions;
+use crate::ml::argmax_classes;
+
+use super::StudioApp;
+
+/// What to export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportKind {
+    /// Argmax masks in the `classes` convention (load back as labels).
+    MaskClasses,
+    /// Argmax masks as 0 (class 1) / 255 (other classes), visible in any viewer.
+    MaskBinary,
+    /// Connected components of every non-background predicted pixel, 16-bit ids
+    /// (for CellProfiler or QuPath).
+    Instances,
+    /// Class probabilities as 32-bit float TIFF (slice-major, class fastest).
+    Probabilities,
+    /// The painted labels (`classes` convention).
+    Labels,
+}
+
+impl ExportKind {
+    /// Menu text.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::MaskClasses => "Predicted masks (class ids)…",
+            Self::MaskBinary => "Predicted masks (0/255)…",
+            Self::Instances => "Instance labels (16-bit)…",
+            Self::Probabilities => "Probabilities (float TIFF)…",
+            Self::Labels => "Painted labels…",
+        }
+    }
+
+    /// Whether the export needs a prediction of every slice.
+    pub fn needs_prediction(self) -> bool {
+        !matches!(self, Self::Labels)
+    }
+
+    /// Default file name.
+    pub fn default_name(self) -> &'static str {
+        match self {
+            Self::MaskClasses => "masks.tif",
+            Self::MaskBinary => "masks_0-255.tif",
+            Self::Instances => "instances.tif",
+            Self::Probabilities => "probabilities.tif",
+            Self::Labels => "labels.tif",
+        }
+    }
+}
+
+/// Writes the export; returns the files written and a one-line summary.
+fn write_export(
+    kind: ExportKind,
+    path: &Path,
+    probs: &[Vec<Plane<f32>>],
+    labels: &[Plane<u8>],
+) -> Result<(Vec<PathBuf>, String), DataError> {
+    match kind {
+        ExportKind::MaskClasses | ExportKind::MaskBinary => {
+            let masks: Vec<Plane<u16>> = probs.iter().map(|p| argmax_classes(p)).collect();
+            let style = if kind == ExportKind::MaskBinary {
+                MaskStyle::Binary
+            } else {
+                MaskStyle::Classes
+            };
+            let files = write_mask(path, &masks, style)?;
+            Ok((files, format!("{} mask slices", masks.len())))
+        }
+        ExportKind::Instances => {
+            let mut total = 0usize;
+            let planes: Vec<Plane<u16>> = probs
+                .iter()
+                .map(|p| {
+                    let m = argmax_classes(p);
+                    let ids = regions(m.width, m.height, |i| m.data[i] >= 2);
+                    total += ids.iter().copied().max().unwrap_or(0) as usize;
+                    Plane {
+                        width: m.width,
+                        height: m.height,
+                        data: ids
+                            .iter()
+                            .map(|&v| v.min(u32::from(u16::MAX)) as u16)
+                            .collect(),
+                    }
+                })
+                .collect();
+            let files = write_mask(path, &planes, MaskStyle::Classes)?;
+            Ok((files, format!("{total} objects in {} slices", planes.len())))
+        }
+        ExportKind::Probabilities => {
+            let classes = probs.first().map_or(1, Vec::len);
+            let pages: Vec<Plane<f32>> = probs.iter().flatten().cloned().collect();
+            write_f32_tiff(path, &pages, classes)?;
+            Ok((
+                vec![path.to_path_buf()],
+                format!("{} slices x {classes} classes", probs.len()),
+            ))
+        }
+        ExportKind::Labels => {
+            let planes: Vec<Plane<u16>> = labels.iter().map(|p| p.map(u16::from)).collect();
+            let files = write_mask(path, &planes, MaskStyle::Classes)?;
+            Ok((files, format!("{} label slices", planes.len())))
+        }
+    }
+}
+
+impl StudioApp {
+    /// Exports to `path` in the background. Masks, instances and probabilities need every
+    /// slice predicted ("Predict stack"); the error says so otherwise.
+    pub fn export(&mut self, kind: ExportKind, path: PathBuf) {
+        let Some(doc) = &self.doc else { return };
+        let probs: Vec<Vec<Plane<f32>>> = if kind.needs_prediction() {
+            let all: Option<Vec<_>> = (0..doc.slices())
+                .map(|s| self.models.probabilities.get(s).cloned().flatten())
+                .collect();
+            match all {
+                Some(p) => p,
+                None => {
+                    self.error = Some(
+                        "export needs a prediction of every slice: press Predict stack first"
+                            .into(),
+                    );
+                    return;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let labels = doc.labels.clone();
+        self.status = format!("exporting to {}", path.display());
+        self.export_job = Some(Job::spawn("export", self.waker.clone(), move |_| {
+            write_export(kind, &path, &probs, &labels)
+        }));
+    }
+
+    pub(super) fn poll_export(&mut self) {
+        if let Some(job) = &mut self.export_job
+            && let Some(res) = job.poll()
+        {
+            self.export_job = None;
+            match res {
+                Ok((files, summary)) => {
+                    let names: Vec<String> =
+                        files.iter().map(|f| f.display().to_string()).collect();
+                    self.status = format!("exported {summary}: {}", names.join(", "));
+                    self.last_export = Some(files);
+                }
+                Err(e) => self.error = Some(format!("export failed: {e}")),
+            }
+        }
+    }
+}
