@@ -186,10 +186,9 @@ fn train_from_the_button_then_predict_and_overlay() {
     h.run_steps(1);
     h.state_mut().finish_jobs();
     h.run_steps(2);
+    // No snapshot here: concurrent tests share the CPU device's generator, so the trained
+    // weights (and the overlay) differ from run to run; the weight-map view is snapshotted.
     assert!(h.state().models.generation >= 2);
-    h.remove_cursor();
-    h.run_steps(2);
-    h.snapshot("prediction_overlay");
 }
 
 #[test]
@@ -247,11 +246,21 @@ fn weight_map_view_matches_the_engine_and_follows_w0() {
             ..WeightMapConfig::default()
         },
     );
-    assert_eq!(flat, no_border);
-    assert_ne!(
-        flat, map,
-        "the border term of the sample's scribbles is visible"
+    assert!(flat == no_border, "w0 = 0 leaves the class weights only");
+    let gap = 320 * 512 + 305;
+    assert!(
+        map.data[gap] > flat.data[gap] + 5.0,
+        "border term between the two cells: {} vs {}",
+        map.data[gap],
+        flat.data[gap]
     );
+    // Back to w0 = 10 for the picture of the view.
+    h.state_mut().models.weights.w0 = 10.0;
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    h.remove_cursor();
+    h.run_steps(2);
+    h.snapshot("weight_map_view");
 }
 
 #[test]
