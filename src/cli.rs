@@ -38,6 +38,9 @@ pub struct Cli {
     /// Encoding of --labels: classes | binary | instances.
     #[arg(long, default_value = "classes")]
     pub label_encoding: LabelEncoding,
+    /// Model folder to load into the app.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -267,6 +270,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Some(p) => crate::app::OpenRequest {
                 images: p,
                 labels: cli.labels.map(|l| (l, cli.label_encoding)),
+                model: cli.model,
             },
             None => crate::app::OpenRequest::sample(),
         };

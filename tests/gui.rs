@@ -27,6 +27,7 @@ fn harness(dir: &Path) -> Harness<'static, StudioApp> {
     let req = OpenRequest {
         images: dir.join("images"),
         labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
+        model: None,
     };
     let mut h = Harness::builder()
         .with_size(egui::vec2(1100.0, 760.0))
@@ -364,4 +365,45 @@ fn predict_stack_then_export_every_kind_and_read_back() {
     let files = h.state().last_export.clone().unwrap();
     assert_eq!(files.len(), 3);
     assert!(files.iter().all(|f| f.exists()));
+}
+
+/// A file dropped on the window, as the windowing integration would hand it to egui.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn drop_a_file_to_open_it_and_help_lists_the_shortcuts() {
+    use egui_kittest::kittest::Queryable as _;
+    let dir = copy_sample("drop");
+    let mut h = harness(&dir);
+    h.key_press(Key::F1);
+    h.run_steps(2);
+    assert!(h.state().show_help);
+    // Every shortcut of the table is in the window.
+    for (keys, _) in unet_studio::app::SHORTCUTS {
+        h.get_by_label(keys);
+    }
+    h.key_press(Key::F1);
+    h.run_steps(1);
+    assert!(!h.state().show_help);
+    // Drop one slice: it replaces the three-slice stack.
+    let one = dir.join("images/slice01.png");
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(one.clone())));
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(1);
+    let doc = h.state().doc.as_ref().unwrap();
+    assert_eq!(doc.slices(), 1);
+    assert_eq!(doc.source, one);
 }

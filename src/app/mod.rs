@@ -15,9 +15,13 @@ use eframe::egui;
 pub use document::{ClassInfo, Document};
 pub use export::ExportKind;
 pub use model::{LoadedModel, ModelState, Overlay};
+pub use panels::SHORTCUTS;
 
 use crate::data::{DataError, LabelEncoding};
 use crate::jobs::{Job, Waker};
+
+/// An open job's result: the document and the model found for it (or why it failed).
+type OpenResult = Result<(Document, Option<LoadedModel>, Option<String>), DataError>;
 
 /// An export job's result: the files written and a summary.
 type ExportJob = Job<Result<(Vec<PathBuf>, String), DataError>>;
@@ -29,6 +33,8 @@ pub struct OpenRequest {
     pub images: PathBuf,
     /// Labels to import instead of the saved ones.
     pub labels: Option<(PathBuf, LabelEncoding)>,
+    /// Model folder to load (otherwise the one saved beside the labels, if any).
+    pub model: Option<PathBuf>,
 }
 
 impl OpenRequest {
@@ -41,9 +47,16 @@ impl OpenRequest {
         } else {
             root
         };
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/model");
+        let model = if Path::new("samples/model").exists() {
+            Some(PathBuf::from("samples/model"))
+        } else {
+            model.exists().then_some(model)
+        };
         Self {
             images: root.join("images"),
             labels: Some((root.join("scribbles"), LabelEncoding::Classes)),
+            model,
         }
     }
 }
@@ -106,10 +119,12 @@ pub struct StudioApp {
     pub canvas_rect: egui::Rect,
     /// Network, training and prediction.
     pub models: ModelState,
+    /// The keyboard help window is open (`?` or F1).
+    pub show_help: bool,
     /// Files written by the last export.
     pub last_export: Option<Vec<PathBuf>>,
     export_job: Option<ExportJob>,
-    open_job: Option<Job<Result<Document, DataError>>>,
+    open_job: Option<Job<OpenResult>>,
     save_job: Option<Job<Result<PathBuf, DataError>>>,
     waker: Waker,
     viewer: viewer::ViewerState,
@@ -157,6 +172,7 @@ impl StudioApp {
             max_texture_edge,
             canvas_rect: egui::Rect::NOTHING,
             models: ModelState::new(crate::ml::device::cpu_device()),
+            show_help: false,
             last_export: None,
             export_job: None,
             open_job: None,
@@ -173,11 +189,37 @@ impl StudioApp {
     /// Starts opening a stack in the background.
     pub fn open(&mut self, req: OpenRequest) {
         self.status = format!("opening {}", req.images.display());
+        let device = self.models.compute.device.clone();
         self.open_job = Some(Job::spawn("open", self.waker.clone(), move |_| {
-            Document::open(
+            let doc = Document::open(
                 &req.images,
                 req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
-            )
+            )?;
+            // A model given explicitly, else the one trained on this stack before.
+            let dir = req.model.clone().unwrap_or_else(|| doc.model_dir());
+            let (model, warning) = if crate::ml::checkpoint::checkpoint_path(&dir).exists() {
+                match crate::ml::load_checkpoint(&dir).and_then(|c| {
+                    let m = c.model(&device)?;
+                    Ok(LoadedModel {
+                        model: m,
+                        unet: c.meta.unet.clone(),
+                        iteration: c.meta.iteration,
+                        path: Some(dir.clone()),
+                    })
+                }) {
+                    Ok(m) => (Some(m), None),
+                    Err(e) => (
+                        None,
+                        Some(format!(
+                            "the model in {} was not loaded: {e}",
+                            dir.display()
+                        )),
+                    ),
+                }
+            } else {
+                (None, None)
+            };
+            Ok((doc, model, warning))
         }));
     }
 
@@ -214,9 +256,15 @@ impl StudioApp {
         }
     }
 
-    fn apply_open(&mut self, res: Result<Document, DataError>) {
+    fn apply_open(&mut self, res: OpenResult) {
         match res {
-            Ok(doc) => {
+            Ok((doc, model, warning)) => {
+                if let Some(w) = warning {
+                    self.error = Some(w);
+                }
+                if model.is_some() {
+                    self.models.model = model;
+                }
                 if self.max_texture_edge > 0
                     && (doc.stack.width as u32 > self.max_texture_edge
                         || doc.stack.height as u32 > self.max_texture_edge)
@@ -332,6 +380,14 @@ impl StudioApp {
         }
         use egui::{Key, Modifiers};
         // Redo is consumed first: Ctrl+Z also matches Ctrl+Shift+Z logically.
+        let help = ctx.input_mut(|i| {
+            i.consume_key(Modifiers::NONE, Key::F1)
+                || i.consume_key(Modifiers::SHIFT, Key::Questionmark)
+                || i.consume_key(Modifiers::NONE, Key::Questionmark)
+        });
+        if help {
+            self.show_help = !self.show_help;
+        }
         let (redo, undo, next, prev, bigger, smaller, brush, eraser) = ctx.input_mut(|i| {
             (
                 i.consume_key(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
@@ -382,6 +438,22 @@ impl eframe::App for StudioApp {
         let ctx = ui.ctx().clone();
         self.poll_jobs();
         self.shortcuts(&ctx);
+        // A file or folder dropped on the window is opened.
+        let dropped = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .first()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+        });
+        if let Some(path) = dropped {
+            self.open(OpenRequest {
+                images: path,
+                labels: None,
+                model: None,
+            });
+        }
+        panels::help_window(self, &ctx);
         panels::top_bar(self, ui);
         panels::status_bar(self, ui);
         panels::side_panel(self, ui);

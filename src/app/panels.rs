@@ -18,6 +18,7 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                         app.open(OpenRequest {
                             images: p,
                             labels: None,
+                            model: None,
                         });
                     }
                 }
@@ -27,6 +28,7 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                         app.open(OpenRequest {
                             images: p,
                             labels: None,
+                            model: None,
                         });
                     }
                 }
@@ -66,6 +68,12 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                             app.export(kind, p);
                         }
                     }
+                }
+            });
+            ui.menu_button("Help", |ui| {
+                if ui.button("Keyboard shortcuts  (?)").clicked() {
+                    ui.close();
+                    app.show_help = true;
                 }
             });
             ui.menu_button("Edit", |ui| {
@@ -369,4 +377,35 @@ fn heat_legend(ui: &mut egui::Ui, lo: f32, hi: f32) {
         ui.add_space(150.0);
         ui.small(format!("{hi:.1}"));
     });
+}
+
+/// The shortcuts, as in napari's labels layer where one exists.
+pub const SHORTCUTS: &[(&str, &str)] = &[
+    ("P or 2", "brush"),
+    ("E or 1", "eraser"),
+    ("[  ]", "smaller / larger brush or eraser"),
+    ("Ctrl+Z", "undo the last stroke"),
+    ("Ctrl+Shift+Z, Ctrl+Y", "redo"),
+    ("Left / Right, PageUp / PageDown", "previous / next slice"),
+    ("mouse wheel, pinch", "zoom about the cursor"),
+    ("middle drag, Space + drag", "pan"),
+    ("? or F1", "this help"),
+];
+
+pub(super) fn help_window(app: &mut StudioApp, ctx: &egui::Context) {
+    let mut open = app.show_help;
+    egui::Window::new("Keyboard shortcuts")
+        .open(&mut open)
+        .collapsible(false)
+        .resizable(false)
+        .show(ctx, |ui| {
+            egui::Grid::new("shortcuts").striped(true).show(ui, |ui| {
+                for (keys, what) in SHORTCUTS {
+                    ui.label(egui::RichText::new(*keys).monospace());
+                    ui.label(*what);
+                    ui.end_row();
+                }
+            });
+        });
+    app.show_help = open;
 }
