@@ -407,3 +407,50 @@ fn drop_a_file_to_open_it_and_help_lists_the_shortcuts() {
     assert_eq!(doc.slices(), 1);
     assert_eq!(doc.source, one);
 }
+
+#[test]
+fn augmentation_view_shows_seeded_deformations() {
+    use egui_kittest::kittest::Queryable as _;
+    let dir = copy_sample("augment");
+    let mut h = harness(&dir);
+    h.get_by_label("Augmentation view…").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let app = h.state();
+    let s = app
+        .augment
+        .sample
+        .as_ref()
+        .expect("a deformation was drawn");
+    assert_eq!(s.field.seed, Some(1));
+    assert_eq!(s.field.grid, 3);
+    assert_eq!((s.image.width, s.image.height), (512, 512));
+    // Labels are only moved, never mixed: the deformed label set is within the original.
+    let doc = app.doc.as_ref().unwrap();
+    assert!(s.labels.data.iter().all(|v| doc.labels[0].data.contains(v)));
+    assert!(
+        s.image.data != doc.stack.slices[0].data,
+        "the image was deformed"
+    );
+    h.remove_cursor();
+    h.run_steps(2);
+    h.snapshot("augmentation_view");
+    // "New sample" draws the next seed.
+    h.get_by_label("New sample").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(1);
+    assert_eq!(
+        h.state().augment.sample.as_ref().unwrap().field.seed,
+        Some(2)
+    );
+    // Sigma 0 is the identity.
+    h.state_mut().augment.config.sigma_px = 0.0;
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(1);
+    let app = h.state();
+    let s = app.augment.sample.as_ref().unwrap();
+    assert!(s.image.data == app.doc.as_ref().unwrap().stack.slices[0].data);
+}

@@ -1,6 +1,7 @@
 //! The desktop application: an eframe app that shows a stack through the WGSL viewer, lets a
 //! person paint sparse labels, and keeps them saved. File I/O runs in background jobs.
 
+pub mod augment_view;
 pub mod document;
 pub mod export;
 pub mod model;
@@ -121,6 +122,8 @@ pub struct StudioApp {
     pub models: ModelState,
     /// The keyboard help window is open (`?` or F1).
     pub show_help: bool,
+    /// The augmentation (elastic deformation) view.
+    pub augment: augment_view::AugmentView,
     /// Files written by the last export.
     pub last_export: Option<Vec<PathBuf>>,
     export_job: Option<ExportJob>,
@@ -173,6 +176,7 @@ impl StudioApp {
             canvas_rect: egui::Rect::NOTHING,
             models: ModelState::new(crate::ml::device::cpu_device()),
             show_help: false,
+            augment: augment_view::AugmentView::default(),
             last_export: None,
             export_job: None,
             open_job: None,
@@ -231,6 +235,7 @@ impl StudioApp {
             || self.models.predicting()
             || self.models.weights_pending()
             || self.export_job.is_some()
+            || self.augment.pending()
     }
 
     /// Blocks until pending background jobs finish and applies their results (tests).
@@ -250,8 +255,9 @@ impl StudioApp {
         {
             self.apply_save(res);
         }
-        while self.export_job.is_some() {
+        while self.export_job.is_some() || self.augment.pending() {
             self.poll_export();
+            self.poll_augment();
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -340,6 +346,7 @@ impl StudioApp {
         }
         self.poll_model_jobs();
         self.poll_export();
+        self.poll_augment();
         if self.save_job.is_none() && self.doc.as_ref().is_some_and(|d| d.dirty && !d.in_stroke()) {
             self.save_labels();
         }
@@ -454,6 +461,7 @@ impl eframe::App for StudioApp {
             });
         }
         panels::help_window(self, &ctx);
+        augment_view::augment_window(self, &ctx);
         panels::top_bar(self, ui);
         panels::status_bar(self, ui);
         panels::side_panel(self, ui);

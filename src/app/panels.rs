@@ -352,6 +352,11 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         }
     }
     ui.add(egui::Slider::new(&mut m.overlay_class, 1..=8).text("overlay class"));
+    ui.separator();
+    if ui.button("Augmentation view…").clicked() {
+        app.augment.open = true;
+    }
+    let m = &mut app.models;
     ui.add(egui::Slider::new(&mut m.overlay_opacity, 0.0..=1.0).text("overlay opacity"));
 }
 
