@@ -454,3 +454,65 @@ fn augmentation_view_shows_seeded_deformations() {
     let s = app.augment.sample.as_ref().unwrap();
     assert!(s.image.data == app.doc.as_ref().unwrap().stack.slices[0].data);
 }
+
+#[test]
+fn lasso_and_fill_tools_from_the_keyboard() {
+    let dir = copy_sample("lasso");
+    let mut h = harness(&dir);
+    // Lasso (L): drag a square outline in image coordinates (200, 200)-(240, 240).
+    h.key_press(Key::L);
+    h.run_steps(1);
+    assert_eq!(h.state().tool, unet_studio::app::Tool::Lasso);
+    let rect = h.state().canvas_rect;
+    let corners = [
+        (200.0, 200.0),
+        (240.0, 200.0),
+        (240.0, 240.0),
+        (200.0, 240.0),
+        (200.0, 200.0),
+    ];
+    let at =
+        |h: &Harness<'static, StudioApp>, (x, y): (f32, f32)| h.state().image_to_screen(rect, x, y);
+    let start = at(&h, corners[0]);
+    h.drag_at(start);
+    h.step();
+    for w in corners.windows(2) {
+        for i in 1..=8 {
+            let t = i as f32 / 8.0;
+            let p = (
+                w[0].0 + t * (w[1].0 - w[0].0),
+                w[0].1 + t * (w[1].1 - w[0].1),
+            );
+            h.hover_at(at(&h, p));
+            h.step();
+        }
+    }
+    h.drop_at(start);
+    h.run_steps(2);
+    let before_fill = {
+        let l = &h.state().doc.as_ref().unwrap().labels[0];
+        assert_eq!(l.at(220, 220), 1, "inside the lasso");
+        assert_eq!(l.at(205, 235), 1);
+        assert_eq!(l.at(250, 220), 0, "outside");
+        l.clone()
+    };
+    let inside = before_fill.data.iter().filter(|&&v| v == 1).count();
+    assert!(inside >= 38 * 38, "{inside}");
+    // Fill (F) with class 2 on the lassoed square turns exactly that region to class 2.
+    h.key_press(Key::F);
+    h.state_mut().active_class = 2;
+    h.run_steps(1);
+    let p = at(&h, (220.5, 220.5));
+    h.drag_at(p);
+    h.step();
+    h.drop_at(p);
+    h.run_steps(2);
+    let l = &h.state().doc.as_ref().unwrap().labels[0];
+    assert_eq!(l.at(220, 220), 2);
+    assert_eq!(l.at(201, 201), 2);
+    assert_eq!(l.at(250, 220), 0);
+    // One undo reverts the fill only.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run_steps(2);
+    assert!(h.state().doc.as_ref().unwrap().labels[0] == before_fill);
+}

@@ -301,6 +301,139 @@ impl Document {
         }
     }
 
+    fn set_pixel(&mut self, slice: usize, i: usize, class: u8) -> bool {
+        let Some(plane) = self.labels.get_mut(slice) else {
+            return false;
+        };
+        let before = plane.data[i];
+        if before == class {
+            return false;
+        }
+        plane.data[i] = class;
+        self.stroke.get_or_insert_with(Vec::new).push(Change {
+            slice,
+            index: i,
+            before,
+            after: class,
+        });
+        true
+    }
+
+    /// Flood fill (napari's fill): the 4-connected region of pixels that carry the same label
+    /// as `(x, y)` becomes `class`. With `preserve`, a labelled region is left alone.
+    pub fn flood_fill(
+        &mut self,
+        slice: usize,
+        x: usize,
+        y: usize,
+        class: u8,
+        preserve: bool,
+    ) -> usize {
+        let Some(plane) = self.labels.get(slice) else {
+            return 0;
+        };
+        let (w, h) = (plane.width, plane.height);
+        if x >= w || y >= h {
+            return 0;
+        }
+        let target = plane.at(x, y);
+        if target == class || (preserve && target != 0) {
+            return 0;
+        }
+        let mut region = Vec::new();
+        let mut seen = vec![false; w * h];
+        let mut stack = vec![y * w + x];
+        seen[y * w + x] = true;
+        while let Some(i) = stack.pop() {
+            region.push(i);
+            let (px, py) = (i % w, i / w);
+            let mut push = |j: usize| {
+                if !seen[j] && plane.data[j] == target {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            };
+            if px > 0 {
+                push(i - 1);
+            }
+            if px + 1 < w {
+                push(i + 1);
+            }
+            if py > 0 {
+                push(i - w);
+            }
+            if py + 1 < h {
+                push(i + w);
+            }
+        }
+        let (mut y0, mut y1) = (h, 0);
+        for &i in &region {
+            self.set_pixel(slice, i, class);
+            y0 = y0.min(i / w);
+            y1 = y1.max(i / w);
+        }
+        if !region.is_empty() {
+            self.pending_rows.push((slice, y0, y1));
+            self.edits += 1;
+        }
+        region.len()
+    }
+
+    /// Lasso fill: every pixel whose centre lies inside the closed polygon `outline` (image
+    /// coordinates) becomes `class` (even-odd rule). With `preserve`, only unlabelled pixels.
+    pub fn fill_polygon(
+        &mut self,
+        slice: usize,
+        outline: &[(f32, f32)],
+        class: u8,
+        preserve: bool,
+    ) -> usize {
+        let Some(plane) = self.labels.get(slice) else {
+            return 0;
+        };
+        let (w, h) = (plane.width, plane.height);
+        if outline.len() < 3 {
+            return 0;
+        }
+        let ys = outline.iter().map(|p| p.1);
+        let y_lo = ys.clone().fold(f32::INFINITY, f32::min).floor().max(0.0) as usize;
+        let y_hi = (ys.fold(f32::NEG_INFINITY, f32::max).ceil().max(0.0) as usize).min(h);
+        let mut changed = 0;
+        let (mut r0, mut r1) = (h, 0);
+        for y in y_lo..y_hi {
+            let cy = y as f32 + 0.5;
+            // Crossings of the scanline with the polygon's edges.
+            let mut xs: Vec<f32> = Vec::new();
+            for k in 0..outline.len() {
+                let (a, b) = (outline[k], outline[(k + 1) % outline.len()]);
+                if (a.1 <= cy) != (b.1 <= cy) {
+                    xs.push(a.0 + (cy - a.1) / (b.1 - a.1) * (b.0 - a.0));
+                }
+            }
+            xs.sort_by(f32::total_cmp);
+            for pair in xs.chunks_exact(2) {
+                let x0 = (pair[0] - 0.5).ceil().max(0.0) as usize;
+                let x1 = ((pair[1] - 0.5).floor() + 1.0).clamp(0.0, w as f32) as usize;
+                for x in x0..x1 {
+                    let i = y * w + x;
+                    if preserve && self.labels[slice].data[i] != 0 && class != 0 {
+                        continue;
+                    }
+                    if self.set_pixel(slice, i, class) {
+                        changed += 1;
+                        r0 = r0.min(y);
+                        r1 = r1.max(y);
+                    }
+                }
+            }
+        }
+        if changed > 0 {
+            self.pending_rows.push((slice, r0, r1));
+            self.edits += 1;
+        }
+        changed
+    }
+
     fn apply(&mut self, changes: &[Change], forward: bool) {
         for c in changes {
             if let Some(p) = self.labels.get_mut(c.slice) {
@@ -435,6 +568,49 @@ mod tests {
         let rows = doc.take_changed_rows();
         assert!(!rows.is_empty() && rows.iter().all(|r| r.0 == 0 && r.1 <= r.2));
         assert!(doc.take_changed_rows().is_empty());
+    }
+
+    #[test]
+    fn flood_fill_and_lasso_are_undoable_strokes() {
+        let d = tmp("fill");
+        let mut doc = doc_in(&d);
+        // A vertical wall of class 1 at x = 10 splits the 20 x 10 slice.
+        doc.begin_stroke();
+        doc.paint_line(0, (10.5, 0.0), (10.5, 10.0), 0.5, 1, false);
+        doc.end_stroke();
+        assert!((0..10).all(|y| doc.labels[0].at(10, y) == 1));
+        doc.begin_stroke();
+        let n = doc.flood_fill(0, 2, 2, 2, false);
+        doc.end_stroke();
+        assert_eq!(n, 10 * 10, "the left part, 10 columns x 10 rows");
+        assert_eq!(doc.labels[0].at(0, 9), 2);
+        assert_eq!(doc.labels[0].at(15, 5), 0, "the wall stopped the fill");
+        assert!(doc.undo());
+        assert_eq!(doc.labels[0].at(0, 9), 0);
+        // Lasso: a square outline from (12, 2) to (18, 8) fills its 6 x 6 inside.
+        doc.begin_stroke();
+        let n = doc.fill_polygon(
+            0,
+            &[(12.0, 2.0), (18.0, 2.0), (18.0, 8.0), (12.0, 8.0)],
+            2,
+            false,
+        );
+        doc.end_stroke();
+        assert_eq!(n, 36);
+        assert_eq!(doc.labels[0].at(12, 2), 2);
+        assert_eq!(doc.labels[0].at(17, 7), 2);
+        assert_eq!(doc.labels[0].at(18, 7), 0);
+        // Preserve keeps the wall when a lasso covers it.
+        doc.begin_stroke();
+        doc.fill_polygon(
+            0,
+            &[(8.0, 0.0), (12.0, 0.0), (12.0, 4.0), (8.0, 4.0)],
+            2,
+            true,
+        );
+        doc.end_stroke();
+        assert_eq!(doc.labels[0].at(10, 1), 1);
+        assert_eq!(doc.labels[0].at(9, 1), 2);
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub enum Tool {
     Brush,
     /// Set pixels back to unlabelled.
     Eraser,
+    /// Fill the connected region of the clicked label (napari's fill).
+    Fill,
+    /// Draw a closed outline; its inside is filled.
+    Lasso,
 }
 
 /// View state of the canvas.
@@ -421,9 +425,21 @@ impl StudioApp {
         if prev {
             self.set_slice(self.view.slice.saturating_sub(1));
         }
+        let (fill, lasso) = ctx.input_mut(|i| {
+            (
+                i.consume_key(Modifiers::NONE, Key::F) || i.consume_key(Modifiers::NONE, Key::Num3),
+                i.consume_key(Modifiers::NONE, Key::L),
+            )
+        });
+        if fill {
+            self.tool = Tool::Fill;
+        }
+        if lasso {
+            self.tool = Tool::Lasso;
+        }
         let radius = match self.tool {
-            Tool::Brush => &mut self.brush_radius,
             Tool::Eraser => &mut self.eraser_radius,
+            _ => &mut self.brush_radius,
         };
         if bigger {
             *radius = (*radius + 1.0).min(100.0);

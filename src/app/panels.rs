@@ -197,6 +197,8 @@ pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
                 ui.horizontal(|ui| {
                     ui.selectable_value(&mut app.tool, Tool::Brush, "Brush (P)");
                     ui.selectable_value(&mut app.tool, Tool::Eraser, "Eraser (E)");
+                    ui.selectable_value(&mut app.tool, Tool::Fill, "Fill (F)");
+                    ui.selectable_value(&mut app.tool, Tool::Lasso, "Lasso (L)");
                 });
                 ui.add(egui::Slider::new(&mut app.brush_radius, 0.5..=50.0).text("brush radius"));
                 ui.add(egui::Slider::new(&mut app.eraser_radius, 0.5..=50.0).text("eraser radius"));
@@ -388,6 +390,8 @@ fn heat_legend(ui: &mut egui::Ui, lo: f32, hi: f32) {
 pub const SHORTCUTS: &[(&str, &str)] = &[
     ("P or 2", "brush"),
     ("E or 1", "eraser"),
+    ("F or 3", "fill the clicked region"),
+    ("L", "lasso: drag an outline, its inside is filled"),
     ("[  ]", "smaller / larger brush or eraser"),
     ("Ctrl+Z", "undo the last stroke"),
     ("Ctrl+Shift+Z, Ctrl+Y", "redo"),

@@ -25,6 +25,8 @@ pub(super) struct ViewerState {
     map_key: Option<(usize, super::Overlay, u8, u64)>,
     /// Whether the map on the GPU belongs to the shown slice.
     map_shown: bool,
+    /// Outline of the lasso being drawn (image coordinates).
+    lasso: Vec<(f32, f32)>,
 }
 
 impl ViewerState {
@@ -110,27 +112,74 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
 
     // Paint with the primary button.
     let slice = app.view.slice;
-    let painting = !panning && response.dragged_by(egui::PointerButton::Primary)
-        || (!space && response.clicked_by(egui::PointerButton::Primary));
-    if painting && let Some(p) = response.interact_pointer_pos() {
-        let here = app.screen_to_image(rect, p);
-        // A stroke starts where the button went down, not where the drag was recognised.
-        if app.viewer.last_paint.is_none()
-            && let Some(origin) = ui.input(|i| i.pointer.press_origin())
-        {
-            app.viewer.last_paint = Some(app.screen_to_image(rect, origin));
+    let preserve = app.preserve_labels;
+    match app.tool {
+        Tool::Brush | Tool::Eraser => {
+            let painting = !panning && response.dragged_by(egui::PointerButton::Primary)
+                || (!space && response.clicked_by(egui::PointerButton::Primary));
+            if painting && let Some(p) = response.interact_pointer_pos() {
+                let here = app.screen_to_image(rect, p);
+                // A stroke starts where the button went down, not where the drag was
+                // recognised.
+                if app.viewer.last_paint.is_none()
+                    && let Some(origin) = ui.input(|i| i.pointer.press_origin())
+                {
+                    app.viewer.last_paint = Some(app.screen_to_image(rect, origin));
+                }
+                let (radius, class) = if app.tool == Tool::Brush {
+                    (app.brush_radius, app.active_class)
+                } else {
+                    (app.eraser_radius, 0)
+                };
+                if let Some(doc) = &mut app.doc {
+                    doc.begin_stroke();
+                    let from = app.viewer.last_paint.unwrap_or(here);
+                    doc.paint_line(slice, from, here, radius, class, preserve);
+                }
+                app.viewer.last_paint = Some(here);
+            }
         }
-        let (radius, class) = match app.tool {
-            Tool::Brush => (app.brush_radius, app.active_class),
-            Tool::Eraser => (app.eraser_radius, 0),
-        };
-        let preserve = app.preserve_labels;
-        if let Some(doc) = &mut app.doc {
-            doc.begin_stroke();
-            let from = app.viewer.last_paint.unwrap_or(here);
-            doc.paint_line(slice, from, here, radius, class, preserve);
+        Tool::Fill => {
+            if !space
+                && response.clicked_by(egui::PointerButton::Primary)
+                && let Some(p) = response.interact_pointer_pos()
+            {
+                let (x, y) = app.screen_to_image(rect, p);
+                let class = app.active_class;
+                if x >= 0.0
+                    && y >= 0.0
+                    && let Some(doc) = &mut app.doc
+                {
+                    doc.begin_stroke();
+                    let n = doc.flood_fill(slice, x as usize, y as usize, class, preserve);
+                    doc.end_stroke();
+                    app.status = format!("filled {n} pixels");
+                }
+            }
         }
-        app.viewer.last_paint = Some(here);
+        Tool::Lasso => {
+            if !panning
+                && response.dragged_by(egui::PointerButton::Primary)
+                && let Some(p) = response.interact_pointer_pos()
+            {
+                if app.viewer.lasso.is_empty()
+                    && let Some(origin) = ui.input(|i| i.pointer.press_origin())
+                {
+                    app.viewer.lasso.push(app.screen_to_image(rect, origin));
+                }
+                app.viewer.lasso.push(app.screen_to_image(rect, p));
+            }
+            if response.drag_stopped_by(egui::PointerButton::Primary) {
+                let outline = std::mem::take(&mut app.viewer.lasso);
+                let class = app.active_class;
+                if let Some(doc) = &mut app.doc {
+                    doc.begin_stroke();
+                    let n = doc.fill_polygon(slice, &outline, class, preserve);
+                    doc.end_stroke();
+                    app.status = format!("lasso filled {n} pixels");
+                }
+            }
+        }
     }
     if !response.dragged_by(egui::PointerButton::Primary) || panning {
         app.viewer.last_paint = None;
@@ -264,13 +313,28 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
             uploads: app.viewer.queue.clone(),
         },
     ));
-    // Brush outline.
+    // Brush outline, lasso outline.
     if let Some(p) = response.hover_pos() {
         let r = match app.tool {
-            Tool::Brush => app.brush_radius,
-            Tool::Eraser => app.eraser_radius,
-        } * app.view.zoom;
-        ui.painter()
-            .circle_stroke(p, r, egui::Stroke::new(1.0, egui::Color32::YELLOW));
+            Tool::Brush => Some(app.brush_radius),
+            Tool::Eraser => Some(app.eraser_radius),
+            Tool::Fill | Tool::Lasso => None,
+        };
+        if let Some(r) = r {
+            let stroke = egui::Stroke::new(1.0, egui::Color32::YELLOW);
+            ui.painter().circle_stroke(p, r * app.view.zoom, stroke);
+        }
+    }
+    if app.viewer.lasso.len() > 1 {
+        let pts: Vec<egui::Pos2> = app
+            .viewer
+            .lasso
+            .iter()
+            .map(|&(x, y)| app.image_to_screen(rect, x, y))
+            .collect();
+        ui.painter().add(egui::Shape::line(
+            pts,
+            egui::Stroke::new(1.5, egui::Color32::YELLOW),
+        ));
     }
 }
