@@ -730,8 +730,13 @@ fn cmd_scribble(a: ScribbleArgs) -> Result<()> {
 
 /// Opens the desktop app (eframe with the wgpu renderer).
 pub fn run_gui(open: crate::app::OpenRequest) -> Result<()> {
+    let mut wgpu_options = eframe::egui_wgpu::WgpuConfiguration::default();
+    if let eframe::egui_wgpu::WgpuSetup::CreateNew(create) = &mut wgpu_options.wgpu_setup {
+        create.device_descriptor = std::sync::Arc::new(crate::app::device_descriptor);
+    }
     let options = eframe::NativeOptions {
         renderer: eframe::Renderer::Wgpu,
+        wgpu_options,
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("unet-studio")
             .with_inner_size([1280.0, 820.0])

@@ -516,3 +516,75 @@ fn lasso_and_fill_tools_from_the_keyboard() {
     h.run_steps(2);
     assert!(h.state().doc.as_ref().unwrap().labels[0] == before_fill);
 }
+
+#[test]
+fn burn_computes_on_the_display_device() {
+    use unet_studio::ml::{
+        CancelToken, Preset, StartFrom, TrainConfig, TrainSet, UNetConfig, train,
+    };
+    let setup = eframe::egui_wgpu::WgpuSetup::CreateNew(eframe::egui_wgpu::WgpuSetupCreateNew {
+        device_descriptor: std::sync::Arc::new(unet_studio::app::device_descriptor),
+        ..eframe::egui_wgpu::WgpuSetupCreateNew::without_display_handle()
+    });
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s2 = shared.clone();
+    let dir = copy_sample("shared");
+    let req = OpenRequest {
+        images: dir.join("images"),
+        labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
+        model: None,
+    };
+    let _h = Harness::builder()
+        .with_size(egui::vec2(800.0, 600.0))
+        .wgpu_setup(setup)
+        .build_eframe(move |cc| {
+            let rs = cc.wgpu_render_state.as_ref().expect("wgpu render state");
+            // The app itself declines a software adapter; force it to test the sharing path.
+            *s2.lock().unwrap() = Some(unet_studio::app::shared_compute_device(rs, true));
+            StudioApp::new(cc, Some(req))
+        });
+    let compute = shared.lock().unwrap().take().unwrap();
+    assert!(
+        compute.is_gpu,
+        "burn accepted the display's device: {:?}",
+        compute.fallback_reason
+    );
+    assert!(compute.description.contains("shared with the display"));
+    // Two training steps of the lite net on the display's device.
+    let img = unet_studio::preprocess::normalize_percentile(
+        &unet_studio::data::load_stack(&dir.join("images/slice00.png"))
+            .unwrap()
+            .slices[0],
+    )
+    .crop_mirrored(0, 0, 96, 96);
+    let raw = load_label_stack(&dir.join("scribbles/slice00.png")).unwrap()[0]
+        .crop_mirrored(0, 0, 96, 96);
+    let mut lab = unet_studio::data::encode_labels(&raw, LabelEncoding::Classes).unwrap();
+    if lab.labelled_count() == 0 {
+        lab.classes.data[48 * 96 + 48] = 1;
+    }
+    let set = TrainSet {
+        images: vec![img],
+        labels: vec![lab],
+    };
+    let cfg = TrainConfig {
+        iterations: 2,
+        tile_out: 20,
+        val_fraction: 0.0,
+        val_every: 0,
+        checkpoint_every: 0,
+        ..TrainConfig::default()
+    };
+    let out = train(
+        &set,
+        &cfg,
+        StartFrom::Scratch(UNetConfig::preset(Preset::Lite, 2)),
+        &compute,
+        None,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.losses.len(), 2);
+    assert!(out.losses.iter().all(|l| l.is_finite()));
+}

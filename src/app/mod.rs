@@ -62,6 +62,70 @@ impl OpenRequest {
     }
 }
 
+/// The device descriptor the app asks eframe for: the adapter's own limits and features
+/// (as burn's wgpu runtime requests them), so that burn can compute on the display's device.
+pub fn device_descriptor(
+    adapter: &eframe::wgpu::Adapter,
+) -> eframe::wgpu::DeviceDescriptor<'static> {
+    eframe::wgpu::DeviceDescriptor {
+        label: Some("unet-studio device"),
+        required_features: adapter
+            .features()
+            .difference(eframe::wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }
+}
+
+/// Registers eframe's wgpu device with burn; falls back to the CPU with the reason. A
+/// software adapter (lavapipe, llvmpipe) is declined unless `allow_software`: burn's own CPU
+/// backend is much faster than a GPU emulated on the CPU.
+pub fn shared_compute_device(
+    rs: &eframe::egui_wgpu::RenderState,
+    allow_software: bool,
+) -> crate::ml::ComputeDevice {
+    let info = rs.adapter.get_info();
+    if info.device_type == eframe::wgpu::DeviceType::Cpu && !allow_software {
+        let mut cpu = crate::ml::device::cpu_device();
+        cpu.fallback_reason = Some(format!(
+            "the display adapter ({}) is a software renderer; the CPU backend is faster",
+            info.name
+        ));
+        return cpu;
+    }
+    let setup = burn::tensor::wgpu::WgpuSetup {
+        instance: rs.instance.clone(),
+        adapter: rs.adapter.clone(),
+        device: rs.device.clone(),
+        queue: rs.queue.clone(),
+        backend: info.backend,
+    };
+    let init =
+        std::panic::AssertUnwindSafe(|| burn::prelude::Device::wgpu_options().setup(setup).init());
+    match std::panic::catch_unwind(init) {
+        Ok(Ok(device)) => crate::ml::ComputeDevice {
+            device,
+            is_gpu: true,
+            description: format!(
+                "GPU: {} via {:?} (shared with the display)",
+                info.name, info.backend
+            ),
+            fallback_reason: None,
+            software: false,
+        },
+        Ok(Err(e)) => {
+            let mut cpu = crate::ml::device::cpu_device();
+            cpu.fallback_reason = Some(format!("the display's GPU was refused by burn: {e}"));
+            cpu
+        }
+        Err(_) => {
+            let mut cpu = crate::ml::device::cpu_device();
+            cpu.fallback_reason = Some("initialising burn on the display's GPU failed".into());
+            cpu
+        }
+    }
+}
+
 /// Painting tools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
@@ -139,8 +203,24 @@ pub struct StudioApp {
 
 impl StudioApp {
     /// Creates the app; installs the viewer pipeline on eframe's wgpu device and starts
-    /// opening `open` in the background.
+    /// opening `open` in the background. Training and prediction run on the same wgpu device
+    /// when burn accepts it, on the CPU otherwise (the status bar says which, and why).
     pub fn new(cc: &eframe::CreationContext<'_>, open: Option<OpenRequest>) -> Self {
+        let compute = cc
+            .wgpu_render_state
+            .as_ref()
+            .map_or_else(crate::ml::device::cpu_device, |rs| {
+                shared_compute_device(rs, false)
+            });
+        Self::with_compute(cc, open, compute)
+    }
+
+    /// Like [`Self::new`] with an explicit compute device (tests pin the CPU).
+    pub fn with_compute(
+        cc: &eframe::CreationContext<'_>,
+        open: Option<OpenRequest>,
+        compute: crate::ml::ComputeDevice,
+    ) -> Self {
         let ctx = cc.egui_ctx.clone();
         let waker: Waker = Arc::new(move || ctx.request_repaint());
         let (renderer_ready, adapter, max_texture_edge) = match cc.wgpu_render_state.as_ref() {
@@ -178,7 +258,7 @@ impl StudioApp {
             adapter,
             max_texture_edge,
             canvas_rect: egui::Rect::NOTHING,
-            models: ModelState::new(crate::ml::device::cpu_device()),
+            models: ModelState::new(compute),
             show_help: false,
             augment: augment_view::AugmentView::default(),
             last_export: None,

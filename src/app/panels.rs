@@ -247,6 +247,9 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     use crate::ml::Preset;
     ui.heading("Model");
     ui.small(format!("compute: {}", app.models.compute.description));
+    if let Some(why) = &app.models.compute.fallback_reason {
+        ui.small(format!("(CPU because {why})"));
+    }
     let m = &mut app.models;
     match &m.model {
         Some(model) => {
