@@ -588,3 +588,25 @@ fn burn_computes_on_the_display_device() {
     assert_eq!(out.losses.len(), 2);
     assert!(out.losses.iter().all(|l| l.is_finite()));
 }
+
+#[test]
+fn class_names_and_contrast_persist_across_sessions() {
+    let dir = copy_sample("persist");
+    {
+        let mut h = harness(&dir);
+        let doc = h.state_mut().doc.as_mut().unwrap();
+        doc.classes[0].name = "membrane".into();
+        doc.classes[1].name = "cell".into();
+        doc.display.min = 50.0;
+        doc.display.gamma = 0.7;
+        h.run_steps(2);
+        h.state_mut().finish_jobs();
+    }
+    // A new session on the same stack.
+    let h = harness(&dir);
+    let doc = h.state().doc.as_ref().unwrap();
+    assert_eq!(doc.classes[0].name, "membrane");
+    assert_eq!(doc.classes[1].name, "cell");
+    assert_eq!(doc.display.min, 50.0);
+    assert_eq!(doc.display.gamma, 0.7);
+}

@@ -10,7 +10,7 @@ use crate::data::{
 use crate::preprocess::normalize::percentile;
 
 /// A label class: its id is its index + 1 (0 = unlabelled).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassInfo {
     /// Display name.
     pub name: String,
@@ -48,7 +48,7 @@ pub fn class_color(id: usize) -> [u8; 3] {
 }
 
 /// Contrast window and gamma of a stack.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Display {
     /// Raw value shown black.
     pub min: f32,
@@ -56,6 +56,16 @@ pub struct Display {
     pub max: f32,
     /// Gamma applied after windowing.
     pub gamma: f32,
+}
+
+/// What is kept about a stack besides its labels: class names and colours, contrast.
+/// Saved as `<labels file>.json` and restored when the stack is opened again.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProjectSettings {
+    /// Classes (class k at index k - 1).
+    pub classes: Vec<ClassInfo>,
+    /// Contrast window and gamma.
+    pub display: Display,
 }
 
 /// One changed pixel of a stroke: slice, index in the slice, value before, value after.
@@ -172,15 +182,29 @@ impl Document {
             });
         }
         let (min, max) = auto_window(&stack, 0);
+        let mut display = Display {
+            min,
+            max,
+            gamma: 1.0,
+        };
+        // Settings of an earlier session: class names, colours and contrast.
+        let settings_path = label_path.with_extension("json");
+        if let Ok(bytes) = std::fs::read(&settings_path) {
+            let saved: ProjectSettings =
+                serde_json::from_slice(&bytes).map_err(|e| DataError::Invalid {
+                    path: settings_path.clone(),
+                    message: format!("unreadable settings: {e}"),
+                })?;
+            if saved.classes.len() >= classes.len() {
+                classes = saved.classes;
+            }
+            display = saved.display;
+        }
         Ok(Self {
             stack,
             labels: doc_labels,
             classes,
-            display: Display {
-                min,
-                max,
-                gamma: 1.0,
-            },
+            display,
             source: source.to_path_buf(),
             label_path,
             undo: Vec::new(),
@@ -190,6 +214,28 @@ impl Document {
             edits: 0,
             pending_rows: Vec::new(),
         })
+    }
+
+    /// The settings file of this stack (`<labels file>.json`).
+    pub fn project_path(&self) -> PathBuf {
+        self.label_path.with_extension("json")
+    }
+
+    /// The settings to save.
+    pub fn settings(&self) -> ProjectSettings {
+        ProjectSettings {
+            classes: self.classes.clone(),
+            display: self.display,
+        }
+    }
+
+    /// Writes [`Self::settings`] atomically to [`Self::project_path`].
+    pub fn save_settings(path: &Path, settings: &ProjectSettings) -> Result<(), DataError> {
+        let json = serde_json::to_vec_pretty(settings).map_err(|e| DataError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        crate::data::write_atomic(path, &json)
     }
 
     /// Folder where networks trained on this stack are saved (`<labels file>.model`).
@@ -611,6 +657,29 @@ mod tests {
         doc.end_stroke();
         assert_eq!(doc.labels[0].at(10, 1), 1);
         assert_eq!(doc.labels[0].at(9, 1), 2);
+    }
+
+    #[test]
+    fn settings_survive_reopening() {
+        let d = tmp("settings");
+        let mut doc = doc_in(&d);
+        doc.classes[0].name = "membrane".into();
+        doc.classes[1].color = [1, 2, 3];
+        doc.display.min = 3.0;
+        doc.display.gamma = 0.5;
+        Document::save_settings(&doc.project_path(), &doc.settings()).unwrap();
+        let again = Document::open(&d.join("img.png"), None).unwrap();
+        assert_eq!(again.classes, doc.classes);
+        assert_eq!(again.display, doc.display);
+        // A corrupt settings file is a clear error naming it.
+        std::fs::write(doc.project_path(), b"{ not json").unwrap();
+        let err = Document::open(&d.join("img.png"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("img.labels.json") && err.contains("unreadable settings"),
+            "{err}"
+        );
     }
 
     #[test]

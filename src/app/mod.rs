@@ -192,6 +192,9 @@ pub struct StudioApp {
     pub show_help: bool,
     /// The augmentation (elastic deformation) view.
     pub augment: augment_view::AugmentView,
+    /// Settings last written (to save them again only when they change).
+    saved_settings: Option<document::ProjectSettings>,
+    settings_job: Option<Job<Result<(), DataError>>>,
     /// Files written by the last export.
     pub last_export: Option<Vec<PathBuf>>,
     export_job: Option<ExportJob>,
@@ -261,6 +264,8 @@ impl StudioApp {
             models: ModelState::new(compute),
             show_help: false,
             augment: augment_view::AugmentView::default(),
+            saved_settings: None,
+            settings_job: None,
             last_export: None,
             export_job: None,
             open_job: None,
@@ -320,6 +325,7 @@ impl StudioApp {
             || self.models.weights_pending()
             || self.export_job.is_some()
             || self.augment.pending()
+            || self.settings_job.is_some()
     }
 
     /// Blocks until pending background jobs finish and applies their results (tests).
@@ -339,9 +345,10 @@ impl StudioApp {
         {
             self.apply_save(res);
         }
-        while self.export_job.is_some() || self.augment.pending() {
+        while self.export_job.is_some() || self.augment.pending() || self.settings_job.is_some() {
             self.poll_export();
             self.poll_augment();
+            self.save_settings_if_changed();
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -380,6 +387,7 @@ impl StudioApp {
                 self.active_class = 1;
                 self.viewer.invalidate();
                 self.models.probabilities = vec![None; doc.slices()];
+                self.saved_settings = Some(doc.settings());
                 self.models.generation += 1;
                 self.doc = Some(doc);
             }
@@ -431,9 +439,33 @@ impl StudioApp {
         self.poll_model_jobs();
         self.poll_export();
         self.poll_augment();
+        self.save_settings_if_changed();
         if self.save_job.is_none() && self.doc.as_ref().is_some_and(|d| d.dirty && !d.in_stroke()) {
             self.save_labels();
         }
+    }
+
+    /// Saves class names, colours and contrast in the background when they changed (one save
+    /// at a time; a change made while one runs is saved after it).
+    fn save_settings_if_changed(&mut self) {
+        if let Some(job) = &mut self.settings_job
+            && let Some(res) = job.poll()
+        {
+            self.settings_job = None;
+            if let Err(e) = res {
+                self.error = Some(format!("saving settings failed: {e}"));
+            }
+        }
+        let Some(doc) = &self.doc else { return };
+        if self.settings_job.is_some() || self.saved_settings.as_ref() == Some(&doc.settings()) {
+            return;
+        }
+        let settings = doc.settings();
+        let path = doc.project_path();
+        self.saved_settings = Some(settings.clone());
+        self.settings_job = Some(Job::spawn("save settings", self.waker.clone(), move |_| {
+            Document::save_settings(&path, &settings)
+        }));
     }
 
     /// Undo the last stroke.
