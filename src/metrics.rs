@@ -108,24 +108,11 @@ pub fn regions(width: usize, height: usize, fg: impl Fn(usize) -> bool) -> Vec<u
         out[start] = next;
         stack.push(start);
         while let Some(i) = stack.pop() {
-            let (x, y) = (i % width, i / width);
-            let mut visit = |j: usize| {
+            for j in crate::data::neighbours4(i, width, height) {
                 if out[j] == 0 && fg(j) {
                     out[j] = next;
                     stack.push(j);
                 }
-            };
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < width {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - width);
-            }
-            if y + 1 < height {
-                visit(i + width);
             }
         }
     }

@@ -392,24 +392,11 @@ impl Document {
         seen[y * w + x] = true;
         while let Some(i) = stack.pop() {
             region.push(i);
-            let (px, py) = (i % w, i / w);
-            let mut push = |j: usize| {
+            for j in crate::data::neighbours4(i, w, h) {
                 if !seen[j] && plane.data[j] == target {
                     seen[j] = true;
                     stack.push(j);
                 }
-            };
-            if px > 0 {
-                push(i - 1);
-            }
-            if px + 1 < w {
-                push(i + 1);
-            }
-            if py > 0 {
-                push(i - w);
-            }
-            if py + 1 < h {
-                push(i + w);
             }
         }
         let (mut y0, mut y1) = (h, 0);

@@ -90,6 +90,19 @@ impl<T: Copy> Plane<T> {
     }
 }
 
+/// Indices of the 4-neighbours of pixel `i` of a row-major `w x h` plane.
+pub fn neighbours4(i: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
+    let (x, y) = (i % w, i / w);
+    [
+        (x > 0).then(|| i - 1),
+        (x + 1 < w).then(|| i + 1),
+        (y > 0).then(|| i - w),
+        (y + 1 < h).then(|| i + w),
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// Folds any integer coordinate into `0..len` by mirroring at the borders without repeating
 /// the edge pixel (`-1 -> 1`, `len -> len - 2`), the U-Net paper's border extrapolation.
 /// Coordinates far outside are folded repeatedly, so windows larger than the image work too.

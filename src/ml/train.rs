@@ -503,21 +503,9 @@ pub fn train(
             break;
         }
         // Resample when augmentation pushed every labelled pixel out of the output tile.
-        let mut sample = draw_sample(
-            set,
-            &train_weights,
-            &pixels,
-            &cumulative,
-            tile_out,
-            tile_in,
-            cfg,
-            &mut rng,
-        );
-        for _ in 0..8 {
-            if sample.weights.data.iter().any(|&w| w > 0.0) {
-                break;
-            }
-            sample = draw_sample(
+        let mut sample = None;
+        for _ in 0..9 {
+            let s = draw_sample(
                 set,
                 &train_weights,
                 &pixels,
@@ -527,7 +515,13 @@ pub fn train(
                 cfg,
                 &mut rng,
             );
+            let usable = s.weights.data.iter().any(|&w| w > 0.0);
+            sample = Some(s);
+            if usable {
+                break;
+            }
         }
+        let Some(sample) = sample else { break };
         let x = plane_tensor(&sample.image, &ad);
         let (target, weights) = target_tensors(&sample.classes, &sample.weights, unet.classes, &ad);
         let logits = model.forward(x);
