@@ -610,3 +610,38 @@ fn class_names_and_contrast_persist_across_sessions() {
     assert_eq!(doc.display.min, 50.0);
     assert_eq!(doc.display.gamma, 0.7);
 }
+
+#[test]
+fn every_training_run_is_a_version_that_can_be_restored() {
+    use egui_kittest::kittest::Queryable as _;
+    let dir = copy_sample("history");
+    let mut h = harness(&dir);
+    for iterations in [3u64, 5] {
+        h.state_mut().models.iterations = iterations;
+        h.get_by_label("Train").click();
+        h.run_steps(1);
+        h.state_mut().finish_jobs();
+        h.run_steps(2);
+    }
+    let app = h.state();
+    assert_eq!(app.models.history.len(), 2);
+    // The second run fine-tuned the first: 3 + 5 iterations.
+    assert_eq!(app.models.history[0].meta.iteration, 3);
+    assert_eq!(app.models.history[1].meta.iteration, 8);
+    assert_eq!(app.models.model.as_ref().unwrap().iteration, 8);
+    // Roll back to v0001.
+    h.get_by_label("Use v0001").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert_eq!(h.state().models.model.as_ref().unwrap().iteration, 3);
+    // The restored version is what reopens with the stack.
+    let reopened = harness(&dir);
+    assert_eq!(reopened.state().models.model.as_ref().unwrap().iteration, 3);
+    assert_eq!(reopened.state().models.history.len(), 2);
+    // Reset: no model, the versions stay.
+    h.get_by_label("Reset model").click();
+    h.run_steps(1);
+    assert!(h.state().models.model.is_none());
+    assert_eq!(h.state().models.history.len(), 2);
+}

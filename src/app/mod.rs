@@ -22,7 +22,15 @@ use crate::data::{DataError, LabelEncoding};
 use crate::jobs::{Job, Waker};
 
 /// An open job's result: the document and the model found for it (or why it failed).
-type OpenResult = Result<(Document, Option<LoadedModel>, Option<String>), DataError>;
+type OpenResult = Result<
+    (
+        Document,
+        Option<LoadedModel>,
+        Option<String>,
+        Vec<model::VersionInfo>,
+    ),
+    DataError,
+>;
 
 /// An export job's result: the files written and a summary.
 type ExportJob = Job<Result<(Vec<PathBuf>, String), DataError>>;
@@ -312,7 +320,8 @@ impl StudioApp {
             } else {
                 (None, None)
             };
-            Ok((doc, model, warning))
+            let history = model::list_versions(&doc.model_dir());
+            Ok((doc, model, warning, history))
         }));
     }
 
@@ -355,7 +364,8 @@ impl StudioApp {
 
     fn apply_open(&mut self, res: OpenResult) {
         match res {
-            Ok((doc, model, warning)) => {
+            Ok((doc, model, warning, history)) => {
+                self.models.history = history;
                 if let Some(w) = warning {
                     self.error = Some(w);
                 }

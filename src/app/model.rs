@@ -31,6 +31,48 @@ pub struct LoadedModel {
 /// A prediction job's result: slices and their class probabilities.
 type PredictResult = Result<Vec<(usize, Vec<Plane<f32>>)>, MlError>;
 
+/// One saved model version (every training run in the app makes one).
+#[derive(Clone, Debug)]
+pub struct VersionInfo {
+    /// Its folder (`<labels>.model/versions/vNNNN`).
+    pub dir: PathBuf,
+    /// Its metadata (config, iterations, losses, labels hash, date).
+    pub meta: CheckpointMeta,
+}
+
+/// The saved versions under a model folder, oldest first.
+pub fn list_versions(model_dir: &std::path::Path) -> Vec<VersionInfo> {
+    let Ok(entries) = std::fs::read_dir(model_dir.join("versions")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<VersionInfo> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter_map(|dir| {
+            let meta = crate::ml::load_checkpoint(&dir).ok()?.meta;
+            Some(VersionInfo { dir, meta })
+        })
+        .collect();
+    v.sort_by(|a, b| a.dir.cmp(&b.dir));
+    v
+}
+
+/// Saves `model` as the next version under `model_dir` and as its current model.
+fn save_version(
+    model_dir: &std::path::Path,
+    meta: &CheckpointMeta,
+    model: &UNet,
+) -> Result<Vec<VersionInfo>, MlError> {
+    let n = list_versions(model_dir).len() + 1;
+    let dir = model_dir.join("versions").join(format!("v{n:04}"));
+    save_checkpoint(&dir, meta, model, None)?;
+    save_checkpoint(model_dir, meta, model, None)?;
+    Ok(list_versions(model_dir))
+}
+
+/// A training job's result: the run and the versions now saved.
+type TrainResult = Result<(TrainOutcome, Vec<VersionInfo>), MlError>;
+
 /// What the overlay shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overlay {
@@ -81,7 +123,10 @@ pub struct ModelState {
     pub overlay_opacity: f32,
     /// Bumped whenever probabilities change, so the viewer re-uploads the map.
     pub generation: u64,
-    pub(super) train_job: Option<Job<Result<TrainOutcome, MlError>, TrainEvent>>,
+    pub(super) train_job: Option<Job<TrainResult, TrainEvent>>,
+    /// Saved versions of the model of this stack, oldest first.
+    pub history: Vec<VersionInfo>,
+    pub(super) load_job: Option<Job<Result<LoadedModel, MlError>>>,
     pub(super) predict_job: Option<Job<PredictResult>>,
     /// Weight-map parameters of the weight-map view (and of training).
     pub weights: WeightMapConfig,
@@ -112,6 +157,8 @@ impl ModelState {
             generation: 0,
             train_job: None,
             predict_job: None,
+            history: Vec::new(),
+            load_job: None,
             weights: WeightMapConfig::default(),
             weight_map: None,
             weights_job: None,
@@ -125,9 +172,9 @@ impl ModelState {
         self.train_job.is_some()
     }
 
-    /// Whether a prediction runs.
+    /// Whether a prediction (or a model load) runs.
     pub fn predicting(&self) -> bool {
-        self.predict_job.is_some()
+        self.predict_job.is_some() || self.load_job.is_some()
     }
 
     /// Value range of the overlay map: (shown cold, shown hot).
@@ -245,6 +292,8 @@ impl StudioApp {
         };
         let device = self.models.compute.clone();
         let model_dir = doc.model_dir();
+        // Fine-tuning continues the count of the model it started from.
+        let base_iteration = self.models.model.as_ref().map_or(0, |m| m.iteration);
         self.models.losses.clear();
         self.models.val_losses.clear();
         self.models.first_iteration = self.models.model.as_ref().map_or(0, |m| m.iteration);
@@ -254,6 +303,8 @@ impl StudioApp {
                 ctx.send(e)
             })?;
             // Keep the result on disk too (atomically): a crash later loses nothing.
+            let mut out = out;
+            out.iteration += base_iteration;
             let meta = CheckpointMeta {
                 unet: out.unet.clone(),
                 train: Some(cfg.clone()),
@@ -264,9 +315,43 @@ impl StudioApp {
                 labels_hash: Some(set.labels_hash()),
                 note: format!("trained in the app on {}", device.description),
             };
-            save_checkpoint(&model_dir, &meta, &out.model, None)?;
-            Ok(out)
+            let history = save_version(&model_dir, &meta, &out.model)?;
+            Ok((out, history))
         }));
+    }
+
+    /// Makes a saved version the current model again (roll back), in the background.
+    pub fn use_version(&mut self, dir: PathBuf) {
+        if self.models.load_job.is_some() || self.models.training() {
+            return;
+        }
+        let device = self.models.compute.device.clone();
+        let current = self.doc.as_ref().map(|d| d.model_dir());
+        self.models.load_job = Some(Job::spawn("load model", self.waker.clone(), move |_| {
+            let ckpt = crate::ml::load_checkpoint(&dir)?;
+            let model = ckpt.model(&device)?;
+            // The chosen version becomes the one reopened with the stack.
+            if let Some(cur) = current {
+                save_checkpoint(&cur, &ckpt.meta, &model, None)?;
+            }
+            Ok(LoadedModel {
+                model,
+                unet: ckpt.meta.unet.clone(),
+                iteration: ckpt.meta.iteration,
+                path: Some(dir),
+            })
+        }));
+    }
+
+    /// Forgets the current model: the next training starts from scratch. Saved versions stay.
+    pub fn reset_model(&mut self) {
+        if self.models.training() {
+            return;
+        }
+        self.models.model = None;
+        self.models.probabilities.iter_mut().for_each(|p| *p = None);
+        self.models.generation += 1;
+        self.status = "model reset: Train starts from scratch".into();
     }
 
     /// Stops training after the current iteration; the network trained so far is kept.
@@ -360,6 +445,27 @@ impl StudioApp {
     }
 
     pub(super) fn poll_model_jobs(&mut self) {
+        if let Some(job) = &mut self.models.load_job
+            && let Some(res) = job.poll()
+        {
+            self.models.load_job = None;
+            match res {
+                Ok(m) => {
+                    self.status = format!(
+                        "using model {}",
+                        m.path
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    );
+                    self.models.model = Some(m);
+                    self.models.probabilities.iter_mut().for_each(|p| *p = None);
+                    self.models.generation += 1;
+                    self.predict_slice();
+                }
+                Err(e) => self.error = Some(format!("loading the model failed: {e}")),
+            }
+        }
         if let Some(job) = &mut self.models.weights_job
             && let Some(res) = job.poll()
         {
@@ -395,7 +501,8 @@ impl StudioApp {
             }
             if let Some(res) = done {
                 match res {
-                    Ok(out) => {
+                    Ok((out, history)) => {
+                        self.models.history = history;
                         self.status = format!(
                             "training {} at iteration {}",
                             if out.cancelled { "stopped" } else { "finished" },

@@ -361,6 +361,7 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     if ui.button("Augmentation view…").clicked() {
         app.augment.open = true;
     }
+    history_section(app, ui);
     let m = &mut app.models;
     ui.add(egui::Slider::new(&mut m.overlay_opacity, 0.0..=1.0).text("overlay opacity"));
 }
@@ -420,4 +421,49 @@ pub(super) fn help_window(app: &mut StudioApp, ctx: &egui::Context) {
             });
         });
     app.show_help = open;
+}
+
+fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
+    ui.separator();
+    ui.label("Model history");
+    let mut chosen = None;
+    egui::Grid::new("history").striped(true).show(ui, |ui| {
+        for v in app.models.history.iter().rev() {
+            let name = v
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            ui.label(&name);
+            ui.label(format!("{} it", v.meta.iteration));
+            ui.label(
+                v.meta
+                    .val_loss
+                    .or(v.meta.train_loss)
+                    .map_or("-".into(), |l| format!("loss {l:.3}")),
+            );
+            if ui
+                .add_enabled(
+                    !app.models.training(),
+                    egui::Button::new(format!("Use {name}")),
+                )
+                .clicked()
+            {
+                chosen = Some(v.dir.clone());
+            }
+            ui.end_row();
+        }
+    });
+    if let Some(dir) = chosen {
+        app.use_version(dir);
+    }
+    if ui
+        .add_enabled(
+            app.models.model.is_some() && !app.models.training(),
+            egui::Button::new("Reset model"),
+        )
+        .clicked()
+    {
+        app.reset_model();
+    }
 }
