@@ -37,7 +37,7 @@ pub struct AugmentView {
     pub seed: u64,
     /// The current sample.
     pub sample: Option<AugmentSample>,
-    job: Option<Job<AugmentSample>>,
+    pub(super) job: Option<Job<AugmentSample>>,
     textures: Option<(egui::TextureHandle, egui::TextureHandle)>,
     key: Option<(usize, u64, u32, usize)>,
 }

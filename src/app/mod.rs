@@ -21,6 +21,15 @@ pub use panels::SHORTCUTS;
 use crate::data::{DataError, LabelEncoding};
 use crate::jobs::{Job, Waker};
 
+/// Removes a job that ended without a result (it panicked) and says what failed.
+fn take_failed<T, P>(job: &mut Option<Job<T, P>>, what: &str) -> Option<String> {
+    if job.as_ref().is_some_and(Job::is_finished) {
+        let failure = job.take().and_then(|j| j.failure).unwrap_or_default();
+        return Some(format!("{what} failed: {failure}"));
+    }
+    None
+}
+
 /// An open job's result: the document and the model found for it (or why it failed).
 type OpenResult = Result<
     (
@@ -339,25 +348,11 @@ impl StudioApp {
 
     /// Blocks until pending background jobs finish and applies their results (tests).
     pub fn finish_jobs(&mut self) {
-        self.poll_model_jobs();
-        while self.models.training() || self.models.predicting() || self.models.weights_pending() {
-            self.poll_model_jobs();
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        if let Some(job) = self.open_job.take()
-            && let Some(res) = job.wait()
-        {
-            self.apply_open(res);
-        }
-        if let Some(job) = self.save_job.take()
-            && let Some(res) = job.wait()
-        {
-            self.apply_save(res);
-        }
-        while self.export_job.is_some() || self.augment.pending() || self.settings_job.is_some() {
-            self.poll_export();
-            self.poll_augment();
-            self.save_settings_if_changed();
+        loop {
+            self.poll_jobs();
+            if !self.busy() {
+                break;
+            }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -450,6 +445,24 @@ impl StudioApp {
         self.poll_export();
         self.poll_augment();
         self.save_settings_if_changed();
+        // Jobs that ended without a result: say so, keep everything else as it was.
+        let failures = [
+            take_failed(&mut self.open_job, "opening"),
+            take_failed(&mut self.save_job, "saving labels"),
+            take_failed(&mut self.export_job, "export"),
+            take_failed(&mut self.settings_job, "saving settings"),
+            take_failed(
+                &mut self.models.train_job,
+                "training (the previous model is kept)",
+            ),
+            take_failed(&mut self.models.predict_job, "prediction"),
+            take_failed(&mut self.models.load_job, "loading the model"),
+            take_failed(&mut self.models.weights_job, "the weight map"),
+            take_failed(&mut self.augment.job, "the deformation"),
+        ];
+        if let Some(e) = failures.into_iter().flatten().next() {
+            self.error = Some(e);
+        }
         if self.save_job.is_none() && self.doc.as_ref().is_some_and(|d| d.dirty && !d.in_stroke()) {
             self.save_labels();
         }

@@ -132,7 +132,7 @@ pub struct ModelState {
     pub weights: WeightMapConfig,
     /// The weight map last computed, with its key.
     pub weight_map: Option<(WeightKey, Plane<f32>)>,
-    weights_job: Option<Job<(WeightKey, Plane<f32>)>>,
+    pub(super) weights_job: Option<Job<(WeightKey, Plane<f32>)>>,
     first_iteration: u64,
     /// Config of the network being trained (for previews before the first model exists).
     training_unet: Option<UNetConfig>,

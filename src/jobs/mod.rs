@@ -18,6 +18,8 @@ pub enum JobEvent<T, P> {
     Event(P),
     /// The result; the last event.
     Done(T),
+    /// The job panicked; the last event.
+    Failed(String),
 }
 
 /// Handle given to the job's closure.
@@ -60,6 +62,8 @@ pub struct Job<T, P = ()> {
     /// Last reported message.
     pub message: String,
     finished: bool,
+    /// Why the job ended without a result (it panicked, or its thread could not start).
+    pub failure: Option<String>,
 }
 
 impl<T: Send + 'static, P: Send + 'static> Job<T, P> {
@@ -79,9 +83,21 @@ impl<T: Send + 'static, P: Send + 'static> Job<T, P> {
         let label = label.into();
         let name = format!("job: {label}");
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let result = work(&ctx);
+            // A bug or a backend failure (e.g. a GPU out of memory that panics) ends the job
+            // with a message instead of leaving the UI waiting forever.
+            let event = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&ctx)))
+            {
+                Ok(result) => JobEvent::Done(result),
+                Err(panic) => JobEvent::Failed(
+                    panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                        .unwrap_or_else(|| "unknown panic".into()),
+                ),
+            };
             // The receiver may be gone (UI closed): nothing to do then.
-            let _ = ctx.tx.send(JobEvent::Done(result));
+            let _ = ctx.tx.send(event);
             (ctx.waker)();
         });
         Self {
@@ -90,6 +106,10 @@ impl<T: Send + 'static, P: Send + 'static> Job<T, P> {
             label,
             progress: 0.0,
             message: String::new(),
+            failure: spawned
+                .as_ref()
+                .err()
+                .map(|e| format!("cannot start a thread: {e}")),
             finished: spawned.is_err(),
         }
     }
@@ -119,9 +139,16 @@ impl<T, P> Job<T, P> {
                     self.finished = true;
                     return Some(t);
                 }
+                Ok(JobEvent::Failed(m)) => {
+                    self.finished = true;
+                    self.failure = Some(m);
+                    return None;
+                }
                 Err(TryRecvError::Empty) => return None,
                 Err(TryRecvError::Disconnected) => {
                     self.finished = true;
+                    self.failure
+                        .get_or_insert_with(|| "the job ended without a result".into());
                     return None;
                 }
             }
@@ -142,7 +169,7 @@ impl<T, P> Job<T, P> {
             match self.rx.recv() {
                 Ok(JobEvent::Done(t)) => return Some(t),
                 Ok(JobEvent::Progress(..) | JobEvent::Event(_)) => {}
-                Err(_) => return None,
+                Ok(JobEvent::Failed(_)) | Err(_) => return None,
             }
         }
     }
@@ -192,5 +219,20 @@ mod tests {
         assert_eq!(got, Some(7));
         assert_eq!(events, vec![1, 2]);
         assert!(quick.is_finished());
+        assert!(quick.failure.is_none());
+    }
+
+    #[test]
+    fn a_panicking_job_ends_with_its_message() {
+        let waker: Waker = Arc::new(|| {});
+        let mut job: Job<u8> = Job::spawn("boom", waker, |_| panic!("out of memory"));
+        for _ in 0..1000 {
+            if job.poll().is_some() || job.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(job.is_finished());
+        assert_eq!(job.failure.as_deref(), Some("out of memory"));
     }
 }
