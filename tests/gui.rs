@@ -29,10 +29,18 @@ fn harness(dir: &Path) -> Harness<'static, StudioApp> {
         labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
         model: None,
     };
+    let config = dir.join("config");
     let mut h = Harness::builder()
         .with_size(egui::vec2(1100.0, 760.0))
         .wgpu()
-        .build_eframe(move |cc| StudioApp::new(cc, Some(req)));
+        .build_eframe(move |cc| {
+            StudioApp::with_options(
+                cc,
+                Some(req),
+                unet_studio::ml::device::cpu_device(),
+                Some(config),
+            )
+        });
     h.state_mut().finish_jobs();
     h.run_steps(4);
     h
@@ -644,4 +652,27 @@ fn every_training_run_is_a_version_that_can_be_restored() {
     h.run_steps(1);
     assert!(h.state().models.model.is_none());
     assert_eq!(h.state().models.history.len(), 2);
+}
+
+#[test]
+fn recent_files_are_remembered_and_reopen() {
+    use egui_kittest::kittest::Queryable as _;
+    let dir = copy_sample("recent");
+    {
+        let _first = harness(&dir);
+    }
+    let list = unet_studio::app::recent::load(&dir.join("config")).unwrap();
+    let images = std::fs::canonicalize(dir.join("images")).unwrap();
+    assert_eq!(list.first(), Some(&images));
+    // A new session lists it in File > Recent, and choosing it opens it.
+    let mut h = harness(&dir);
+    assert_eq!(h.state().recent.first(), Some(&images));
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Recent").click();
+    h.run_steps(2);
+    h.get_by_label(&images.display().to_string()).click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    assert_eq!(h.state().doc.as_ref().unwrap().source, images);
 }

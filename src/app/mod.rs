@@ -6,6 +6,7 @@ pub mod document;
 pub mod export;
 pub mod model;
 mod panels;
+pub mod recent;
 mod viewer;
 
 use std::path::{Path, PathBuf};
@@ -212,6 +213,13 @@ pub struct StudioApp {
     /// Settings last written (to save them again only when they change).
     saved_settings: Option<document::ProjectSettings>,
     settings_job: Option<Job<Result<(), DataError>>>,
+    /// Recently opened stacks, most recent first.
+    pub recent: Vec<PathBuf>,
+    /// Where `recent.json` lives (none: nothing is remembered).
+    pub config_dir: Option<PathBuf>,
+    /// An opened stack to add to the recent list once the list job is free.
+    remember_next: Option<PathBuf>,
+    recent_job: Option<Job<Result<Vec<PathBuf>, DataError>>>,
     /// Files written by the last export.
     pub last_export: Option<Vec<PathBuf>>,
     export_job: Option<ExportJob>,
@@ -232,14 +240,16 @@ impl StudioApp {
             .map_or_else(crate::ml::device::cpu_device, |rs| {
                 shared_compute_device(rs, false)
             });
-        Self::with_compute(cc, open, compute)
+        Self::with_options(cc, open, compute, recent::config_dir())
     }
 
-    /// Like [`Self::new`] with an explicit compute device (tests pin the CPU).
-    pub fn with_compute(
+    /// Like [`Self::new`] with an explicit compute device and configuration folder (tests
+    /// pin both).
+    pub fn with_options(
         cc: &eframe::CreationContext<'_>,
         open: Option<OpenRequest>,
         compute: crate::ml::ComputeDevice,
+        config_dir: Option<PathBuf>,
     ) -> Self {
         let ctx = cc.egui_ctx.clone();
         let waker: Waker = Arc::new(move || ctx.request_repaint());
@@ -281,6 +291,10 @@ impl StudioApp {
             models: ModelState::new(compute),
             show_help: false,
             augment: augment_view::AugmentView::default(),
+            recent: Vec::new(),
+            config_dir,
+            remember_next: None,
+            recent_job: None,
             saved_settings: None,
             settings_job: None,
             last_export: None,
@@ -290,6 +304,11 @@ impl StudioApp {
             waker,
             viewer: viewer::ViewerState::default(),
         };
+        if let Some(dir) = app.config_dir.clone() {
+            app.recent_job = Some(Job::spawn("recent files", app.waker.clone(), move |_| {
+                recent::load(&dir)
+            }));
+        }
         if let Some(req) = open {
             app.open(req);
         }
@@ -344,6 +363,7 @@ impl StudioApp {
             || self.export_job.is_some()
             || self.augment.pending()
             || self.settings_job.is_some()
+            || self.recent_job.is_some()
     }
 
     /// Blocks until pending background jobs finish and applies their results (tests).
@@ -393,6 +413,7 @@ impl StudioApp {
                 self.viewer.invalidate();
                 self.models.probabilities = vec![None; doc.slices()];
                 self.saved_settings = Some(doc.settings());
+                self.remember_next = Some(doc.source.clone());
                 self.models.generation += 1;
                 self.doc = Some(doc);
             }
@@ -445,6 +466,23 @@ impl StudioApp {
         self.poll_export();
         self.poll_augment();
         self.save_settings_if_changed();
+        if let Some(job) = &mut self.recent_job
+            && let Some(res) = job.poll()
+        {
+            self.recent_job = None;
+            match res {
+                Ok(list) => self.recent = list,
+                Err(e) => self.status = format!("recent files: {e}"),
+            }
+        }
+        if self.recent_job.is_none()
+            && let Some(dir) = self.config_dir.clone()
+            && let Some(opened) = self.remember_next.take()
+        {
+            self.recent_job = Some(Job::spawn("recent files", self.waker.clone(), move |_| {
+                recent::remember(&dir, &opened)
+            }));
+        }
         // Jobs that ended without a result: say so, keep everything else as it was.
         let failures = [
             take_failed(&mut self.open_job, "opening"),
@@ -459,6 +497,7 @@ impl StudioApp {
             take_failed(&mut self.models.load_job, "loading the model"),
             take_failed(&mut self.models.weights_job, "the weight map"),
             take_failed(&mut self.augment.job, "the deformation"),
+            take_failed(&mut self.recent_job, "the list of recent files"),
         ];
         if let Some(e) = failures.into_iter().flatten().next() {
             self.error = Some(e);

@@ -32,6 +32,24 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                         });
                     }
                 }
+                let mut reopen = None;
+                ui.add_enabled_ui(!app.recent.is_empty(), |ui| {
+                    ui.menu_button("Recent", |ui| {
+                        for p in &app.recent {
+                            if ui.button(p.display().to_string()).clicked() {
+                                reopen = Some(p.clone());
+                                ui.close();
+                            }
+                        }
+                    });
+                });
+                if let Some(p) = reopen {
+                    app.open(OpenRequest {
+                        images: p,
+                        labels: None,
+                        model: None,
+                    });
+                }
                 if ui.button("Open sample").clicked() {
                     ui.close();
                     app.open(OpenRequest::sample());
@@ -357,13 +375,13 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         }
     }
     ui.add(egui::Slider::new(&mut m.overlay_class, 1..=8).text("overlay class"));
+    let m = &mut app.models;
+    ui.add(egui::Slider::new(&mut m.overlay_opacity, 0.0..=1.0).text("overlay opacity"));
     ui.separator();
     if ui.button("Augmentation view…").clicked() {
         app.augment.open = true;
     }
     history_section(app, ui);
-    let m = &mut app.models;
-    ui.add(egui::Slider::new(&mut m.overlay_opacity, 0.0..=1.0).text("overlay opacity"));
 }
 
 /// A horizontal colour bar of the shader's heat map with its value range.
