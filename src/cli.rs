@@ -118,6 +118,10 @@ pub struct ExperimentArgs {
     /// Also write the report here (for example docs/results.md).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Only these runs (comma separated): full, no-elastic, no-border, sparse, sparse-adam.
+    /// Default: all but sparse-adam.
+    #[arg(long, value_delimiter = ',')]
+    runs: Vec<String>,
     /// auto | gpu | cpu.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
@@ -679,7 +683,18 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
         scribble_px: a.scribble_px,
         paper_same_time: a.paper_same_time,
         lr: a.lr,
+        runs: a.runs.clone(),
     };
+    if let Some(bad) = a
+        .runs
+        .iter()
+        .find(|r| !crate::experiment::RUN_KEYS.contains(&r.as_str()))
+    {
+        bail!(
+            "unknown run '{bad}': use {}",
+            crate::experiment::RUN_KEYS.join(", ")
+        );
+    }
     let device = select_device(a.device)?;
     eprintln!("device: {}", device.description);
     let results =

@@ -111,7 +111,12 @@ pub struct ExperimentConfig {
     pub paper_same_time: bool,
     /// Learning rate of SGD (momentum 0.99).
     pub lr: f64,
+    /// Which runs (keys of [`RUN_KEYS`]); empty: all but `sparse-adam`.
+    pub runs: Vec<String>,
 }
+
+/// Keys of the runs an experiment can make, in order.
+pub const RUN_KEYS: &[&str] = &["full", "no-elastic", "no-border", "sparse", "sparse-adam"];
 
 /// One trained and scored configuration.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -250,10 +255,30 @@ pub fn run_experiment(
             &split.train_labels,
         ),
         ("sparse scribbles", cfg.preset, base.clone(), &sparse),
+        (
+            "sparse scribbles, Adam (the app's optimiser)",
+            cfg.preset,
+            TrainConfig {
+                optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+                ..base.clone()
+            },
+            &sparse,
+        ),
     ];
+    let wanted = |i: usize| {
+        let key = RUN_KEYS[i];
+        if cfg.runs.is_empty() {
+            key != "sparse-adam"
+        } else {
+            cfg.runs.iter().any(|r| r == key)
+        }
+    };
     let mut results = Vec::new();
     let mut first_seconds = None;
     for (i, (name, preset, tcfg, labels)) in runs.iter().enumerate() {
+        if !wanted(i) {
+            continue;
+        }
         let r = one_run(
             cfg, device, &split, labels, name, *preset, tcfg, None, i, cancel, log,
         )?;

@@ -682,12 +682,18 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     use egui_kittest::kittest::Queryable as _;
     let req = OpenRequest::sample();
     assert!(req.model.is_some(), "samples/model is shipped");
-    let config = std::env::temp_dir().join(format!("unet-gui-sample-config-{}", std::process::id()));
+    let config =
+        std::env::temp_dir().join(format!("unet-gui-sample-config-{}", std::process::id()));
     let mut h = Harness::builder()
         .with_size(egui::vec2(1100.0, 760.0))
         .wgpu()
         .build_eframe(move |cc| {
-            StudioApp::with_options(cc, Some(req), unet_studio::ml::device::cpu_device(), Some(config))
+            StudioApp::with_options(
+                cc,
+                Some(req),
+                unet_studio::ml::device::cpu_device(),
+                Some(config),
+            )
         });
     h.state_mut().finish_jobs();
     h.run_steps(2);
@@ -696,7 +702,10 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     h.run_steps(1);
     h.state_mut().finish_jobs();
     // Against the full ground truth of slice 0: most pixels right at p = 0.5.
-    let truth = load_label_stack(&Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012/labels/slice00.png")).unwrap();
+    let truth = load_label_stack(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012/labels/slice00.png"),
+    )
+    .unwrap();
     let probs = h.state().models.probabilities[0].clone().unwrap();
     let wrong = probs[1]
         .data
@@ -705,5 +714,8 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
         .filter(|(p, t)| (**p > 0.5) != (**t > 0))
         .count();
     let error = wrong as f64 / truth[0].data.len() as f64;
-    assert!(error < 0.2, "pixel error of the shipped model on slice 0: {error}");
+    assert!(
+        error < 0.2,
+        "pixel error of the shipped model on slice 0: {error}"
+    );
 }
