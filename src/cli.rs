@@ -122,6 +122,10 @@ pub struct ExperimentArgs {
     /// Default: all but sparse-adam.
     #[arg(long, value_delimiter = ',')]
     runs: Vec<String>,
+    /// Score the models already in --out instead of training (training times are not known
+    /// then and shown as "-").
+    #[arg(long)]
+    score_only: bool,
     /// auto | gpu | cpu.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
@@ -684,6 +688,7 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
         paper_same_time: a.paper_same_time,
         lr: a.lr,
         runs: a.runs.clone(),
+        score_only: a.score_only,
     };
     if let Some(bad) = a
         .runs

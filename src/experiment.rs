@@ -113,6 +113,8 @@ pub struct ExperimentConfig {
     pub lr: f64,
     /// Which runs (keys of [`RUN_KEYS`]); empty: all but `sparse-adam`.
     pub runs: Vec<String>,
+    /// Score the models an earlier run left in `out` instead of training.
+    pub score_only: bool,
 }
 
 /// Keys of the runs an experiment can make, in order.
@@ -332,56 +334,69 @@ fn one_run(
     let unet = UNetConfig::preset(preset, 2);
     let t0 = Instant::now();
     let run_cancel = CancelToken::new();
-    let mut train_pixels = 0;
-    let mut last_log = Instant::now();
-    let outcome = train(
-        &set,
-        tcfg,
-        StartFrom::Scratch(unet.clone()),
-        device,
-        None,
-        &run_cancel,
-        &mut |e| match e {
-            TrainEvent::Started {
-                train_pixels: p, ..
-            } => train_pixels = p,
-            TrainEvent::Iteration {
-                iteration,
-                loss,
-                its_per_s,
-            } => {
-                if cancel.is_cancelled()
-                    || budget_s.is_some_and(|b| t0.elapsed().as_secs_f64() >= b)
-                {
-                    run_cancel.cancel();
+    let (model, iteration, train_seconds, train_pixels) = if cfg.score_only {
+        let ckpt = crate::ml::load_checkpoint(&dir)?;
+        let model = ckpt.model(&device.device)?;
+        let pixels = set.labels.iter().map(LabelSlice::labelled_count).sum();
+        (model, ckpt.meta.iteration, f64::NAN, pixels)
+    } else {
+        let mut train_pixels = 0;
+        let mut last_log = Instant::now();
+        let outcome = train(
+            &set,
+            tcfg,
+            StartFrom::Scratch(unet.clone()),
+            device,
+            None,
+            &run_cancel,
+            &mut |e| match e {
+                TrainEvent::Started {
+                    train_pixels: p, ..
+                } => train_pixels = p,
+                TrainEvent::Iteration {
+                    iteration,
+                    loss,
+                    its_per_s,
+                } => {
+                    if cancel.is_cancelled()
+                        || budget_s.is_some_and(|b| t0.elapsed().as_secs_f64() >= b)
+                    {
+                        run_cancel.cancel();
+                    }
+                    if last_log.elapsed().as_secs() >= 30 {
+                        last_log = Instant::now();
+                        log(format!(
+                            "  [{name}] iteration {iteration}: loss {loss:.4}, {its_per_s:.2} it/s"
+                        ));
+                    }
                 }
-                if last_log.elapsed().as_secs() >= 30 {
-                    last_log = Instant::now();
-                    log(format!(
-                        "  [{name}] iteration {iteration}: loss {loss:.4}, {its_per_s:.2} it/s"
-                    ));
-                }
-            }
-            _ => {}
-        },
-    )?;
-    let train_seconds = t0.elapsed().as_secs_f64();
-    // Keep the weights only (no optimiser state): this is what gets shipped.
-    let meta = crate::ml::CheckpointMeta {
-        unet: unet.clone(),
-        train: Some(tcfg.clone()),
-        iteration: outcome.iteration,
-        created_unix_s: crate::ml::checkpoint::now_unix_s(),
-        train_loss: outcome.losses.last().copied(),
-        val_loss: None,
-        labels_hash: Some(set.labels_hash()),
-        note: format!("experiment run '{name}' on {}", device.description),
+                _ => {}
+            },
+        )?;
+        let train_seconds = t0.elapsed().as_secs_f64();
+        // Keep the weights only (no optimiser state): this is what gets shipped.
+        let meta = crate::ml::CheckpointMeta {
+            unet: unet.clone(),
+            train: Some(tcfg.clone()),
+            iteration: outcome.iteration,
+            created_unix_s: crate::ml::checkpoint::now_unix_s(),
+            train_loss: outcome.losses.last().copied(),
+            val_loss: None,
+            labels_hash: Some(set.labels_hash()),
+            note: format!("experiment run '{name}' on {}", device.description),
+        };
+        save_checkpoint(&dir, &meta, &outcome.model, None)?;
+        (
+            outcome.model,
+            outcome.iteration,
+            train_seconds,
+            train_pixels,
+        )
     };
-    save_checkpoint(&dir, &meta, &outcome.model, None)?;
     let mut p_fg = Vec::new();
     for img in &split.val_images {
         let probs = predict_probabilities(
-            &outcome.model,
+            &model,
             &unet,
             img,
             unet.geometry().nearest_valid_output(388),
@@ -394,12 +409,12 @@ fn one_run(
     let scores = threshold_scores(&p_fg, &split.val_truth, 10);
     log(format!(
         "{name}: {} iterations in {train_seconds:.0} s; Rand {:.4}, pixel {:.4}, warping {:.6}",
-        outcome.iteration, scores.rand_error.0, scores.pixel_error.0, scores.warping_error.0
+        iteration, scores.rand_error.0, scores.pixel_error.0, scores.warping_error.0
     ));
     Ok(RunResult {
         name: name.to_string(),
         preset: preset.to_string(),
-        iterations: outcome.iteration,
+        iterations: iteration,
         train_seconds,
         train_pixels,
         scores,
@@ -419,12 +434,16 @@ pub fn markdown_report(
     s += "|---|---|---|---|---|---|---|---|---|\n";
     s += "| U-Net paper, ISBI 2012 test set (Table 1) | paper | - | ~10 h (Titan GPU) | all | 0.000353 | 0.0382 | 0.0611 | - |\n";
     for r in results {
+        let time = if r.train_seconds.is_finite() {
+            format!("{:.0} s", r.train_seconds)
+        } else {
+            "-".into()
+        };
         s += &format!(
-            "| {} | {} | {} | {:.0} s | {} | {:.6} | {:.4} | {:.4} | {:.4} |\n",
+            "| {} | {} | {} | {time} | {} | {:.6} | {:.4} | {:.4} | {:.4} |\n",
             r.name,
             r.preset,
             r.iterations,
-            r.train_seconds,
             r.train_pixels,
             r.scores.warping_error.0,
             r.scores.rand_error.0,

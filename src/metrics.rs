@@ -160,11 +160,14 @@ pub fn evaluate(
     }
 }
 
-/// Whether flipping pixel `i` of the binary image `fg` (foreground 8-connected, background
-/// 4-connected) leaves the topology unchanged: a *simple point*. Out-of-image neighbours count
-/// as background. Test: exactly one 8-connected foreground component among the 8 neighbours
-/// that touches the pixel, and exactly one 4-connected background component among the 4-adjacent
-/// neighbours (Bertrand's topological numbers T8 = T4-bar = 1).
+/// Whether flipping pixel `i` of the binary image `fg` leaves the topology unchanged: a
+/// *simple point*. The foreground (cells) is 4-connected and the background (membranes)
+/// 8-connected, as for the regions of the Rand error: two cells separated by a one-pixel
+/// diagonal membrane stay two cells. Out-of-image neighbours count as background.
+///
+/// Test (Bertrand's topological numbers): exactly one 4-connected foreground component among
+/// the 8 neighbours that contains a 4-neighbour of the pixel, and exactly one 8-connected
+/// background component among them. It is evaluated as the dual test on the complement.
 pub fn is_simple(fg: &[bool], width: usize, height: usize, i: usize) -> bool {
     let (x, y) = ((i % width) as isize, (i / width) as isize);
     // Neighbours in circular order starting east: E, NE, N, NW, W, SW, S, SE.
@@ -187,7 +190,8 @@ pub fn is_simple(fg: &[bool], width: usize, height: usize, i: usize) -> bool {
             && (ny as usize) < height
             && fg[ny as usize * width + nx as usize]
     };
-    let n: [bool; 8] = std::array::from_fn(at);
+    // The dual: in the complement the cells are the 8-connected "background" set.
+    let n: [bool; 8] = std::array::from_fn(|k| !at(k));
     // T8 of the foreground: components of 8-neighbours, where consecutive neighbours in the
     // circle are 8-adjacent, and a corner joins its two edge neighbours.
     let fg_components = {
@@ -413,6 +417,20 @@ mod tests {
         // An isolated pixel cannot be removed (a component would vanish).
         let dot = [false, false, false, false, true, false, false, false, false];
         assert!(!is_simple(&dot, 3, 3, 4));
+    }
+
+    #[test]
+    fn cells_touching_diagonally_stay_two_cells() {
+        // 1 1 0 0
+        // 1 1 0 0
+        // 0 0 1 1
+        // 0 0 1 1   filling (2, 1) would join the two cells: not simple.
+        let fg: Vec<bool> = [1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1]
+            .iter()
+            .map(|&v| v == 1)
+            .collect();
+        assert!(!is_simple(&fg, 4, 4, 6));
+        assert_eq!(regions(4, 4, |i| fg[i]).iter().max(), Some(&2));
     }
 
     #[test]

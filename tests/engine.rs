@@ -459,6 +459,7 @@ fn experiment_smoke_run_writes_every_row() {
         paper_same_time: false,
         lr: 0.01,
         runs: Vec::new(),
+        score_only: false,
     };
     let results = run_experiment(&cfg, &cpu_device(), &CancelToken::new(), &mut |_| {}).unwrap();
     assert_eq!(results.len(), 4);
