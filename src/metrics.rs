@@ -192,55 +192,41 @@ pub fn is_simple(fg: &[bool], width: usize, height: usize, i: usize) -> bool {
     };
     // The dual: in the complement the cells are the 8-connected "background" set.
     let n: [bool; 8] = std::array::from_fn(|k| !at(k));
-    // T8 of the foreground: components of 8-neighbours, where consecutive neighbours in the
-    // circle are 8-adjacent, and a corner joins its two edge neighbours.
-    let fg_components = {
-        // Count runs of foreground in the circular sequence, treating a corner that is set as
-        // connecting; standard formula: number of 8-connected fg components in N8*.
-        let mut visited = [false; 8];
-        let mut count = 0;
-        for start in 0..8 {
-            if !n[start] || visited[start] {
-                continue;
-            }
-            count += 1;
-            let mut stack = vec![start];
-            visited[start] = true;
-            while let Some(k) = stack.pop() {
-                for m in 0..8 {
-                    if n[m] && !visited[m] && adjacent8(k, m) {
-                        visited[m] = true;
-                        stack.push(m);
-                    }
-                }
-            }
-        }
-        count
-    };
+    // T8 of the (complemented) foreground: 8-connected components among the 8 neighbours.
+    let fg_components = components_in_ring(&n, true, &[0, 1, 2, 3, 4, 5, 6, 7], adjacent8);
     // T4 of the background: 4-connected background components among the 8 neighbours that
     // contain one of the 4 edge neighbours.
-    let bg_components = {
-        let mut visited = [false; 8];
-        let mut count = 0;
-        for start in [0usize, 2, 4, 6] {
-            if n[start] || visited[start] {
-                continue;
-            }
-            count += 1;
-            let mut stack = vec![start];
-            visited[start] = true;
-            while let Some(k) = stack.pop() {
-                for m in 0..8 {
-                    if !n[m] && !visited[m] && adjacent4(k, m) {
-                        visited[m] = true;
-                        stack.push(m);
-                    }
+    let bg_components = components_in_ring(&n, false, &[0, 2, 4, 6], adjacent4);
+    fg_components == 1 && bg_components == 1
+}
+
+/// Components of the neighbours whose value is `value`, joined by `adjacent`, counting only
+/// those that contain one of `starts`.
+fn components_in_ring(
+    n: &[bool; 8],
+    value: bool,
+    starts: &[usize],
+    adjacent: fn(usize, usize) -> bool,
+) -> usize {
+    let mut visited = [false; 8];
+    let mut count = 0;
+    for &start in starts {
+        if n[start] != value || visited[start] {
+            continue;
+        }
+        count += 1;
+        let mut stack = vec![start];
+        visited[start] = true;
+        while let Some(k) = stack.pop() {
+            for m in 0..8 {
+                if n[m] == value && !visited[m] && adjacent(k, m) {
+                    visited[m] = true;
+                    stack.push(m);
                 }
             }
         }
-        count
-    };
-    fg_components == 1 && bg_components == 1
+    }
+    count
 }
 
 const OFFSETS: [(isize, isize); 8] = [

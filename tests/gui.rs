@@ -29,7 +29,11 @@ fn harness(dir: &Path) -> Harness<'static, StudioApp> {
         labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
         model: None,
     };
-    let config = dir.join("config");
+    harness_for(req, dir.join("config"))
+}
+
+/// The app on the CPU with its own configuration folder, after opening `req`.
+fn harness_for(req: OpenRequest, config: PathBuf) -> Harness<'static, StudioApp> {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1100.0, 760.0))
         .wgpu()
@@ -684,19 +688,7 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     assert!(req.model.is_some(), "samples/model is shipped");
     let config =
         std::env::temp_dir().join(format!("unet-gui-sample-config-{}", std::process::id()));
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1100.0, 760.0))
-        .wgpu()
-        .build_eframe(move |cc| {
-            StudioApp::with_options(
-                cc,
-                Some(req),
-                unet_studio::ml::device::cpu_device(),
-                Some(config),
-            )
-        });
-    h.state_mut().finish_jobs();
-    h.run_steps(2);
+    let mut h = harness_for(req, config);
     assert!(h.state().models.model.is_some(), "{:?}", h.state().error);
     h.get_by_label("Predict slice").click();
     h.run_steps(1);
