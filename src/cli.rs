@@ -759,6 +759,10 @@ pub fn run_gui(open: crate::app::OpenRequest) -> Result<()> {
         wgpu_options,
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("unet-studio")
+            .with_icon(
+                eframe::icon_data::from_png_bytes(include_bytes!("../assets/icon.png"))
+                    .unwrap_or_default(),
+            )
             .with_inner_size([1280.0, 820.0])
             .with_drag_and_drop(true),
         ..Default::default()
