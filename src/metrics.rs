@@ -170,19 +170,8 @@ pub fn evaluate(
 /// background component among them. It is evaluated as the dual test on the complement.
 pub fn is_simple(fg: &[bool], width: usize, height: usize, i: usize) -> bool {
     let (x, y) = ((i % width) as isize, (i / width) as isize);
-    // Neighbours in circular order starting east: E, NE, N, NW, W, SW, S, SE.
-    const D: [(isize, isize); 8] = [
-        (1, 0),
-        (1, -1),
-        (0, -1),
-        (-1, -1),
-        (-1, 0),
-        (-1, 1),
-        (0, 1),
-        (1, 1),
-    ];
     let at = |k: usize| {
-        let (dx, dy) = D[k % 8];
+        let (dx, dy) = OFFSETS[k % 8];
         let (nx, ny) = (x + dx, y + dy);
         nx >= 0
             && ny >= 0
@@ -229,6 +218,7 @@ fn components_in_ring(
     count
 }
 
+/// The 8 neighbours in circular order starting east: E, NE, N, NW, W, SW, S, SE.
 const OFFSETS: [(isize, isize); 8] = [
     (1, 0),
     (1, -1),
