@@ -94,10 +94,9 @@ fn best_ms(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(best)
 }
 
+/// Waits for the device by reading a (tiny) tensor back.
 fn sync(t: Tensor<1>) -> Result<()> {
-    t.into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading back: {e:?}"))?;
+    crate::ml::infer::tensor_values(t)?;
     Ok(())
 }
 

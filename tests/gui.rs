@@ -313,13 +313,7 @@ fn predict_stack_then_export_every_kind_and_read_back() {
         .map(|p| p.clone().expect("every slice predicted"))
         .collect();
     assert_eq!(probs.len(), 3);
-    for kind in [
-        ExportKind::MaskClasses,
-        ExportKind::MaskBinary,
-        ExportKind::Instances,
-        ExportKind::Probabilities,
-        ExportKind::Labels,
-    ] {
+    for kind in ExportKind::ALL {
         h.state_mut().export(kind, out.join(kind.default_name()));
         h.state_mut().finish_jobs();
         assert!(h.state().error.is_none(), "{kind:?}: {:?}", h.state().error);

@@ -543,9 +543,15 @@ impl Document {
 
     /// Writes the labels atomically to [`Self::label_path`] (multipage TIFF, ImageJ metadata).
     pub fn save_labels(&mut self) -> Result<PathBuf, DataError> {
-        write_mask(&self.label_path, &self.labels_u16(), MaskStyle::Classes)?;
+        Self::write_labels(&self.label_path, &self.labels_u16())?;
         self.dirty = false;
         Ok(self.label_path.clone())
+    }
+
+    /// Writes label planes (from [`Self::labels_u16`]) atomically to `path`, the way
+    /// [`Self::save_labels`] does; for background jobs that own a copy of the labels.
+    pub fn write_labels(path: &Path, labels: &[Plane<u16>]) -> Result<(), DataError> {
+        write_mask(path, labels, MaskStyle::Classes).map(|_| ())
     }
 }
 

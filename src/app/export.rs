@@ -28,6 +28,15 @@ pub enum ExportKind {
 }
 
 impl ExportKind {
+    /// Every kind, in menu order.
+    pub const ALL: [ExportKind; 5] = [
+        Self::MaskClasses,
+        Self::MaskBinary,
+        Self::Instances,
+        Self::Probabilities,
+        Self::Labels,
+    ];
+
     /// Menu text.
     pub fn label(self) -> &'static str {
         match self {

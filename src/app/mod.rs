@@ -444,8 +444,7 @@ impl StudioApp {
         let path = doc.label_path.clone();
         doc.dirty = false;
         self.save_job = Some(Job::spawn("save labels", self.waker.clone(), move |_| {
-            crate::data::write_mask(&path, &labels, crate::data::MaskStyle::Classes)
-                .map(|_| path.clone())
+            Document::write_labels(&path, &labels).map(|()| path.clone())
         }));
     }
 

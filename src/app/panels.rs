@@ -65,13 +65,7 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
             });
             ui.menu_button("Export", |ui| {
                 use crate::app::ExportKind;
-                for kind in [
-                    ExportKind::MaskClasses,
-                    ExportKind::MaskBinary,
-                    ExportKind::Instances,
-                    ExportKind::Probabilities,
-                    ExportKind::Labels,
-                ] {
+                for kind in ExportKind::ALL {
                     if ui
                         .add_enabled(app.doc.is_some(), egui::Button::new(kind.label()))
                         .clicked()
