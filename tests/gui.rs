@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use eframe::egui::{self, Key, Modifiers};
 use egui_kittest::Harness;
-use unet_studio::app::{OpenRequest, StudioApp};
+use unet_studio::app::{Document, OpenRequest, StudioApp};
 use unet_studio::data::{LabelEncoding, load_label_stack};
 
 fn copy_sample(tag: &str) -> PathBuf {
@@ -94,11 +94,25 @@ fn paint_a_stroke_undo_it_and_autosave() {
     assert!((200..=600).contains(&changed), "{changed} pixels changed");
     assert!(doc.can_undo());
 
-    // Autosave wrote the labels beside the images (atomically, classes convention).
+    // Autosave: the imported labels were written as the label file beside the images, the
+    // stroke only as its changed 64 x 64 blocks in the journal (a 7 px wide line from x 97 to
+    // 163 at y 57..63 touches 2 blocks); reopening replays them.
     h.state_mut().finish_jobs();
-    let saved = load_label_stack(&dir.join("images/labels.unet.tif")).unwrap();
+    let label_file = dir.join("images/labels.unet.tif");
+    let journal = unet_studio::data::journal::journal_path(&label_file);
+    let journal_bytes = std::fs::metadata(&journal).unwrap().len();
+    assert_eq!(journal_bytes, 20 + 16 + 4 + 2 * (20 + 64 * 64));
+    let saved = load_label_stack(&label_file).unwrap();
     assert_eq!(saved.len(), 3);
-    assert_eq!(saved[0].at(130, 60), 1);
+    assert_eq!(
+        saved[0].map(|v| v as u8),
+        before,
+        "the stroke is not in the label file yet"
+    );
+    let current = h.state().doc.as_ref().unwrap().labels.clone();
+    let reopened = Document::open(&dir.join("images"), None).unwrap();
+    assert_eq!(reopened.recovered.records, 1);
+    assert_eq!(reopened.labels, current);
 
     // Undo with Ctrl+Z restores every pixel, after a trip to another slice and back.
     h.key_press(Key::ArrowRight);
@@ -114,6 +128,24 @@ fn paint_a_stroke_undo_it_and_autosave() {
     h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
     h.run_steps(2);
     assert_eq!(h.state().doc.as_ref().unwrap().labels[0].at(130, 60), 1);
+    // Undo and redo were autosaved too; on exit the whole label file is written and the
+    // journal removed.
+    h.state_mut().finish_jobs();
+    assert_eq!(
+        Document::open(&dir.join("images"), None)
+            .unwrap()
+            .recovered
+            .records,
+        3
+    );
+    h.state_mut().flush_labels().unwrap();
+    assert!(!journal.exists());
+    let saved = load_label_stack(&label_file).unwrap();
+    assert_eq!(saved[0].at(130, 60), 1);
+    assert_eq!(
+        Document::open(&dir.join("images"), None).unwrap().labels,
+        h.state().doc.as_ref().unwrap().labels
+    );
 }
 
 #[test]

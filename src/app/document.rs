@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+
+use crate::data::journal::{self, Block, Replay};
 use crate::data::{
     DataError, LabelEncoding, MaskStyle, Plane, Stack, encode_labels, load_label_stack, load_stack,
     write_mask,
@@ -101,12 +104,79 @@ pub struct Document {
     pub edits: u64,
     /// Rows changed since the renderer last uploaded, per slice: (slice, y0, y1) inclusive.
     pending_rows: Vec<(usize, usize, usize)>,
+    /// Journal blocks changed since the last autosave: (slice, block row, block column).
+    dirty_blocks: BTreeSet<(usize, usize, usize)>,
+    /// Size of the autosave journal on disk (0 = none).
+    pub journal_bytes: u64,
+    /// The next save must write the whole label file (labels imported, a save failed).
+    pub full_save_needed: bool,
+    /// What opening restored from an autosave journal.
+    pub recovered: Replay,
+}
+
+/// What an autosave writes: the changed blocks, or (compaction) the whole label file.
+#[derive(Debug)]
+pub enum SaveWork {
+    /// Append these blocks to the journal.
+    Journal {
+        /// The label file whose journal grows.
+        label_path: PathBuf,
+        /// (width, height, slices) of the stack.
+        dims: (usize, usize, usize),
+        /// The changed blocks.
+        blocks: Vec<Block>,
+    },
+    /// Write the whole label file atomically, then remove the journal.
+    Full {
+        /// The label file.
+        label_path: PathBuf,
+        /// All label planes.
+        labels: Vec<Plane<u16>>,
+    },
+}
+
+/// What a finished [`SaveWork`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Saved {
+    /// Blocks appended; the journal's new size.
+    Journal {
+        /// Blocks written.
+        blocks: usize,
+        /// Journal size in bytes.
+        bytes: u64,
+    },
+    /// The whole label file was written.
+    Full(PathBuf),
+}
+
+impl SaveWork {
+    /// Does the work (in a background job).
+    pub fn run(self) -> Result<Saved, DataError> {
+        match self {
+            Self::Journal {
+                label_path,
+                dims,
+                blocks,
+            } => {
+                let bytes = journal::append(&label_path, dims, &blocks)?;
+                Ok(Saved::Journal {
+                    blocks: blocks.len(),
+                    bytes,
+                })
+            }
+            Self::Full { label_path, labels } => {
+                Document::write_labels(&label_path, &labels)?;
+                journal::remove(&label_path)?;
+                Ok(Saved::Full(label_path))
+            }
+        }
+    }
 }
 
 /// The label file of a stack: `<name>.labels.tif` beside the image file or inside the folder.
 pub fn label_path_for(source: &Path) -> PathBuf {
     if source.is_dir() {
-        source.join("labels.unet.tif")
+        source.join(crate::data::io::FOLDER_LABELS)
     } else {
         let stem = source
             .file_stem()
@@ -134,6 +204,7 @@ impl Document {
         let mut doc_labels: Vec<Plane<u8>> = (0..stack.slices.len())
             .map(|_| Plane::filled(w, h, 0))
             .collect();
+        let importing = labels.is_some();
         let import = match labels {
             Some((p, enc)) => Some((p.to_path_buf(), enc)),
             None if label_path.exists() => Some((label_path.clone(), LabelEncoding::Classes)),
@@ -168,6 +239,15 @@ impl Document {
                 doc_labels[i] = enc.classes;
             }
         }
+        // Strokes autosaved after the last full save (or before a crash).
+        let recovered = if importing {
+            Replay::default()
+        } else {
+            journal::replay(&label_path, &mut doc_labels)?
+        };
+        let journal_bytes = std::fs::metadata(journal::journal_path(&label_path))
+            .map(|m| m.len())
+            .unwrap_or(0);
         let max_class = doc_labels
             .iter()
             .flat_map(|p| p.data.iter().copied())
@@ -210,9 +290,13 @@ impl Document {
             undo: Vec::new(),
             redo: Vec::new(),
             stroke: None,
-            dirty: false,
+            dirty: importing,
             edits: 0,
             pending_rows: Vec::new(),
+            dirty_blocks: BTreeSet::new(),
+            journal_bytes,
+            full_save_needed: importing,
+            recovered,
         })
     }
 
@@ -311,7 +395,9 @@ impl Document {
                     before,
                     after: class,
                 });
-                let y = y as usize;
+                let (x, y) = (x as usize, y as usize);
+                self.dirty_blocks
+                    .insert((slice, y / journal::BLOCK, x / journal::BLOCK));
                 touched = Some(touched.map_or((y, y), |(a, b)| (a.min(y), b.max(y))));
             }
         }
@@ -356,6 +442,9 @@ impl Document {
             return false;
         }
         plane.data[i] = class;
+        let w = plane.width;
+        self.dirty_blocks
+            .insert((slice, i / w / journal::BLOCK, i % w / journal::BLOCK));
         self.stroke.get_or_insert_with(Vec::new).push(Change {
             slice,
             index: i,
@@ -471,8 +560,10 @@ impl Document {
         for c in changes {
             if let Some(p) = self.labels.get_mut(c.slice) {
                 p.data[c.index] = if forward { c.after } else { c.before };
-                let y = c.index / p.width;
+                let (y, x) = (c.index / p.width, c.index % p.width);
                 self.pending_rows.push((c.slice, y, y));
+                self.dirty_blocks
+                    .insert((c.slice, y / journal::BLOCK, x / journal::BLOCK));
             }
         }
         self.dirty = true;
@@ -541,11 +632,60 @@ impl Document {
         self.labels.iter().map(|p| p.map(u16::from)).collect()
     }
 
-    /// Writes the labels atomically to [`Self::label_path`] (multipage TIFF, ImageJ metadata).
+    /// Writes the labels atomically to [`Self::label_path`] (multipage TIFF, ImageJ metadata)
+    /// and removes the autosave journal.
     pub fn save_labels(&mut self) -> Result<PathBuf, DataError> {
-        Self::write_labels(&self.label_path, &self.labels_u16())?;
+        let res = self.take_save_work(true).run();
+        self.saved(&res);
+        res.map(|_| self.label_path.clone())
+    }
+
+    /// Whether the next autosave should rewrite the whole label file: after an import or a
+    /// failed save, or when the journal outgrew the label file (at least 16 MiB).
+    pub fn wants_full_save(&self) -> bool {
+        let full = self
+            .labels
+            .iter()
+            .map(|p| p.data.len() as u64 * 2)
+            .sum::<u64>();
+        self.full_save_needed || self.journal_bytes > full.max(16 << 20)
+    }
+
+    /// The work of the next save, taken from the document (which then counts as saved; call
+    /// [`Self::save_failed`] when the work fails). `full` forces a whole label file; otherwise
+    /// only the blocks changed since the last save are appended to the journal.
+    pub fn take_save_work(&mut self, full: bool) -> SaveWork {
+        let full = full || self.wants_full_save();
+        let blocks = std::mem::take(&mut self.dirty_blocks);
         self.dirty = false;
-        Ok(self.label_path.clone())
+        if full {
+            self.full_save_needed = false;
+            return SaveWork::Full {
+                label_path: self.label_path.clone(),
+                labels: self.labels_u16(),
+            };
+        }
+        SaveWork::Journal {
+            label_path: self.label_path.clone(),
+            dims: (self.stack.width, self.stack.height, self.labels.len()),
+            blocks: blocks
+                .into_iter()
+                .map(|(s, by, bx)| Block::copy_from(&self.labels[s], s, bx, by))
+                .collect(),
+        }
+    }
+
+    /// Records the result of a save: the journal's size, or a failure after which the next
+    /// save writes the whole label file (so no change is lost).
+    pub fn saved(&mut self, result: &Result<Saved, DataError>) {
+        match result {
+            Ok(Saved::Journal { bytes, .. }) => self.journal_bytes = *bytes,
+            Ok(Saved::Full(_)) => self.journal_bytes = 0,
+            Err(_) => {
+                self.dirty = true;
+                self.full_save_needed = true;
+            }
+        }
     }
 
     /// Writes label planes (from [`Self::labels_u16`]) atomically to `path`, the way

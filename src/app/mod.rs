@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-pub use document::{ClassInfo, Document};
+pub use document::{ClassInfo, Document, Saved};
 pub use export::ExportKind;
 pub use model::{LoadedModel, ModelState, Overlay};
 pub use panels::SHORTCUTS;
@@ -224,7 +224,9 @@ pub struct StudioApp {
     pub last_export: Option<Vec<PathBuf>>,
     export_job: Option<ExportJob>,
     open_job: Option<Job<OpenResult>>,
-    save_job: Option<Job<Result<PathBuf, DataError>>>,
+    save_job: Option<Job<Result<Saved, DataError>>>,
+    /// File > Save labels was chosen: the next save writes the whole label file.
+    full_save_requested: bool,
     waker: Waker,
     viewer: viewer::ViewerState,
 }
@@ -301,6 +303,7 @@ impl StudioApp {
             export_job: None,
             open_job: None,
             save_job: None,
+            full_save_requested: false,
             waker,
             viewer: viewer::ViewerState::default(),
         };
@@ -407,6 +410,12 @@ impl StudioApp {
                     doc.stack.height,
                     doc.stack.kind
                 );
+                if doc.recovered.records > 0 {
+                    self.status.push_str(&format!(
+                        "; restored {} autosaved stroke(s) from the journal",
+                        doc.recovered.records
+                    ));
+                }
                 self.view.slice = 0;
                 self.view.fit = true;
                 self.active_class = 1;
@@ -421,31 +430,62 @@ impl StudioApp {
         }
     }
 
-    fn apply_save(&mut self, res: Result<PathBuf, DataError>) {
+    fn apply_save(&mut self, res: Result<Saved, DataError>) {
+        if let Some(d) = &mut self.doc {
+            d.saved(&res);
+        }
         match res {
-            Ok(p) => self.status = format!("labels saved to {}", p.display()),
-            Err(e) => {
-                if let Some(d) = &mut self.doc {
-                    d.dirty = true;
-                }
-                self.error = Some(format!("saving labels failed: {e}"));
+            Ok(Saved::Journal { blocks, bytes }) => {
+                self.status = format!(
+                    "autosaved {blocks} changed block{} (journal {:.1} MB)",
+                    if blocks == 1 { "" } else { "s" },
+                    bytes as f64 / 1e6
+                );
             }
+            Ok(Saved::Full(p)) => self.status = format!("labels saved to {}", p.display()),
+            Err(e) => self.error = Some(format!("saving labels failed: {e}")),
         }
     }
 
-    /// Saves the labels in the background (autosave after every stroke). While a save runs,
-    /// the next one waits; the document stays marked dirty until a save succeeds.
+    /// Saves the whole label file (File > Save labels): in the background, after a save
+    /// that is running.
     pub fn save_labels(&mut self) {
+        self.full_save_requested = true;
+        self.autosave();
+    }
+
+    /// Autosave after every stroke: the changed blocks are appended to the journal in the
+    /// background (the whole label file when requested or when the journal grew large). One
+    /// save at a time; changes made while one runs are saved after it.
+    fn autosave(&mut self) {
         if self.save_job.is_some() {
             return;
         }
         let Some(doc) = &mut self.doc else { return };
-        let labels = doc.labels_u16();
-        let path = doc.label_path.clone();
-        doc.dirty = false;
+        if doc.in_stroke() || !(doc.dirty || self.full_save_requested) {
+            return;
+        }
+        let work = doc.take_save_work(std::mem::take(&mut self.full_save_requested));
         self.save_job = Some(Job::spawn("save labels", self.waker.clone(), move |_| {
-            Document::write_labels(&path, &labels).map(|()| path.clone())
+            work.run()
         }));
+    }
+
+    /// Waits for a running save, then writes the whole label file and removes the journal
+    /// (on exit, so that other programs find complete labels).
+    pub fn flush_labels(&mut self) -> Result<(), DataError> {
+        if let Some(job) = self.save_job.take()
+            && let Some(res) = job.wait()
+            && let Some(d) = &mut self.doc
+        {
+            d.saved(&res);
+        }
+        match &mut self.doc {
+            Some(d) if d.dirty || d.journal_bytes > 0 || d.full_save_needed => {
+                d.save_labels().map(|_| ())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn poll_jobs(&mut self) {
@@ -501,9 +541,7 @@ impl StudioApp {
         if let Some(e) = failures.into_iter().flatten().next() {
             self.error = Some(e);
         }
-        if self.save_job.is_none() && self.doc.as_ref().is_some_and(|d| d.dirty && !d.in_stroke()) {
-            self.save_labels();
-        }
+        self.autosave();
     }
 
     /// Saves class names, colours and contrast in the background when they changed (one save
@@ -630,6 +668,13 @@ impl StudioApp {
 }
 
 impl eframe::App for StudioApp {
+    fn on_exit(&mut self) {
+        // Complete label file for other programs; the journal would restore it otherwise.
+        if let Err(e) = self.flush_labels() {
+            eprintln!("unet-studio: {e}");
+        }
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.poll_jobs();

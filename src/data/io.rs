@@ -183,13 +183,20 @@ pub fn load_label_stack(path: &Path) -> Result<Vec<Plane<u32>>, DataError> {
         .collect()
 }
 
+/// The label file the app keeps inside an image folder; never read as one of its images.
+pub const FOLDER_LABELS: &str = "labels.unet.tif";
+
 fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
     let meta = fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     let files = if meta.is_dir() {
         let mut files: Vec<PathBuf> = fs::read_dir(path)
             .map_err(|e| DataError::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && has_image_extension(p))
+            .filter(|p| {
+                p.is_file()
+                    && has_image_extension(p)
+                    && p.file_name().is_none_or(|n| n != FOLDER_LABELS)
+            })
             .collect();
         files.sort();
         if files.is_empty() {

@@ -1,6 +1,7 @@
 //! Image stacks, label images and their file formats. No GPU, GUI or deep-learning code here.
 
 pub mod io;
+pub mod journal;
 pub mod labels;
 
 use std::path::PathBuf;
