@@ -37,7 +37,7 @@ fn stroke(doc: &mut Document, k: usize) {
     doc.begin_stroke();
     doc.paint_line(slice, (x0, y), (x0 + 90.0, y + 20.0), 4.0, class, false);
     doc.end_stroke();
-    if k % 5 == 0 {
+    if k.is_multiple_of(5) {
         doc.undo();
     }
 }
@@ -53,7 +53,7 @@ fn recovery_child() {
     for k in 1..200_000 {
         stroke(&mut doc, k);
         // As the app: only changed blocks, now and then the whole file (File > Save).
-        let work = doc.take_save_work(k % 7 == 0);
+        let work = doc.take_save_work(k.is_multiple_of(7));
         let res = work.run();
         doc.saved(&res);
         res.unwrap();
@@ -128,7 +128,7 @@ fn every_autosave_reopens_to_the_painted_labels() {
     for k in 1..30 {
         stroke(&mut doc, k);
         stroke(&mut reference, k);
-        let res = doc.take_save_work(k % 7 == 0).run();
+        let res = doc.take_save_work(k.is_multiple_of(7)).run();
         doc.saved(&res);
         res.unwrap();
         let reopened = Document::open(&stack, None).unwrap();
