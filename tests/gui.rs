@@ -396,6 +396,30 @@ fn predict_stack_then_export_every_kind_and_read_back() {
             .zip(&doc.labels[2].data)
             .all(|(a, b)| *a == u32::from(*b))
     );
+    // Python's tifffile (what Fiji users script with) reads the same files as ImageJ stacks
+    // with the same values.
+    let sums = |planes: &[unet_studio::data::Plane<u32>]| -> u64 {
+        planes
+            .iter()
+            .flat_map(|p| &p.data)
+            .map(|&v| u64::from(v))
+            .sum()
+    };
+    let prob_sum: f64 = p
+        .slices
+        .iter()
+        .flat_map(|s| &s.data)
+        .map(|&v| f64::from(v))
+        .sum();
+    // Class masks and labels carry the class colours as an ImageJ colour table.
+    let red = h.state().doc.as_ref().unwrap().classes[0].color;
+    check_with_tifffile(&[
+        (out.join("masks.tif"), 3, sums(&masks) as f64, Some(red)),
+        (out.join("masks_0-255.tif"), 3, sums(&binary) as f64, None),
+        (out.join("instances.tif"), 3, sums(&instances) as f64, None),
+        (out.join("labels.tif"), 3, sums(&labels) as f64, Some(red)),
+        (out.join("probabilities.tif"), 6, prob_sum, None),
+    ]);
     // PNG export writes one file per slice.
     h.state_mut()
         .export(ExportKind::MaskBinary, out.join("mask.png"));
@@ -403,6 +427,61 @@ fn predict_stack_then_export_every_kind_and_read_back() {
     let files = h.state().last_export.clone().unwrap();
     assert_eq!(files.len(), 3);
     assert!(files.iter().all(|f| f.exists()));
+}
+
+/// Reads each `(file, images, sum of values, colour of class 1)` with Python's tifffile and
+/// checks that it is an ImageJ stack of that many 512 x 512 images whose values sum to the
+/// same total, with a colour table (black for 0) when a colour is given. Runs when
+/// `python3 -c "import tifffile"` works; CI installs it and sets
+/// `UNET_STUDIO_REQUIRE_TIFFFILE=1`, which turns a missing tifffile into a failure.
+fn check_with_tifffile(files: &[(PathBuf, usize, f64, Option<[u8; 3]>)]) {
+    const SCRIPT: &str = r#"
+import sys, json, tifffile, numpy
+for path, images, total, colour in json.loads(sys.argv[1]):
+    with tifffile.TiffFile(path) as t:
+        assert t.is_imagej, f"{path}: no ImageJ metadata"
+        meta = t.imagej_metadata
+        assert meta["images"] == images, (path, meta)
+        if colour is not None:
+            lut = numpy.asarray(meta["LUTs"])
+            lut = lut[0] if lut.ndim == 3 else lut
+            assert lut.shape == (3, 256), (path, lut.shape)
+            assert list(lut[:, 0]) == [0, 0, 0] and list(lut[:, 1]) == colour, (path, lut[:, :3])
+            assert meta["max"] == 255, (path, meta)
+        else:
+            assert "LUTs" not in meta, path
+        a = t.asarray()
+    assert a.size == images * 512 * 512, (path, a.shape)
+    got = float(a.astype(numpy.float64).sum())
+    assert abs(got - total) <= 1e-4 * max(1.0, abs(total)), (path, got, total)
+    print(path, a.dtype, a.shape, "ok")
+"#;
+    let has_tifffile = std::process::Command::new("python3")
+        .args(["-c", "import tifffile"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_tifffile {
+        assert!(
+            std::env::var_os("UNET_STUDIO_REQUIRE_TIFFFILE").is_none(),
+            "python3 with tifffile is required here"
+        );
+        eprintln!("python3 tifffile not installed: cross-check skipped");
+        return;
+    }
+    let arg: Vec<(String, usize, f64, Option<[u8; 3]>)> = files
+        .iter()
+        .map(|(p, n, s, c)| (p.display().to_string(), *n, *s, *c))
+        .collect();
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT, &serde_json::to_string(&arg).unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tifffile: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A file dropped on the window, as the windowing integration would hand it to egui.

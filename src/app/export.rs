@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::{DataError, MaskStyle, Plane, write_f32_tiff, write_mask};
+use crate::data::{DataError, MaskStyle, Plane, write_f32_tiff, write_mask, write_mask_coloured};
 use crate::jobs::Job;
 use crate::metrics::regions;
 use crate::ml::argmax_classes;
@@ -71,6 +71,7 @@ fn write_export(
     path: &Path,
     probs: &[Vec<Plane<f32>>],
     labels: &[Plane<u8>],
+    colours: &[[u8; 3]],
 ) -> Result<(Vec<PathBuf>, String), DataError> {
     match kind {
         ExportKind::MaskClasses | ExportKind::MaskBinary => {
@@ -80,7 +81,7 @@ fn write_export(
             } else {
                 MaskStyle::Classes
             };
-            let files = write_mask(path, &masks, style)?;
+            let files = write_mask_coloured(path, &masks, style, colours)?;
             Ok((files, format!("{} mask slices", masks.len())))
         }
         ExportKind::Instances => {
@@ -115,7 +116,7 @@ fn write_export(
         }
         ExportKind::Labels => {
             let planes: Vec<Plane<u16>> = labels.iter().map(|p| p.map(u16::from)).collect();
-            let files = write_mask(path, &planes, MaskStyle::Classes)?;
+            let files = write_mask_coloured(path, &planes, MaskStyle::Classes, colours)?;
             Ok((files, format!("{} label slices", planes.len())))
         }
     }
@@ -144,9 +145,10 @@ impl StudioApp {
             Vec::new()
         };
         let labels = doc.labels.clone();
+        let colours: Vec<[u8; 3]> = doc.classes.iter().map(|c| c.color).collect();
         self.status = format!("exporting to {}", path.display());
         self.export_job = Some(Job::spawn("export", self.waker.clone(), move |_| {
-            write_export(kind, &path, &probs, &labels)
+            write_export(kind, &path, &probs, &labels, &colours)
         }));
     }
 

@@ -572,6 +572,17 @@ pub fn write_mask(
     slices: &[Plane<u16>],
     style: MaskStyle,
 ) -> Result<Vec<PathBuf>, DataError> {
+    write_mask_coloured(path, slices, style, &[])
+}
+
+/// [`write_mask`] with class colours: an 8-bit TIFF then carries an ImageJ colour table
+/// (value 0 black, value k `colours[k - 1]`) so that Fiji shows the classes in colour.
+pub fn write_mask_coloured(
+    path: &Path,
+    slices: &[Plane<u16>],
+    style: MaskStyle,
+    colours: &[[u8; 3]],
+) -> Result<Vec<PathBuf>, DataError> {
     let format = ImageFormat::from_path(path).ok_or_else(|| {
         DataError::invalid(
             path,
@@ -604,7 +615,17 @@ pub fn write_mask(
             Ok(paths)
         }
         ImageFormat::Tiff => {
-            let bytes = encode_tiff_u16(path, &styled, eight_bit, max)?;
+            let lut =
+                (eight_bit && style == MaskStyle::Classes && !colours.is_empty()).then(|| {
+                    let mut lut = [[0u8; 256]; 3];
+                    for (k, c) in colours.iter().take(255).enumerate() {
+                        for ch in 0..3 {
+                            lut[ch][k + 1] = c[ch];
+                        }
+                    }
+                    lut
+                });
+            let bytes = encode_tiff_u16(path, &styled, eight_bit, max, lut)?;
             write_atomic(path, &bytes)?;
             Ok(vec![path.to_path_buf()])
         }
@@ -641,11 +662,25 @@ fn imagej_description(slices: usize, channels: usize, range: Option<(f64, f64)>)
     s
 }
 
+/// ImageJ's private tags (50838 byte counts, 50839 data) holding one colour table, written
+/// little-endian as the tiff crate writes: magic "IJIJ" and type "luts" as little-endian ints.
+fn imagej_lut_tags(lut: &[[u8; 256]; 3]) -> ([u32; 2], Vec<u8>) {
+    let mut data = Vec::with_capacity(12 + 768);
+    data.extend_from_slice(&0x494a_494a_u32.to_le_bytes());
+    data.extend_from_slice(&u32::from_be_bytes(*b"luts").to_le_bytes());
+    data.extend_from_slice(&1u32.to_le_bytes());
+    for channel in lut {
+        data.extend_from_slice(channel);
+    }
+    ([12, 768], data)
+}
+
 fn encode_tiff_u16(
     path: &Path,
     slices: &[Plane<u16>],
     eight_bit: bool,
     max: u16,
+    lut: Option<[[u8; 256]; 3]>,
 ) -> Result<Vec<u8>, DataError> {
     let err = |e: tiff::TiffError| DataError::decode(path, format!("TIFF encoding failed: {e}"));
     let mut cursor = Cursor::new(Vec::new());
@@ -653,9 +688,11 @@ fn encode_tiff_u16(
         let mut enc = TiffEncoder::new(&mut cursor)
             .map_err(err)?
             .with_compression(Compression::Deflate(Default::default()));
-        // Display range: small class ids would otherwise look all black in Fiji.
-        let desc = imagej_description(slices.len(), 1, Some((0.0, f64::from(max.max(1)))));
-        for plane in slices {
+        // Display range: small class ids would otherwise look all black in Fiji. With a colour
+        // table the range is 0..255 so that value k shows colour k.
+        let range_max = if lut.is_some() { 255 } else { max.max(1) };
+        let desc = imagej_description(slices.len(), 1, Some((0.0, f64::from(range_max))));
+        for (i, plane) in slices.iter().enumerate() {
             let (w, h) = (plane.width as u32, plane.height as u32);
             if eight_bit {
                 let px: Vec<u8> = plane.data.iter().map(|&v| v as u8).collect();
@@ -663,6 +700,15 @@ fn encode_tiff_u16(
                 img.encoder()
                     .write_tag(Tag::ImageDescription, desc.as_str())
                     .map_err(err)?;
+                if let Some(lut) = lut.as_ref().filter(|_| i == 0) {
+                    let (counts, data) = imagej_lut_tags(lut);
+                    img.encoder()
+                        .write_tag(Tag::Unknown(50838), &counts[..])
+                        .map_err(err)?;
+                    img.encoder()
+                        .write_tag(Tag::Unknown(50839), &data[..])
+                        .map_err(err)?;
+                }
                 img.write_data(&px).map_err(err)?;
             } else {
                 let mut img = enc.new_image::<colortype::Gray16>(w, h).map_err(err)?;

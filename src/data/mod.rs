@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 pub use io::{
     ImageFormat, MaskStyle, PixelKind, Stack, decode_stack_bytes, load_label_stack, load_stack,
-    write_atomic, write_f32_tiff, write_mask,
+    write_atomic, write_f32_tiff, write_mask, write_mask_coloured,
 };
 pub use labels::{LabelEncoding, LabelSlice, encode_labels};
 
