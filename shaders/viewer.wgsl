@@ -1,5 +1,7 @@
 // Image viewer: contrast window + gamma on the raw values, label overlay through a palette.
-// Drawn as one full-viewport triangle inside egui's paint-callback viewport.
+// Drawn as one full-viewport triangle per texture tile inside egui's paint-callback viewport;
+// each tile draws the image pixels of its core rectangle and discards the others. A tile's
+// textures hold its core plus a one-pixel halo, so bilinear taps across a border are exact.
 
 struct View {
     // rect_min_px.xy (framebuffer pixels), zoom (framebuffer px per image px), gamma
@@ -11,6 +13,10 @@ struct View {
     c: vec4<f32>,
     // map opacity, map value shown cold, map value shown hot, unused
     d: vec4<f32>,
+    // core rectangle of this tile in image pixels: x0, y0, x1, y1 (exclusive)
+    e: vec4<f32>,
+    // image coordinates of the tile textures' first texel, 1 = this tile draws the background
+    f: vec4<f32>,
 };
 
 @group(0) @binding(0) var<uniform> view: View;
@@ -32,9 +38,11 @@ fn vs_main(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
     return vec4<f32>(x, y, 0.0, 1.0);
 }
 
+// Raw value at image pixel p (clamped to the tile's texels: the image border, or the halo).
 fn raw_at(p: vec2<i32>) -> f32 {
     let size = vec2<i32>(textureDimensions(image_tex));
-    return textureLoad(image_tex, clamp(p, vec2<i32>(0, 0), size - vec2<i32>(1, 1)), 0).r;
+    let local = p - vec2<i32>(view.f.xy);
+    return textureLoad(image_tex, clamp(local, vec2<i32>(0, 0), size - vec2<i32>(1, 1)), 0).r;
 }
 
 @fragment
@@ -43,7 +51,14 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
     let ip = view.b.xy + (pos.xy - view.a.xy) / zoom;
     let size = view.b.zw;
     if (ip.x < 0.0 || ip.y < 0.0 || ip.x >= size.x || ip.y >= size.y) {
+        if (view.f.z < 0.5) {
+            discard;
+        }
         return vec4<f32>(0.08, 0.08, 0.09, 1.0);
+    }
+    let pixel = floor(ip);
+    if (pixel.x < view.e.x || pixel.y < view.e.y || pixel.x >= view.e.z || pixel.y >= view.e.w) {
+        discard;
     }
     var raw: f32;
     if (zoom >= 1.0) {
@@ -63,7 +78,7 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
     let t = clamp((raw - view.c.x) / span, 0.0, 1.0);
     var colour = vec3<f32>(pow(t, view.a.w));
     let flags = u32(view.c.w + 0.5);
-    let texel = vec2<i32>(floor(ip));
+    let texel = vec2<i32>(pixel) - vec2<i32>(view.f.xy);
     if ((flags & 4u) != 0u) {
         let m = textureLoad(map_tex, texel, 0).r;
         let span_m = max(view.d.z - view.d.y, 1e-20);

@@ -816,3 +816,85 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
         "pixel error of the shipped model on slice 0: {error}"
     );
 }
+
+/// The pixels of the image canvas only (the status bar changes with every autosave).
+fn render_canvas(h: &mut Harness<'static, StudioApp>) -> image::RgbaImage {
+    let full = h.render().unwrap();
+    let r = h.state().canvas_rect;
+    let ppp = full.width() as f32 / 1100.0;
+    image::imageops::crop_imm(
+        &full,
+        (r.min.x * ppp) as u32,
+        (r.min.y * ppp) as u32,
+        (r.width() * ppp) as u32,
+        (r.height() * ppp) as u32,
+    )
+    .to_image()
+}
+
+#[test]
+fn texture_tiles_draw_exactly_what_one_texture_draws() {
+    let dir = copy_sample("tiles");
+    let mut h = harness(&dir);
+    h.remove_cursor();
+    // Minified (bilinear taps across tile borders) and magnified around the borders at 198
+    // and 396 of 200-px tiles, with the label overlay.
+    let views = [(0.7, egui::vec2(0.0, 0.0)), (2.5, egui::vec2(150.0, 330.0))];
+    let render_views = |h: &mut Harness<'static, StudioApp>| -> Vec<image::RgbaImage> {
+        views
+            .iter()
+            .map(|&(zoom, origin)| {
+                let s = h.state_mut();
+                s.view.fit = false;
+                s.view.fitted = None;
+                s.view.zoom = zoom;
+                s.view.origin = origin;
+                h.run_steps(2);
+                render_canvas(h)
+            })
+            .collect()
+    };
+    let one = render_views(&mut h);
+    assert_eq!(
+        h.state().gpu_upload_stats().0,
+        1,
+        "512 x 512 fits one texture"
+    );
+    h.state_mut().set_texture_tile_edge(200);
+    h.run_steps(1);
+    let before = h.state().gpu_upload_stats().1;
+    let tiled = render_views(&mut h);
+    let (tiles, after) = h.state().gpu_upload_stats();
+    assert_eq!(tiles, 9, "3 x 3 tiles of at most 200 px");
+    // Image (4 bytes) and labels (1 byte) of 512 x 512, the halos ~2 % more, the palette.
+    let uploaded = after - before;
+    assert!(
+        (5 * 512 * 512..5 * 512 * 512 * 21 / 20).contains(&uploaded),
+        "{uploaded} bytes"
+    );
+    for (i, (a, b)) in one.iter().zip(&tiled).enumerate() {
+        assert_eq!(a.dimensions(), b.dimensions());
+        let differing = a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count();
+        assert_eq!(differing, 0, "view {i}: {differing} pixels differ");
+    }
+    // A stroke across a tile border lands in both tiles: same picture as one texture.
+    let stroke = |h: &mut Harness<'static, StudioApp>| {
+        let doc = h.state_mut().doc.as_mut().unwrap();
+        doc.begin_stroke();
+        doc.paint_line(0, (180.0, 390.0), (220.0, 400.0), 6.0, 2, false);
+        doc.end_stroke();
+        h.state_mut().finish_jobs();
+        h.run_steps(2);
+        render_canvas(h)
+    };
+    let tiled_stroke = stroke(&mut h);
+    h.state_mut().doc.as_mut().unwrap().undo();
+    h.state_mut().set_texture_tile_edge(0);
+    h.run_steps(2);
+    let one_stroke = stroke(&mut h);
+    assert_ne!(tiled_stroke, tiled[1], "the stroke is visible");
+    assert!(
+        tiled_stroke == one_stroke,
+        "tiled and whole label uploads agree"
+    );
+}

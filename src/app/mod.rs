@@ -168,6 +168,9 @@ pub struct ViewState {
     pub origin: egui::Vec2,
     /// Fit the image into the canvas on the next frame.
     pub fit: bool,
+    /// The canvas the image was last fitted to; while the user has not zoomed or panned
+    /// since, a canvas of another size (panels settling, window resized) fits it again.
+    pub fitted: Option<egui::Rect>,
 }
 
 /// The application state.
@@ -200,7 +203,8 @@ pub struct StudioApp {
     pub renderer_ready: bool,
     /// Rendering adapter, for the status bar.
     pub adapter: String,
-    /// Largest texture edge of the device.
+    /// Largest texture edge of the image display: the device's limit (larger images are
+    /// drawn as several texture tiles), lowered by [`Self::set_texture_tile_edge`].
     pub max_texture_edge: u32,
     /// Where the canvas was drawn in the last frame (screen points).
     pub canvas_rect: egui::Rect,
@@ -274,6 +278,7 @@ impl StudioApp {
                 zoom: 1.0,
                 origin: egui::Vec2::ZERO,
                 fit: true,
+                fitted: None,
             },
             tool: Tool::Brush,
             brush_radius: 3.0,
@@ -389,18 +394,6 @@ impl StudioApp {
                 }
                 if model.is_some() {
                     self.models.model = model;
-                }
-                if self.max_texture_edge > 0
-                    && (doc.stack.width as u32 > self.max_texture_edge
-                        || doc.stack.height as u32 > self.max_texture_edge)
-                {
-                    self.error = Some(format!(
-                        "{}: {}x{} is larger than this GPU's textures ({} px); tiled display is not available yet",
-                        doc.source.display(),
-                        doc.stack.width,
-                        doc.stack.height,
-                        self.max_texture_edge
-                    ));
                 }
                 self.status = format!(
                     "opened {} ({} slices, {}x{}, {:?})",

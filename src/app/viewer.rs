@@ -44,6 +44,24 @@ impl ViewerState {
 }
 
 impl StudioApp {
+    /// Texture tiles of the shown slice and bytes uploaded to the GPU so far, as the renderer
+    /// reported them after its last frame.
+    pub fn gpu_upload_stats(&self) -> (usize, u64) {
+        let feed = self
+            .viewer
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (feed.tiles, feed.uploaded_bytes)
+    }
+
+    /// Limits the texture edge of the image display (at most the device's limit; larger
+    /// images are split into tiles) and rebuilds the textures.
+    pub fn set_texture_tile_edge(&mut self, edge: u32) {
+        self.max_texture_edge = edge;
+        self.viewer.invalidate();
+    }
+
     /// The pixel readout under the cursor, if any.
     pub fn viewer_readout(&self) -> Option<String> {
         self.viewer.readout.clone()
@@ -84,11 +102,13 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         return;
     };
     let (w, h) = (doc.stack.width as f32, doc.stack.height as f32);
-    if app.view.fit && rect.width() > 0.0 && rect.height() > 0.0 {
+    let refit = app.view.fitted.is_some_and(|r| r != rect);
+    if (app.view.fit || refit) && rect.width() > 0.0 && rect.height() > 0.0 {
         let z = (rect.width() / w).min(rect.height() / h);
         app.view.zoom = z;
         app.view.origin = egui::vec2(w / 2.0, h / 2.0) - rect.size() / (2.0 * z);
         app.view.fit = false;
+        app.view.fitted = Some(rect);
     }
 
     // Zoom with the wheel or a pinch, about the cursor.
@@ -98,6 +118,7 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         if (factor - 1.0).abs() > 1e-4 {
             let before = app.screen_to_image(rect, hover);
             app.view.zoom = (app.view.zoom * factor).clamp(0.02, 64.0);
+            app.view.fitted = None;
             let after = app.screen_to_image(rect, hover);
             app.view.origin += egui::vec2(before.0 - after.0, before.1 - after.1);
         }
@@ -108,6 +129,7 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         || (space && response.dragged_by(egui::PointerButton::Primary));
     if panning {
         app.view.origin -= response.drag_delta() / app.view.zoom;
+        app.view.fitted = None;
     }
 
     // Paint with the primary button.
@@ -235,6 +257,7 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         uploads.push(Upload::Resize {
             width: doc.stack.width as u32,
             height: doc.stack.height as u32,
+            tile_edge: app.max_texture_edge,
         });
         app.viewer.sized = true;
         app.viewer.uploaded_slice = None;
@@ -298,12 +321,16 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
             let (lo, hi) = app.models.overlay_range();
             [app.models.overlay_opacity, lo, hi, 0.0]
         },
+        // Per texture tile, filled by the renderer.
+        e: [0.0; 4],
+        f: [0.0; 4],
     };
     if !uploads.is_empty() {
         app.viewer
             .queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pending
             .extend(uploads);
     }
     ui.painter().add(egui_wgpu::Callback::new_paint_callback(

@@ -4,7 +4,8 @@
 
 use eframe::egui_wgpu::{self, wgpu};
 
-/// Uniforms of `shaders/viewer.wgsl` (four `vec4<f32>`, 64 bytes).
+/// Uniforms of `shaders/viewer.wgsl` (six `vec4<f32>`, 96 bytes). The app fills `a`..`d`;
+/// the renderer sets `e` and `f` per texture tile.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ViewUniforms {
@@ -17,17 +18,66 @@ pub struct ViewUniforms {
     pub c: [f32; 4],
     /// Map opacity, map value shown cold, map value shown hot, unused.
     pub d: [f32; 4],
+    /// The image pixels this tile draws: x0, y0, x1, y1 (exclusive).
+    pub e: [f32; 4],
+    /// Image coordinates of the tile texture's first texel, 1 when this tile draws the
+    /// background outside the image, unused.
+    pub f: [f32; 4],
+}
+
+/// One texture tile of a slice: the image pixels it draws (`core`) and the pixels its
+/// textures hold (`tex`: the core plus a one-pixel halo towards neighbouring tiles, so that
+/// bilinear minification is seamless across tile borders). Rectangles are `[x0, y0, x1, y1)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileRect {
+    /// Pixels drawn.
+    pub core: [u32; 4],
+    /// Pixels held by the textures.
+    pub tex: [u32; 4],
+}
+
+/// Spans of one axis: `(core0, core1, tex0, tex1)`.
+fn spans(len: u32, max_edge: u32) -> Vec<(u32, u32, u32, u32)> {
+    if len <= max_edge {
+        return vec![(0, len, 0, len)];
+    }
+    let stride = max_edge.saturating_sub(2).max(1);
+    (0..len)
+        .step_by(stride as usize)
+        .map(|c0| {
+            let c1 = (c0 + stride).min(len);
+            (c0, c1, c0.saturating_sub(1), (c1 + 1).min(len))
+        })
+        .collect()
+}
+
+/// How an image of `width x height` is split into textures of at most `max_edge` pixels per
+/// side: one tile when it fits, otherwise a grid, row by row.
+pub fn tile_layout(width: u32, height: u32, max_edge: u32) -> Vec<TileRect> {
+    let xs = spans(width, max_edge);
+    let ys = spans(height, max_edge);
+    ys.iter()
+        .flat_map(|&(cy0, cy1, ty0, ty1)| {
+            xs.iter().map(move |&(cx0, cx1, tx0, tx1)| TileRect {
+                core: [cx0, cy0, cx1, cy1],
+                tex: [tx0, ty0, tx1, ty1],
+            })
+        })
+        .collect()
 }
 
 /// Data to move to the GPU before drawing.
 #[derive(Clone, Debug)]
 pub enum Upload {
-    /// (Re)create the textures for an image of this size.
+    /// (Re)create the textures for an image of this size, split into tiles of at most
+    /// `tile_edge` pixels per side (and at most the device's limit).
     Resize {
         /// Width.
         width: u32,
         /// Height.
         height: u32,
+        /// Largest texture edge to use.
+        tile_edge: u32,
     },
     /// The raw values of the shown slice (`width * height`).
     Image(Vec<f32>),
@@ -46,29 +96,36 @@ pub enum Upload {
     Map(Vec<f32>),
 }
 
-struct SliceTextures {
-    width: u32,
-    height: u32,
+struct Tile {
+    rect: TileRect,
     image: wgpu::Texture,
     labels: wgpu::Texture,
     map: wgpu::Texture,
+    uniforms: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
+}
+
+struct SliceTextures {
+    width: u32,
+    height: u32,
+    tiles: Vec<Tile>,
 }
 
 /// GPU objects of the viewer, created once and kept in egui's callback resources.
 pub struct ViewerResources {
     pipeline: wgpu::RenderPipeline,
     layout: wgpu::BindGroupLayout,
-    uniforms: wgpu::Buffer,
     palette: wgpu::Texture,
     slice: Option<SliceTextures>,
     max_edge: u32,
 }
 
-/// The largest texture edge the device supports (images above it cannot be shown yet).
+/// The largest texture edge the device supports (larger images are shown in tiles).
 pub fn max_texture_edge(rs: &egui_wgpu::RenderState) -> u32 {
     rs.device.limits().max_texture_dimension_2d
 }
+
+const UNIFORM_BYTES: u64 = std::mem::size_of::<ViewUniforms>() as u64;
 
 /// Builds the pipeline and registers it in the renderer's callback resources.
 pub fn install(rs: &egui_wgpu::RenderState) {
@@ -97,7 +154,7 @@ pub fn install(rs: &egui_wgpu::RenderState) {
                 ty: wgpu::BindingType::Buffer {
                     ty: wgpu::BufferBindingType::Uniform,
                     has_dynamic_offset: false,
-                    min_binding_size: std::num::NonZeroU64::new(64),
+                    min_binding_size: std::num::NonZeroU64::new(UNIFORM_BYTES),
                 },
                 count: None,
             },
@@ -133,12 +190,6 @@ pub fn install(rs: &egui_wgpu::RenderState) {
         multiview_mask: None,
         cache: None,
     });
-    let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("viewer uniforms"),
-        size: 64,
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
     let palette = device.create_texture(&wgpu::TextureDescriptor {
         label: Some("viewer palette"),
         size: wgpu::Extent3d {
@@ -159,7 +210,6 @@ pub fn install(rs: &egui_wgpu::RenderState) {
         .insert(ViewerResources {
             pipeline,
             layout,
-            uniforms,
             palette,
             slice: None,
             max_edge: max_texture_edge(rs),
@@ -167,17 +217,36 @@ pub fn install(rs: &egui_wgpu::RenderState) {
 }
 
 impl ViewerResources {
-    fn resize(&mut self, device: &wgpu::Device, width: u32, height: u32) {
-        if width == 0 || height == 0 || width > self.max_edge || height > self.max_edge {
-            self.slice = None;
+    fn resize(&mut self, device: &wgpu::Device, width: u32, height: u32, tile_edge: u32) {
+        self.slice = None;
+        // 0 = the device's limit.
+        let edge = match tile_edge {
+            0 => self.max_edge,
+            e => e.min(self.max_edge),
+        }
+        .max(3);
+        if width == 0 || height == 0 {
             return;
         }
+        let tiles = tile_layout(width, height, edge)
+            .into_iter()
+            .map(|rect| self.tile(device, rect))
+            .collect();
+        self.slice = Some(SliceTextures {
+            width,
+            height,
+            tiles,
+        });
+    }
+
+    fn tile(&self, device: &wgpu::Device, rect: TileRect) -> Tile {
+        let [x0, y0, x1, y1] = rect.tex;
         let tex = |label: &str, format: wgpu::TextureFormat| {
             device.create_texture(&wgpu::TextureDescriptor {
                 label: Some(label),
                 size: wgpu::Extent3d {
-                    width,
-                    height,
+                    width: x1 - x0,
+                    height: y1 - y0,
                     depth_or_array_layers: 1,
                 },
                 mip_level_count: 1,
@@ -191,6 +260,12 @@ impl ViewerResources {
         let image = tex("viewer image", wgpu::TextureFormat::R32Float);
         let labels = tex("viewer labels", wgpu::TextureFormat::R8Uint);
         let map = tex("viewer map", wgpu::TextureFormat::R32Float);
+        let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("viewer uniforms"),
+            size: UNIFORM_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let view = |t: &wgpu::Texture| t.create_view(&wgpu::TextureViewDescriptor::default());
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("viewer"),
@@ -198,7 +273,7 @@ impl ViewerResources {
             entries: &[
                 wgpu::BindGroupEntry {
                     binding: 0,
-                    resource: self.uniforms.as_entire_binding(),
+                    resource: uniforms.as_entire_binding(),
                 },
                 wgpu::BindGroupEntry {
                     binding: 1,
@@ -218,95 +293,148 @@ impl ViewerResources {
                 },
             ],
         });
-        self.slice = Some(SliceTextures {
-            width,
-            height,
+        Tile {
+            rect,
             image,
             labels,
             map,
+            uniforms,
             bind_group,
-        });
+        }
     }
 
-    fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, up: &Upload) {
-        let write =
-            |tex: &wgpu::Texture, y0: u32, w: u32, rows: u32, bytes_per_px: u32, data: &[u8]| {
-                queue.write_texture(
-                    wgpu::TexelCopyTextureInfo {
-                        texture: tex,
-                        mip_level: 0,
-                        origin: wgpu::Origin3d { x: 0, y: y0, z: 0 },
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    data,
-                    wgpu::TexelCopyBufferLayout {
-                        offset: 0,
-                        bytes_per_row: Some(w * bytes_per_px),
-                        rows_per_image: Some(rows),
-                    },
-                    wgpu::Extent3d {
-                        width: w,
-                        height: rows,
-                        depth_or_array_layers: 1,
-                    },
-                );
-            };
+    /// Performs one upload; returns the bytes written to textures.
+    fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, up: &Upload) -> u64 {
         match up {
-            Upload::Resize { width, height } => self.resize(device, *width, *height),
-            Upload::Image(values) => {
-                if let Some(s) = &self.slice
-                    && values.len() == (s.width * s.height) as usize
-                {
-                    write(
-                        &s.image,
-                        0,
-                        s.width,
-                        s.height,
-                        4,
-                        bytemuck::cast_slice(values),
-                    );
+            Upload::Resize {
+                width,
+                height,
+                tile_edge,
+            } => {
+                self.resize(device, *width, *height, *tile_edge);
+                0
+            }
+            Upload::Image(values) | Upload::Map(values) => {
+                let Some(s) = &self.slice else { return 0 };
+                if values.len() != (s.width * s.height) as usize {
+                    return 0;
                 }
+                s.tiles
+                    .iter()
+                    .map(|t| {
+                        let tex = if matches!(up, Upload::Image(_)) {
+                            &t.image
+                        } else {
+                            &t.map
+                        };
+                        write_rows(queue, tex, t.rect, s.width, 0, s.height, values)
+                    })
+                    .sum()
             }
             Upload::LabelRows { y0, rows, data } => {
-                if let Some(s) = &self.slice
-                    && y0 + rows <= s.height
-                    && data.len() == (rows * s.width) as usize
-                {
-                    write(&s.labels, *y0, s.width, *rows, 1, data);
+                let Some(s) = &self.slice else { return 0 };
+                if y0 + rows > s.height || data.len() != (rows * s.width) as usize {
+                    return 0;
                 }
-            }
-            Upload::Map(values) => {
-                if let Some(s) = &self.slice
-                    && values.len() == (s.width * s.height) as usize
-                {
-                    write(
-                        &s.map,
-                        0,
-                        s.width,
-                        s.height,
-                        4,
-                        bytemuck::cast_slice(values),
-                    );
-                }
+                s.tiles
+                    .iter()
+                    .map(|t| write_rows(queue, &t.labels, t.rect, s.width, *y0, *rows, data))
+                    .sum()
             }
             Upload::Palette(colours) => {
-                write(
-                    &self.palette,
-                    0,
-                    256,
-                    1,
-                    4,
-                    bytemuck::cast_slice(&colours[..]),
-                );
+                let bytes: &[u8] = bytemuck::cast_slice(&colours[..]);
+                write_texture(queue, &self.palette, [0, 0, 256, 1], bytes, 4);
+                bytes.len() as u64
             }
         }
     }
 }
 
-/// Uploads waiting for the next frame that is actually rendered. Shared between the app and
-/// its callbacks: a pass that egui discards, or a frame that is never painted (headless tests),
-/// leaves them queued instead of losing them.
-pub type UploadQueue = std::sync::Arc<std::sync::Mutex<Vec<Upload>>>;
+/// Writes `data` (`w x h` texels of `bytes_per_px` bytes) into `rect` = `[x, y, w, h]` of
+/// `tex`.
+fn write_texture(
+    queue: &wgpu::Queue,
+    tex: &wgpu::Texture,
+    [x, y, w, h]: [u32; 4],
+    data: &[u8],
+    bytes_per_px: u32,
+) {
+    queue.write_texture(
+        wgpu::TexelCopyTextureInfo {
+            texture: tex,
+            mip_level: 0,
+            origin: wgpu::Origin3d { x, y, z: 0 },
+            aspect: wgpu::TextureAspect::All,
+        },
+        data,
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(w * bytes_per_px),
+            rows_per_image: Some(h),
+        },
+        wgpu::Extent3d {
+            width: w,
+            height: h,
+            depth_or_array_layers: 1,
+        },
+    );
+}
+
+/// Writes image rows `y0 .. y0 + rows` (`data`, full image width `width`) into the part of
+/// tile `rect` they cover; returns the bytes written. Only a tile narrower than the image
+/// needs a copy of its columns.
+fn write_rows<T: bytemuck::Pod>(
+    queue: &wgpu::Queue,
+    tex: &wgpu::Texture,
+    rect: TileRect,
+    width: u32,
+    y0: u32,
+    rows: u32,
+    data: &[T],
+) -> u64 {
+    let [tx0, ty0, tx1, ty1] = rect.tex;
+    let (r0, r1) = (y0.max(ty0), (y0 + rows).min(ty1));
+    if r0 >= r1 {
+        return 0;
+    }
+    let bpp = std::mem::size_of::<T>() as u32;
+    let region = [0, r0 - ty0, tx1 - tx0, r1 - r0];
+    let w = width as usize;
+    let rows_of = |a: u32, b: u32| &data[(a - y0) as usize * w..(b - y0) as usize * w];
+    if tx0 == 0 && tx1 == width {
+        write_texture(
+            queue,
+            tex,
+            region,
+            bytemuck::cast_slice(rows_of(r0, r1)),
+            bpp,
+        );
+    } else {
+        let part: Vec<T> = rows_of(r0, r1)
+            .chunks_exact(w)
+            .flat_map(|row| &row[tx0 as usize..tx1 as usize])
+            .copied()
+            .collect();
+        write_texture(queue, tex, region, bytemuck::cast_slice(&part), bpp);
+    }
+    u64::from(region[2] * region[3] * bpp)
+}
+
+/// Uploads waiting for the next frame that is actually rendered, and what the renderer
+/// reports back. Shared between the app and its callbacks: a pass that egui discards, or a
+/// frame that is never painted (headless tests), leaves uploads queued instead of losing them.
+#[derive(Debug, Default)]
+pub struct GpuFeed {
+    /// Uploads not yet performed.
+    pub pending: Vec<Upload>,
+    /// Texture tiles of the current slice.
+    pub tiles: usize,
+    /// Bytes written to textures so far.
+    pub uploaded_bytes: u64,
+}
+
+/// The shared [`GpuFeed`].
+pub type UploadQueue = std::sync::Arc<std::sync::Mutex<GpuFeed>>;
 
 /// One frame's drawing of the viewer: small uniforms plus the shared upload queue.
 pub struct ViewerCallback {
@@ -326,16 +454,29 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
         resources: &mut egui_wgpu::CallbackResources,
     ) -> Vec<wgpu::CommandBuffer> {
         if let Some(r) = resources.get_mut::<ViewerResources>() {
-            let pending = std::mem::take(
-                &mut *self
-                    .uploads
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            for up in &pending {
-                r.upload(device, queue, up);
+            let mut feed = self
+                .uploads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for up in std::mem::take(&mut feed.pending) {
+                feed.uploaded_bytes += r.upload(device, queue, &up);
             }
-            queue.write_buffer(&r.uniforms, 0, bytemuck::bytes_of(&self.uniforms));
+            feed.tiles = r.slice.as_ref().map_or(0, |s| s.tiles.len());
+            drop(feed);
+            if let Some(s) = &r.slice {
+                for (i, t) in s.tiles.iter().enumerate() {
+                    let [cx0, cy0, cx1, cy1] = t.rect.core;
+                    let mut u = self.uniforms;
+                    u.e = [cx0 as f32, cy0 as f32, cx1 as f32, cy1 as f32];
+                    u.f = [
+                        t.rect.tex[0] as f32,
+                        t.rect.tex[1] as f32,
+                        f32::from(u8::from(i == 0)),
+                        0.0,
+                    ];
+                    queue.write_buffer(&t.uniforms, 0, bytemuck::bytes_of(&u));
+                }
+            }
         }
         Vec::new()
     }
@@ -350,8 +491,57 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
             && let Some(s) = &r.slice
         {
             render_pass.set_pipeline(&r.pipeline);
-            render_pass.set_bind_group(0, &s.bind_group, &[]);
-            render_pass.draw(0..3, 0..1);
+            for t in &s.tiles {
+                render_pass.set_bind_group(0, &t.bind_group, &[]);
+                render_pass.draw(0..3, 0..1);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_tile_when_the_image_fits() {
+        assert_eq!(
+            tile_layout(300, 200, 300),
+            vec![TileRect {
+                core: [0, 0, 300, 200],
+                tex: [0, 0, 300, 200]
+            }]
+        );
+    }
+
+    #[test]
+    fn tiles_cover_every_pixel_once_with_a_halo_within_the_limit() {
+        for (w, h, edge) in [
+            (1000, 300, 256),
+            (8193, 5, 4096),
+            (17, 23, 3),
+            (512, 512, 200),
+        ] {
+            let tiles = tile_layout(w, h, edge);
+            let mut covered = vec![0u8; (w * h) as usize];
+            for t in &tiles {
+                let [x0, y0, x1, y1] = t.core;
+                let [a0, b0, a1, b1] = t.tex;
+                assert!(a1 - a0 <= edge && b1 - b0 <= edge, "{t:?} within {edge}");
+                // The halo: one pixel on each inner side, none at the image border.
+                assert_eq!(a0, x0.saturating_sub(1));
+                assert_eq!(b0, y0.saturating_sub(1));
+                assert_eq!(a1, (x1 + 1).min(w));
+                assert_eq!(b1, (y1 + 1).min(h));
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        covered[(y * w + x) as usize] += 1;
+                    }
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "{w}x{h} edge {edge}");
+        }
+        // 512 with edge 200: cores of 198 px -> 3 x 3 tiles.
+        assert_eq!(tile_layout(512, 512, 200).len(), 9);
     }
 }
