@@ -102,16 +102,50 @@ pub struct Document {
     pub dirty: bool,
     /// Counts every change of the labels (for caches computed from them).
     pub edits: u64,
-    /// Rows changed since the renderer last uploaded, per slice: (slice, y0, y1) inclusive.
-    pending_rows: Vec<(usize, usize, usize)>,
-    /// Journal blocks changed since the last autosave: (slice, block row, block column).
-    dirty_blocks: BTreeSet<(usize, usize, usize)>,
+    /// What changed since the last upload and the last autosave.
+    dirt: Dirt,
     /// Size of the autosave journal on disk (0 = none).
     pub journal_bytes: u64,
     /// The next save must write the whole label file (labels imported, a save failed).
     pub full_save_needed: bool,
     /// What opening restored from an autosave journal.
     pub recovered: Replay,
+}
+
+/// Book-keeping of every label change: the bounding box per slice since the renderer last
+/// uploaded, the journal blocks since the last autosave, and the pixel count per class.
+#[derive(Debug)]
+struct Dirt {
+    /// Per slice: x0, y0, x1, y1 (inclusive).
+    rects: std::collections::BTreeMap<usize, [usize; 4]>,
+    /// (slice, block row, block column).
+    blocks: BTreeSet<(usize, usize, usize)>,
+    /// Pixels per class id over the whole stack.
+    counts: Box<[usize; 256]>,
+}
+
+impl Dirt {
+    fn new(labels: &[Plane<u8>]) -> Self {
+        let mut counts = Box::new([0usize; 256]);
+        for &v in labels.iter().flat_map(|p| &p.data) {
+            counts[usize::from(v)] += 1;
+        }
+        Self {
+            rects: Default::default(),
+            blocks: BTreeSet::new(),
+            counts,
+        }
+    }
+
+    /// Pixel `(x, y)` of `slice` changed from `before` to `after`.
+    fn record(&mut self, slice: usize, x: usize, y: usize, before: u8, after: u8) {
+        self.counts[usize::from(before)] -= 1;
+        self.counts[usize::from(after)] += 1;
+        self.blocks
+            .insert((slice, y / journal::BLOCK, x / journal::BLOCK));
+        let r = self.rects.entry(slice).or_insert([x, y, x, y]);
+        *r = [r[0].min(x), r[1].min(y), r[2].max(x), r[3].max(y)];
+    }
 }
 
 /// What an autosave writes: the changed blocks, or (compaction) the whole label file.
@@ -280,6 +314,7 @@ impl Document {
             }
             display = saved.display;
         }
+        let dirt = Dirt::new(&doc_labels);
         Ok(Self {
             stack,
             labels: doc_labels,
@@ -292,8 +327,7 @@ impl Document {
             stroke: None,
             dirty: importing,
             edits: 0,
-            pending_rows: Vec::new(),
-            dirty_blocks: BTreeSet::new(),
+            dirt,
             journal_bytes,
             full_save_needed: importing,
             recovered,
@@ -376,7 +410,7 @@ impl Document {
         let (x0, x1) = ((cx - r).floor() as i64, (cx + r).ceil() as i64);
         let (y0, y1) = ((cy - r).floor() as i64, (cy + r).ceil() as i64);
         let stroke = self.stroke.get_or_insert_with(Vec::new);
-        let mut touched: Option<(usize, usize)> = None;
+        let mut touched = false;
         for y in y0.max(0)..=y1.min(h - 1) {
             for x in x0.max(0)..=x1.min(w - 1) {
                 let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
@@ -395,14 +429,12 @@ impl Document {
                     before,
                     after: class,
                 });
-                let (x, y) = (x as usize, y as usize);
-                self.dirty_blocks
-                    .insert((slice, y / journal::BLOCK, x / journal::BLOCK));
-                touched = Some(touched.map_or((y, y), |(a, b)| (a.min(y), b.max(y))));
+                self.dirt
+                    .record(slice, x as usize, y as usize, before, class);
+                touched = true;
             }
         }
-        if let Some((a, b)) = touched {
-            self.pending_rows.push((slice, a, b));
+        if touched {
             self.edits += 1;
         }
     }
@@ -443,8 +475,7 @@ impl Document {
         }
         plane.data[i] = class;
         let w = plane.width;
-        self.dirty_blocks
-            .insert((slice, i / w / journal::BLOCK, i % w / journal::BLOCK));
+        self.dirt.record(slice, i % w, i / w, before, class);
         self.stroke.get_or_insert_with(Vec::new).push(Change {
             slice,
             index: i,
@@ -488,14 +519,10 @@ impl Document {
                 }
             }
         }
-        let (mut y0, mut y1) = (h, 0);
         for &i in &region {
             self.set_pixel(slice, i, class);
-            y0 = y0.min(i / w);
-            y1 = y1.max(i / w);
         }
         if !region.is_empty() {
-            self.pending_rows.push((slice, y0, y1));
             self.edits += 1;
         }
         region.len()
@@ -521,7 +548,6 @@ impl Document {
         let y_lo = ys.clone().fold(f32::INFINITY, f32::min).floor().max(0.0) as usize;
         let y_hi = (ys.fold(f32::NEG_INFINITY, f32::max).ceil().max(0.0) as usize).min(h);
         let mut changed = 0;
-        let (mut r0, mut r1) = (h, 0);
         for y in y_lo..y_hi {
             let cy = y as f32 + 0.5;
             // Crossings of the scanline with the polygon's edges.
@@ -543,14 +569,11 @@ impl Document {
                     }
                     if self.set_pixel(slice, i, class) {
                         changed += 1;
-                        r0 = r0.min(y);
-                        r1 = r1.max(y);
                     }
                 }
             }
         }
         if changed > 0 {
-            self.pending_rows.push((slice, r0, r1));
             self.edits += 1;
         }
         changed
@@ -559,11 +582,11 @@ impl Document {
     fn apply(&mut self, changes: &[Change], forward: bool) {
         for c in changes {
             if let Some(p) = self.labels.get_mut(c.slice) {
-                p.data[c.index] = if forward { c.after } else { c.before };
-                let (y, x) = (c.index / p.width, c.index % p.width);
-                self.pending_rows.push((c.slice, y, y));
-                self.dirty_blocks
-                    .insert((c.slice, y / journal::BLOCK, x / journal::BLOCK));
+                let from = p.data[c.index];
+                let to = if forward { c.after } else { c.before };
+                p.data[c.index] = to;
+                self.dirt
+                    .record(c.slice, c.index % p.width, c.index / p.width, from, to);
             }
         }
         self.dirty = true;
@@ -600,31 +623,16 @@ impl Document {
         !self.redo.is_empty()
     }
 
-    /// Rows changed since the last call, merged per slice: `(slice, first row, last row)`.
-    pub fn take_changed_rows(&mut self) -> Vec<(usize, usize, usize)> {
-        let mut v = std::mem::take(&mut self.pending_rows);
-        v.sort_unstable();
-        let mut merged: Vec<(usize, usize, usize)> = Vec::new();
-        for (s, a, b) in v {
-            match merged.last_mut() {
-                Some(m) if m.0 == s && a <= m.2 + 1 => m.2 = m.2.max(b),
-                _ => merged.push((s, a, b)),
-            }
-        }
-        merged
+    /// The rectangle of changed pixels per slice since the last call:
+    /// `(slice, [x0, y0, x1, y1])`, inclusive.
+    pub fn take_changed_rects(&mut self) -> Vec<(usize, [usize; 4])> {
+        std::mem::take(&mut self.dirt.rects).into_iter().collect()
     }
 
-    /// Number of labelled pixels per class id (index 0 = unlabelled).
+    /// Number of labelled pixels per class id (index 0 = unlabelled), kept up to date by
+    /// every change (no scan of the stack per frame).
     pub fn class_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0usize; self.classes.len() + 1];
-        for p in &self.labels {
-            for &v in &p.data {
-                if let Some(c) = counts.get_mut(v as usize) {
-                    *c += 1;
-                }
-            }
-        }
-        counts
+        self.dirt.counts[..=self.classes.len().min(255)].to_vec()
     }
 
     /// The labels as 16-bit planes in the `classes` convention.
@@ -656,7 +664,7 @@ impl Document {
     /// only the blocks changed since the last save are appended to the journal.
     pub fn take_save_work(&mut self, full: bool) -> SaveWork {
         let full = full || self.wants_full_save();
-        let blocks = std::mem::take(&mut self.dirty_blocks);
+        let blocks = std::mem::take(&mut self.dirt.blocks);
         self.dirty = false;
         if full {
             self.full_save_needed = false;
@@ -731,9 +739,30 @@ mod tests {
             painted
         );
         // Erasing is a stroke of class 0; preserve paints only unlabelled pixels.
+        doc.take_changed_rects();
+        let before = doc.labels[0].clone();
         doc.begin_stroke();
         doc.paint_disk(0, 7.5, 5.5, 3.0, 1, true);
         doc.end_stroke();
+        // The changed rectangle is the bounding box of the changed pixels.
+        let (mut bbox, w) = ([usize::MAX, usize::MAX, 0, 0], before.width);
+        for (i, _) in before
+            .data
+            .iter()
+            .zip(&doc.labels[0].data)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+        {
+            let (x, y) = (i % w, i / w);
+            bbox = [
+                bbox[0].min(x),
+                bbox[1].min(y),
+                bbox[2].max(x),
+                bbox[3].max(y),
+            ];
+        }
+        assert_eq!(doc.take_changed_rects(), vec![(0, bbox)]);
+        assert!(doc.take_changed_rects().is_empty());
         assert_eq!(
             doc.labels[0].at(7, 5),
             2,
@@ -744,9 +773,6 @@ mod tests {
         doc.paint_disk(0, 7.5, 5.5, 1.0, 0, false);
         doc.end_stroke();
         assert_eq!(doc.labels[0].at(7, 5), 0);
-        let rows = doc.take_changed_rows();
-        assert!(!rows.is_empty() && rows.iter().all(|r| r.0 == 0 && r.1 <= r.2));
-        assert!(doc.take_changed_rows().is_empty());
     }
 
     #[test]
@@ -790,6 +816,19 @@ mod tests {
         doc.end_stroke();
         assert_eq!(doc.labels[0].at(10, 1), 1);
         assert_eq!(doc.labels[0].at(9, 1), 2);
+        // The running class counts equal a count of the pixels, also after undo and redo.
+        let count = |doc: &Document| {
+            (0..=2u8)
+                .map(|k| doc.labels[0].data.iter().filter(|&&v| v == k).count())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(doc.class_counts(), count(&doc));
+        doc.undo();
+        doc.undo();
+        assert_eq!(doc.class_counts(), count(&doc));
+        doc.redo();
+        assert_eq!(doc.class_counts(), count(&doc));
+        assert_eq!(doc.class_counts().iter().sum::<usize>(), 200);
     }
 
     #[test]

@@ -265,26 +265,31 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
     if let Some(p) = pal {
         uploads.push(Upload::Palette(p));
     }
-    let changed = doc.take_changed_rows();
+    let changed = doc.take_changed_rects();
     if app.viewer.uploaded_slice != Some(slice) {
         uploads.push(Upload::Image(doc.stack.slices[slice].data.clone()));
-        uploads.push(Upload::LabelRows {
+        uploads.push(Upload::LabelRect {
+            x0: 0,
             y0: 0,
-            rows: doc.stack.height as u32,
+            width: doc.stack.width as u32,
+            height: doc.stack.height as u32,
             data: doc.labels[slice].data.clone(),
         });
         app.viewer.uploaded_slice = Some(slice);
-    } else {
-        let width = doc.stack.width;
-        for (s, y0, y1) in changed {
-            if s == slice {
-                uploads.push(Upload::LabelRows {
-                    y0: y0 as u32,
-                    rows: (y1 - y0 + 1) as u32,
-                    data: doc.labels[slice].data[y0 * width..(y1 + 1) * width].to_vec(),
-                });
-            }
-        }
+    } else if let Some((_, [x0, y0, x1, y1])) = changed.into_iter().find(|c| c.0 == slice) {
+        // Only the rectangle the strokes of this frame changed.
+        let plane = &doc.labels[slice];
+        let data: Vec<u8> = (y0..=y1)
+            .flat_map(|y| &plane.data[y * plane.width + x0..=y * plane.width + x1])
+            .copied()
+            .collect();
+        uploads.push(Upload::LabelRect {
+            x0: x0 as u32,
+            y0: y0 as u32,
+            width: (x1 - x0 + 1) as u32,
+            height: (y1 - y0 + 1) as u32,
+            data,
+        });
     }
     let display = doc.display;
     let key = (

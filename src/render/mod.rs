@@ -81,13 +81,17 @@ pub enum Upload {
     },
     /// The raw values of the shown slice (`width * height`).
     Image(Vec<f32>),
-    /// Label rows `y0 .. y0 + rows` of the shown slice.
-    LabelRows {
-        /// First row.
+    /// A rectangle of the shown slice's labels (what a stroke changed).
+    LabelRect {
+        /// Left column.
+        x0: u32,
+        /// Top row.
         y0: u32,
-        /// Row count.
-        rows: u32,
-        /// `rows * width` class ids.
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// `width * height` class ids, row after row.
         data: Vec<u8>,
     },
     /// Colours of class ids 0..=255.
@@ -327,18 +331,28 @@ impl ViewerResources {
                         } else {
                             &t.map
                         };
-                        write_rows(queue, tex, t.rect, s.width, 0, s.height, values)
+                        write_region(queue, tex, t.rect, [0, 0, s.width, s.height], values)
                     })
                     .sum()
             }
-            Upload::LabelRows { y0, rows, data } => {
+            Upload::LabelRect {
+                x0,
+                y0,
+                width,
+                height,
+                data,
+            } => {
                 let Some(s) = &self.slice else { return 0 };
-                if y0 + rows > s.height || data.len() != (rows * s.width) as usize {
+                let region = [*x0, *y0, x0 + width, y0 + height];
+                if region[2] > s.width
+                    || region[3] > s.height
+                    || data.len() != (width * height) as usize
+                {
                     return 0;
                 }
                 s.tiles
                     .iter()
-                    .map(|t| write_rows(queue, &t.labels, t.rect, s.width, *y0, *rows, data))
+                    .map(|t| write_region(queue, &t.labels, t.rect, region, data))
                     .sum()
             }
             Upload::Palette(colours) => {
@@ -380,44 +394,38 @@ fn write_texture(
     );
 }
 
-/// Writes image rows `y0 .. y0 + rows` (`data`, full image width `width`) into the part of
-/// tile `rect` they cover; returns the bytes written. Only a tile narrower than the image
-/// needs a copy of its columns.
-fn write_rows<T: bytemuck::Pod>(
+/// Writes the image region `[x0, y0, x1, y1)` (`data`, row after row) into the part of tile
+/// `rect` it covers; returns the bytes written. Only a tile narrower than the region needs a
+/// copy of its columns.
+fn write_region<T: bytemuck::Pod>(
     queue: &wgpu::Queue,
     tex: &wgpu::Texture,
     rect: TileRect,
-    width: u32,
-    y0: u32,
-    rows: u32,
+    [x0, y0, x1, y1]: [u32; 4],
     data: &[T],
 ) -> u64 {
     let [tx0, ty0, tx1, ty1] = rect.tex;
-    let (r0, r1) = (y0.max(ty0), (y0 + rows).min(ty1));
-    if r0 >= r1 {
+    let (a0, a1) = (x0.max(tx0), x1.min(tx1));
+    let (b0, b1) = (y0.max(ty0), y1.min(ty1));
+    if a0 >= a1 || b0 >= b1 {
         return 0;
     }
     let bpp = std::mem::size_of::<T>() as u32;
-    let region = [0, r0 - ty0, tx1 - tx0, r1 - r0];
-    let w = width as usize;
-    let rows_of = |a: u32, b: u32| &data[(a - y0) as usize * w..(b - y0) as usize * w];
-    if tx0 == 0 && tx1 == width {
-        write_texture(
-            queue,
-            tex,
-            region,
-            bytemuck::cast_slice(rows_of(r0, r1)),
-            bpp,
-        );
+    let target = [a0 - tx0, b0 - ty0, a1 - a0, b1 - b0];
+    let w = (x1 - x0) as usize;
+    let rows = &data[(b0 - y0) as usize * w..(b1 - y0) as usize * w];
+    if a0 == x0 && a1 == x1 {
+        write_texture(queue, tex, target, bytemuck::cast_slice(rows), bpp);
     } else {
-        let part: Vec<T> = rows_of(r0, r1)
+        let (c0, c1) = ((a0 - x0) as usize, (a1 - x0) as usize);
+        let part: Vec<T> = rows
             .chunks_exact(w)
-            .flat_map(|row| &row[tx0 as usize..tx1 as usize])
+            .flat_map(|row| &row[c0..c1])
             .copied()
             .collect();
-        write_texture(queue, tex, region, bytemuck::cast_slice(&part), bpp);
+        write_texture(queue, tex, target, bytemuck::cast_slice(&part), bpp);
     }
-    u64::from(region[2] * region[3] * bpp)
+    u64::from(target[2] * target[3] * bpp)
 }
 
 /// Uploads waiting for the next frame that is actually rendered, and what the renderer
@@ -483,7 +491,7 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
 
     fn paint(
         &self,
-        _info: eframe::egui::PaintCallbackInfo,
+        info: eframe::egui::PaintCallbackInfo,
         render_pass: &mut wgpu::RenderPass<'static>,
         resources: &egui_wgpu::CallbackResources,
     ) {
@@ -491,7 +499,39 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
             && let Some(s) = &r.slice
         {
             render_pass.set_pipeline(&r.pipeline);
-            for t in &s.tiles {
+            let clip = info.clip_rect_in_pixels();
+            let clip = [
+                clip.left_px.max(0),
+                clip.top_px.max(0),
+                (clip.left_px + clip.width_px).min(info.screen_size_px[0] as i32),
+                (clip.top_px + clip.height_px).min(info.screen_size_px[1] as i32),
+            ];
+            let u = &self.uniforms;
+            for (i, t) in s.tiles.iter().enumerate() {
+                // The first tile also draws the background, over the whole clip rectangle;
+                // the others only where their core lands on screen (one pixel of slack, the
+                // shader discards the rest).
+                let [x0, y0, x1, y1] = if i == 0 {
+                    clip
+                } else {
+                    let to_px = |v: u32, axis: usize| u.a[axis] + (v as f32 - u.b[axis]) * u.a[2];
+                    let [cx0, cy0, cx1, cy1] = t.rect.core;
+                    [
+                        (to_px(cx0, 0).floor() as i32 - 1).max(clip[0]),
+                        (to_px(cy0, 1).floor() as i32 - 1).max(clip[1]),
+                        (to_px(cx1, 0).ceil() as i32 + 1).min(clip[2]),
+                        (to_px(cy1, 1).ceil() as i32 + 1).min(clip[3]),
+                    ]
+                };
+                if x1 <= x0 || y1 <= y0 {
+                    continue;
+                }
+                render_pass.set_scissor_rect(
+                    x0 as u32,
+                    y0 as u32,
+                    (x1 - x0) as u32,
+                    (y1 - y0) as u32,
+                );
                 render_pass.set_bind_group(0, &t.bind_group, &[]);
                 render_pass.draw(0..3, 0..1);
             }
