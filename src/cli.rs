@@ -11,6 +11,7 @@ use crate::data::{
     LabelEncoding, LabelSlice, MaskStyle, Plane, encode_labels, load_label_stack, load_stack,
     write_f32_tiff, write_mask,
 };
+use crate::ml::memory::with_smaller_tiles;
 use crate::ml::{
     CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
     TrainSet, UNetConfig, argmax_classes, effective_tile, load_checkpoint, predict_probabilities,
@@ -475,16 +476,32 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             &pb,
             format!("iteration {iteration}: saved {}", path.display()),
         ),
-        TrainEvent::Snapshot { .. } => {}
+        TrainEvent::Snapshot { .. } | TrainEvent::TileReduced { .. } => {}
     };
-    let out = train(
-        &set,
-        &cfg,
-        start,
-        &device,
-        Some(&a.out),
-        &cancel,
-        &mut on_event,
+    let out = with_smaller_tiles(
+        &unet,
+        tile,
+        &mut |from, to| {
+            say(
+                &pb,
+                format!("out of device memory with {from} px tiles: starting again with {to} px"),
+            )
+        },
+        &mut |tile| {
+            let cfg = TrainConfig {
+                tile_out: tile,
+                ..cfg.clone()
+            };
+            train(
+                &set,
+                &cfg,
+                start.clone(),
+                &device,
+                Some(&a.out),
+                &cancel,
+                &mut on_event,
+            )
+        },
     )?;
     pb.finish_and_clear();
     let tail = &out.losses[out.losses.len().saturating_sub(20)..];

@@ -129,7 +129,12 @@ pub fn shared_compute_device(
                 info.name, info.backend
             ),
             fallback_reason: None,
-            software: false,
+            software: info.device_type == eframe::wgpu::DeviceType::Cpu,
+            memory: crate::ml::memory::MemoryLimits::gpu(
+                rs.device.limits().max_buffer_size,
+                rs.device.limits().max_storage_buffer_binding_size,
+                info.device_type == eframe::wgpu::DeviceType::Cpu,
+            ),
         },
         Ok(Err(e)) => {
             let mut cpu = crate::ml::device::cpu_device();

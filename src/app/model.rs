@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
 use crate::jobs::Job;
 use crate::ml::checkpoint::{CheckpointMeta, decode_checkpoint, encode_checkpoint, now_unix_s};
+use crate::ml::memory::{largest_fitting_tile, with_smaller_tiles};
 use crate::ml::{
     ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
     TrainOutcome, TrainSet, UNet, UNetConfig, entropy, predict_probabilities, save_checkpoint,
@@ -29,7 +30,8 @@ pub struct LoadedModel {
 }
 
 /// A prediction job's result: slices and their class probabilities.
-type PredictResult = Result<Vec<(usize, Vec<Plane<f32>>)>, MlError>;
+/// The output tile finally used, and the probabilities per predicted slice.
+type PredictResult = Result<(usize, Vec<(usize, Vec<Plane<f32>>)>), MlError>;
 
 /// One saved model version (every training run in the app makes one).
 #[derive(Clone, Debug)]
@@ -136,7 +138,21 @@ pub struct ModelState {
     first_iteration: u64,
     /// Config of the network being trained (for previews before the first model exists).
     training_unet: Option<UNetConfig>,
+    /// Output tile edges of training and prediction: the largest that fit the device's
+    /// memory (at most [`MAX_TRAIN_TILE_CPU`] for training on the CPU, to keep iterations
+    /// short), reduced after an out-of-memory failure.
+    pub tile_train: Option<usize>,
+    /// See `tile_train`.
+    pub tile_predict: Option<usize>,
+    /// What happened to the tile sizes, for the model panel.
+    pub tile_note: String,
 }
+
+/// Largest output tile of training on the CPU: 100 px keeps an iteration of the lite net near
+/// 0.1 s on two cores, so the preview moves while one watches.
+pub const MAX_TRAIN_TILE_CPU: usize = 100;
+/// Largest output tile otherwise: the paper's 388 px.
+pub const MAX_TILE: usize = 388;
 
 impl ModelState {
     /// Fresh state computing on `compute`.
@@ -164,7 +180,28 @@ impl ModelState {
             weights_job: None,
             first_iteration: 0,
             training_unet: None,
+            tile_train: None,
+            tile_predict: None,
+            tile_note: String::new(),
         }
+    }
+
+    /// The output tile for `unet` on the compute device: the largest that fits its memory,
+    /// capped as described at [`Self::tile_train`], and never larger than one that already
+    /// ran out of memory.
+    fn tile_for(&self, unet: &UNetConfig, training: bool) -> usize {
+        let cap = if training && !self.compute.is_gpu {
+            MAX_TRAIN_TILE_CPU
+        } else {
+            MAX_TILE
+        };
+        let known = if training {
+            self.tile_train
+        } else {
+            self.tile_predict
+        };
+        let cap = known.map_or(cap, |k| k.min(cap));
+        largest_fitting_tile(unet, &self.compute.memory, training, cap)
     }
 
     /// Whether training runs.
@@ -272,14 +309,17 @@ impl StudioApp {
             }
             _ => StartFrom::Scratch(UNetConfig::preset(self.models.preset, classes)),
         };
-        self.models.training_unet = Some(match &start {
+        let unet = match &start {
             StartFrom::Scratch(u) => u.clone(),
             StartFrom::FineTune(c) | StartFrom::Resume(c) => c.meta.unet.clone(),
-        });
+        };
+        self.models.training_unet = Some(unet.clone());
         let iterations = self.models.iterations.max(1);
+        let tile = self.models.tile_for(&unet, true);
+        self.models.tile_train = Some(tile);
         let cfg = TrainConfig {
             iterations,
-            tile_out: 100,
+            tile_out: tile,
             optimizer: OptimizerConfig::Adam { lr: 1e-3 },
             seed: self.models.seed,
             val_fraction: 0.1,
@@ -299,9 +339,27 @@ impl StudioApp {
         self.models.first_iteration = self.models.model.as_ref().map_or(0, |m| m.iteration);
         self.status = format!("training on {}", device.description);
         self.models.train_job = Some(Job::spawn("train", self.waker.clone(), move |ctx| {
-            let out = train(&set, &cfg, start, &device, None, &ctx.cancel, &mut |e| {
-                ctx.send(e)
-            })?;
+            // Out of device memory: the same run again with a smaller tile.
+            let out = with_smaller_tiles(
+                &unet,
+                cfg.tile_out,
+                &mut |from, to| ctx.send(TrainEvent::TileReduced { from, to }),
+                &mut |tile| {
+                    let cfg = TrainConfig {
+                        tile_out: tile,
+                        ..cfg.clone()
+                    };
+                    train(
+                        &set,
+                        &cfg,
+                        start.clone(),
+                        &device,
+                        None,
+                        &ctx.cancel,
+                        &mut |e| ctx.send(e),
+                    )
+                },
+            )?;
             // Keep the result on disk too (atomically): a crash later loses nothing.
             let mut out = out;
             out.iteration += base_iteration;
@@ -391,25 +449,42 @@ impl StudioApp {
             .map(|&s| normalize_percentile(&doc.stack.slices[s]))
             .collect();
         let device = self.models.compute.device.clone();
+        let mut tile = self.models.tile_for(&unet, false);
+        self.models.tile_predict = Some(tile);
         self.models.predict_job = Some(Job::spawn("predict", self.waker.clone(), move |ctx| {
             let mut out = Vec::with_capacity(slices.len());
             let n = slices.len();
             for (i, (&slice, image)) in slices.iter().zip(&images).enumerate() {
-                let probs = predict_probabilities(
-                    &model,
+                // Out of device memory: this slice again with a smaller tile, kept for the
+                // slices after it.
+                let probs = with_smaller_tiles(
                     &unet,
-                    image,
-                    unet.geometry().nearest_valid_output(196),
-                    &device,
-                    &ctx.cancel,
-                    &mut |done, total| {
-                        let f = (i as f32 + done as f32 / total.max(1) as f32) / n as f32;
-                        ctx.progress(f, format!("slice {} of {n}", i + 1));
+                    tile,
+                    &mut |from, to| {
+                        ctx.progress(
+                            i as f32 / n as f32,
+                            format!("out of memory with {from} px tiles: retrying with {to} px"),
+                        );
+                    },
+                    &mut |t| {
+                        tile = t;
+                        predict_probabilities(
+                            &model,
+                            &unet,
+                            image,
+                            t,
+                            &device,
+                            &ctx.cancel,
+                            &mut |done, total| {
+                                let f = (i as f32 + done as f32 / total.max(1) as f32) / n as f32;
+                                ctx.progress(f, format!("slice {} of {n}", i + 1));
+                            },
+                        )
                     },
                 )?;
                 out.push((slice, probs));
             }
-            Ok(out)
+            Ok((tile, out))
         }));
     }
 
@@ -494,6 +569,14 @@ impl StudioApp {
                         .push([iteration as f64 - first, f64::from(loss)]);
                 }
                 TrainEvent::Snapshot { model, .. } => snapshot = Some(*model),
+                TrainEvent::TileReduced { from, to } => {
+                    m.tile_train = Some(to);
+                    m.tile_note = format!(
+                        "out of memory with {from} px training tiles: retrying with {to} px"
+                    );
+                    m.losses.clear();
+                    m.val_losses.clear();
+                }
                 TrainEvent::Started { .. } | TrainEvent::Checkpoint { .. } => {}
             });
             if done.is_none() {
@@ -543,7 +626,14 @@ impl StudioApp {
         {
             self.models.predict_job = None;
             match res {
-                Ok(results) => {
+                Ok((tile, results)) => {
+                    if self.models.tile_predict.is_some_and(|t| t > tile) {
+                        self.models.tile_note = format!(
+                            "out of memory with {} px prediction tiles: now {tile} px",
+                            self.models.tile_predict.unwrap_or(tile)
+                        );
+                        self.models.tile_predict = Some(tile);
+                    }
                     let n = self.doc.as_ref().map_or(0, |d| d.slices());
                     self.models.probabilities.resize(n, None);
                     for (slice, probs) in results {

@@ -262,6 +262,23 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     if let Some(why) = &app.models.compute.fallback_reason {
         ui.small(format!("(CPU because {why})"));
     }
+    let mem = app.models.compute.memory;
+    let tile = |t: Option<usize>| t.map_or("auto".to_string(), |t| format!("{t} px"));
+    // The memory figures differ between machines: on hover only.
+    ui.small(format!(
+        "tiles: training {}, prediction {}",
+        tile(app.models.tile_train),
+        tile(app.models.tile_predict),
+    ))
+    .on_hover_text(format!(
+        "The largest tiles that fit the device: memory budget {:.1} GB, largest buffer \
+         {:.0} MB. Out of memory retries with a smaller tile.",
+        mem.budget_bytes as f64 / 1e9,
+        mem.max_tensor_bytes.min(mem.budget_bytes) as f64 / 1e6
+    ));
+    if !app.models.tile_note.is_empty() {
+        ui.small(app.models.tile_note.as_str());
+    }
     let m = &mut app.models;
     match &m.model {
         Some(model) => {

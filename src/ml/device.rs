@@ -4,6 +4,8 @@ use std::sync::OnceLock;
 
 use burn::prelude::Device;
 
+use super::memory::MemoryLimits;
+
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
@@ -43,6 +45,8 @@ pub struct ComputeDevice {
     /// A GPU adapter that is really the CPU (Mesa lavapipe, llvmpipe, WARP, SwiftShader):
     /// correct, but its speed says nothing about GPUs.
     pub software: bool,
+    /// What the device can hold (tile sizes follow it).
+    pub memory: MemoryLimits,
 }
 
 /// Why no device could be had.
@@ -54,9 +58,9 @@ pub enum DeviceError {
 }
 
 /// The GPU device of this process: burn's wgpu runtime can be initialised once only.
-static GPU: OnceLock<Result<(Device, String, bool), String>> = OnceLock::new();
+static GPU: OnceLock<Result<(Device, String, bool, MemoryLimits), String>> = OnceLock::new();
 
-fn gpu() -> Result<(Device, String, bool), String> {
+fn gpu() -> Result<(Device, String, bool, MemoryLimits), String> {
     GPU.get_or_init(|| {
         // Adapter acquisition can panic inside drivers; keep that from taking the app down.
         let res = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup());
@@ -64,6 +68,12 @@ fn gpu() -> Result<(Device, String, bool), String> {
             Ok(Ok((device, setup))) => {
                 let info = setup.adapter.get_info();
                 let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+                let limits = setup.device.limits();
+                let memory = MemoryLimits::gpu(
+                    limits.max_buffer_size,
+                    limits.max_storage_buffer_binding_size,
+                    software,
+                );
                 Ok((
                     device,
                     format!(
@@ -73,6 +83,7 @@ fn gpu() -> Result<(Device, String, bool), String> {
                         if software { " (software adapter)" } else { "" }
                     ),
                     software,
+                    memory,
                 ))
             }
             Ok(Err(e)) => Err(e.to_string()),
@@ -91,6 +102,7 @@ pub fn cpu_device() -> ComputeDevice {
         description: format!("CPU (flex, {threads} threads)"),
         fallback_reason: None,
         software: false,
+        memory: MemoryLimits::cpu(),
     }
 }
 
@@ -99,22 +111,24 @@ pub fn select_device(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError>
     match choice {
         DeviceChoice::Cpu => Ok(cpu_device()),
         DeviceChoice::Gpu => {
-            let (device, description, software) = gpu().map_err(DeviceError::NoAdapter)?;
+            let (device, description, software, memory) = gpu().map_err(DeviceError::NoAdapter)?;
             Ok(ComputeDevice {
                 device,
                 is_gpu: true,
                 description,
                 fallback_reason: None,
                 software,
+                memory,
             })
         }
         DeviceChoice::Auto => match gpu() {
-            Ok((device, description, software)) => Ok(ComputeDevice {
+            Ok((device, description, software, memory)) => Ok(ComputeDevice {
                 device,
                 is_gpu: true,
                 description,
                 fallback_reason: None,
                 software,
+                memory,
             }),
             Err(reason) => {
                 let mut cpu = cpu_device();

@@ -6,6 +6,7 @@ pub mod conv_cpu;
 pub mod device;
 pub mod infer;
 pub mod loss;
+pub mod memory;
 pub mod train;
 pub mod unet;
 

@@ -198,6 +198,14 @@ pub enum TrainEvent {
         /// The file.
         path: PathBuf,
     },
+    /// The device ran out of memory with tile `from`; the run starts again with `to`
+    /// (sent by callers that wrap [`train`] in [`crate::ml::memory::with_smaller_tiles`]).
+    TileReduced {
+        /// Output tile edge that did not fit.
+        from: usize,
+        /// Output tile edge of the new attempt.
+        to: usize,
+    },
 }
 
 /// What a finished (or cancelled) run returns.

@@ -31,6 +31,43 @@ pub struct UNetConfig {
     pub batch_norm: bool,
 }
 
+/// What a layer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// 3x3 convolution + ReLU.
+    Conv3x3,
+    /// 2x2 max-pooling.
+    MaxPool,
+    /// 2x2 stride-2 up-convolution.
+    UpConv,
+    /// Crop of the skip connection and concatenation.
+    Concat,
+    /// The final 1x1 convolution to class scores.
+    Conv1x1,
+}
+
+/// One layer of the network on a given tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// What it does.
+    pub kind: LayerKind,
+    /// Edge of its (square) output in pixels.
+    pub size: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+}
+
+/// Estimated memory of one forward (or training) pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Everything alive at the peak.
+    pub total_bytes: u64,
+    /// The largest single feature map (one GPU buffer).
+    pub largest_tensor_bytes: u64,
+}
+
 /// Named configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Preset {
@@ -95,52 +132,146 @@ impl UNetConfig {
         self.base_channels << level
     }
 
-    /// Multiply-add count x 2 of one forward pass on an `input x input` tile (batch 1).
-    pub fn forward_flops(&self, input: usize) -> Option<f64> {
+    /// The layers of one forward pass on an `input x input` tile (batch 1), in order, or
+    /// `None` when the tile is not valid for this network.
+    pub fn layers(&self, input: usize) -> Option<Vec<Layer>> {
         let shrink = if self.padding == ConvPadding::Valid {
             2
         } else {
             0
         };
-        let conv = |s: usize, cin: usize, cout: usize, k: usize| -> f64 {
-            2.0 * (s * s) as f64 * (cin * cout * k * k) as f64
-        };
-        let mut flops = 0.0;
+        let mut out = Vec::new();
         let mut s = input;
         let mut cin = self.in_channels;
-        let mut skips = Vec::new();
+        let conv3 = |s: &mut usize, cin: usize, cout: usize, out: &mut Vec<Layer>| {
+            *s = s.checked_sub(shrink)?;
+            out.push(Layer {
+                kind: LayerKind::Conv3x3,
+                size: *s,
+                cin,
+                cout,
+            });
+            Some(())
+        };
         for l in 0..self.depth {
             let c = self.channels(l);
-            s = s.checked_sub(shrink)?;
-            flops += conv(s, cin, c, 3);
-            s = s.checked_sub(shrink)?;
-            flops += conv(s, c, c, 3);
-            skips.push(s);
+            conv3(&mut s, cin, c, &mut out)?;
+            conv3(&mut s, c, c, &mut out)?;
             if !s.is_multiple_of(2) {
                 return None;
             }
             s /= 2;
+            out.push(Layer {
+                kind: LayerKind::MaxPool,
+                size: s,
+                cin: c,
+                cout: c,
+            });
             cin = c;
         }
         let c = self.channels(self.depth);
-        s = s.checked_sub(shrink)?;
-        flops += conv(s, cin, c, 3);
-        s = s.checked_sub(shrink)?;
-        flops += conv(s, c, c, 3);
+        conv3(&mut s, cin, c, &mut out)?;
+        conv3(&mut s, c, c, &mut out)?;
         let mut cin = c;
         for l in (0..self.depth).rev() {
             let c = self.channels(l);
-            // Up-convolution 2x2 stride 2: every output pixel takes one tap per input channel.
             s *= 2;
-            flops += 2.0 * (s * s) as f64 * (cin * c) as f64;
-            s = s.checked_sub(shrink)?;
-            flops += conv(s, 2 * c, c, 3);
-            s = s.checked_sub(shrink)?;
-            flops += conv(s, c, c, 3);
+            out.push(Layer {
+                kind: LayerKind::UpConv,
+                size: s,
+                cin,
+                cout: c,
+            });
+            out.push(Layer {
+                kind: LayerKind::Concat,
+                size: s,
+                cin: c,
+                cout: 2 * c,
+            });
+            conv3(&mut s, 2 * c, c, &mut out)?;
+            conv3(&mut s, c, c, &mut out)?;
             cin = c;
         }
-        flops += conv(s, cin, self.classes, 1);
-        Some(flops)
+        out.push(Layer {
+            kind: LayerKind::Conv1x1,
+            size: s,
+            cin,
+            cout: self.classes,
+        });
+        Some(out)
+    }
+
+    /// Multiply-add count x 2 of one forward pass on an `input x input` tile (batch 1).
+    pub fn forward_flops(&self, input: usize) -> Option<f64> {
+        let layers = self.layers(input)?;
+        Some(
+            layers
+                .iter()
+                .map(|l| {
+                    let taps = match l.kind {
+                        LayerKind::Conv3x3 => 9.0,
+                        // Up-convolution 2x2 stride 2: one tap per input channel per output.
+                        LayerKind::UpConv | LayerKind::Conv1x1 => 1.0,
+                        LayerKind::MaxPool | LayerKind::Concat => 0.0,
+                    };
+                    2.0 * (l.size * l.size) as f64 * (l.cin * l.cout) as f64 * taps
+                })
+                .sum(),
+        )
+    }
+
+    /// Number of trainable parameters.
+    pub fn parameter_count(&self) -> usize {
+        // A 3x3 convolution with bias (and batch norm's scale, shift and running statistics,
+        // which burn counts as parameters).
+        let conv3 =
+            |cin: usize, c: usize| 9 * cin * c + c + if self.batch_norm { 4 * c } else { 0 };
+        let mut n = 0;
+        let mut cin = self.in_channels;
+        for l in 0..=self.depth {
+            let c = self.channels(l);
+            n += conv3(cin, c) + conv3(c, c);
+            cin = c;
+        }
+        for l in (0..self.depth).rev() {
+            let c = self.channels(l);
+            n += 4 * cin * c + c + conv3(2 * c, c) + conv3(c, c);
+            cin = c;
+        }
+        n + cin * self.classes + self.classes
+    }
+
+    /// Estimated device memory of one pass on an `input x input` tile, or `None` for an
+    /// invalid tile. Training keeps every feature map for the backward pass and about as
+    /// much again in gradients and temporaries (2 copies counted), plus the largest
+    /// unfolded 3x3 input of the CPU kernels and four copies of the parameters (weights,
+    /// gradients, two optimiser moments); inference keeps the skip connections, the live
+    /// maps and the unfolded input.
+    pub fn memory_estimate(&self, input: usize, training: bool) -> Option<MemoryEstimate> {
+        let layers = self.layers(input)?;
+        let maps: Vec<usize> = layers.iter().map(|l| l.size * l.size * l.cout).collect();
+        let unfold = layers
+            .iter()
+            .filter(|l| l.kind == LayerKind::Conv3x3)
+            .map(|l| l.size * l.size * 9 * l.cin)
+            .max()
+            .unwrap_or(0);
+        let largest_map = maps.iter().copied().max().unwrap_or(0);
+        let floats = if training {
+            2 * maps.iter().sum::<usize>() + unfold + 4 * self.parameter_count()
+        } else {
+            let skips: usize = layers
+                .iter()
+                .zip(&maps)
+                .filter(|(l, _)| l.kind == LayerKind::MaxPool)
+                .map(|(_, m)| 4 * m)
+                .sum();
+            skips + 3 * largest_map + unfold + self.parameter_count()
+        };
+        Some(MemoryEstimate {
+            total_bytes: 4 * floats as u64,
+            largest_tensor_bytes: 4 * largest_map as u64,
+        })
     }
 
     /// Builds the network with He initialisation: weights ~ N(0, 2 / N), N the number of
@@ -292,5 +423,41 @@ mod tests {
             .unwrap()
             / 1e9;
         assert!((lite - 18.9).abs() < 0.2, "{lite}");
+    }
+
+    #[test]
+    fn parameter_count_matches_the_built_network() {
+        let device = Device::flex();
+        for (preset, bn) in [
+            (Preset::Lite, false),
+            (Preset::Lite, true),
+            (Preset::Paper, false),
+        ] {
+            let mut cfg = UNetConfig::preset(preset, 3);
+            cfg.batch_norm = bn;
+            assert_eq!(
+                cfg.init(&device).num_params(),
+                cfg.parameter_count(),
+                "{preset:?} bn {bn}"
+            );
+        }
+        // The paper's net: 31.0 M parameters (2 classes).
+        let paper = UNetConfig::preset(Preset::Paper, 2).parameter_count();
+        assert_eq!(paper, 31_030_658);
+    }
+
+    #[test]
+    fn memory_estimate_by_hand() {
+        let cfg = UNetConfig::preset(Preset::Paper, 2);
+        let m = cfg.memory_estimate(572, false).unwrap();
+        // Largest map: the first level's 64 x 570 x 570 after the first convolution.
+        assert_eq!(m.largest_tensor_bytes, 4 * 64 * 570 * 570);
+        let t = cfg.memory_estimate(572, true).unwrap();
+        assert!(t.total_bytes > 2 * m.total_bytes, "{t:?} vs {m:?}");
+        // Measured (`unet-studio bench`, peak RSS of the whole process): 1955 MB.
+        assert!((1.5e9..3.0e9).contains(&(t.total_bytes as f64)), "{t:?}");
+        // Smaller tiles need less; invalid tiles have no estimate.
+        assert!(cfg.memory_estimate(188, true).unwrap().total_bytes < t.total_bytes);
+        assert!(cfg.memory_estimate(573, true).is_none());
     }
 }
