@@ -553,6 +553,45 @@ fn augmentation_view_shows_seeded_deformations() {
     h.remove_cursor();
     h.run_steps(2);
     h.snapshot("augmentation_view");
+    // The warped grid drawn by shaders/deform.wgsl: a pixel p is on a line exactly when its
+    // source position p + d(p) is within 0.75 screen px of a multiple of the spacing. Pixels
+    // clearly on a line are yellow, pixels clearly off are not.
+    let full = h.render().unwrap();
+    let ppp = full.width() as f32 / 1100.0;
+    let app = h.state();
+    let (s, r) = (app.augment.sample.as_ref().unwrap(), app.augment.image_rect);
+    let (g, scale) = (app.augment.grid_spacing, r.width() / 512.0);
+    let to_line = |v: f32| (v - (v / g).round() * g).abs();
+    let (mut on, mut off, mut wrong) = (0, 0, 0);
+    for sy in (r.min.y * ppp) as u32 + 2..(r.max.y * ppp) as u32 - 2 {
+        for sx in ((r.min.x * ppp) as u32 + 2..(r.max.x * ppp) as u32 - 2).step_by(3) {
+            let px = full.get_pixel(sx, sy).0;
+            let yellow = px[0] > 150 && px[2] < 100 && px[0] as i32 - px[2] as i32 > 100;
+            // The displacement arrows (blue, egui) lie on top: not judged.
+            if px[2] as i32 > px[0] as i32 + 30 {
+                continue;
+            }
+            let p = (
+                ((sx as f32 + 0.5) / ppp - r.min.x) / scale,
+                ((sy as f32 + 0.5) / ppp - r.min.y) / scale,
+            );
+            let (tx, ty) = (p.0 as usize, p.1 as usize);
+            let q = (p.0 + s.dx.at(tx, ty), p.1 + s.dy.at(tx, ty));
+            let dist = to_line(q.0).min(to_line(q.1)) * scale * ppp;
+            if dist < 0.4 * ppp {
+                on += 1;
+                wrong += usize::from(!yellow);
+            } else if dist > 1.5 * ppp {
+                off += 1;
+                wrong += usize::from(yellow);
+            }
+        }
+    }
+    assert!(on > 300 && off > 10_000, "{on} on, {off} off");
+    assert!(
+        wrong * 100 < on,
+        "{wrong} of {on} on-line / {off} off-line pixels disagree"
+    );
     // "New sample" draws the next seed.
     h.get_by_label("New sample").click();
     h.run_steps(2);

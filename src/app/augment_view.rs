@@ -1,15 +1,16 @@
 //! The augmentation view: one seeded elastic deformation of the shown slice (the paper's
-//! 3x3 grid, Gaussian displacements, bicubic interpolation), the deformed image and labels
-//! side by side, and the displacement arrows over the deformed image.
+//! 3x3 grid, Gaussian displacements, bicubic interpolation), the deformed image with the
+//! deformation as a warped grid (WGSL, `shaders/deform.wgsl`) and displacement arrows, and the
+//! deformed labels beside it.
 
 use eframe::egui;
 
 use crate::data::Plane;
 use crate::jobs::Job;
 use crate::preprocess::{DeformationField, ElasticConfig, Interpolation, warp_f32, warp_nearest};
+use crate::render::deform::{DeformCallback, DeformQueue, DeformUniforms, DeformUpload};
 
 use super::StudioApp;
-use super::document::Display;
 
 /// A computed deformation sample.
 pub struct AugmentSample {
@@ -37,8 +38,13 @@ pub struct AugmentView {
     pub seed: u64,
     /// The current sample.
     pub sample: Option<AugmentSample>,
+    /// Spacing of the warped grid in source pixels (0 hides it).
+    pub grid_spacing: f32,
+    /// Where the deformed image was drawn in the last frame (screen points).
+    pub image_rect: egui::Rect,
     pub(super) job: Option<Job<AugmentSample>>,
-    textures: Option<(egui::TextureHandle, egui::TextureHandle)>,
+    labels_texture: Option<egui::TextureHandle>,
+    upload: DeformQueue,
     key: Option<(usize, u64, u32, usize)>,
 }
 
@@ -49,8 +55,11 @@ impl Default for AugmentView {
             config: ElasticConfig::default(),
             seed: 1,
             sample: None,
+            grid_spacing: 32.0,
+            image_rect: egui::Rect::NOTHING,
             job: None,
-            textures: None,
+            labels_texture: None,
+            upload: DeformQueue::default(),
             key: None,
         }
     }
@@ -61,19 +70,6 @@ impl AugmentView {
     pub fn pending(&self) -> bool {
         self.job.is_some()
     }
-}
-
-fn grey_image(p: &Plane<f32>, d: &Display) -> egui::ColorImage {
-    let span = (d.max - d.min).max(1e-20);
-    let px: Vec<egui::Color32> = p
-        .data
-        .iter()
-        .map(|&v| {
-            let t = ((v - d.min) / span).clamp(0.0, 1.0).powf(d.gamma);
-            egui::Color32::from_gray((t * 255.0) as u8)
-        })
-        .collect();
-    egui::ColorImage::new([p.width, p.height], px)
 }
 
 fn label_image(p: &Plane<u8>, colours: &[[u8; 3]]) -> egui::ColorImage {
@@ -105,7 +101,23 @@ impl StudioApp {
             && let Some(s) = job.poll()
         {
             self.augment.job = None;
-            self.augment.textures = None;
+            self.augment.labels_texture = None;
+            *self
+                .augment
+                .upload
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(DeformUpload {
+                width: s.image.width as u32,
+                height: s.image.height as u32,
+                image: s.image.data.clone(),
+                field: s
+                    .dx
+                    .data
+                    .iter()
+                    .zip(&s.dy.data)
+                    .map(|(&x, &y)| [x, y])
+                    .collect(),
+            });
             self.augment.sample = Some(s);
         }
         if !self.augment.open || self.augment.job.is_some() {
@@ -153,6 +165,7 @@ pub(super) fn augment_window(app: &mut StudioApp, ctx: &egui::Context) {
         .as_ref()
         .map(|d| d.classes.iter().map(|c| c.color).collect())
         .unwrap_or_default();
+    let renderer_ready = app.renderer_ready;
     egui::Window::new("Augmentation: elastic deformation")
         .open(&mut open)
         .default_size([760.0, 460.0])
@@ -161,35 +174,57 @@ pub(super) fn augment_window(app: &mut StudioApp, ctx: &egui::Context) {
             ui.horizontal(|ui| {
                 ui.add(egui::Slider::new(&mut a.config.sigma_px, 0.0..=30.0).text("sigma (px)"));
                 ui.add(egui::Slider::new(&mut a.config.grid, 2..=9).text("grid"));
+                ui.add(egui::Slider::new(&mut a.grid_spacing, 0.0..=128.0).text("grid lines (px)"));
                 ui.label(format!("seed {}", a.seed));
             });
             let new_sample = ui.button("New sample").clicked();
             if let (Some(s), Some(d)) = (&a.sample, display) {
-                let (img_tex, lab_tex) = a.textures.get_or_insert_with(|| {
-                    (
-                        ctx.load_texture("deformed image", grey_image(&s.image, &d), egui::TextureOptions::NEAREST),
-                        ctx.load_texture("deformed labels", label_image(&s.labels, &colours), egui::TextureOptions::NEAREST),
-                    )
+                let lab_tex = a.labels_texture.get_or_insert_with(|| {
+                    ctx.load_texture("deformed labels", label_image(&s.labels, &colours), egui::TextureOptions::NEAREST)
                 });
                 ui.label(format!(
-                    "slice {}: largest control displacement {:.1} px; arrows point to where each pixel is sampled from",
+                    "slice {}: largest control displacement {:.1} px; the grid lines are straight \
+                     lines of the original image, the arrows point to where each pixel is sampled from",
                     s.slice,
                     s.field.max_control_displacement()
                 ));
                 let side = (ui.available_width() / 2.0 - 8.0).clamp(64.0, 512.0);
                 let size = egui::vec2(side, side * s.image.height as f32 / s.image.width.max(1) as f32);
                 ui.horizontal(|ui| {
-                    let r = ui.add(egui::Image::new((img_tex.id(), size))).rect;
+                    let (r, _) = ui.allocate_exact_size(size, egui::Sense::hover());
+                    a.image_rect = r;
+                    let scale = r.width() / s.image.width as f32;
+                    if renderer_ready {
+                        let ppp = ui.ctx().pixels_per_point();
+                        let uniforms = DeformUniforms {
+                            a: [r.min.x * ppp, r.min.y * ppp, scale * ppp, d.gamma],
+                            b: [d.min, d.max, a.grid_spacing.max(1.0), 0.75 * ppp],
+                            c: [
+                                s.image.width as f32,
+                                s.image.height as f32,
+                                if a.grid_spacing > 0.0 { 0.85 } else { 0.0 },
+                                0.0,
+                            ],
+                        };
+                        ui.painter().add(eframe::egui_wgpu::Callback::new_paint_callback(
+                            r,
+                            DeformCallback {
+                                uniforms,
+                                upload: a.upload.clone(),
+                            },
+                        ));
+                    } else {
+                        ui.painter().rect_filled(r, 0.0, egui::Color32::from_gray(20));
+                    }
                     // Displacement arrows on a 12 x 12 lattice.
                     let painter = ui.painter_at(r);
-                    let scale = r.width() / s.image.width as f32;
                     for j in 0..12 {
                         for i in 0..12 {
                             let x = ((i as f32 + 0.5) / 12.0 * s.image.width as f32) as usize;
                             let y = ((j as f32 + 0.5) / 12.0 * s.image.height as f32) as usize;
                             let p = r.min + egui::vec2(x as f32, y as f32) * scale;
                             let d = egui::vec2(s.dx.at(x, y), s.dy.at(x, y)) * scale;
-                            painter.arrow(p, d, egui::Stroke::new(1.5, egui::Color32::from_rgb(255, 200, 0)));
+                            painter.arrow(p, d, egui::Stroke::new(1.5, egui::Color32::from_rgb(80, 200, 255)));
                         }
                     }
                     ui.add(egui::Image::new((lab_tex.id(), size)));

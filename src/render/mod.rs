@@ -1,180 +1,72 @@
-//! The image viewer's wgpu pipeline, drawn through an egui paint callback. It knows textures
-//! and uniforms only, never application state: the app sends the uniforms and any pending
-//! uploads (a new slice, changed label rows) with each frame's callback.
+//! Our own wgpu pipelines, drawn through egui paint callbacks: the image viewer (image
+//! window, labels, probability / weight-map heat maps, texture tiles) and the augmentation
+//! view's deformed image with its warped grid. Built once per renderer; they know textures and
+//! uniforms only, never application state.
+
+pub mod deform;
+pub mod viewer;
+
+pub use viewer::{
+    GpuFeed, TileRect, Upload, UploadQueue, ViewUniforms, ViewerCallback, max_texture_edge,
+    tile_layout,
+};
 
 use eframe::egui_wgpu::{self, wgpu};
 
-/// Uniforms of `shaders/viewer.wgsl` (six `vec4<f32>`, 96 bytes). The app fills `a`..`d`;
-/// the renderer sets `e` and `f` per texture tile.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ViewUniforms {
-    /// Callback rect min in framebuffer pixels, zoom (framebuffer px per image px), gamma.
-    pub a: [f32; 4],
-    /// Image coordinates at the rect min, image width, image height.
-    pub b: [f32; 4],
-    /// Window min, window max, label opacity, flags (1 = show labels, 2 = dim unlabelled,
-    /// 4 = map overlay).
-    pub c: [f32; 4],
-    /// Map opacity, map value shown cold, map value shown hot, unused.
-    pub d: [f32; 4],
-    /// The image pixels this tile draws: x0, y0, x1, y1 (exclusive).
-    pub e: [f32; 4],
-    /// Image coordinates of the tile texture's first texel, 1 when this tile draws the
-    /// background outside the image, unused.
-    pub f: [f32; 4],
-}
-
-/// One texture tile of a slice: the image pixels it draws (`core`) and the pixels its
-/// textures hold (`tex`: the core plus a one-pixel halo towards neighbouring tiles, so that
-/// bilinear minification is seamless across tile borders). Rectangles are `[x0, y0, x1, y1)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TileRect {
-    /// Pixels drawn.
-    pub core: [u32; 4],
-    /// Pixels held by the textures.
-    pub tex: [u32; 4],
-}
-
-/// Spans of one axis: `(core0, core1, tex0, tex1)`.
-fn spans(len: u32, max_edge: u32) -> Vec<(u32, u32, u32, u32)> {
-    if len <= max_edge {
-        return vec![(0, len, 0, len)];
-    }
-    let stride = max_edge.saturating_sub(2).max(1);
-    (0..len)
-        .step_by(stride as usize)
-        .map(|c0| {
-            let c1 = (c0 + stride).min(len);
-            (c0, c1, c0.saturating_sub(1), (c1 + 1).min(len))
-        })
-        .collect()
-}
-
-/// How an image of `width x height` is split into textures of at most `max_edge` pixels per
-/// side: one tile when it fits, otherwise a grid, row by row.
-pub fn tile_layout(width: u32, height: u32, max_edge: u32) -> Vec<TileRect> {
-    let xs = spans(width, max_edge);
-    let ys = spans(height, max_edge);
-    ys.iter()
-        .flat_map(|&(cy0, cy1, ty0, ty1)| {
-            xs.iter().map(move |&(cx0, cx1, tx0, tx1)| TileRect {
-                core: [cx0, cy0, cx1, cy1],
-                tex: [tx0, ty0, tx1, ty1],
-            })
-        })
-        .collect()
-}
-
-/// Data to move to the GPU before drawing.
-#[derive(Clone, Debug)]
-pub enum Upload {
-    /// (Re)create the textures for an image of this size, split into tiles of at most
-    /// `tile_edge` pixels per side (and at most the device's limit).
-    Resize {
-        /// Width.
-        width: u32,
-        /// Height.
-        height: u32,
-        /// Largest texture edge to use.
-        tile_edge: u32,
-    },
-    /// The raw values of the shown slice (`width * height`).
-    Image(Vec<f32>),
-    /// A rectangle of the shown slice's labels (what a stroke changed).
-    LabelRect {
-        /// Left column.
-        x0: u32,
-        /// Top row.
-        y0: u32,
-        /// Width.
-        width: u32,
-        /// Height.
-        height: u32,
-        /// `width * height` class ids, row after row.
-        data: Vec<u8>,
-    },
-    /// Colours of class ids 0..=255.
-    Palette(Box<[[u8; 4]; 256]>),
-    /// The overlay map of the shown slice (`width * height`: a probability, an entropy).
-    Map(Vec<f32>),
-}
-
-struct Tile {
-    rect: TileRect,
-    image: wgpu::Texture,
-    labels: wgpu::Texture,
-    map: wgpu::Texture,
-    uniforms: wgpu::Buffer,
-    bind_group: wgpu::BindGroup,
-}
-
-struct SliceTextures {
-    width: u32,
-    height: u32,
-    tiles: Vec<Tile>,
-}
-
-/// GPU objects of the viewer, created once and kept in egui's callback resources.
-pub struct ViewerResources {
-    pipeline: wgpu::RenderPipeline,
-    layout: wgpu::BindGroupLayout,
-    palette: wgpu::Texture,
-    slice: Option<SliceTextures>,
-    max_edge: u32,
-}
-
-/// The largest texture edge the device supports (larger images are shown in tiles).
-pub fn max_texture_edge(rs: &egui_wgpu::RenderState) -> u32 {
-    rs.device.limits().max_texture_dimension_2d
-}
-
-const UNIFORM_BYTES: u64 = std::mem::size_of::<ViewUniforms>() as u64;
-
-/// Builds the pipeline and registers it in the renderer's callback resources.
+/// Builds every pipeline and registers them in the renderer's callback resources.
 pub fn install(rs: &egui_wgpu::RenderState) {
+    viewer::install(rs);
+    deform::install(rs);
+}
+
+/// A fragment-stage texture binding read with `textureLoad`.
+fn texture_entry(binding: u32, sample_type: wgpu::TextureSampleType) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::FRAGMENT,
+        ty: wgpu::BindingType::Texture {
+            sample_type,
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        count: None,
+    }
+}
+
+/// A fragment-stage uniform buffer binding of `size` bytes.
+fn uniform_entry(binding: u32, size: u64) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::FRAGMENT,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: std::num::NonZeroU64::new(size),
+        },
+        count: None,
+    }
+}
+
+/// A pipeline that draws one full-viewport triangle (`vs_main`) shaded by `fs_main` of the
+/// WGSL `source`, into egui's target format.
+fn fullscreen_pipeline(
+    rs: &egui_wgpu::RenderState,
+    label: &str,
+    source: &str,
+    layout: &wgpu::BindGroupLayout,
+) -> wgpu::RenderPipeline {
     let device = &rs.device;
     let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("viewer"),
-        source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/viewer.wgsl").into()),
-    });
-    let tex_entry =
-        |binding: u32, sample_type: wgpu::TextureSampleType| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::FRAGMENT,
-            ty: wgpu::BindingType::Texture {
-                sample_type,
-                view_dimension: wgpu::TextureViewDimension::D2,
-                multisampled: false,
-            },
-            count: None,
-        };
-    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-        label: Some("viewer"),
-        entries: &[
-            wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::FRAGMENT,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: false,
-                    min_binding_size: std::num::NonZeroU64::new(UNIFORM_BYTES),
-                },
-                count: None,
-            },
-            tex_entry(1, wgpu::TextureSampleType::Float { filterable: false }),
-            tex_entry(2, wgpu::TextureSampleType::Uint),
-            tex_entry(3, wgpu::TextureSampleType::Float { filterable: false }),
-            tex_entry(4, wgpu::TextureSampleType::Float { filterable: false }),
-        ],
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
     });
     let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some("viewer"),
-        bind_group_layouts: &[Some(&layout)],
+        label: Some(label),
+        bind_group_layouts: &[Some(layout)],
         immediate_size: 0,
     });
-    let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-        label: Some("viewer"),
+    device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+        label: Some(label),
         layout: Some(&pipeline_layout),
         vertex: wgpu::VertexState {
             module: &shader,
@@ -193,175 +85,70 @@ pub fn install(rs: &egui_wgpu::RenderState) {
         multisample: wgpu::MultisampleState::default(),
         multiview_mask: None,
         cache: None,
-    });
-    let palette = device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("viewer palette"),
+    })
+}
+
+/// A 2-D texture that shaders read and the queue writes.
+fn create_texture(
+    device: &wgpu::Device,
+    label: &str,
+    width: u32,
+    height: u32,
+    format: wgpu::TextureFormat,
+) -> wgpu::Texture {
+    device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
         size: wgpu::Extent3d {
-            width: 256,
-            height: 1,
+            width: width.max(1),
+            height: height.max(1),
             depth_or_array_layers: 1,
         },
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8Unorm,
+        format,
         usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
-    });
-    rs.renderer
-        .write()
-        .callback_resources
-        .insert(ViewerResources {
-            pipeline,
-            layout,
-            palette,
-            slice: None,
-            max_edge: max_texture_edge(rs),
-        });
+    })
 }
 
-impl ViewerResources {
-    fn resize(&mut self, device: &wgpu::Device, width: u32, height: u32, tile_edge: u32) {
-        self.slice = None;
-        // 0 = the device's limit.
-        let edge = match tile_edge {
-            0 => self.max_edge,
-            e => e.min(self.max_edge),
-        }
-        .max(3);
-        if width == 0 || height == 0 {
-            return;
-        }
-        let tiles = tile_layout(width, height, edge)
-            .into_iter()
-            .map(|rect| self.tile(device, rect))
-            .collect();
-        self.slice = Some(SliceTextures {
-            width,
-            height,
-            tiles,
-        });
-    }
+/// A uniform buffer of `size` bytes.
+fn uniform_buffer(device: &wgpu::Device, label: &str, size: u64) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
 
-    fn tile(&self, device: &wgpu::Device, rect: TileRect) -> Tile {
-        let [x0, y0, x1, y1] = rect.tex;
-        let tex = |label: &str, format: wgpu::TextureFormat| {
-            device.create_texture(&wgpu::TextureDescriptor {
-                label: Some(label),
-                size: wgpu::Extent3d {
-                    width: x1 - x0,
-                    height: y1 - y0,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            })
-        };
-        let image = tex("viewer image", wgpu::TextureFormat::R32Float);
-        let labels = tex("viewer labels", wgpu::TextureFormat::R8Uint);
-        let map = tex("viewer map", wgpu::TextureFormat::R32Float);
-        let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("viewer uniforms"),
-            size: UNIFORM_BYTES,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+/// A bind group of `uniforms` at binding 0 and `textures` at bindings 1, 2, ...
+fn bind_group(
+    device: &wgpu::Device,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    uniforms: &wgpu::Buffer,
+    textures: &[&wgpu::Texture],
+) -> wgpu::BindGroup {
+    let views: Vec<wgpu::TextureView> = textures
+        .iter()
+        .map(|t| t.create_view(&wgpu::TextureViewDescriptor::default()))
+        .collect();
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: uniforms.as_entire_binding(),
+    }];
+    for (i, v) in views.iter().enumerate() {
+        entries.push(wgpu::BindGroupEntry {
+            binding: i as u32 + 1,
+            resource: wgpu::BindingResource::TextureView(v),
         });
-        let view = |t: &wgpu::Texture| t.create_view(&wgpu::TextureViewDescriptor::default());
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("viewer"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: uniforms.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: wgpu::BindingResource::TextureView(&view(&image)),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: wgpu::BindingResource::TextureView(&view(&labels)),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: wgpu::BindingResource::TextureView(&view(&self.palette)),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 4,
-                    resource: wgpu::BindingResource::TextureView(&view(&map)),
-                },
-            ],
-        });
-        Tile {
-            rect,
-            image,
-            labels,
-            map,
-            uniforms,
-            bind_group,
-        }
     }
-
-    /// Performs one upload; returns the bytes written to textures.
-    fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, up: &Upload) -> u64 {
-        match up {
-            Upload::Resize {
-                width,
-                height,
-                tile_edge,
-            } => {
-                self.resize(device, *width, *height, *tile_edge);
-                0
-            }
-            Upload::Image(values) | Upload::Map(values) => {
-                let Some(s) = &self.slice else { return 0 };
-                if values.len() != (s.width * s.height) as usize {
-                    return 0;
-                }
-                s.tiles
-                    .iter()
-                    .map(|t| {
-                        let tex = if matches!(up, Upload::Image(_)) {
-                            &t.image
-                        } else {
-                            &t.map
-                        };
-                        write_region(queue, tex, t.rect, [0, 0, s.width, s.height], values)
-                    })
-                    .sum()
-            }
-            Upload::LabelRect {
-                x0,
-                y0,
-                width,
-                height,
-                data,
-            } => {
-                let Some(s) = &self.slice else { return 0 };
-                let region = [*x0, *y0, x0 + width, y0 + height];
-                if region[2] > s.width
-                    || region[3] > s.height
-                    || data.len() != (width * height) as usize
-                {
-                    return 0;
-                }
-                s.tiles
-                    .iter()
-                    .map(|t| write_region(queue, &t.labels, t.rect, region, data))
-                    .sum()
-            }
-            Upload::Palette(colours) => {
-                let bytes: &[u8] = bytemuck::cast_slice(&colours[..]);
-                write_texture(queue, &self.palette, [0, 0, 256, 1], bytes, 4);
-                bytes.len() as u64
-            }
-        }
-    }
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout,
+        entries: &entries,
+    })
 }
 
 /// Writes `data` (`w x h` texels of `bytes_per_px` bytes) into `rect` = `[x, y, w, h]` of
@@ -392,196 +179,4 @@ fn write_texture(
             depth_or_array_layers: 1,
         },
     );
-}
-
-/// Writes the image region `[x0, y0, x1, y1)` (`data`, row after row) into the part of tile
-/// `rect` it covers; returns the bytes written. Only a tile narrower than the region needs a
-/// copy of its columns.
-fn write_region<T: bytemuck::Pod>(
-    queue: &wgpu::Queue,
-    tex: &wgpu::Texture,
-    rect: TileRect,
-    [x0, y0, x1, y1]: [u32; 4],
-    data: &[T],
-) -> u64 {
-    let [tx0, ty0, tx1, ty1] = rect.tex;
-    let (a0, a1) = (x0.max(tx0), x1.min(tx1));
-    let (b0, b1) = (y0.max(ty0), y1.min(ty1));
-    if a0 >= a1 || b0 >= b1 {
-        return 0;
-    }
-    let bpp = std::mem::size_of::<T>() as u32;
-    let target = [a0 - tx0, b0 - ty0, a1 - a0, b1 - b0];
-    let w = (x1 - x0) as usize;
-    let rows = &data[(b0 - y0) as usize * w..(b1 - y0) as usize * w];
-    if a0 == x0 && a1 == x1 {
-        write_texture(queue, tex, target, bytemuck::cast_slice(rows), bpp);
-    } else {
-        let (c0, c1) = ((a0 - x0) as usize, (a1 - x0) as usize);
-        let part: Vec<T> = rows
-            .chunks_exact(w)
-            .flat_map(|row| &row[c0..c1])
-            .copied()
-            .collect();
-        write_texture(queue, tex, target, bytemuck::cast_slice(&part), bpp);
-    }
-    u64::from(target[2] * target[3] * bpp)
-}
-
-/// Uploads waiting for the next frame that is actually rendered, and what the renderer
-/// reports back. Shared between the app and its callbacks: a pass that egui discards, or a
-/// frame that is never painted (headless tests), leaves uploads queued instead of losing them.
-#[derive(Debug, Default)]
-pub struct GpuFeed {
-    /// Uploads not yet performed.
-    pub pending: Vec<Upload>,
-    /// Texture tiles of the current slice.
-    pub tiles: usize,
-    /// Bytes written to textures so far.
-    pub uploaded_bytes: u64,
-}
-
-/// The shared [`GpuFeed`].
-pub type UploadQueue = std::sync::Arc<std::sync::Mutex<GpuFeed>>;
-
-/// One frame's drawing of the viewer: small uniforms plus the shared upload queue.
-pub struct ViewerCallback {
-    /// Uniforms of this frame.
-    pub uniforms: ViewUniforms,
-    /// Uploads to perform before drawing (drained by `prepare`).
-    pub uploads: UploadQueue,
-}
-
-impl egui_wgpu::CallbackTrait for ViewerCallback {
-    fn prepare(
-        &self,
-        device: &wgpu::Device,
-        queue: &wgpu::Queue,
-        _screen: &egui_wgpu::ScreenDescriptor,
-        _encoder: &mut wgpu::CommandEncoder,
-        resources: &mut egui_wgpu::CallbackResources,
-    ) -> Vec<wgpu::CommandBuffer> {
-        if let Some(r) = resources.get_mut::<ViewerResources>() {
-            let mut feed = self
-                .uploads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for up in std::mem::take(&mut feed.pending) {
-                feed.uploaded_bytes += r.upload(device, queue, &up);
-            }
-            feed.tiles = r.slice.as_ref().map_or(0, |s| s.tiles.len());
-            drop(feed);
-            if let Some(s) = &r.slice {
-                for (i, t) in s.tiles.iter().enumerate() {
-                    let [cx0, cy0, cx1, cy1] = t.rect.core;
-                    let mut u = self.uniforms;
-                    u.e = [cx0 as f32, cy0 as f32, cx1 as f32, cy1 as f32];
-                    u.f = [
-                        t.rect.tex[0] as f32,
-                        t.rect.tex[1] as f32,
-                        f32::from(u8::from(i == 0)),
-                        0.0,
-                    ];
-                    queue.write_buffer(&t.uniforms, 0, bytemuck::bytes_of(&u));
-                }
-            }
-        }
-        Vec::new()
-    }
-
-    fn paint(
-        &self,
-        info: eframe::egui::PaintCallbackInfo,
-        render_pass: &mut wgpu::RenderPass<'static>,
-        resources: &egui_wgpu::CallbackResources,
-    ) {
-        if let Some(r) = resources.get::<ViewerResources>()
-            && let Some(s) = &r.slice
-        {
-            render_pass.set_pipeline(&r.pipeline);
-            let clip = info.clip_rect_in_pixels();
-            let clip = [
-                clip.left_px.max(0),
-                clip.top_px.max(0),
-                (clip.left_px + clip.width_px).min(info.screen_size_px[0] as i32),
-                (clip.top_px + clip.height_px).min(info.screen_size_px[1] as i32),
-            ];
-            let u = &self.uniforms;
-            for (i, t) in s.tiles.iter().enumerate() {
-                // The first tile also draws the background, over the whole clip rectangle;
-                // the others only where their core lands on screen (one pixel of slack, the
-                // shader discards the rest).
-                let [x0, y0, x1, y1] = if i == 0 {
-                    clip
-                } else {
-                    let to_px = |v: u32, axis: usize| u.a[axis] + (v as f32 - u.b[axis]) * u.a[2];
-                    let [cx0, cy0, cx1, cy1] = t.rect.core;
-                    [
-                        (to_px(cx0, 0).floor() as i32 - 1).max(clip[0]),
-                        (to_px(cy0, 1).floor() as i32 - 1).max(clip[1]),
-                        (to_px(cx1, 0).ceil() as i32 + 1).min(clip[2]),
-                        (to_px(cy1, 1).ceil() as i32 + 1).min(clip[3]),
-                    ]
-                };
-                if x1 <= x0 || y1 <= y0 {
-                    continue;
-                }
-                render_pass.set_scissor_rect(
-                    x0 as u32,
-                    y0 as u32,
-                    (x1 - x0) as u32,
-                    (y1 - y0) as u32,
-                );
-                render_pass.set_bind_group(0, &t.bind_group, &[]);
-                render_pass.draw(0..3, 0..1);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_tile_when_the_image_fits() {
-        assert_eq!(
-            tile_layout(300, 200, 300),
-            vec![TileRect {
-                core: [0, 0, 300, 200],
-                tex: [0, 0, 300, 200]
-            }]
-        );
-    }
-
-    #[test]
-    fn tiles_cover_every_pixel_once_with_a_halo_within_the_limit() {
-        for (w, h, edge) in [
-            (1000, 300, 256),
-            (8193, 5, 4096),
-            (17, 23, 3),
-            (512, 512, 200),
-        ] {
-            let tiles = tile_layout(w, h, edge);
-            let mut covered = vec![0u8; (w * h) as usize];
-            for t in &tiles {
-                let [x0, y0, x1, y1] = t.core;
-                let [a0, b0, a1, b1] = t.tex;
-                assert!(a1 - a0 <= edge && b1 - b0 <= edge, "{t:?} within {edge}");
-                // The halo: one pixel on each inner side, none at the image border.
-                assert_eq!(a0, x0.saturating_sub(1));
-                assert_eq!(b0, y0.saturating_sub(1));
-                assert_eq!(a1, (x1 + 1).min(w));
-                assert_eq!(b1, (y1 + 1).min(h));
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        covered[(y * w + x) as usize] += 1;
-                    }
-                }
-            }
-            assert!(covered.iter().all(|&c| c == 1), "{w}x{h} edge {edge}");
-        }
-        // 512 with edge 200: cores of 198 px -> 3 x 3 tiles.
-        assert_eq!(tile_layout(512, 512, 200).len(), 9);
-    }
 }
