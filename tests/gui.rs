@@ -785,6 +785,77 @@ fn every_training_run_is_a_version_that_can_be_restored() {
     assert_eq!(app.models.history[0].meta.iteration, 3);
     assert_eq!(app.models.history[1].meta.iteration, 8);
     assert_eq!(app.models.model.as_ref().unwrap().iteration, 8);
+    // Compare the two versions side by side on the shown slice.
+    h.get_by_label("v0001").click();
+    h.get_by_label("v0002").click();
+    h.run_steps(1);
+    h.get_by_label("Compare ticked versions").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let c = h.state().compare.result.clone().expect("a comparison");
+    assert_eq!(c.slice, 0);
+    assert_eq!(
+        [
+            c.sides[0].version.meta.iteration,
+            c.sides[1].version.meta.iteration
+        ],
+        [3, 8]
+    );
+    // Each side is what the saved version predicts (checked through the library), its error
+    // on the painted labels and the agreement are counted independently here.
+    let doc = h.state().doc.as_ref().unwrap();
+    let image = unet_studio::preprocess::normalize_percentile(&doc.stack.slices[0]);
+    let cpu = unet_studio::ml::device::cpu_device();
+    let masks: Vec<_> = c
+        .sides
+        .iter()
+        .map(|side| {
+            let ck = unet_studio::ml::load_checkpoint(&side.version.dir).unwrap();
+            let model = ck.model(&cpu.device).unwrap();
+            let probs = unet_studio::ml::predict_probabilities(
+                &model,
+                &ck.meta.unet,
+                &image,
+                100,
+                &cpu.device,
+                &Default::default(),
+                &mut |_, _| {},
+            )
+            .unwrap();
+            let max = probs[1]
+                .data
+                .iter()
+                .zip(&side.probs[1].data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max < 1e-4, "{max}");
+            unet_studio::ml::argmax_classes(&probs)
+        })
+        .collect();
+    for (side, mask) in c.sides.iter().zip(&masks) {
+        let labelled: Vec<_> = doc.labels[0]
+            .data
+            .iter()
+            .zip(&mask.data)
+            .filter(|(l, _)| **l > 0)
+            .collect();
+        let wrong = labelled
+            .iter()
+            .filter(|(l, m)| u16::from(**l) != **m)
+            .count();
+        let expect = wrong as f64 / labelled.len() as f64;
+        assert!((side.label_error.unwrap() - expect).abs() < 1e-12);
+    }
+    let same = masks[0]
+        .data
+        .iter()
+        .zip(&masks[1].data)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!((c.agreement - same as f64 / masks[0].data.len() as f64).abs() < 1e-12);
+    assert!(h.state().compare.open);
+    let _ = h.get_by_label("wrong on this slice's labels");
     // Roll back to v0001.
     h.get_by_label("Use v0001").click();
     h.run_steps(1);

@@ -2,6 +2,7 @@
 //! person paint sparse labels, and keeps them saved. File I/O runs in background jobs.
 
 pub mod augment_view;
+pub mod compare;
 pub mod document;
 pub mod export;
 pub mod model;
@@ -219,6 +220,8 @@ pub struct StudioApp {
     pub show_help: bool,
     /// The augmentation (elastic deformation) view.
     pub augment: augment_view::AugmentView,
+    /// Two model versions side by side.
+    pub compare: compare::CompareView,
     /// Settings last written (to save them again only when they change).
     saved_settings: Option<document::ProjectSettings>,
     settings_job: Option<Job<Result<(), DataError>>>,
@@ -303,6 +306,7 @@ impl StudioApp {
             models: ModelState::new(compute),
             show_help: false,
             augment: augment_view::AugmentView::default(),
+            compare: compare::CompareView::default(),
             recent: Vec::new(),
             config_dir,
             remember_next: None,
@@ -375,6 +379,7 @@ impl StudioApp {
             || self.models.weights_pending()
             || self.export_job.is_some()
             || self.augment.pending()
+            || self.compare.job.is_some()
             || self.settings_job.is_some()
             || self.recent_job.is_some()
     }
@@ -502,6 +507,7 @@ impl StudioApp {
         self.poll_model_jobs();
         self.poll_export();
         self.poll_augment();
+        self.poll_compare();
         self.save_settings_if_changed();
         if let Some(job) = &mut self.recent_job
             && let Some(res) = job.poll()
@@ -534,6 +540,7 @@ impl StudioApp {
             take_failed(&mut self.models.load_job, "loading the model"),
             take_failed(&mut self.models.weights_job, "the weight map"),
             take_failed(&mut self.augment.job, "the deformation"),
+            take_failed(&mut self.compare.job, "comparing model versions"),
             take_failed(&mut self.recent_job, "the list of recent files"),
         ];
         if let Some(e) = failures.into_iter().flatten().next() {
@@ -694,6 +701,7 @@ impl eframe::App for StudioApp {
         }
         panels::help_window(self, &ctx);
         augment_view::augment_window(self, &ctx);
+        compare::compare_window(self, &ctx);
         panels::top_bar(self, ui);
         panels::status_bar(self, ui);
         panels::side_panel(self, ui);

@@ -29,7 +29,6 @@ pub struct LoadedModel {
     pub path: Option<PathBuf>,
 }
 
-/// A prediction job's result: slices and their class probabilities.
 /// The output tile finally used, and the probabilities per predicted slice.
 type PredictResult = Result<(usize, Vec<(usize, Vec<Plane<f32>>)>), MlError>;
 
@@ -135,7 +134,6 @@ pub struct ModelState {
     /// The weight map last computed, with its key.
     pub weight_map: Option<(WeightKey, Plane<f32>)>,
     pub(super) weights_job: Option<Job<(WeightKey, Plane<f32>)>>,
-    first_iteration: u64,
     /// Config of the network being trained (for previews before the first model exists).
     training_unet: Option<UNetConfig>,
     /// Output tile edges of training and prediction: the largest that fit the device's
@@ -178,7 +176,6 @@ impl ModelState {
             weights: WeightMapConfig::default(),
             weight_map: None,
             weights_job: None,
-            first_iteration: 0,
             training_unet: None,
             tile_train: None,
             tile_predict: None,
@@ -336,7 +333,6 @@ impl StudioApp {
         let base_iteration = self.models.model.as_ref().map_or(0, |m| m.iteration);
         self.models.losses.clear();
         self.models.val_losses.clear();
-        self.models.first_iteration = self.models.model.as_ref().map_or(0, |m| m.iteration);
         self.status = format!("training on {}", device.description);
         self.models.train_job = Some(Job::spawn("train", self.waker.clone(), move |ctx| {
             // Out of device memory: the same run again with a smaller tile.
@@ -551,7 +547,6 @@ impl StudioApp {
         self.refresh_weight_map();
         let mut snapshot = None;
         if let Some(mut job) = self.models.train_job.take() {
-            let first = self.models.first_iteration as f64;
             let m = &mut self.models;
             let done = job.poll_events(|e| match e {
                 TrainEvent::Iteration {
@@ -559,14 +554,14 @@ impl StudioApp {
                     loss,
                     its_per_s,
                 } => {
-                    m.losses.push([iteration as f64 - first, f64::from(loss)]);
+                    // Iterations of this run (fine-tuning counts from 1 again).
+                    m.losses.push([iteration as f64, f64::from(loss)]);
                     m.its_per_s = its_per_s;
                 }
                 TrainEvent::Validation {
                     iteration, loss, ..
                 } => {
-                    m.val_losses
-                        .push([iteration as f64 - first, f64::from(loss)]);
+                    m.val_losses.push([iteration as f64, f64::from(loss)]);
                 }
                 TrainEvent::Snapshot { model, .. } => snapshot = Some(*model),
                 TrainEvent::TileReduced { from, to } => {

@@ -352,6 +352,8 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
             .allow_scroll(false)
             .allow_drag(false)
             .allow_zoom(false)
+            .x_axis_label("iteration of this run")
+            .legend(egui_plot::Legend::default())
             .show(ui, |p| {
                 p.line(egui_plot::Line::new("training loss", m.losses.clone()));
                 if !m.val_losses.is_empty() {
@@ -456,6 +458,7 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     ui.separator();
     ui.label("Model history");
     let mut chosen = None;
+    let mut ticked = None;
     egui::Grid::new("history").striped(true).show(ui, |ui| {
         for v in app.models.history.iter().rev() {
             let name = v
@@ -463,7 +466,14 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            ui.label(&name);
+            let mut on = app.compare.selected.contains(&v.dir);
+            if ui
+                .checkbox(&mut on, &name)
+                .on_hover_text("tick two versions to compare them")
+                .changed()
+            {
+                ticked = Some(v.dir.clone());
+            }
             ui.label(format!("{} it", v.meta.iteration));
             ui.label(
                 v.meta
@@ -483,8 +493,22 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
             ui.end_row();
         }
     });
+    if let Some(dir) = ticked {
+        app.compare.toggle(&dir);
+    }
     if let Some(dir) = chosen {
         app.use_version(dir);
+    }
+    if app.models.history.len() >= 2
+        && ui
+            .add_enabled(
+                app.compare.selected.len() == 2 && app.compare.job.is_none(),
+                egui::Button::new("Compare ticked versions"),
+            )
+            .on_hover_text("their metadata and their predictions of the shown slice side by side")
+            .clicked()
+    {
+        app.compare_selected();
     }
     if ui
         .add_enabled(
