@@ -283,6 +283,44 @@ fn cancelling_stops_within_one_iteration_and_keeps_a_checkpoint() {
 }
 
 #[test]
+fn pausing_holds_training_between_iterations_until_resumed() {
+    let cancel = CancelToken::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = cancel.clone();
+    let run = std::thread::spawn(move || {
+        train(
+            &tiny_set(),
+            &quick_cfg(5),
+            StartFrom::Scratch(lite()),
+            &cpu_device(),
+            None,
+            &c,
+            &mut |e| {
+                if let TrainEvent::Iteration { iteration, .. } = e {
+                    if iteration == 2 {
+                        c.set_paused(true);
+                    }
+                    tx.send(iteration).unwrap();
+                }
+            },
+        )
+    });
+    assert_eq!(rx.recv().unwrap(), 1);
+    assert_eq!(rx.recv().unwrap(), 2);
+    // Paused after iteration 2: nothing arrives until resumed.
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(500))
+            .is_err()
+    );
+    cancel.set_paused(false);
+    let rest: Vec<u64> = rx.iter().collect();
+    assert_eq!(rest, vec![3, 4, 5]);
+    let out = run.join().unwrap().unwrap();
+    assert_eq!(out.iteration, 5);
+    assert!(!out.cancelled);
+}
+
+#[test]
 fn checkpoint_round_trips_bit_exactly_and_resumes() {
     let set = tiny_set();
     let cpu = cpu_device();

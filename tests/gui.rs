@@ -236,6 +236,63 @@ fn train_from_the_button_then_predict_and_overlay() {
     assert!(h.state().models.generation >= 2);
 }
 
+/// Steps the app until `done` holds (background events arrive between frames).
+fn step_until(h: &mut Harness<'static, StudioApp>, what: &str, done: impl Fn(&StudioApp) -> bool) {
+    for _ in 0..6000 {
+        if done(h.state()) {
+            return;
+        }
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn pause_resume_and_stop_a_training_from_the_buttons() {
+    use egui_kittest::kittest::Queryable as _;
+    let dir = copy_sample("pause");
+    let mut h = harness(&dir);
+    h.state_mut().models.iterations = 100_000;
+    h.get_by_label("Train").click();
+    step_until(&mut h, "two iterations", |a| a.models.losses.len() >= 2);
+    h.get_by_label("Pause").click();
+    h.run_steps(1);
+    assert!(h.state().training_paused());
+    // The iteration under way when Pause was pressed may still finish; then nothing moves.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    h.run_steps(2);
+    let held = h.state().models.losses.len();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    h.run_steps(2);
+    assert_eq!(
+        h.state().models.losses.len(),
+        held,
+        "no iteration while paused"
+    );
+    assert!(h.state().models.training());
+    h.get_by_label("Resume").click();
+    step_until(&mut h, "iterations after resuming", |a| {
+        a.models.losses.len() > held + 1
+    });
+    // Stop keeps the network trained so far as a new version.
+    h.get_by_label("Stop").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    h.run_steps(1);
+    let app = h.state();
+    assert!(!app.models.training());
+    assert!(app.status.starts_with("training stopped"), "{}", app.status);
+    let model = app
+        .models
+        .model
+        .as_ref()
+        .expect("the stopped run's network is kept");
+    assert!(model.iteration as usize >= held + 2 && model.iteration < 100_000);
+    assert_eq!(app.models.history.len(), 1);
+    assert_eq!(app.models.history[0].meta.iteration, model.iteration);
+}
+
 #[test]
 fn weight_map_view_matches_the_engine_and_follows_w0() {
     use egui_kittest::kittest::Queryable as _;

@@ -416,6 +416,27 @@ impl StudioApp {
         }
     }
 
+    /// Pauses training after the current iteration, or resumes it.
+    pub fn toggle_pause_training(&mut self) {
+        if let Some(j) = &self.models.train_job {
+            let pause = !j.is_paused();
+            j.set_paused(pause);
+            self.status = if pause {
+                "training paused (Resume goes on, Stop keeps the network trained so far)".into()
+            } else {
+                "training resumed".into()
+            };
+        }
+    }
+
+    /// Whether training runs but is paused.
+    pub fn training_paused(&self) -> bool {
+        self.models
+            .train_job
+            .as_ref()
+            .is_some_and(|j| j.is_paused())
+    }
+
     /// Predicts the shown slice in the background (overlap-tile).
     pub fn predict_slice(&mut self) {
         self.predict_with(None, false);

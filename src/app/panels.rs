@@ -309,10 +309,22 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         {
             app.start_training();
         }
+        let pause_label = if app.training_paused() {
+            "Resume"
+        } else {
+            "Pause"
+        };
+        if ui
+            .add_enabled(training, egui::Button::new(pause_label))
+            .clicked()
+        {
+            app.toggle_pause_training();
+        }
         if ui
             .add_enabled(training, egui::Button::new("Stop"))
             .clicked()
         {
+            // A paused run stops too.
             app.stop_training();
         }
         let can_predict = app.models.model.is_some() && !app.models.predicting();

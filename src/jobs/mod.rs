@@ -121,6 +121,17 @@ impl<T, P> Job<T, P> {
         self.cancel.cancel();
     }
 
+    /// Asks the job to pause at its next check (`true`) or to go on (`false`); jobs that
+    /// never check (see [`CancelToken::wait_while_paused`]) run on.
+    pub fn set_paused(&self, paused: bool) {
+        self.cancel.set_paused(paused);
+    }
+
+    /// Whether the job was asked to pause.
+    pub fn is_paused(&self) -> bool {
+        self.cancel.is_paused()
+    }
+
     /// Drains progress events (typed events are dropped); returns the result once done.
     pub fn poll(&mut self) -> Option<T> {
         self.poll_events(|_| {})

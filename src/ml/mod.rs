@@ -22,9 +22,12 @@ pub use train::{
 };
 pub use unet::{Preset, UNet, UNetConfig};
 
-/// A shared flag that asks a long computation to stop at its next check.
+/// Shared flags that ask a long computation to stop, or to pause, at its next check.
 #[derive(Clone, Debug, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken {
+    cancelled: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+}
 
 impl CancelToken {
     /// A token that is not cancelled.
@@ -33,11 +36,27 @@ impl CancelToken {
     }
     /// Asks the computation to stop.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.cancelled.store(true, Ordering::Relaxed);
     }
     /// Whether stopping was asked for.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.cancelled.load(Ordering::Relaxed)
+    }
+    /// Asks the computation to pause (`true`) or to go on (`false`).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+    /// Whether pausing was asked for.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+    /// Blocks while paused and not cancelled; returns how long it waited.
+    pub fn wait_while_paused(&self) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        while self.is_paused() && !self.is_cancelled() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        start.elapsed()
     }
 }
 

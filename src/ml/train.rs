@@ -505,7 +505,10 @@ pub fn train(
     let lr = cfg.optimizer.lr();
     let mut cancelled = false;
     let mut iteration = first_iteration;
+    // Time spent paused does not count in the speed.
+    let mut paused = std::time::Duration::ZERO;
     for step in 0..cfg.iterations {
+        paused += cancel.wait_while_paused();
         if cancel.is_cancelled() {
             cancelled = true;
             break;
@@ -547,7 +550,7 @@ pub fn train(
         model = optim.step(lr, model, grads);
         iteration += 1;
         losses.push(loss_value);
-        let elapsed = t0.elapsed().as_secs_f32().max(1e-6);
+        let elapsed = t0.elapsed().saturating_sub(paused).as_secs_f32().max(1e-6);
         on_event(TrainEvent::Iteration {
             iteration,
             loss: loss_value,
