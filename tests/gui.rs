@@ -1065,3 +1065,97 @@ fn texture_tiles_draw_exactly_what_one_texture_draws() {
         "tiled and whole label uploads agree"
     );
 }
+
+#[test]
+fn import_labels_in_an_encoding_then_undo_and_merge() {
+    use egui_kittest::kittest::Queryable as _;
+    use unet_studio::data::{LabelEncoding, MaskStyle, Plane, encode_labels, write_mask};
+    let dir = copy_sample("import");
+    let mut h = harness(&dir);
+    let before = h.state().doc.as_ref().unwrap().labels.clone();
+    // Two touching objects (ids 5 and 9) on every slice, as an instance mask.
+    let mut mask = Plane::filled(512, 512, 0u16);
+    for y in 100..150 {
+        for x in 100..200 {
+            mask.set(x, y, if x < 150 { 5 } else { 9 });
+        }
+    }
+    let file = dir.join("instances.tif");
+    write_mask(
+        &file,
+        &[mask.clone(), mask.clone(), mask.clone()],
+        MaskStyle::Classes,
+    )
+    .unwrap();
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Import labels").click();
+    h.run_steps(1);
+    assert!(h.state().import.open);
+    h.state_mut().import.path = file.display().to_string();
+    h.run_steps(2);
+    h.get_by_label_contains("instances: 0 background").click();
+    h.run_steps(1);
+    h.get_by_label("Import").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    h.run_steps(1);
+    let expected = encode_labels(&mask.map(u32::from), LabelEncoding::Instances)
+        .unwrap()
+        .classes;
+    // The separating line between the touching objects is background (paper, Fig. 3c).
+    assert_eq!(expected.at(149, 120), 1);
+    let app = h.state();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert!(!app.import.open);
+    for s in 0..3 {
+        assert!(app.doc.as_ref().unwrap().labels[s] == expected, "slice {s}");
+    }
+    // One Ctrl+Z undoes the whole import.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run_steps(1);
+    assert!(h.state().doc.as_ref().unwrap().labels == before);
+    // Merge: a classes file that labels only the square keeps the painted scribbles.
+    let mut square = Plane::filled(512, 512, 0u16);
+    for y in 300..340 {
+        for x in 300..340 {
+            square.set(x, y, 2);
+        }
+    }
+    let file = dir.join("square.tif");
+    write_mask(
+        &file,
+        &[square.clone(), square.clone(), square],
+        MaskStyle::Classes,
+    )
+    .unwrap();
+    h.state_mut().import.open = true;
+    h.state_mut().import.path = file.display().to_string();
+    h.state_mut().import.merge = true;
+    h.run_steps(1);
+    h.run_steps(1);
+    h.get_by_label_contains("classes: 0 unlabelled").click();
+    h.run_steps(1);
+    h.get_by_label("Import").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    let doc = h.state().doc.as_ref().unwrap();
+    for (i, (&now, &was)) in doc.labels[0].data.iter().zip(&before[0].data).enumerate() {
+        let (x, y) = (i % 512, i / 512);
+        let inside = (300..340).contains(&x) && (300..340).contains(&y);
+        assert_eq!(now, if inside { 2 } else { was }, "({x}, {y})");
+    }
+    // A file of another size is refused with its name.
+    let small = dir.join("small.tif");
+    write_mask(
+        &small,
+        &vec![Plane::filled(10, 10, 1u16); 3],
+        MaskStyle::Classes,
+    )
+    .unwrap();
+    h.state_mut().import.path = small.display().to_string();
+    h.state_mut().start_import();
+    h.state_mut().finish_jobs();
+    let e = h.state().error.clone().unwrap_or_default();
+    assert!(e.contains("small.tif") && e.contains("10x10"), "{e}");
+}

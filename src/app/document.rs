@@ -220,6 +220,43 @@ pub fn label_path_for(source: &Path) -> PathBuf {
     }
 }
 
+/// Reads a label image or stack for a stack of `slices` planes of `width x height`,
+/// converting it from `encoding` to classes (0 = unlabelled). Errors name the file.
+pub fn read_labels(
+    path: &Path,
+    encoding: LabelEncoding,
+    slices: usize,
+    (w, h): (usize, usize),
+) -> Result<Vec<Plane<u8>>, DataError> {
+    let raw = load_label_stack(path)?;
+    if raw.len() != slices {
+        return Err(DataError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("{} label slices for {slices} image slices", raw.len()),
+        });
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if (r.width, r.height) != (w, h) {
+                return Err(DataError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "slice {i} is {}x{} but the images are {w}x{h}",
+                        r.width, r.height
+                    ),
+                });
+            }
+            encode_labels(r, encoding)
+                .map(|e| e.classes)
+                .map_err(|e| DataError::Invalid {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+        })
+        .collect()
+}
+
 /// The 0.5 % and 99.5 % percentiles of the first slice: the automatic contrast window.
 pub fn auto_window(stack: &Stack, slice: usize) -> (f32, f32) {
     let data = &stack.slices[slice.min(stack.slices.len() - 1)].data;
@@ -245,33 +282,7 @@ impl Document {
             None => None,
         };
         if let Some((p, enc)) = import {
-            let raw = load_label_stack(&p)?;
-            if raw.len() != doc_labels.len() {
-                return Err(DataError::Invalid {
-                    path: p,
-                    message: format!(
-                        "{} label slices for {} image slices",
-                        raw.len(),
-                        doc_labels.len()
-                    ),
-                });
-            }
-            for (i, r) in raw.iter().enumerate() {
-                if (r.width, r.height) != (w, h) {
-                    return Err(DataError::Invalid {
-                        path: p.clone(),
-                        message: format!(
-                            "slice {i} is {}x{} but the images are {w}x{h}",
-                            r.width, r.height
-                        ),
-                    });
-                }
-                let enc = encode_labels(r, enc).map_err(|e| DataError::Invalid {
-                    path: p.clone(),
-                    message: e.to_string(),
-                })?;
-                doc_labels[i] = enc.classes;
-            }
+            doc_labels = read_labels(&p, enc, doc_labels.len(), (w, h))?;
         }
         // Strokes autosaved after the last full save (or before a crash).
         let recovered = if importing {
@@ -621,6 +632,44 @@ impl Document {
     /// See [`Self::can_undo`].
     pub fn can_redo(&self) -> bool {
         !self.redo.is_empty()
+    }
+
+    /// Replaces the labels by imported ones as one undoable stroke; with `merge`, pixels the
+    /// import leaves unlabelled keep their painted label. Adds classes the import uses.
+    /// Returns the number of pixels changed.
+    pub fn replace_labels(&mut self, imported: &[Plane<u8>], merge: bool) -> usize {
+        self.end_stroke();
+        self.begin_stroke();
+        let mut changed = 0;
+        for (slice, plane) in imported.iter().enumerate().take(self.labels.len()) {
+            if plane.data.len() != self.labels[slice].data.len() {
+                continue;
+            }
+            for (i, &v) in plane.data.iter().enumerate() {
+                if (merge && v == 0) || self.labels[slice].data[i] == v {
+                    continue;
+                }
+                self.set_pixel(slice, i, v);
+                changed += 1;
+            }
+        }
+        self.end_stroke();
+        if changed > 0 {
+            self.edits += 1;
+        }
+        let max = imported
+            .iter()
+            .flat_map(|p| p.data.iter().copied())
+            .max()
+            .unwrap_or(0) as usize;
+        while self.classes.len() < max {
+            let id = self.classes.len() + 1;
+            self.classes.push(ClassInfo {
+                name: format!("class {id}"),
+                color: class_color(id),
+            });
+        }
+        changed
     }
 
     /// The rectangle of changed pixels per slice since the last call:

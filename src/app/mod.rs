@@ -5,6 +5,7 @@ pub mod augment_view;
 pub mod compare;
 pub mod document;
 pub mod export;
+pub mod import;
 pub mod model;
 mod panels;
 pub mod recent;
@@ -222,6 +223,8 @@ pub struct StudioApp {
     pub augment: augment_view::AugmentView,
     /// Two model versions side by side.
     pub compare: compare::CompareView,
+    /// File > Import labels.
+    pub import: import::ImportView,
     /// Settings last written (to save them again only when they change).
     saved_settings: Option<document::ProjectSettings>,
     settings_job: Option<Job<Result<(), DataError>>>,
@@ -307,6 +310,7 @@ impl StudioApp {
             show_help: false,
             augment: augment_view::AugmentView::default(),
             compare: compare::CompareView::default(),
+            import: import::ImportView::default(),
             recent: Vec::new(),
             config_dir,
             remember_next: None,
@@ -380,6 +384,7 @@ impl StudioApp {
             || self.export_job.is_some()
             || self.augment.pending()
             || self.compare.job.is_some()
+            || self.import.job.is_some()
             || self.settings_job.is_some()
             || self.recent_job.is_some()
     }
@@ -508,6 +513,7 @@ impl StudioApp {
         self.poll_export();
         self.poll_augment();
         self.poll_compare();
+        self.poll_import();
         self.save_settings_if_changed();
         if let Some(job) = &mut self.recent_job
             && let Some(res) = job.poll()
@@ -541,6 +547,7 @@ impl StudioApp {
             take_failed(&mut self.models.weights_job, "the weight map"),
             take_failed(&mut self.augment.job, "the deformation"),
             take_failed(&mut self.compare.job, "comparing model versions"),
+            take_failed(&mut self.import.job, "importing labels"),
             take_failed(&mut self.recent_job, "the list of recent files"),
         ];
         if let Some(e) = failures.into_iter().flatten().next() {
@@ -702,6 +709,7 @@ impl eframe::App for StudioApp {
         panels::help_window(self, &ctx);
         augment_view::augment_window(self, &ctx);
         compare::compare_window(self, &ctx);
+        import::import_window(self, &ctx);
         panels::top_bar(self, ui);
         panels::status_bar(self, ui);
         panels::side_panel(self, ui);

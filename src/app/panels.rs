@@ -56,6 +56,13 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                 }
                 ui.separator();
                 if ui
+                    .add_enabled(app.doc.is_some(), egui::Button::new("Import labels…"))
+                    .clicked()
+                {
+                    ui.close();
+                    app.import.open = true;
+                }
+                if ui
                     .add_enabled(app.doc.is_some(), egui::Button::new("Save labels"))
                     .clicked()
                 {
