@@ -12,6 +12,9 @@ use crate::jobs::Job;
 use super::StudioApp;
 use super::document::read_labels;
 
+/// What the import job returns: the file and its labels as classes.
+type ImportResult = Result<(PathBuf, Vec<Plane<u8>>), DataError>;
+
 /// State of the import window.
 pub struct ImportView {
     /// Window open.
@@ -22,7 +25,7 @@ pub struct ImportView {
     pub encoding: LabelEncoding,
     /// Keep painted labels where the file has none (0).
     pub merge: bool,
-    pub(super) job: Option<Job<Result<(PathBuf, Vec<Plane<u8>>), DataError>>>,
+    pub(super) job: Option<Job<ImportResult>>,
 }
 
 impl Default for ImportView {
