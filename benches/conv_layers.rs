@@ -51,8 +51,8 @@ fn main() {
         let x: Vec<f32> = (0..cin * h * h).map(|i| (i % 13) as f32 * 0.1).collect();
         let w: Vec<f32> = (0..cout * cin * 9).map(|i| (i % 7) as f32 * 0.01).collect();
         let b = vec![0.0f32; cout];
-        let dy = conv3x3_forward(&x, &w, Some(&b), &sh);
-        let f = best_ms(|| drop(conv3x3_forward(&x, &w, Some(&b), &sh)));
+        let dy = conv3x3_forward(&x, &w, Some(&b), &sh, true);
+        let f = best_ms(|| drop(conv3x3_forward(&x, &w, Some(&b), &sh, true)));
         let gw = best_ms(|| drop(conv3x3_weight_grad(&x, &dy, &sh)));
         let gx = best_ms(|| drop(conv3x3_input_grad(&dy, &w, &sh)));
         let fl = 2.0 * (cin * cout * 9) as f64 * ((h - 2) * (h - 2)) as f64;

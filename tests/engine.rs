@@ -401,58 +401,80 @@ fn extension_matches_burn_conv(device: &Device) {
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
     let ad = device.clone().autodiff();
-    let x = Tensor::<4>::random([2, 3, 13, 11], Distribution::Normal(0.0, 1.0), &ad).require_grad();
-    let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 0.5), &ad).require_grad();
-    let b = Tensor::<1>::random([4], Distribution::Normal(0.0, 0.5), &ad).require_grad();
-    let r = Tensor::<4>::random([2, 4, 11, 9], Distribution::Normal(0.0, 1.0), &ad);
-    let ours = unet_studio::ml::conv::conv3x3(x.clone(), w.clone(), b.clone());
-    let reference = conv2d(
-        x.clone(),
-        w.clone(),
-        Some(b.clone()),
-        ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
-    );
-    let close = |a: Vec<f32>, e: Vec<f32>, what: &str| {
-        assert_eq!(a.len(), e.len());
-        let max = a
-            .iter()
-            .zip(&e)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0f32, f32::max);
-        assert!(max < 1e-3, "{what}: max difference {max}");
-    };
-    close(
-        tensor_values(ours.clone()).unwrap(),
-        tensor_values(reference.clone()).unwrap(),
-        "forward",
-    );
-    let g1 = (ours * r.clone()).sum().backward();
-    let (gx1, gw1, gb1) = (
-        x.grad(&g1).unwrap(),
-        w.grad(&g1).unwrap(),
-        b.grad(&g1).unwrap(),
-    );
-    let g2 = (reference * r).sum().backward();
-    let (gx2, gw2, gb2) = (
-        x.grad(&g2).unwrap(),
-        w.grad(&g2).unwrap(),
-        b.grad(&g2).unwrap(),
-    );
-    close(
-        tensor_values(gx1).unwrap(),
-        tensor_values(gx2).unwrap(),
-        "input gradient",
-    );
-    close(
-        tensor_values(gw1).unwrap(),
-        tensor_values(gw2).unwrap(),
-        "weight gradient",
-    );
-    close(
-        tensor_values(gb1).unwrap(),
-        tensor_values(gb2).unwrap(),
-        "bias gradient",
-    );
+    // Without and with the fused ReLU (against burn's relu after burn's convolution).
+    for fused in [false, true] {
+        let x =
+            Tensor::<4>::random([2, 3, 13, 11], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+        let w =
+            Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 0.5), &ad).require_grad();
+        let b = Tensor::<1>::random([4], Distribution::Normal(0.0, 0.5), &ad).require_grad();
+        let r = Tensor::<4>::random([2, 4, 11, 9], Distribution::Normal(0.0, 1.0), &ad);
+        let ours = if fused {
+            unet_studio::ml::conv::conv3x3_relu(x.clone(), w.clone(), b.clone())
+        } else {
+            unet_studio::ml::conv::conv3x3(x.clone(), w.clone(), b.clone())
+        };
+        let reference = conv2d(
+            x.clone(),
+            w.clone(),
+            Some(b.clone()),
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        );
+        let reference = if fused {
+            burn::tensor::activation::relu(reference)
+        } else {
+            reference
+        };
+        if fused {
+            let v = tensor_values(ours.clone()).unwrap();
+            assert!(
+                v.iter().all(|&a| a >= 0.0)
+                    && v.iter().any(|&a| a == 0.0)
+                    && v.iter().any(|&a| a > 0.0)
+            );
+        }
+        let close = |a: Vec<f32>, e: Vec<f32>, what: &str| {
+            assert_eq!(a.len(), e.len());
+            let max = a
+                .iter()
+                .zip(&e)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max < 1e-3, "{what}: max difference {max}");
+        };
+        close(
+            tensor_values(ours.clone()).unwrap(),
+            tensor_values(reference.clone()).unwrap(),
+            "forward",
+        );
+        let g1 = (ours * r.clone()).sum().backward();
+        let (gx1, gw1, gb1) = (
+            x.grad(&g1).unwrap(),
+            w.grad(&g1).unwrap(),
+            b.grad(&g1).unwrap(),
+        );
+        let g2 = (reference * r).sum().backward();
+        let (gx2, gw2, gb2) = (
+            x.grad(&g2).unwrap(),
+            w.grad(&g2).unwrap(),
+            b.grad(&g2).unwrap(),
+        );
+        close(
+            tensor_values(gx1).unwrap(),
+            tensor_values(gx2).unwrap(),
+            "input gradient",
+        );
+        close(
+            tensor_values(gw1).unwrap(),
+            tensor_values(gw2).unwrap(),
+            "weight gradient",
+        );
+        close(
+            tensor_values(gb1).unwrap(),
+            tensor_values(gb2).unwrap(),
+            "bias gradient",
+        );
+    }
 }
 
 #[test]

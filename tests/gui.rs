@@ -928,6 +928,31 @@ fn every_training_run_is_a_version_that_can_be_restored() {
     h.run_steps(1);
     assert!(h.state().models.model.is_none());
     assert_eq!(h.state().models.history.len(), 2);
+    // Save model as / Load model (the folder dialogs give these paths).
+    h.state_mut()
+        .use_version(dir.join("images/labels.unet.model/versions/v0002"));
+    h.state_mut().finish_jobs();
+    let shared = dir.join("shared-model");
+    h.state_mut().save_model_to(shared.clone());
+    h.state_mut().finish_jobs();
+    assert!(
+        h.state().status.starts_with("model saved to"),
+        "{}",
+        h.state().status
+    );
+    assert_eq!(
+        unet_studio::ml::load_checkpoint(&shared)
+            .unwrap()
+            .meta
+            .iteration,
+        8
+    );
+    h.get_by_label("Reset model").click();
+    h.run_steps(1);
+    h.state_mut().use_version(shared);
+    h.state_mut().finish_jobs();
+    assert_eq!(h.state().models.model.as_ref().unwrap().iteration, 8);
+    let _ = h.get_by_label("Load model…");
 }
 
 #[test]

@@ -544,6 +544,7 @@ impl StudioApp {
             ),
             take_failed(&mut self.models.predict_job, "prediction"),
             take_failed(&mut self.models.load_job, "loading the model"),
+            take_failed(&mut self.models.save_job, "saving the model"),
             take_failed(&mut self.models.weights_job, "the weight map"),
             take_failed(&mut self.augment.job, "the deformation"),
             take_failed(&mut self.compare.job, "comparing model versions"),

@@ -128,6 +128,7 @@ pub struct ModelState {
     /// Saved versions of the model of this stack, oldest first.
     pub history: Vec<VersionInfo>,
     pub(super) load_job: Option<Job<Result<LoadedModel, MlError>>>,
+    pub(super) save_job: Option<Job<Result<PathBuf, MlError>>>,
     pub(super) predict_job: Option<Job<PredictResult>>,
     /// Weight-map parameters of the weight-map view (and of training).
     pub weights: WeightMapConfig,
@@ -173,6 +174,7 @@ impl ModelState {
             predict_job: None,
             history: Vec::new(),
             load_job: None,
+            save_job: None,
             weights: WeightMapConfig::default(),
             weight_map: None,
             weights_job: None,
@@ -208,7 +210,7 @@ impl ModelState {
 
     /// Whether a prediction (or a model load) runs.
     pub fn predicting(&self) -> bool {
-        self.predict_job.is_some() || self.load_job.is_some()
+        self.predict_job.is_some() || self.load_job.is_some() || self.save_job.is_some()
     }
 
     /// Value range of the overlay map: (shown cold, shown hot).
@@ -397,6 +399,30 @@ impl StudioApp {
         }));
     }
 
+    /// Saves the current network (config and weights) as a model folder `dir`, in the
+    /// background; File-level counterpart of the automatic saves beside the labels, for
+    /// sharing a model or using it from the command line.
+    pub fn save_model_to(&mut self, dir: PathBuf) {
+        let Some(m) = &self.models.model else { return };
+        if self.models.save_job.is_some() {
+            return;
+        }
+        let meta = CheckpointMeta {
+            unet: m.unet.clone(),
+            train: None,
+            iteration: m.iteration,
+            created_unix_s: now_unix_s(),
+            train_loss: None,
+            val_loss: None,
+            labels_hash: None,
+            note: "saved from the unet-studio app".into(),
+        };
+        let model = m.model.clone();
+        self.models.save_job = Some(Job::spawn("save model", self.waker.clone(), move |_| {
+            save_checkpoint(&dir, &meta, &model, None).map(|_| dir)
+        }));
+    }
+
     /// Forgets the current model: the next training starts from scratch. Saved versions stay.
     pub fn reset_model(&mut self) {
         if self.models.training() {
@@ -556,6 +582,15 @@ impl StudioApp {
                     self.predict_slice();
                 }
                 Err(e) => self.error = Some(format!("loading the model failed: {e}")),
+            }
+        }
+        if let Some(job) = &mut self.models.save_job
+            && let Some(res) = job.poll()
+        {
+            self.models.save_job = None;
+            match res {
+                Ok(dir) => self.status = format!("model saved to {}", dir.display()),
+                Err(e) => self.error = Some(format!("saving the model failed: {e}")),
             }
         }
         if let Some(job) = &mut self.models.weights_job

@@ -529,13 +529,33 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     {
         app.compare_selected();
     }
-    if ui
-        .add_enabled(
-            app.models.model.is_some() && !app.models.training(),
-            egui::Button::new("Reset model"),
-        )
-        .clicked()
-    {
-        app.reset_model();
-    }
+    ui.horizontal_wrapped(|ui| {
+        if ui
+            .add_enabled(!app.models.training(), egui::Button::new("Load model…"))
+            .on_hover_text("a model folder saved by unet-studio (app or command line)")
+            .clicked()
+            && let Some(dir) = rfd::FileDialog::new().pick_folder()
+        {
+            app.use_version(dir);
+        }
+        if ui
+            .add_enabled(
+                app.models.model.is_some(),
+                egui::Button::new("Save model as…"),
+            )
+            .clicked()
+            && let Some(dir) = rfd::FileDialog::new().pick_folder()
+        {
+            app.save_model_to(dir);
+        }
+        if ui
+            .add_enabled(
+                app.models.model.is_some() && !app.models.training(),
+                egui::Button::new("Reset model"),
+            )
+            .clicked()
+        {
+            app.reset_model();
+        }
+    });
 }

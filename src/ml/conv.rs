@@ -9,14 +9,16 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ops::ModuleOps as _;
+use burn::backend::ops::{ActivationOps as _, ModuleOps as _};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
-use super::conv_cpu::{ConvShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad};
+use super::conv_cpu::{
+    ConvShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad, relu_grad,
+};
 
 /// Backends that run the U-Net's 3x3 valid convolution.
 #[backend_extension(Autodiff, Flex, Cube)]
@@ -28,6 +30,16 @@ pub trait Conv3x3Backend: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// `relu(conv3x3(x, weight, bias))` in one pass over the output.
+    fn conv3x3_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The gradient before a ReLU: `grad` where the ReLU's output `out` is positive, else 0.
+    fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Gradient of the input.
     fn conv3x3_input_grad(
@@ -55,6 +67,16 @@ impl Conv3x3Backend for Cube {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         Self::conv2d(x, weight, Some(bias), valid_options())
+    }
+    fn conv3x3_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::relu(Self::conv3x3(x, weight, bias))
+    }
+    fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::relu_backward(out, grad)
     }
     fn conv3x3_input_grad(
         x: FloatTensor<Self>,
@@ -90,27 +112,52 @@ fn flex_tensor(values: Vec<f32>, dims: [usize; 4]) -> FloatTensor<Flex> {
     burn::backend::flex::FlexTensor::from_data(TensorData::new(values, dims))
 }
 
+/// The flex forward pass, with or without the fused ReLU.
+fn flex_conv3x3(
+    x: FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    bias: FloatTensor<Flex>,
+    relu: bool,
+) -> FloatTensor<Flex> {
+    let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
+    let (wv, [cout, ..]) = flex_values::<4>(&weight);
+    let (bv, _) = flex_values::<1>(&bias);
+    let s = ConvShape { cin, cout, h, w };
+    let per_in = cin * h * w;
+    let mut out = Vec::with_capacity(n * cout * s.ho() * s.wo());
+    for b in 0..n {
+        out.extend(conv3x3_forward(
+            &xv[b * per_in..(b + 1) * per_in],
+            &wv,
+            Some(&bv),
+            &s,
+            relu,
+        ));
+    }
+    flex_tensor(out, [n, cout, s.ho(), s.wo()])
+}
+
 impl Conv3x3Backend for Flex {
     fn conv3x3(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
-        let (wv, [cout, ..]) = flex_values::<4>(&weight);
-        let (bv, _) = flex_values::<1>(&bias);
-        let s = ConvShape { cin, cout, h, w };
-        let per_in = cin * h * w;
-        let mut out = Vec::with_capacity(n * cout * s.ho() * s.wo());
-        for b in 0..n {
-            out.extend(conv3x3_forward(
-                &xv[b * per_in..(b + 1) * per_in],
-                &wv,
-                Some(&bv),
-                &s,
-            ));
-        }
-        flex_tensor(out, [n, cout, s.ho(), s.wo()])
+        flex_conv3x3(x, weight, bias, false)
+    }
+
+    fn conv3x3_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex_conv3x3(x, weight, bias, true)
+    }
+
+    fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (ov, dims) = flex_values::<4>(&out);
+        let (gv, _) = flex_values::<4>(&grad);
+        flex_tensor(relu_grad(&ov, &gv), dims)
     }
 
     fn conv3x3_input_grad(
@@ -159,6 +206,32 @@ impl Conv3x3Backend for Flex {
     }
 }
 
+/// Registers the gradients of `conv3x3(x, w) + b` from the gradient of its output.
+fn conv3x3_grads<B: Conv3x3Backend>(
+    [node_x, node_w, node_b]: [Option<NodeId>; 3],
+    grad: FloatTensor<B>,
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    grads: &mut Gradients,
+) {
+    if let Some(node) = node_b {
+        // Sum of the output gradient over batch and space.
+        let [n, c, h, wd]: [usize; 4] = grad.shape().dims();
+        let g = B::float_reshape(grad.clone(), Shape::new([n, c, h * wd]));
+        let g = B::float_sum_dim(B::float_sum_dim(g, 2), 0);
+        grads.register::<B>(node, B::float_reshape(g, Shape::new([c])));
+    }
+    if let Some(node) = node_w {
+        grads.register::<B>(
+            node,
+            B::conv3x3_weight_grad(x.clone(), w.clone(), grad.clone()),
+        );
+    }
+    if let Some(node) = node_x {
+        grads.register::<B>(node, B::conv3x3_input_grad(x, w, grad));
+    }
+}
+
 #[derive(Debug)]
 struct Conv3x3Backward;
 
@@ -171,27 +244,34 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_w, node_b] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x_state, w_state) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
-        if let Some(node) = node_b {
-            // Sum of the output gradient over batch and space.
-            let [n, c, h, wd]: [usize; 4] = grad.shape().dims();
-            let g = B::float_reshape(grad.clone(), Shape::new([n, c, h * wd]));
-            let g = B::float_sum_dim(B::float_sum_dim(g, 2), 0);
-            grads.register::<B>(node.id, B::float_reshape(g, Shape::new([c])));
-        }
-        if let Some(node) = node_w {
-            grads.register::<B>(
-                node.id,
-                B::conv3x3_weight_grad(x.clone(), w.clone(), grad.clone()),
-            );
-        }
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::conv3x3_input_grad(x, w, grad));
-        }
+        conv3x3_grads::<B>(ops.parents.map(|p| p.map(|n| n.id)), grad, x, w, grads);
+    }
+}
+
+/// Backward of the fused convolution + ReLU: its state keeps the ReLU's output, which is also
+/// the next layer's input, so no pre-activation map is stored.
+#[derive(Debug)]
+struct Conv3x3ReluBackward;
+
+impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3ReluBackward {
+    type State = (NodeId, NodeId, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, w_state, out) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
+        let parents = ops.parents.map(|p| p.map(|n| n.id));
+        conv3x3_grads::<B>(parents, B::relu_grad(out, grad), x, w, grads);
     }
 }
 
@@ -224,6 +304,38 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         }
     }
 
+    fn conv3x3_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match Conv3x3ReluBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let xs = prep.checkpoint(&x);
+                let ws = prep.checkpoint(&weight);
+                let out = B::conv3x3_relu(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                );
+                prep.finish((xs, ws, out.clone()), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv3x3_relu(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
+        }
+    }
+
+    fn relu_grad(_out: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        unreachable!("only used inside the backward pass, on the inner backend")
+    }
+
     fn conv3x3_input_grad(
         _x: FloatTensor<Self>,
         _w: FloatTensor<Self>,
@@ -244,6 +356,15 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
 /// `conv3x3_valid(x, weight) + bias` on any device.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
     Tensor::from_dispatch(Dispatch::conv3x3(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// `relu(conv3x3_valid(x, weight) + bias)` on any device, fused where the backend can.
+pub fn conv3x3_relu(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::conv3x3_relu(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
@@ -274,6 +395,15 @@ impl Conv3x3 {
             )),
             bias: Param::from_tensor(Tensor::zeros([cout], device)),
             same,
+        }
+    }
+
+    /// `relu(forward(x))`, fused into the convolution for valid padding.
+    pub fn forward_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.same {
+            burn::tensor::activation::relu(self.forward(x))
+        } else {
+            conv3x3_relu(x, self.weight.val(), self.bias.val())
         }
     }
 

@@ -281,7 +281,13 @@ impl BandOutput {
 }
 
 /// Convolution with implicit zero padding; returns `Cout x Ho x Wo`.
-fn conv3x3_padded(x: &[f32], weight: &[f32], bias: Option<&[f32]>, p: &Padded) -> Vec<f32> {
+fn conv3x3_padded(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    p: &Padded,
+    relu: bool,
+) -> Vec<f32> {
     let s = &p.s;
     let (ho, wo, k) = (p.ho(), p.wo(), p.k());
     let plane = ho * wo;
@@ -305,6 +311,9 @@ fn conv3x3_padded(x: &[f32], weight: &[f32], bias: Option<&[f32]>, p: &Padded) -
         }
         if p.pad == 0 && s.cin <= DIRECT_MAX_CIN {
             direct_band(x, weight, s, oy0, &mut out);
+            if relu {
+                relu_in_place(&mut out);
+            }
             return;
         }
         let mut col = vec![0.0f32; k * n];
@@ -330,14 +339,45 @@ fn conv3x3_padded(x: &[f32], weight: &[f32], bias: Option<&[f32]>, p: &Padded) -
                 (n, 1),
             );
         }
+        if relu {
+            // The band is still in cache: the activation costs no extra pass over memory.
+            // SAFETY: as above, this band's rows only.
+            let mut out = unsafe {
+                BandOutput::segments(shared.base().0, shared.base().1, s.cout, plane, oy0 * wo, n)
+            };
+            relu_in_place(&mut out);
+        }
     });
     y
 }
 
+fn relu_in_place(segments: &mut [&mut [f32]]) {
+    for seg in segments.iter_mut() {
+        for v in seg.iter_mut() {
+            *v = v.max(0.0);
+        }
+    }
+}
+
 /// Forward pass for one image: `x` is `Cin x H x W`, `weight` `Cout x Cin x 3 x 3`, `bias`
-/// `Cout` (optional); returns `Cout x (H-2) x (W-2)`.
-pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
-    conv3x3_padded(x, weight, bias, &Padded { s: *s, pad: 0 })
+/// `Cout` (optional); returns `Cout x (H-2) x (W-2)`, through a ReLU when `relu`.
+pub fn conv3x3_forward(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    relu: bool,
+) -> Vec<f32> {
+    conv3x3_padded(x, weight, bias, &Padded { s: *s, pad: 0 }, relu)
+}
+
+/// The gradient before a ReLU from the gradient after it and the ReLU's output: `grad` where
+/// `out > 0`, else 0 (one pass).
+pub fn relu_grad(out: &[f32], grad: &[f32]) -> Vec<f32> {
+    out.iter()
+        .zip(grad)
+        .map(|(&o, &g)| if o > 0.0 { g } else { 0.0 })
+        .collect()
 }
 
 /// Weight gradient for one image: `dW[co, ci, kh, kw] = sum dY[co, oy, ox] X[ci, oy+kh, ox+kw]`.
@@ -411,7 +451,7 @@ pub fn conv3x3_input_grad(dy: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32>
         },
         pad: 2,
     };
-    conv3x3_padded(dy, &wt, None, &back)
+    conv3x3_padded(dy, &wt, None, &back, false)
 }
 
 #[cfg(test)]
@@ -461,7 +501,7 @@ mod tests {
         let x = pseudo(s.cin * s.h * s.w, 1);
         let wt = pseudo(s.cout * s.cin * 9, 2);
         let b = pseudo(s.cout, 3);
-        let y = conv3x3_forward(&x, &wt, Some(&b), &s);
+        let y = conv3x3_forward(&x, &wt, Some(&b), &s, false);
         let r = reference_forward(&x, &wt, &b, &s);
         for (a, e) in y.iter().zip(&r) {
             assert!((a - e).abs() < 1e-5);
@@ -511,7 +551,7 @@ mod tests {
         let wt = pseudo(s.cout * s.cin * 9, 8);
         let b = vec![0.0; 3];
         assert!(Padded { s, pad: 0 }.bands().len() > 1);
-        let y = conv3x3_forward(&x, &wt, None, &s);
+        let y = conv3x3_forward(&x, &wt, None, &s, false);
         let r = reference_forward(&x, &wt, &b, &s);
         for (a, e) in y.iter().zip(&r) {
             assert!((a - e).abs() < 1e-5);

@@ -351,16 +351,14 @@ pub struct DoubleConv {
 
 impl DoubleConv {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv1.forward(x);
-        if let Some(n) = &self.norm1 {
-            x = n.forward(x);
+        let x = match &self.norm1 {
+            Some(n) => relu(n.forward(self.conv1.forward(x))),
+            None => self.conv1.forward_relu(x),
+        };
+        match &self.norm2 {
+            Some(n) => relu(n.forward(self.conv2.forward(x))),
+            None => self.conv2.forward_relu(x),
         }
-        x = relu(x);
-        x = self.conv2.forward(x);
-        if let Some(n) = &self.norm2 {
-            x = n.forward(x);
-        }
-        relu(x)
     }
 }
 
