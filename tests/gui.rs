@@ -260,7 +260,7 @@ fn pause_resume_and_stop_a_training_from_the_buttons() {
     h.run_steps(1);
     assert!(h.state().training_paused());
     // The iteration under way when Pause was pressed may still finish; then nothing moves.
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    step_until(&mut h, "the pause point", StudioApp::training_held);
     h.run_steps(2);
     let held = h.state().models.losses.len();
     std::thread::sleep(std::time::Duration::from_millis(400));

@@ -463,6 +463,11 @@ impl StudioApp {
             .is_some_and(|j| j.is_paused())
     }
 
+    /// Whether a paused training has finished its last iteration and waits.
+    pub fn training_held(&self) -> bool {
+        self.models.train_job.as_ref().is_some_and(|j| j.is_held())
+    }
+
     /// Predicts the shown slice in the background (overlap-tile).
     pub fn predict_slice(&mut self) {
         self.predict_with(None, false);

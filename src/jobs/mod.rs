@@ -132,6 +132,11 @@ impl<T, P> Job<T, P> {
         self.cancel.is_paused()
     }
 
+    /// Whether the job is held at a pause point now.
+    pub fn is_held(&self) -> bool {
+        self.cancel.is_held()
+    }
+
     /// Drains progress events (typed events are dropped); returns the result once done.
     pub fn poll(&mut self) -> Option<T> {
         self.poll_events(|_| {})

@@ -27,6 +27,7 @@ pub use unet::{Preset, UNet, UNetConfig};
 pub struct CancelToken {
     cancelled: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    held: Arc<AtomicBool>,
 }
 
 impl CancelToken {
@@ -50,12 +51,19 @@ impl CancelToken {
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
     }
+    /// Whether the computation is held in [`Self::wait_while_paused`] right now (it got
+    /// there after a pause was asked for and has not gone on).
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
     /// Blocks while paused and not cancelled; returns how long it waited.
     pub fn wait_while_paused(&self) -> std::time::Duration {
         let start = std::time::Instant::now();
         while self.is_paused() && !self.is_cancelled() {
+            self.held.store(true, Ordering::Release);
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        self.held.store(false, Ordering::Release);
         start.elapsed()
     }
 }
