@@ -473,9 +473,55 @@ fn extension_matches_burn_conv(device: &Device) {
     }
 }
 
+/// The up-convolution extension against burn's transposed convolution: values and the
+/// gradients of input, weight and bias.
+fn up_extension_matches_burn(device: &burn::prelude::Device) {
+    use burn::tensor::Distribution;
+    use burn::tensor::module::conv_transpose2d;
+    use burn::tensor::ops::ConvTransposeOptions;
+    let ad = device.clone().autodiff();
+    let x = Tensor::<4>::random([2, 5, 6, 7], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+    let w = Tensor::<4>::random([5, 3, 2, 2], Distribution::Normal(0.0, 0.5), &ad).require_grad();
+    let b = Tensor::<1>::random([3], Distribution::Normal(0.0, 0.5), &ad).require_grad();
+    let r = Tensor::<4>::random([2, 3, 12, 14], Distribution::Normal(0.0, 1.0), &ad);
+    let ours = unet_studio::ml::conv::up2x2(x.clone(), w.clone(), b.clone());
+    let reference = conv_transpose2d(
+        x.clone(),
+        w.clone(),
+        Some(b.clone()),
+        ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1),
+    );
+    let close = |a: Tensor<4>, e: Tensor<4>, what: &str| {
+        let (a, e) = (tensor_values(a).unwrap(), tensor_values(e).unwrap());
+        assert_eq!(a.len(), e.len(), "{what}");
+        let max = a
+            .iter()
+            .zip(&e)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max < 1e-3, "{what}: max difference {max}");
+    };
+    close(ours.clone(), reference.clone(), "up-convolution");
+    let g1 = (ours * r.clone()).sum().backward();
+    let g2 = (reference * r).sum().backward();
+    close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), "input gradient");
+    close(
+        w.grad(&g1).unwrap(),
+        w.grad(&g2).unwrap(),
+        "weight gradient",
+    );
+    let (gb1, gb2) = (b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+    close(
+        gb1.reshape([1, 1, 1, 3]),
+        gb2.reshape([1, 1, 1, 3]),
+        "bias gradient",
+    );
+}
+
 #[test]
 fn convolution_extension_gradients_match_burn_on_cpu() {
     extension_matches_burn_conv(&cpu_device().device);
+    up_extension_matches_burn(&cpu_device().device);
 }
 
 #[test]
@@ -484,6 +530,7 @@ fn convolution_extension_and_training_step_on_gpu() {
         panic!("{e}: the wgpu tests need a Vulkan driver; on Debian install mesa-vulkan-drivers")
     });
     extension_matches_burn_conv(&gpu.device);
+    up_extension_matches_burn(&gpu.device);
     // Two real training steps on the GPU: autodiff routing, optimiser, read-back.
     let out = train(
         &tiny_set(),

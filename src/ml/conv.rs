@@ -14,10 +14,11 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::module::{Module, Param};
 use burn::prelude::*;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::conv_cpu::{
-    ConvShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad, relu_grad,
+    ConvShape, UpShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad, relu_grad,
+    up2x2_forward, up2x2_input_grad, up2x2_weight_grad,
 };
 
 /// Backends that run the U-Net's 3x3 valid convolution.
@@ -41,6 +42,25 @@ pub trait Conv3x3Backend: Backend {
     /// The gradient before a ReLU: `grad` where the ReLU's output `out` is positive, else 0.
     fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 
+    /// The U-Net's 2x2 stride-2 up-convolution: x `[N, Cin, H, W]`, weight
+    /// `[Cin, Cout, 2, 2]` (burn's transposed-convolution layout), bias `[Cout]`;
+    /// y `[N, Cout, 2H, 2W]`.
+    fn up2x2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of the up-convolution's input.
+    fn up2x2_input_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradient of the up-convolution's weight.
+    fn up2x2_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
     /// Gradient of the input.
     fn conv3x3_input_grad(
         x: FloatTensor<Self>,
@@ -60,6 +80,10 @@ fn valid_options() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [0, 0], [1, 1], 1)
 }
 
+fn up_options() -> ConvTransposeOptions<2> {
+    ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1)
+}
+
 impl Conv3x3Backend for Cube {
     fn conv3x3(
         x: FloatTensor<Self>,
@@ -77,6 +101,23 @@ impl Conv3x3Backend for Cube {
     }
     fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::relu_backward(out, grad)
+    }
+    fn up2x2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d(x, weight, Some(bias), up_options())
+    }
+    fn up2x2_input_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::conv_transpose2d_x_backward(weight, grad, up_options())
+    }
+    fn up2x2_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d_weight_backward(x, weight, grad, up_options())
     }
     fn conv3x3_input_grad(
         x: FloatTensor<Self>,
@@ -160,6 +201,73 @@ impl Conv3x3Backend for Flex {
         flex_tensor(relu_grad(&ov, &gv), dims)
     }
 
+    fn up2x2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
+        let (wv, [_, cout, ..]) = flex_values::<4>(&weight);
+        let (bv, _) = flex_values::<1>(&bias);
+        let s = UpShape { cin, cout, h, w };
+        let per_in = cin * h * w;
+        let mut out = Vec::with_capacity(n * cout * 4 * h * w);
+        for b in 0..n {
+            out.extend(up2x2_forward(
+                &xv[b * per_in..(b + 1) * per_in],
+                &wv,
+                Some(&bv),
+                &s,
+            ));
+        }
+        flex_tensor(out, [n, cout, 2 * h, 2 * w])
+    }
+
+    fn up2x2_input_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (wv, [cin, cout, ..]) = flex_values::<4>(&weight);
+        let (gv, [n, _, h2, w2]) = flex_values::<4>(&grad);
+        let s = UpShape {
+            cin,
+            cout,
+            h: h2 / 2,
+            w: w2 / 2,
+        };
+        let per_out = cout * h2 * w2;
+        let mut out = Vec::with_capacity(n * cin * s.h * s.w);
+        for b in 0..n {
+            out.extend(up2x2_input_grad(
+                &gv[b * per_out..(b + 1) * per_out],
+                &wv,
+                &s,
+            ));
+        }
+        flex_tensor(out, [n, cin, s.h, s.w])
+    }
+
+    fn up2x2_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
+        let [_, cout, ..]: [usize; 4] = weight.shape().dims();
+        let (gv, _) = flex_values::<4>(&grad);
+        let s = UpShape { cin, cout, h, w };
+        let (per_in, per_out) = (cin * h * w, cout * 4 * h * w);
+        let mut dw = vec![0.0f32; cin * cout * 4];
+        for b in 0..n {
+            let g = up2x2_weight_grad(
+                &xv[b * per_in..(b + 1) * per_in],
+                &gv[b * per_out..(b + 1) * per_out],
+                &s,
+            );
+            for (a, v) in dw.iter_mut().zip(g) {
+                *a += v;
+            }
+        }
+        flex_tensor(dw, [cin, cout, 2, 2])
+    }
+
     fn conv3x3_input_grad(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -206,6 +314,44 @@ impl Conv3x3Backend for Flex {
     }
 }
 
+/// The gradient of a per-channel bias: the output gradient summed over batch and space.
+fn bias_grad<B: Backend>(grad: FloatTensor<B>) -> FloatTensor<B> {
+    let [n, c, h, wd]: [usize; 4] = grad.shape().dims();
+    let g = B::float_reshape(grad, Shape::new([n, c, h * wd]));
+    let g = B::float_sum_dim(B::float_sum_dim(g, 2), 0);
+    B::float_reshape(g, Shape::new([c]))
+}
+
+/// Backward of the up-convolution.
+#[derive(Debug)]
+struct Up2x2Backward;
+
+impl<B: Conv3x3Backend> Backward<B, 3> for Up2x2Backward {
+    type State = (NodeId, NodeId);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, w_state) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
+        let [node_x, node_w, node_b] = ops.parents.map(|p| p.map(|n| n.id));
+        if let Some(node) = node_b {
+            grads.register::<B>(node, bias_grad::<B>(grad.clone()));
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node, B::up2x2_weight_grad(x, w.clone(), grad.clone()));
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node, B::up2x2_input_grad(w, grad));
+        }
+    }
+}
+
 /// Registers the gradients of `conv3x3(x, w) + b` from the gradient of its output.
 fn conv3x3_grads<B: Conv3x3Backend>(
     [node_x, node_w, node_b]: [Option<NodeId>; 3],
@@ -215,11 +361,7 @@ fn conv3x3_grads<B: Conv3x3Backend>(
     grads: &mut Gradients,
 ) {
     if let Some(node) = node_b {
-        // Sum of the output gradient over batch and space.
-        let [n, c, h, wd]: [usize; 4] = grad.shape().dims();
-        let g = B::float_reshape(grad.clone(), Shape::new([n, c, h * wd]));
-        let g = B::float_sum_dim(B::float_sum_dim(g, 2), 0);
-        grads.register::<B>(node, B::float_reshape(g, Shape::new([c])));
+        grads.register::<B>(node, bias_grad::<B>(grad.clone()));
     }
     if let Some(node) = node_w {
         grads.register::<B>(
@@ -336,6 +478,46 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         unreachable!("only used inside the backward pass, on the inner backend")
     }
 
+    fn up2x2(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match Up2x2Backward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let xs = prep.checkpoint(&x);
+                let ws = prep.checkpoint(&weight);
+                let out = B::up2x2(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                );
+                prep.finish((xs, ws), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::up2x2(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
+        }
+    }
+
+    fn up2x2_input_grad(_w: FloatTensor<Self>, _g: FloatTensor<Self>) -> FloatTensor<Self> {
+        unreachable!("gradients of gradients are not used by unet-studio")
+    }
+
+    fn up2x2_weight_grad(
+        _x: FloatTensor<Self>,
+        _w: FloatTensor<Self>,
+        _g: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients of gradients are not used by unet-studio")
+    }
+
     fn conv3x3_input_grad(
         _x: FloatTensor<Self>,
         _w: FloatTensor<Self>,
@@ -356,6 +538,15 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
 /// `conv3x3_valid(x, weight) + bias` on any device.
 pub fn conv3x3(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
     Tensor::from_dispatch(Dispatch::conv3x3(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
+/// The 2x2 stride-2 up-convolution (`weight` `[Cin, Cout, 2, 2]`) on any device.
+pub fn up2x2(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::up2x2(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),

@@ -454,6 +454,180 @@ pub fn conv3x3_input_grad(dy: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32>
     conv3x3_padded(dy, &wt, None, &back, false)
 }
 
+/// Shape of a 2x2 stride-2 up-convolution (one image): input `Cin x H x W`, output
+/// `Cout x 2H x 2W`, weight `Cin x Cout x 2 x 2` (burn's transposed-convolution layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpShape {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+}
+
+impl UpShape {
+    /// Input rows per parallel chunk (about 8192 input pixels).
+    fn chunks(&self) -> Vec<(usize, usize)> {
+        let rows = (8192 / self.w.max(1)).max(1);
+        (0..self.h)
+            .step_by(rows)
+            .map(|i0| (i0, (i0 + rows).min(self.h)))
+            .collect()
+    }
+}
+
+// Every output pixel (2i + a, 2j + b) of an up-convolution takes the input pixel (i, j) through
+// the weights of tap (a, b): with r = 4 Cout rows `co * 4 + a * 2 + b`, the taps of a chunk of
+// input pixels form one matrix Z (r x n) = Wt (r x Cin) . X (Cin x n), and the weight buffer
+// read with strides (1, r) is exactly Wt. The kernels below are that GEMM plus a scatter
+// (forward) or a gather (backward) between Z and the interleaved output.
+
+/// Gathers the output gradient of input rows `i0..i1` into `dz` (`4 Cout x n`, see above).
+fn up_gather(dy: &[f32], s: &UpShape, (i0, i1): (usize, usize), dz: &mut [f32]) {
+    let (w2, plane) = (2 * s.w, 4 * s.h * s.w);
+    let n = (i1 - i0) * s.w;
+    for co in 0..s.cout {
+        for ab in 0..4 {
+            let (a, b) = (ab / 2, ab % 2);
+            let row = &mut dz[(co * 4 + ab) * n..(co * 4 + ab + 1) * n];
+            for ii in 0..i1 - i0 {
+                let src = &dy[co * plane + (2 * (i0 + ii) + a) * w2..];
+                for j in 0..s.w {
+                    row[ii * s.w + j] = src[2 * j + b];
+                }
+            }
+        }
+    }
+}
+
+/// Forward pass for one image: `x` `Cin x H x W`, `weight` `Cin x Cout x 2 x 2`, `bias`
+/// `Cout`; returns `Cout x 2H x 2W`.
+pub fn up2x2_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &UpShape) -> Vec<f32> {
+    let (p, r, w2) = (s.h * s.w, 4 * s.cout, 2 * s.w);
+    assert_eq!(x.len(), s.cin * p, "up2x2: input size");
+    assert_eq!(weight.len(), s.cin * r, "up2x2: weight size");
+    let plane = 4 * p;
+    let mut y = vec![0.0f32; s.cout * plane];
+    let shared = BandOutput {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+    };
+    s.chunks().into_par_iter().for_each(|(i0, i1)| {
+        let n = (i1 - i0) * s.w;
+        let mut z = vec![0.0f32; r * n];
+        sgemm(
+            r,
+            n,
+            s.cin,
+            &mut z,
+            (n, 1),
+            false,
+            weight,
+            (1, r),
+            &x[i0 * s.w..],
+            (p, 1),
+        );
+        // SAFETY: chunks cover disjoint input rows, hence disjoint output rows.
+        let mut out = unsafe {
+            BandOutput::segments(
+                shared.base().0,
+                shared.base().1,
+                s.cout,
+                plane,
+                2 * i0 * w2,
+                2 * (i1 - i0) * w2,
+            )
+        };
+        for (co, seg) in out.iter_mut().enumerate() {
+            let b0 = bias.map_or(0.0, |b| b[co]);
+            for ab in 0..4 {
+                let (a, b) = (ab / 2, ab % 2);
+                let zr = &z[(co * 4 + ab) * n..(co * 4 + ab + 1) * n];
+                for ii in 0..i1 - i0 {
+                    let row = &mut seg[(2 * ii + a) * w2..(2 * ii + a + 1) * w2];
+                    for j in 0..s.w {
+                        row[2 * j + b] = zr[ii * s.w + j] + b0;
+                    }
+                }
+            }
+        }
+    });
+    y
+}
+
+/// Input gradient for one image: `dX (Cin x n) = W (Cin x 4 Cout) . dZ`; returns `Cin x H x W`.
+pub fn up2x2_input_grad(dy: &[f32], weight: &[f32], s: &UpShape) -> Vec<f32> {
+    let (p, r) = (s.h * s.w, 4 * s.cout);
+    assert_eq!(dy.len(), s.cout * 4 * p, "up2x2: gradient size");
+    let mut dx = vec![0.0f32; s.cin * p];
+    let shared = BandOutput {
+        ptr: dx.as_mut_ptr(),
+        len: dx.len(),
+    };
+    s.chunks().into_par_iter().for_each(|(i0, i1)| {
+        let n = (i1 - i0) * s.w;
+        let mut dz = vec![0.0f32; r * n];
+        up_gather(dy, s, (i0, i1), &mut dz);
+        let last = (s.cin - 1) * p + i0 * s.w + n;
+        assert!(last <= shared.base().1, "up2x2: chunk out of bounds");
+        // SAFETY: the chunk's columns i0 * W .. + n of every channel are inside `dx` (checked)
+        // and disjoint from the other chunks'.
+        unsafe {
+            sgemm_raw(
+                s.cin,
+                n,
+                r,
+                shared.base().0.add(i0 * s.w),
+                (p, 1),
+                false,
+                weight,
+                (r, 1),
+                &dz,
+                (n, 1),
+            );
+        }
+    });
+    dx
+}
+
+/// Weight gradient for one image: `dW (Cin x 4 Cout) = X . dZ^T`; returns `Cin x Cout x 2 x 2`.
+pub fn up2x2_weight_grad(x: &[f32], dy: &[f32], s: &UpShape) -> Vec<f32> {
+    let (p, r) = (s.h * s.w, 4 * s.cout);
+    let partials: Vec<Vec<f32>> = s
+        .chunks()
+        .into_par_iter()
+        .map(|(i0, i1)| {
+            let n = (i1 - i0) * s.w;
+            let mut dz = vec![0.0f32; r * n];
+            up_gather(dy, s, (i0, i1), &mut dz);
+            let mut dw = vec![0.0f32; s.cin * r];
+            sgemm(
+                s.cin,
+                r,
+                n,
+                &mut dw,
+                (r, 1),
+                false,
+                &x[i0 * s.w..],
+                (p, 1),
+                &dz,
+                (1, n),
+            );
+            dw
+        })
+        .collect();
+    let mut dw = vec![0.0f32; s.cin * r];
+    for part in partials {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    dw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,6 +729,93 @@ mod tests {
         let r = reference_forward(&x, &wt, &b, &s);
         for (a, e) in y.iter().zip(&r) {
             assert!((a - e).abs() < 1e-5);
+        }
+    }
+
+    /// Direct definition of the up-convolution.
+    fn reference_up(x: &[f32], wt: &[f32], b: &[f32], s: &UpShape) -> Vec<f32> {
+        let (h2, w2) = (2 * s.h, 2 * s.w);
+        let mut y = vec![0.0f32; s.cout * h2 * w2];
+        for co in 0..s.cout {
+            for oy in 0..h2 {
+                for ox in 0..w2 {
+                    let (i, a, j, bb) = (oy / 2, oy % 2, ox / 2, ox % 2);
+                    let mut acc = f64::from(b[co]);
+                    for ci in 0..s.cin {
+                        acc += f64::from(wt[((ci * s.cout + co) * 2 + a) * 2 + bb])
+                            * f64::from(x[(ci * s.h + i) * s.w + j]);
+                    }
+                    y[(co * h2 + oy) * w2 + ox] = acc as f32;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn up_convolution_and_its_gradients_match_the_definition() {
+        // Odd sizes and more rows than one chunk (8192 / 7 = 1170 rows per chunk).
+        for s in [
+            UpShape {
+                cin: 3,
+                cout: 2,
+                h: 5,
+                w: 7,
+            },
+            UpShape {
+                cin: 4,
+                cout: 3,
+                h: 1300,
+                w: 7,
+            },
+        ] {
+            let mut r = crate::preprocess::Rng::new(5);
+            let mut v = |n: usize| {
+                (0..n)
+                    .map(|_| r.uniform() as f32 - 0.5)
+                    .collect::<Vec<f32>>()
+            };
+            let (x, wt, b) = (v(s.cin * s.h * s.w), v(s.cin * s.cout * 4), v(s.cout));
+            let y = up2x2_forward(&x, &wt, Some(&b), &s);
+            let e = reference_up(&x, &wt, &b, &s);
+            let max = y
+                .iter()
+                .zip(&e)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max < 1e-4, "forward {max}");
+            // Gradients of sum(y * g) by their definitions: dX = sum over taps, dW = sum over
+            // pixels.
+            let g = v(y.len());
+            let (h2, w2) = (2 * s.h, 2 * s.w);
+            let dx = up2x2_input_grad(&g, &wt, &s);
+            let dw = up2x2_weight_grad(&x, &g, &s);
+            let mut edx = vec![0.0f64; x.len()];
+            let mut edw = vec![0.0f64; wt.len()];
+            for co in 0..s.cout {
+                for oy in 0..h2 {
+                    for ox in 0..w2 {
+                        let (i, a, j, bb) = (oy / 2, oy % 2, ox / 2, ox % 2);
+                        let gv = f64::from(g[(co * h2 + oy) * w2 + ox]);
+                        for ci in 0..s.cin {
+                            let wi = ((ci * s.cout + co) * 2 + a) * 2 + bb;
+                            let xi = (ci * s.h + i) * s.w + j;
+                            edx[xi] += gv * f64::from(wt[wi]);
+                            edw[wi] += gv * f64::from(x[xi]);
+                        }
+                    }
+                }
+            }
+            let close = |a: &[f32], e: &[f64], tol: f64, what: &str| {
+                let max = a
+                    .iter()
+                    .zip(e)
+                    .map(|(p, q)| (f64::from(*p) - q).abs())
+                    .fold(0.0, f64::max);
+                assert!(max < tol, "{what}: {max}");
+            };
+            close(&dx, &edx, 1e-4, "input gradient");
+            close(&dw, &edw, 1e-2, "weight gradient");
         }
     }
 }

@@ -394,7 +394,14 @@ impl UNet {
             .zip(&self.up_blocks)
             .zip(skips.into_iter().rev())
         {
-            x = up.forward(x);
+            // burn's ConvTranspose2d holds the parameters (and their saved names); the
+            // 2x2 stride-2 up-convolution itself is our extension (GEMM kernels on the CPU).
+            let weight = up.weight.val();
+            let bias = match &up.bias {
+                Some(b) => b.val(),
+                None => Tensor::zeros([weight.dims()[1]], &x.device()),
+            };
+            x = crate::ml::conv::up2x2(x, weight, bias);
             let [_, _, h, w] = x.dims();
             let [_, _, sh, sw] = skip.dims();
             // Crop-and-concat: the centre of the contracting path's map.
