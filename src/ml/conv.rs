@@ -135,18 +135,35 @@ impl Conv3x3Backend for Cube {
     }
 }
 
-/// Contiguous f32 values and the dims of a flex tensor.
-fn flex_values<const D: usize>(t: &FloatTensor<Flex>) -> (Vec<f32>, [usize; D]) {
+/// The f32 values of a flex tensor: borrowed from the tensor when it is contiguous (no copy
+/// of activation-sized buffers), converted otherwise.
+enum Values {
+    Tensor(FloatTensor<Flex>),
+    Owned(Vec<f32>),
+}
+
+impl Values {
+    fn get(&self) -> &[f32] {
+        match self {
+            Self::Tensor(t) => t.as_slice::<f32>().unwrap_or_default(),
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// The values and the dims of a flex tensor.
+fn flex_values<const D: usize>(t: &FloatTensor<Flex>) -> (Values, [usize; D]) {
     let dims: [usize; D] = t.shape().dims();
     let c = t.to_contiguous();
-    let v = c.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_else(|| {
-        c.clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap_or_default()
-    });
-    (v, dims)
+    if c.as_slice::<f32>().is_some() {
+        return (Values::Tensor(c), dims);
+    }
+    let v = c
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default();
+    (Values::Owned(v), dims)
 }
 
 fn flex_tensor(values: Vec<f32>, dims: [usize; 4]) -> FloatTensor<Flex> {
@@ -160,9 +177,12 @@ fn flex_conv3x3(
     bias: FloatTensor<Flex>,
     relu: bool,
 ) -> FloatTensor<Flex> {
-    let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
-    let (wv, [cout, ..]) = flex_values::<4>(&weight);
-    let (bv, _) = flex_values::<1>(&bias);
+    let (x_buf, [n, cin, h, w]) = flex_values::<4>(&x);
+    let xv = x_buf.get();
+    let (w_buf, [cout, ..]) = flex_values::<4>(&weight);
+    let wv = w_buf.get();
+    let (b_buf, _) = flex_values::<1>(&bias);
+    let bv = b_buf.get();
     let s = ConvShape { cin, cout, h, w };
     let per_in = cin * h * w;
     let mut out = Vec::with_capacity(n * cout * s.ho() * s.wo());
@@ -170,7 +190,7 @@ fn flex_conv3x3(
         out.extend(conv3x3_forward(
             &xv[b * per_in..(b + 1) * per_in],
             &wv,
-            Some(&bv),
+            Some(bv),
             &s,
             relu,
         ));
@@ -196,8 +216,10 @@ impl Conv3x3Backend for Flex {
     }
 
     fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (ov, dims) = flex_values::<4>(&out);
-        let (gv, _) = flex_values::<4>(&grad);
+        let (o_buf, dims) = flex_values::<4>(&out);
+        let ov = o_buf.get();
+        let (g_buf, _) = flex_values::<4>(&grad);
+        let gv = g_buf.get();
         flex_tensor(relu_grad(&ov, &gv), dims)
     }
 
@@ -206,9 +228,12 @@ impl Conv3x3Backend for Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
-        let (wv, [_, cout, ..]) = flex_values::<4>(&weight);
-        let (bv, _) = flex_values::<1>(&bias);
+        let (x_buf, [n, cin, h, w]) = flex_values::<4>(&x);
+        let xv = x_buf.get();
+        let (w_buf, [_, cout, ..]) = flex_values::<4>(&weight);
+        let wv = w_buf.get();
+        let (b_buf, _) = flex_values::<1>(&bias);
+        let bv = b_buf.get();
         let s = UpShape { cin, cout, h, w };
         let per_in = cin * h * w;
         let mut out = Vec::with_capacity(n * cout * 4 * h * w);
@@ -216,7 +241,7 @@ impl Conv3x3Backend for Flex {
             out.extend(up2x2_forward(
                 &xv[b * per_in..(b + 1) * per_in],
                 &wv,
-                Some(&bv),
+                Some(bv),
                 &s,
             ));
         }
@@ -224,8 +249,10 @@ impl Conv3x3Backend for Flex {
     }
 
     fn up2x2_input_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (wv, [cin, cout, ..]) = flex_values::<4>(&weight);
-        let (gv, [n, _, h2, w2]) = flex_values::<4>(&grad);
+        let (w_buf, [cin, cout, ..]) = flex_values::<4>(&weight);
+        let wv = w_buf.get();
+        let (g_buf, [n, _, h2, w2]) = flex_values::<4>(&grad);
+        let gv = g_buf.get();
         let s = UpShape {
             cin,
             cout,
@@ -249,9 +276,11 @@ impl Conv3x3Backend for Flex {
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
+        let (x_buf, [n, cin, h, w]) = flex_values::<4>(&x);
+        let xv = x_buf.get();
         let [_, cout, ..]: [usize; 4] = weight.shape().dims();
-        let (gv, _) = flex_values::<4>(&grad);
+        let (g_buf, _) = flex_values::<4>(&grad);
+        let gv = g_buf.get();
         let s = UpShape { cin, cout, h, w };
         let (per_in, per_out) = (cin * h * w, cout * 4 * h * w);
         let mut dw = vec![0.0f32; cin * cout * 4];
@@ -274,8 +303,10 @@ impl Conv3x3Backend for Flex {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let [n, cin, h, w]: [usize; 4] = x.shape().dims();
-        let (wv, [cout, ..]) = flex_values::<4>(&weight);
-        let (gv, _) = flex_values::<4>(&grad);
+        let (w_buf, [cout, ..]) = flex_values::<4>(&weight);
+        let wv = w_buf.get();
+        let (g_buf, _) = flex_values::<4>(&grad);
+        let gv = g_buf.get();
         let s = ConvShape { cin, cout, h, w };
         let per_out = cout * s.ho() * s.wo();
         let mut out = Vec::with_capacity(n * cin * h * w);
@@ -294,9 +325,11 @@ impl Conv3x3Backend for Flex {
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (xv, [n, cin, h, w]) = flex_values::<4>(&x);
+        let (x_buf, [n, cin, h, w]) = flex_values::<4>(&x);
+        let xv = x_buf.get();
         let [cout, ..]: [usize; 4] = weight.shape().dims();
-        let (gv, _) = flex_values::<4>(&grad);
+        let (g_buf, _) = flex_values::<4>(&grad);
+        let gv = g_buf.get();
         let s = ConvShape { cin, cout, h, w };
         let (per_in, per_out) = (cin * h * w, cout * s.ho() * s.wo());
         let mut dw = vec![0.0f32; cout * cin * 9];
