@@ -189,7 +189,7 @@ fn flex_conv3x3(
     for b in 0..n {
         out.extend(conv3x3_forward(
             &xv[b * per_in..(b + 1) * per_in],
-            &wv,
+            wv,
             Some(bv),
             &s,
             relu,
@@ -220,7 +220,7 @@ impl Conv3x3Backend for Flex {
         let ov = o_buf.get();
         let (g_buf, _) = flex_values::<4>(&grad);
         let gv = g_buf.get();
-        flex_tensor(relu_grad(&ov, &gv), dims)
+        flex_tensor(relu_grad(ov, gv), dims)
     }
 
     fn up2x2(
@@ -240,7 +240,7 @@ impl Conv3x3Backend for Flex {
         for b in 0..n {
             out.extend(up2x2_forward(
                 &xv[b * per_in..(b + 1) * per_in],
-                &wv,
+                wv,
                 Some(bv),
                 &s,
             ));
@@ -264,7 +264,7 @@ impl Conv3x3Backend for Flex {
         for b in 0..n {
             out.extend(up2x2_input_grad(
                 &gv[b * per_out..(b + 1) * per_out],
-                &wv,
+                wv,
                 &s,
             ));
         }
@@ -313,7 +313,7 @@ impl Conv3x3Backend for Flex {
         for b in 0..n {
             out.extend(conv3x3_input_grad(
                 &gv[b * per_out..(b + 1) * per_out],
-                &wv,
+                wv,
                 &s,
             ));
         }
