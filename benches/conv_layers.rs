@@ -1,6 +1,6 @@
 //! Per-layer timing of the CPU 3x3 convolution kernels on the shapes of the lite U-Net at a
-//! 572 px tile: forward, weight gradient and input gradient, in ms and GFLOP/s.
-//! Run with `cargo bench --bench conv_layers`.
+//! 572 px input tile (or the tile given: `cargo bench --bench conv_layers -- 252`): forward,
+//! weight gradient and input gradient, in ms and GFLOP/s.
 
 use std::time::Instant;
 
@@ -20,7 +20,11 @@ fn best_ms(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let (base, depth, tile) = (16usize, 4usize, 572usize);
+    let tile = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(572);
+    let (base, depth) = (16usize, 4usize);
     let mut shapes = Vec::new();
     let (mut s, mut cin) = (tile, 1usize);
     for l in 0..depth {
