@@ -19,6 +19,17 @@ use rayon::prelude::*;
 
 /// Target size of one im2col band, in floats (4 MiB).
 const BAND_FLOATS: usize = 1 << 20;
+/// Output maps up to this many pixels take the weight gradient in one piece.
+const SMALL_PLANE: usize = 64 * 64;
+
+/// Threads of a GEMM: all of them when it is the only one running (one band), else one.
+fn gemm_threads(bands: usize) -> gemm::Parallelism {
+    if bands <= 1 {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    }
+}
 
 /// Shape of a 3x3 valid convolution on one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +104,7 @@ fn sgemm(
     lhs_s: (usize, usize),
     rhs: &[f32],
     rhs_s: (usize, usize),
+    par: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -124,6 +136,7 @@ fn sgemm(
             lhs_s,
             rhs,
             rhs_s,
+            par,
         )
     }
 }
@@ -145,6 +158,7 @@ unsafe fn sgemm_raw(
     lhs_s: (usize, usize),
     rhs: &[f32],
     rhs_s: (usize, usize),
+    par: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 || k == 0 {
         return;
@@ -174,7 +188,7 @@ unsafe fn sgemm_raw(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
     }
 }
@@ -298,7 +312,9 @@ fn conv3x3_padded(
         ptr: y.as_mut_ptr(),
         len: y.len(),
     };
-    p.bands().into_par_iter().for_each(|(oy0, rows)| {
+    let bands = p.bands();
+    let par = gemm_threads(bands.len());
+    bands.into_par_iter().for_each(|(oy0, rows)| {
         let n = rows * wo;
         // SAFETY: bands cover disjoint output rows, so their segments never overlap.
         let mut out = unsafe {
@@ -337,6 +353,7 @@ fn conv3x3_padded(
                 (k, 1),
                 &col,
                 (n, 1),
+                par,
             );
         }
         if relu {
@@ -386,6 +403,28 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
     let (ho, wo, k) = (s.ho(), s.wo(), s.cin * 9);
     let plane = ho * wo;
     let p = Padded { s: *s, pad: 0 };
+    if plane <= SMALL_PLANE {
+        // A small map (deep levels): one unfolding of the whole image and one GEMM, threaded
+        // inside. Splitting the pixels into bands instead would give every band a whole
+        // K x Cout partial result to write and add up for a handful of pixels.
+        let mut col = vec![0.0f32; k * plane];
+        im2col_band(x, &p, 0, ho, &mut col);
+        let mut dwt = vec![0.0f32; k * s.cout];
+        sgemm(
+            k,
+            s.cout,
+            plane,
+            &mut dwt,
+            (s.cout, 1),
+            false,
+            &col,
+            (plane, 1),
+            dy,
+            (1, plane),
+            gemm_threads(1),
+        );
+        return transpose_to_cout_k(&dwt, s.cout, k);
+    }
     let partials: Vec<Vec<f32>> = p
         .bands()
         .into_par_iter()
@@ -407,6 +446,7 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
                 (n, 1),
                 &dy[oy0 * wo..],
                 (1, plane),
+                gemm::Parallelism::None,
             );
             dwt
         })
@@ -417,9 +457,13 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
             *a += b;
         }
     }
-    // Back to Cout x K.
-    let mut dw = vec![0.0f32; s.cout * k];
-    for (kk, row) in dwt.chunks_exact(s.cout).enumerate() {
+    transpose_to_cout_k(&dwt, s.cout, k)
+}
+
+/// `K x Cout` (the GEMM's layout of the weight gradient) to `Cout x K` (burn's).
+fn transpose_to_cout_k(dwt: &[f32], cout: usize, k: usize) -> Vec<f32> {
+    let mut dw = vec![0.0f32; cout * k];
+    for (kk, row) in dwt.chunks_exact(cout).enumerate() {
         for (co, v) in row.iter().enumerate() {
             dw[co * k + kk] = *v;
         }
@@ -515,7 +559,9 @@ pub fn up2x2_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &UpShap
         ptr: y.as_mut_ptr(),
         len: y.len(),
     };
-    s.chunks().into_par_iter().for_each(|(i0, i1)| {
+    let chunks = s.chunks();
+    let par = gemm_threads(chunks.len());
+    chunks.into_par_iter().for_each(|(i0, i1)| {
         let n = (i1 - i0) * s.w;
         let mut z = vec![0.0f32; r * n];
         sgemm(
@@ -529,6 +575,7 @@ pub fn up2x2_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &UpShap
             (1, r),
             &x[i0 * s.w..],
             (p, 1),
+            par,
         );
         // SAFETY: chunks cover disjoint input rows, hence disjoint output rows.
         let mut out = unsafe {
@@ -567,7 +614,9 @@ pub fn up2x2_input_grad(dy: &[f32], weight: &[f32], s: &UpShape) -> Vec<f32> {
         ptr: dx.as_mut_ptr(),
         len: dx.len(),
     };
-    s.chunks().into_par_iter().for_each(|(i0, i1)| {
+    let chunks = s.chunks();
+    let par = gemm_threads(chunks.len());
+    chunks.into_par_iter().for_each(|(i0, i1)| {
         let n = (i1 - i0) * s.w;
         let mut dz = vec![0.0f32; r * n];
         up_gather(dy, s, (i0, i1), &mut dz);
@@ -587,6 +636,7 @@ pub fn up2x2_input_grad(dy: &[f32], weight: &[f32], s: &UpShape) -> Vec<f32> {
                 (r, 1),
                 &dz,
                 (n, 1),
+                par,
             );
         }
     });
@@ -596,8 +646,9 @@ pub fn up2x2_input_grad(dy: &[f32], weight: &[f32], s: &UpShape) -> Vec<f32> {
 /// Weight gradient for one image: `dW (Cin x 4 Cout) = X . dZ^T`; returns `Cin x Cout x 2 x 2`.
 pub fn up2x2_weight_grad(x: &[f32], dy: &[f32], s: &UpShape) -> Vec<f32> {
     let (p, r) = (s.h * s.w, 4 * s.cout);
-    let partials: Vec<Vec<f32>> = s
-        .chunks()
+    let chunks = s.chunks();
+    let par = gemm_threads(chunks.len());
+    let partials: Vec<Vec<f32>> = chunks
         .into_par_iter()
         .map(|(i0, i1)| {
             let n = (i1 - i0) * s.w;
@@ -615,6 +666,7 @@ pub fn up2x2_weight_grad(x: &[f32], dy: &[f32], s: &UpShape) -> Vec<f32> {
                 (p, 1),
                 &dz,
                 (1, n),
+                par,
             );
             dw
         })
@@ -666,19 +718,40 @@ mod tests {
 
     #[test]
     fn forward_and_gradients_match_the_definition() {
-        let s = ConvShape {
-            cin: 3,
-            cout: 5,
-            h: 11,
-            w: 9,
-        };
+        // One band / the small-map weight gradient; and many bands, the GEMM path (Cin above
+        // the direct kernel's) and the banded weight gradient (more than SMALL_PLANE pixels).
+        for s in [
+            ConvShape {
+                cin: 3,
+                cout: 5,
+                h: 11,
+                w: 9,
+            },
+            ConvShape {
+                cin: 6,
+                cout: 3,
+                h: 90,
+                w: 60,
+            },
+        ] {
+            check_against_definition(&s);
+        }
+    }
+
+    fn check_against_definition(s: &ConvShape) {
+        let s = *s;
         let x = pseudo(s.cin * s.h * s.w, 1);
         let wt = pseudo(s.cout * s.cin * 9, 2);
         let b = pseudo(s.cout, 3);
         let y = conv3x3_forward(&x, &wt, Some(&b), &s, false);
         let r = reference_forward(&x, &wt, &b, &s);
         for (a, e) in y.iter().zip(&r) {
-            assert!((a - e).abs() < 1e-5);
+            assert!((a - e).abs() < 1e-4);
+        }
+        // The fused ReLU.
+        let y = conv3x3_forward(&x, &wt, Some(&b), &s, true);
+        for (a, e) in y.iter().zip(&r) {
+            assert!((a - e.max(0.0)).abs() < 1e-4);
         }
         // Gradients of L = sum(dy * y) by definition.
         let dy = pseudo(s.cout * s.ho() * s.wo(), 4);
@@ -705,7 +778,7 @@ mod tests {
             }
         }
         for (a, e) in dw.iter().zip(&dw_ref) {
-            assert!((f64::from(*a) - e).abs() < 1e-4, "dw {a} vs {e}");
+            assert!((f64::from(*a) - e).abs() < 1e-3, "dw {a} vs {e}");
         }
         for (a, e) in dx.iter().zip(&dx_ref) {
             assert!((f64::from(*a) - e).abs() < 1e-4, "dx {a} vs {e}");
