@@ -176,6 +176,12 @@ pub fn bench_row(
 
 /// Runs `bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: this binary was built with debug assertions (the dev profile); its figures \
+             are about 2x slower than a release build: use `cargo run --release -- bench`"
+        );
+    }
     let rows_to_run: Vec<(Preset, usize)> = match a.preset {
         Some(p) => vec![(p, a.tile.unwrap_or(572))],
         None => vec![
