@@ -11,11 +11,10 @@ use crate::data::{
     LabelEncoding, LabelSlice, MaskStyle, Plane, encode_labels, load_label_stack, load_stack,
     write_f32_tiff, write_mask,
 };
-use crate::ml::memory::with_smaller_tiles;
 use crate::ml::{
     CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
     TrainSet, UNetConfig, argmax_classes, effective_tile, load_checkpoint, predict_probabilities,
-    select_device, train,
+    select_device, train_fitting,
 };
 use crate::preprocess::{
     AugmentConfig, DeformationField, ElasticConfig, Interpolation, TileGeometry, WeightMapConfig,
@@ -411,10 +410,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     } else {
         StartFrom::Scratch(UNetConfig::preset(a.preset, set.classes()))
     };
-    let unet = match &start {
-        StartFrom::Scratch(u) => u.clone(),
-        StartFrom::FineTune(c) | StartFrom::Resume(c) => c.meta.unet.clone(),
-    };
+    let unet = start.unet().clone();
     let requested = a.tile.unwrap_or(match a.preset {
         Preset::Lite => 196,
         Preset::Paper => 388,
@@ -478,30 +474,20 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         ),
         TrainEvent::Snapshot { .. } | TrainEvent::TileReduced { .. } => {}
     };
-    let out = with_smaller_tiles(
-        &unet,
-        tile,
+    let out = train_fitting(
+        &set,
+        &cfg,
+        start,
+        &device,
+        Some(&a.out),
+        &cancel,
         &mut |from, to| {
             say(
                 &pb,
                 format!("out of device memory with {from} px tiles: starting again with {to} px"),
             )
         },
-        &mut |tile| {
-            let cfg = TrainConfig {
-                tile_out: tile,
-                ..cfg.clone()
-            };
-            train(
-                &set,
-                &cfg,
-                start.clone(),
-                &device,
-                Some(&a.out),
-                &cancel,
-                &mut on_event,
-            )
-        },
+        &mut on_event,
     )?;
     pb.finish_and_clear();
     let tail = &out.losses[out.losses.len().saturating_sub(20)..];

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use unet_studio::data::{
     LabelEncoding, LabelSlice, Plane, encode_labels, load_label_stack, load_stack,
 };
-use unet_studio::ml::checkpoint::{CheckpointMeta, encode_checkpoint, now_unix_s};
+use unet_studio::ml::checkpoint::{Checkpoint, CheckpointMeta, encode_checkpoint};
 use unet_studio::ml::device::cpu_device;
 use unet_studio::ml::infer::{plane_tensor, tensor_values};
 use unet_studio::ml::{
@@ -155,18 +155,7 @@ fn cpu_and_gpu_forward_agree() {
     let cfg = lite();
     let model_cpu = cfg.init(&cpu.device);
     // The same weights on the GPU, through a checkpoint (also exercises the record path).
-    let meta = CheckpointMeta {
-        unet: cfg.clone(),
-        train: None,
-        iteration: 0,
-        created_unix_s: now_unix_s(),
-        train_loss: None,
-        val_loss: None,
-        labels_hash: None,
-        note: String::new(),
-    };
-    let bytes = encode_checkpoint(&meta, &model_cpu, None).unwrap();
-    let ck = unet_studio::ml::checkpoint::decode_checkpoint(Path::new("mem"), &bytes).unwrap();
+    let ck = Checkpoint::of_model(CheckpointMeta::new(cfg.clone(), 0, ""), &model_cpu).unwrap();
     let model_gpu = ck.model(&gpu.device).unwrap();
     let (img, _) = em_crop(0, 0, 188);
     let a = tensor_values(model_cpu.forward(plane_tensor(&img, &cpu.device))).unwrap();

@@ -9,8 +9,8 @@ use unet_studio::data::{LabelEncoding, Plane, encode_labels, load_label_stack, l
 use unet_studio::ml::device::cpu_device;
 use unet_studio::ml::memory::{MemoryLimits, largest_fitting_tile, with_smaller_tiles};
 use unet_studio::ml::{
-    CancelToken, ComputeDevice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainSet,
-    UNetConfig, predict_probabilities, train,
+    CancelToken, Checkpoint, CheckpointMeta, ComputeDevice, OptimizerConfig, Preset, StartFrom,
+    TrainConfig, TrainSet, UNetConfig, predict_probabilities, train_fitting,
 };
 use unet_studio::preprocess::normalize_percentile;
 
@@ -85,23 +85,7 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
 
     let cpu = cpu_device();
     let model_cpu = unet.init(&cpu.device);
-    let record = unet_studio::ml::checkpoint::encode_checkpoint(
-        &unet_studio::ml::CheckpointMeta {
-            unet: unet.clone(),
-            train: None,
-            iteration: 0,
-            created_unix_s: 0,
-            train_loss: None,
-            val_loss: None,
-            labels_hash: None,
-            note: String::new(),
-        },
-        &model_cpu,
-        None,
-    )
-    .unwrap();
-    let ckpt = unet_studio::ml::checkpoint::decode_checkpoint(std::path::Path::new("mem"), &record)
-        .unwrap();
+    let ckpt = Checkpoint::of_model(CheckpointMeta::new(unet.clone(), 0, ""), &model_cpu).unwrap();
     let model_gpu = ckpt.model(&gpu.device).unwrap();
 
     // A 340 px tile (524 px input, 16.5 MiB first map) does not fit: the backend fails, the
@@ -165,25 +149,15 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
         ..TrainConfig::default()
     };
     let mut retries = Vec::new();
-    let out = with_smaller_tiles(
-        &unet,
-        cfg.tile_out,
+    let out = train_fitting(
+        &set,
+        &cfg,
+        StartFrom::FineTune(Box::new(ckpt.clone())),
+        &gpu,
+        None,
+        &cancel,
         &mut |from, to| retries.push((from, to)),
-        &mut |tile| {
-            let cfg = TrainConfig {
-                tile_out: tile,
-                ..cfg.clone()
-            };
-            train(
-                &set,
-                &cfg,
-                StartFrom::FineTune(Box::new(ckpt.clone())),
-                &gpu,
-                None,
-                &cancel,
-                &mut |_| {},
-            )
-        },
+        &mut |_| {},
     )
     .expect("training with the smaller tile");
     assert!(!retries.is_empty(), "a 340 px training tile must not fit");

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
 use crate::jobs::Job;
-use crate::ml::checkpoint::{CheckpointMeta, decode_checkpoint, encode_checkpoint, now_unix_s};
+use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
 use crate::ml::memory::{largest_fitting_tile, with_smaller_tiles};
 use crate::ml::{
-    ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
-    TrainOutcome, TrainSet, UNet, UNetConfig, entropy, predict_probabilities, save_checkpoint,
-    train,
+    Checkpoint, ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig,
+    TrainEvent, TrainOutcome, TrainSet, UNet, UNetConfig, entropy, predict_probabilities,
+    save_checkpoint, train_fitting,
 };
 use crate::preprocess::{WeightMapConfig, class_weights, normalize_percentile, weight_map};
 
@@ -286,19 +286,10 @@ impl StudioApp {
         let classes = set.classes().max(doc.classes.len());
         let start = match &self.models.model {
             Some(m) if m.unet.classes >= set.classes() => {
-                let meta = CheckpointMeta {
-                    unet: m.unet.clone(),
-                    train: None,
-                    iteration: m.iteration,
-                    created_unix_s: now_unix_s(),
-                    train_loss: None,
-                    val_loss: None,
-                    labels_hash: None,
-                    note: String::new(),
-                };
-                match encode_checkpoint(&meta, &m.model, None)
-                    .and_then(|b| decode_checkpoint(std::path::Path::new("memory"), &b))
-                {
+                match Checkpoint::of_model(
+                    CheckpointMeta::new(m.unet.clone(), m.iteration, ""),
+                    &m.model,
+                ) {
                     Ok(c) => StartFrom::FineTune(Box::new(c)),
                     Err(e) => {
                         self.error = Some(format!("cannot fine-tune the current model: {e}"));
@@ -308,10 +299,7 @@ impl StudioApp {
             }
             _ => StartFrom::Scratch(UNetConfig::preset(self.models.preset, classes)),
         };
-        let unet = match &start {
-            StartFrom::Scratch(u) => u.clone(),
-            StartFrom::FineTune(c) | StartFrom::Resume(c) => c.meta.unet.clone(),
-        };
+        let unet = start.unet().clone();
         self.models.training_unet = Some(unet.clone());
         let iterations = self.models.iterations.max(1);
         let tile = self.models.tile_for(&unet, true);
@@ -338,25 +326,15 @@ impl StudioApp {
         self.status = format!("training on {}", device.description);
         self.models.train_job = Some(Job::spawn("train", self.waker.clone(), move |ctx| {
             // Out of device memory: the same run again with a smaller tile.
-            let out = with_smaller_tiles(
-                &unet,
-                cfg.tile_out,
+            let out = train_fitting(
+                &set,
+                &cfg,
+                start,
+                &device,
+                None,
+                &ctx.cancel,
                 &mut |from, to| ctx.send(TrainEvent::TileReduced { from, to }),
-                &mut |tile| {
-                    let cfg = TrainConfig {
-                        tile_out: tile,
-                        ..cfg.clone()
-                    };
-                    train(
-                        &set,
-                        &cfg,
-                        start.clone(),
-                        &device,
-                        None,
-                        &ctx.cancel,
-                        &mut |e| ctx.send(e),
-                    )
-                },
+                &mut |e| ctx.send(e),
             )?;
             // Keep the result on disk too (atomically): a crash later loses nothing.
             let mut out = out;
@@ -407,16 +385,11 @@ impl StudioApp {
         if self.models.save_job.is_some() {
             return;
         }
-        let meta = CheckpointMeta {
-            unet: m.unet.clone(),
-            train: None,
-            iteration: m.iteration,
-            created_unix_s: now_unix_s(),
-            train_loss: None,
-            val_loss: None,
-            labels_hash: None,
-            note: "saved from the unet-studio app".into(),
-        };
+        let meta = CheckpointMeta::new(
+            m.unet.clone(),
+            m.iteration,
+            "saved from the unet-studio app",
+        );
         let model = m.model.clone();
         self.models.save_job = Some(Job::spawn("save model", self.waker.clone(), move |_| {
             save_checkpoint(&dir, &meta, &model, None).map(|_| dir)

@@ -46,6 +46,22 @@ pub struct CheckpointMeta {
     pub note: String,
 }
 
+impl CheckpointMeta {
+    /// Metadata of a network at `iteration` without training details, dated now.
+    pub fn new(unet: UNetConfig, iteration: u64, note: impl Into<String>) -> Self {
+        Self {
+            unet,
+            train: None,
+            iteration,
+            created_unix_s: now_unix_s(),
+            train_loss: None,
+            val_loss: None,
+            labels_hash: None,
+            note: note.into(),
+        }
+    }
+}
+
 /// A loaded checkpoint.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
@@ -58,6 +74,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The checkpoint of `model` in memory (its weights can then go to another device with
+    /// [`Self::model`], or start a fine-tuning run).
+    pub fn of_model(meta: CheckpointMeta, model: &UNet) -> Result<Self, MlError> {
+        let bytes = encode_checkpoint(&meta, model, None)?;
+        decode_checkpoint(Path::new("memory"), &bytes)
+    }
+
     /// The network with these weights on `device`.
     pub fn model(&self, device: &Device) -> Result<UNet, MlError> {
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.weights.clone()))

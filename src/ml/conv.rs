@@ -360,7 +360,7 @@ fn bias_grad<B: Backend>(grad: FloatTensor<B>) -> FloatTensor<B> {
 struct Up2x2Backward;
 
 impl<B: Conv3x3Backend> Backward<B, 3> for Up2x2Backward {
-    type State = (NodeId, NodeId);
+    type State = (NodeId, NodeId, Option<FloatTensor<B>>);
 
     fn backward(
         self,
@@ -369,7 +369,7 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Up2x2Backward {
         checkpointer: &mut Checkpointer,
     ) {
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, w_state) = ops.state;
+        let (x_state, w_state, _) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
         let [node_x, node_w, node_b] = ops.parents.map(|p| p.map(|n| n.id));
@@ -407,11 +407,14 @@ fn conv3x3_grads<B: Conv3x3Backend>(
     }
 }
 
+/// Backward of the 3x3 convolution; with the ReLU's output in its state (the fused op), the
+/// gradient goes through the ReLU first. That output is also the next layer's input, so no
+/// pre-activation map is stored.
 #[derive(Debug)]
 struct Conv3x3Backward;
 
 impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
-    type State = (NodeId, NodeId);
+    type State = (NodeId, NodeId, Option<FloatTensor<B>>);
 
     fn backward(
         self,
@@ -420,33 +423,56 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
         checkpointer: &mut Checkpointer,
     ) {
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, w_state) = ops.state;
+        let (x_state, w_state, relu_out) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
+        let grad = match relu_out {
+            Some(out) => B::relu_grad(out, grad),
+            None => grad,
+        };
         conv3x3_grads::<B>(ops.parents.map(|p| p.map(|n| n.id)), grad, x, w, grads);
     }
 }
 
-/// Backward of the fused convolution + ReLU: its state keeps the ReLU's output, which is also
-/// the next layer's input, so no pre-activation map is stored.
-#[derive(Debug)]
-struct Conv3x3ReluBackward;
+/// The forward pass of an op of `(x, weight, bias)` on the inner backend.
+type Forward3<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
 
-impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3ReluBackward {
-    type State = (NodeId, NodeId, FloatTensor<B>);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let grad = grads.consume::<B>(&ops.node);
-        let (x_state, w_state, out) = ops.state;
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
-        let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
-        let parents = ops.parents.map(|p| p.map(|n| n.id));
-        conv3x3_grads::<B>(parents, B::relu_grad(out, grad), x, w, grads);
+/// Runs `forward` under autodiff: the backward `op` gets `x` and `weight` as checkpoints and,
+/// with `keep_output`, the output itself.
+fn record3<B, C, O>(
+    op: O,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    forward: Forward3<B>,
+    keep_output: bool,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: Conv3x3Backend,
+    C: CheckpointStrategy,
+    O: Backward<B, 3, State = (NodeId, NodeId, Option<FloatTensor<B>>)>,
+{
+    match op
+        .prepare::<C>([x.node(), weight.node(), bias.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let xs = prep.checkpoint(&x);
+            let ws = prep.checkpoint(&weight);
+            let out = forward(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            );
+            let kept = keep_output.then(|| out.clone());
+            prep.finish((xs, ws, kept), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        )),
     }
 }
 
@@ -456,27 +482,7 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        match Conv3x3Backward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let xs = prep.checkpoint(&x);
-                let ws = prep.checkpoint(&weight);
-                let out = B::conv3x3(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    bias.into_primitive(),
-                );
-                prep.finish((xs, ws), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(
-                x.into_primitive(),
-                weight.into_primitive(),
-                bias.into_primitive(),
-            )),
-        }
+        record3::<B, C, _>(Conv3x3Backward, x, weight, bias, B::conv3x3, false)
     }
 
     fn conv3x3_relu(
@@ -484,27 +490,7 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        match Conv3x3ReluBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let xs = prep.checkpoint(&x);
-                let ws = prep.checkpoint(&weight);
-                let out = B::conv3x3_relu(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    bias.into_primitive(),
-                );
-                prep.finish((xs, ws, out.clone()), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv3x3_relu(
-                x.into_primitive(),
-                weight.into_primitive(),
-                bias.into_primitive(),
-            )),
-        }
+        record3::<B, C, _>(Conv3x3Backward, x, weight, bias, B::conv3x3_relu, true)
     }
 
     fn relu_grad(_out: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -516,27 +502,7 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        match Up2x2Backward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let xs = prep.checkpoint(&x);
-                let ws = prep.checkpoint(&weight);
-                let out = B::up2x2(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    bias.into_primitive(),
-                );
-                prep.finish((xs, ws), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::up2x2(
-                x.into_primitive(),
-                weight.into_primitive(),
-                bias.into_primitive(),
-            )),
-        }
+        record3::<B, C, _>(Up2x2Backward, x, weight, bias, B::up2x2, false)
     }
 
     fn up2x2_input_grad(_w: FloatTensor<Self>, _g: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -19,6 +19,7 @@ pub use infer::{argmax_classes, effective_tile, entropy, predict_probabilities};
 pub use loss::weighted_cross_entropy;
 pub use train::{
     OptimizerConfig, StartFrom, TrainConfig, TrainEvent, TrainOutcome, TrainSet, train,
+    train_fitting,
 };
 pub use unet::{Preset, UNet, UNetConfig};
 

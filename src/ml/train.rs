@@ -236,6 +236,39 @@ pub enum StartFrom {
     Resume(Box<Checkpoint>),
 }
 
+impl StartFrom {
+    /// The network's configuration.
+    pub fn unet(&self) -> &UNetConfig {
+        match self {
+            Self::Scratch(u) => u,
+            Self::FineTune(c) | Self::Resume(c) => &c.meta.unet,
+        }
+    }
+}
+
+/// [`train`], started again with a smaller tile when the device runs out of memory (see
+/// [`crate::ml::memory::with_smaller_tiles`]); `on_retry(from, to)` is told first.
+#[allow(clippy::too_many_arguments)]
+pub fn train_fitting(
+    set: &TrainSet,
+    cfg: &TrainConfig,
+    start: StartFrom,
+    device: &ComputeDevice,
+    out_dir: Option<&Path>,
+    cancel: &CancelToken,
+    on_retry: &mut dyn FnMut(usize, usize),
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, MlError> {
+    let unet = start.unet().clone();
+    crate::ml::memory::with_smaller_tiles(&unet, cfg.tile_out, on_retry, &mut |tile| {
+        let cfg = TrainConfig {
+            tile_out: tile,
+            ..cfg.clone()
+        };
+        train(set, &cfg, start.clone(), device, out_dir, cancel, on_event)
+    })
+}
+
 /// One training sample: input tile, classes and weights of the output tile.
 #[derive(Clone, Debug)]
 pub struct Sample {
