@@ -160,13 +160,18 @@ fn cpu_and_gpu_forward_agree() {
     let (img, _) = em_crop(0, 0, 188);
     let a = tensor_values(model_cpu.forward(plane_tensor(&img, &cpu.device))).unwrap();
     let b = tensor_values(model_gpu.forward(plane_tensor(&img, &gpu.device))).unwrap();
-    assert_eq!(a.len(), b.len());
+    assert_close(&a, &b, 1e-3, "CPU vs GPU logits");
+}
+
+/// Asserts two value lists have one length and differ by less than `tol` everywhere.
+fn assert_close(a: &[f32], e: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), e.len(), "{what}: lengths");
     let max = a
         .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
+        .zip(e)
+        .map(|(p, q)| (p - q).abs())
         .fold(0.0f32, f32::max);
-    assert!(max < 1e-3, "CPU vs GPU logits differ by {max}");
+    assert!(max < tol, "{what}: max difference {max}");
 }
 
 fn tiny_set() -> TrainSet {
@@ -418,15 +423,7 @@ fn extension_matches_burn_conv(device: &Device) {
             let v = tensor_values(ours.clone()).unwrap();
             assert!(v.iter().all(|&a| a >= 0.0) && v.contains(&0.0) && v.iter().any(|&a| a > 0.0));
         }
-        let close = |a: Vec<f32>, e: Vec<f32>, what: &str| {
-            assert_eq!(a.len(), e.len());
-            let max = a
-                .iter()
-                .zip(&e)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0f32, f32::max);
-            assert!(max < 1e-3, "{what}: max difference {max}");
-        };
+        let close = |a: Vec<f32>, e: Vec<f32>, what: &str| assert_close(&a, &e, 1e-3, what);
         close(
             tensor_values(ours.clone()).unwrap(),
             tensor_values(reference.clone()).unwrap(),
