@@ -227,6 +227,28 @@ fn im2col_band(x: &[f32], p: &Padded, oy0: usize, rows: usize, col: &mut [f32]) 
     }
 }
 
+thread_local! {
+    /// Unfolded patches of the band a thread works on, kept between calls: a band's buffer
+    /// is at most a few MB and is overwritten completely by `im2col_band`, so allocating and
+    /// zeroing a fresh one for every band of every layer would only cost time.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of `len` floats with unspecified contents (the thread's
+/// buffer, or a fresh one when it is in use further up this thread's stack: rayon can run
+/// another band on a thread that waits inside a GEMM).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0f32; len]),
+    })
+}
+
 /// Up to this many input channels the (unpadded) forward pass accumulates shifted rows
 /// directly: with a reduction of only `9 Cin` a GEMM spends its time packing, not multiplying.
 const DIRECT_MAX_CIN: usize = 4;
@@ -332,8 +354,6 @@ fn conv3x3_padded(
             }
             return;
         }
-        let mut col = vec![0.0f32; k * n];
-        im2col_band(x, p, oy0, rows, &mut col);
         // The band's rows of all channels form a `cout x n` matrix with row stride `plane`
         // inside `y`; gemm writes exactly those elements.
         drop(out);
@@ -341,21 +361,24 @@ fn conv3x3_padded(
         // (asserted below) and disjoint from the other bands' rows.
         let last = (s.cout - 1) * plane + oy0 * wo + n;
         assert!(last <= shared.base().1, "band matrix out of bounds");
-        unsafe {
-            sgemm_raw(
-                s.cout,
-                n,
-                k,
-                shared.base().0.add(oy0 * wo),
-                (plane, 1),
-                bias.is_some(),
-                weight,
-                (k, 1),
-                &col,
-                (n, 1),
-                par,
-            );
-        }
+        with_scratch(k * n, |col| {
+            im2col_band(x, p, oy0, rows, col);
+            unsafe {
+                sgemm_raw(
+                    s.cout,
+                    n,
+                    k,
+                    shared.base().0.add(oy0 * wo),
+                    (plane, 1),
+                    bias.is_some(),
+                    weight,
+                    (k, 1),
+                    col,
+                    (n, 1),
+                    par,
+                );
+            }
+        });
         if relu {
             // The band is still in cache: the activation costs no extra pass over memory.
             // SAFETY: as above, this band's rows only.
@@ -430,24 +453,25 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
         .into_par_iter()
         .map(|(oy0, rows)| {
             let n = rows * wo;
-            let mut col = vec![0.0f32; k * n];
-            im2col_band(x, &p, oy0, rows, &mut col);
             // dW^T band (K x Cout) = col (K x n) . dY_band^T (n x Cout): both operands are
             // read along their contiguous dimension by the packing of the GEMM.
             let mut dwt = vec![0.0f32; k * s.cout];
-            sgemm(
-                k,
-                s.cout,
-                n,
-                &mut dwt,
-                (s.cout, 1),
-                false,
-                &col,
-                (n, 1),
-                &dy[oy0 * wo..],
-                (1, plane),
-                gemm::Parallelism::None,
-            );
+            with_scratch(k * n, |col| {
+                im2col_band(x, &p, oy0, rows, col);
+                sgemm(
+                    k,
+                    s.cout,
+                    n,
+                    &mut dwt,
+                    (s.cout, 1),
+                    false,
+                    col,
+                    (n, 1),
+                    &dy[oy0 * wo..],
+                    (1, plane),
+                    gemm::Parallelism::None,
+                );
+            });
             dwt
         })
         .collect();
