@@ -336,7 +336,7 @@ impl Document {
             undo: Vec::new(),
             redo: Vec::new(),
             stroke: None,
-            dirty: importing,
+            dirty: false,
             edits: 0,
             dirt,
             journal_bytes,
