@@ -433,6 +433,10 @@ impl StudioApp {
                 self.remember_next = Some(doc.source.clone());
                 self.models.generation += 1;
                 self.doc = Some(doc);
+                // A stack that comes with its model shows the model's segmentation at once.
+                if self.models.model.is_some() {
+                    self.predict_slice();
+                }
             }
             Err(e) => self.error = Some(e.to_string()),
         }
