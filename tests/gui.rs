@@ -982,7 +982,6 @@ fn recent_files_are_remembered_and_reopen() {
 
 #[test]
 fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
-    use egui_kittest::kittest::Queryable as _;
     let req = OpenRequest::sample();
     assert!(req.model.is_some(), "samples/model is shipped");
     let config =
