@@ -13,7 +13,7 @@ use crate::data::{
 };
 use crate::ml::{
     CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
-    TrainSet, UNetConfig, argmax_classes, effective_tile, load_checkpoint, predict_probabilities,
+    TrainSet, UNetConfig, argmax_classes, effective_tile, load_checkpoint, predict_fitting,
     select_device, train_fitting,
 };
 use crate::preprocess::{
@@ -511,21 +511,29 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
     eprintln!("device: {}", device.description);
     let model = ckpt.model(&device.device)?;
     let geom = ckpt.meta.unet.geometry();
-    let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
+    let mut tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
     let cancel = CancelToken::new();
     let pb = bar(stack.slices.len() as u64, "predict");
     let mut masks = Vec::new();
     let mut prob_pages = Vec::new();
     for slice in &stack.slices {
-        let probs = predict_probabilities(
+        // Out of device memory: this slice again with a smaller tile, kept for the next.
+        let (used, probs) = predict_fitting(
             &model,
             &ckpt.meta.unet,
             &normalize_percentile(slice),
             tile,
             &device.device,
             &cancel,
+            &mut |from, to| {
+                say(
+                    &pb,
+                    format!("out of device memory with {from} px tiles: retrying with {to} px"),
+                )
+            },
             &mut |_, _| {},
         )?;
+        tile = used;
         masks.push(argmax_classes(&probs));
         if a.probabilities.is_some() {
             prob_pages.extend(probs);

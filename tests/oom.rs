@@ -10,7 +10,7 @@ use unet_studio::ml::device::cpu_device;
 use unet_studio::ml::memory::{MemoryLimits, largest_fitting_tile, with_smaller_tiles};
 use unet_studio::ml::{
     CancelToken, Checkpoint, CheckpointMeta, ComputeDevice, OptimizerConfig, Preset, StartFrom,
-    TrainConfig, TrainSet, UNetConfig, predict_probabilities, train_fitting,
+    TrainConfig, TrainSet, UNetConfig, predict_fitting, predict_probabilities, train_fitting,
 };
 use unet_studio::preprocess::normalize_percentile;
 
@@ -133,6 +133,22 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(max < 1e-3, "GPU after the retry vs CPU: {max}");
+    // The same through predict_fitting (app and CLI): it reports the tile that worked.
+    let mut told = Vec::new();
+    let (used, again) = predict_fitting(
+        &model_gpu,
+        &unet,
+        &img,
+        340,
+        &gpu.device,
+        &cancel,
+        &mut |from, to| told.push((from, to)),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(Some(&used), tried.last());
+    assert_eq!(told, retries);
+    assert!(again[1].data == gpu_probs[1].data);
 
     // Training: one step with a tile that does not fit, then with the smaller one.
     let set = TrainSet {

@@ -9,8 +9,8 @@ use eframe::egui;
 
 use crate::data::Plane;
 use crate::jobs::Job;
-use crate::ml::memory::{largest_fitting_tile, with_smaller_tiles};
-use crate::ml::{MlError, argmax_classes, load_checkpoint, predict_probabilities};
+use crate::ml::memory::largest_fitting_tile;
+use crate::ml::{MlError, argmax_classes, load_checkpoint, predict_fitting};
 use crate::preprocess::normalize_percentile;
 
 use super::StudioApp;
@@ -108,17 +108,16 @@ impl StudioApp {
                 let model = ckpt.model(&compute.device)?;
                 let unet = &ckpt.meta.unet;
                 let tile = largest_fitting_tile(unet, &compute.memory, false, MAX_TILE);
-                let probs = with_smaller_tiles(unet, tile, &mut |_, _| {}, &mut |t| {
-                    predict_probabilities(
-                        &model,
-                        unet,
-                        &image,
-                        t,
-                        &compute.device,
-                        &ctx.cancel,
-                        &mut |_, _| {},
-                    )
-                })?;
+                let (_, probs) = predict_fitting(
+                    &model,
+                    unet,
+                    &image,
+                    tile,
+                    &compute.device,
+                    &ctx.cancel,
+                    &mut |_, _| {},
+                    &mut |_, _| {},
+                )?;
                 let label_error = label_error(&argmax_classes(&probs), &labels);
                 Ok(CompareSide {
                     version: v,

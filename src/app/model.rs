@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
 use crate::jobs::Job;
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
-use crate::ml::memory::{largest_fitting_tile, with_smaller_tiles};
+use crate::ml::memory::largest_fitting_tile;
 use crate::ml::{
     Checkpoint, ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig,
-    TrainEvent, TrainOutcome, TrainSet, UNet, UNetConfig, entropy, predict_probabilities,
+    TrainEvent, TrainOutcome, TrainSet, UNet, UNetConfig, entropy, predict_fitting,
     save_checkpoint, train_fitting,
 };
 use crate::preprocess::{WeightMapConfig, class_weights, normalize_percentile, weight_map};
@@ -478,31 +478,25 @@ impl StudioApp {
             for (i, (&slice, image)) in slices.iter().zip(&images).enumerate() {
                 // Out of device memory: this slice again with a smaller tile, kept for the
                 // slices after it.
-                let probs = with_smaller_tiles(
+                let (used, probs) = predict_fitting(
+                    &model,
                     &unet,
+                    image,
                     tile,
+                    &device,
+                    &ctx.cancel,
                     &mut |from, to| {
                         ctx.progress(
                             i as f32 / n as f32,
                             format!("out of memory with {from} px tiles: retrying with {to} px"),
                         );
                     },
-                    &mut |t| {
-                        tile = t;
-                        predict_probabilities(
-                            &model,
-                            &unet,
-                            image,
-                            t,
-                            &device,
-                            &ctx.cancel,
-                            &mut |done, total| {
-                                let f = (i as f32 + done as f32 / total.max(1) as f32) / n as f32;
-                                ctx.progress(f, format!("slice {} of {n}", i + 1));
-                            },
-                        )
+                    &mut |done, total| {
+                        let f = (i as f32 + done as f32 / total.max(1) as f32) / n as f32;
+                        ctx.progress(f, format!("slice {} of {n}", i + 1));
                     },
                 )?;
+                tile = used;
                 out.push((slice, probs));
             }
             Ok((tile, out))

@@ -51,6 +51,25 @@ pub fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, MlError> 
         .map_err(|e| MlError::Backend(format!("reading a tensor back: {e:?}")))
 }
 
+/// [`predict_probabilities`], again with a smaller tile when the device runs out of memory
+/// (see [`crate::ml::memory::with_smaller_tiles`]; `on_retry(from, to)` is told first).
+/// Returns the tile that worked, to start the next image with, and the probabilities.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_fitting(
+    model: &UNet,
+    cfg: &UNetConfig,
+    image: &Plane<f32>,
+    tile_out: usize,
+    device: &Device,
+    cancel: &CancelToken,
+    on_retry: &mut dyn FnMut(usize, usize),
+    on_tile: &mut dyn FnMut(usize, usize),
+) -> Result<(usize, Vec<Plane<f32>>), MlError> {
+    crate::ml::memory::with_smaller_tiles(cfg, tile_out, on_retry, &mut |t| {
+        predict_probabilities(model, cfg, image, t, device, cancel, on_tile).map(|p| (t, p))
+    })
+}
+
 /// Class probabilities of every pixel of a normalised image, by overlap-tile prediction.
 /// Returns one plane per class (class `k` at index `k - 1`). `on_tile(done, total)` is called
 /// after each tile; the cancel token is checked between tiles.

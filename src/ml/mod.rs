@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint};
 pub use device::{ComputeDevice, DeviceChoice, select_device};
-pub use infer::{argmax_classes, effective_tile, entropy, predict_probabilities};
+pub use infer::{argmax_classes, effective_tile, entropy, predict_fitting, predict_probabilities};
 pub use loss::weighted_cross_entropy;
 pub use train::{
     OptimizerConfig, StartFrom, TrainConfig, TrainEvent, TrainOutcome, TrainSet, train,
