@@ -120,6 +120,9 @@ struct Dirt {
     rects: std::collections::BTreeMap<usize, [usize; 4]>,
     /// (slice, block row, block column).
     blocks: BTreeSet<(usize, usize, usize)>,
+    /// The block recorded last: consecutive pixels mostly share it, and a fill of a large
+    /// region would otherwise search the set once per pixel.
+    last_block: Option<(usize, usize, usize)>,
     /// Pixels per class id over the whole stack.
     counts: Box<[usize; 256]>,
 }
@@ -133,16 +136,26 @@ impl Dirt {
         Self {
             rects: Default::default(),
             blocks: BTreeSet::new(),
+            last_block: None,
             counts,
         }
+    }
+
+    /// The blocks changed since the last call (the next change of any block records it again).
+    fn take_blocks(&mut self) -> BTreeSet<(usize, usize, usize)> {
+        self.last_block = None;
+        std::mem::take(&mut self.blocks)
     }
 
     /// Pixel `(x, y)` of `slice` changed from `before` to `after`.
     fn record(&mut self, slice: usize, x: usize, y: usize, before: u8, after: u8) {
         self.counts[usize::from(before)] -= 1;
         self.counts[usize::from(after)] += 1;
-        self.blocks
-            .insert((slice, y / journal::BLOCK, x / journal::BLOCK));
+        let block = (slice, y / journal::BLOCK, x / journal::BLOCK);
+        if self.last_block != Some(block) {
+            self.blocks.insert(block);
+            self.last_block = Some(block);
+        }
         let r = self.rects.entry(slice).or_insert([x, y, x, y]);
         *r = [r[0].min(x), r[1].min(y), r[2].max(x), r[3].max(y)];
     }
@@ -413,14 +426,14 @@ impl Document {
         class: u8,
         preserve: bool,
     ) {
-        let Some(plane) = self.labels.get_mut(slice) else {
+        let Some(plane) = self.labels.get(slice) else {
             return;
         };
         let (w, h) = (plane.width as i64, plane.height as i64);
         let r = radius.max(0.5);
         let (x0, x1) = ((cx - r).floor() as i64, (cx + r).ceil() as i64);
         let (y0, y1) = ((cy - r).floor() as i64, (cy + r).ceil() as i64);
-        let stroke = self.stroke.get_or_insert_with(Vec::new);
+        self.stroke.get_or_insert_with(Vec::new);
         let mut touched = false;
         for y in y0.max(0)..=y1.min(h - 1) {
             for x in x0.max(0)..=x1.min(w - 1) {
@@ -429,20 +442,10 @@ impl Document {
                     continue;
                 }
                 let i = (y * w + x) as usize;
-                let before = plane.data[i];
-                if before == class || (preserve && before != 0 && class != 0) {
+                if preserve && class != 0 && self.labels[slice].data[i] != 0 {
                     continue;
                 }
-                plane.data[i] = class;
-                stroke.push(Change {
-                    slice,
-                    index: i,
-                    before,
-                    after: class,
-                });
-                self.dirt
-                    .record(slice, x as usize, y as usize, before, class);
-                touched = true;
+                touched |= self.set_pixel(slice, i, class);
             }
         }
         if touched {
@@ -713,7 +716,7 @@ impl Document {
     /// only the blocks changed since the last save are appended to the journal.
     pub fn take_save_work(&mut self, full: bool) -> SaveWork {
         let full = full || self.wants_full_save();
-        let blocks = std::mem::take(&mut self.dirt.blocks);
+        let blocks = self.dirt.take_blocks();
         self.dirty = false;
         if full {
             self.full_save_needed = false;
@@ -878,6 +881,27 @@ mod tests {
         doc.redo();
         assert_eq!(doc.class_counts(), count(&doc));
         assert_eq!(doc.class_counts().iter().sum::<usize>(), 200);
+    }
+
+    #[test]
+    fn every_save_gets_the_blocks_changed_since_the_last() {
+        let d = tmp("blocks");
+        let mut doc = doc_in(&d);
+        let blocks = |w: SaveWork| match w {
+            SaveWork::Journal { blocks, .. } => blocks
+                .iter()
+                .map(|b| (b.slice, b.x0, b.y0))
+                .collect::<Vec<_>>(),
+            SaveWork::Full { .. } => panic!("a journal save was expected"),
+        };
+        for (x, class) in [(3.5, 2), (7.5, 2), (3.5, 1)] {
+            // Each time the same 64 x 64 block (the 20 x 10 slice is one block).
+            doc.begin_stroke();
+            doc.paint_disk(0, x, 4.5, 1.0, class, false);
+            doc.end_stroke();
+            assert_eq!(blocks(doc.take_save_work(false)), vec![(0, 0, 0)], "x {x}");
+        }
+        assert!(blocks(doc.take_save_work(false)).is_empty());
     }
 
     #[test]
