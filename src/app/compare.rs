@@ -9,12 +9,11 @@ use eframe::egui;
 
 use crate::data::Plane;
 use crate::jobs::Job;
-use crate::ml::memory::largest_fitting_tile;
 use crate::ml::{MlError, argmax_classes, load_checkpoint, predict_fitting};
 use crate::preprocess::normalize_percentile;
 
 use super::StudioApp;
-use super::model::{MAX_TILE, VersionInfo};
+use super::model::VersionInfo;
 
 /// One side of a comparison.
 #[derive(Clone, Debug)]
@@ -100,14 +99,15 @@ impl StudioApp {
         let image = normalize_percentile(&doc.stack.slices[slice]);
         let labels = doc.labels[slice].clone();
         let compute = self.models.compute.clone();
+        // The prediction tiles the app uses for these networks on this device.
+        let tiles = [&va, &vb].map(|v| self.models.tile_for(&v.meta.unet, false));
         self.compare.open = true;
         self.compare.textures = None;
         self.compare.job = Some(Job::spawn("compare", self.waker.clone(), move |ctx| {
-            let side = |v: VersionInfo| -> Result<CompareSide, MlError> {
+            let side = |v: VersionInfo, tile: usize| -> Result<CompareSide, MlError> {
                 let ckpt = load_checkpoint(&v.dir)?;
                 let model = ckpt.model(&compute.device)?;
                 let unet = &ckpt.meta.unet;
-                let tile = largest_fitting_tile(unet, &compute.memory, false, MAX_TILE);
                 let (_, probs) = predict_fitting(
                     &model,
                     unet,
@@ -125,8 +125,8 @@ impl StudioApp {
                     label_error,
                 })
             };
-            let first = side(va)?;
-            let second = side(vb)?;
+            let first = side(va, tiles[0])?;
+            let second = side(vb, tiles[1])?;
             let (ma, mb) = (argmax_classes(&first.probs), argmax_classes(&second.probs));
             let same = ma.data.iter().zip(&mb.data).filter(|(a, b)| a == b).count();
             Ok(Comparison {

@@ -132,11 +132,7 @@ pub fn shared_compute_device(
             ),
             fallback_reason: None,
             software: info.device_type == eframe::wgpu::DeviceType::Cpu,
-            memory: crate::ml::memory::MemoryLimits::gpu(
-                rs.device.limits().max_buffer_size,
-                rs.device.limits().max_storage_buffer_binding_size,
-                info.device_type == eframe::wgpu::DeviceType::Cpu,
-            ),
+            memory: crate::ml::memory::MemoryLimits::of_wgpu(&rs.device, &rs.adapter),
         },
         Ok(Err(e)) => {
             let mut cpu = crate::ml::device::cpu_device();

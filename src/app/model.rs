@@ -188,7 +188,7 @@ impl ModelState {
     /// The output tile for `unet` on the compute device: the largest that fits its memory,
     /// capped as described at [`Self::tile_train`], and never larger than one that already
     /// ran out of memory.
-    fn tile_for(&self, unet: &UNetConfig, training: bool) -> usize {
+    pub(super) fn tile_for(&self, unet: &UNetConfig, training: bool) -> usize {
         let cap = if training && !self.compute.is_gpu {
             MAX_TRAIN_TILE_CPU
         } else {

@@ -68,12 +68,7 @@ fn gpu() -> Result<(Device, String, bool, MemoryLimits), String> {
             Ok(Ok((device, setup))) => {
                 let info = setup.adapter.get_info();
                 let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
-                let limits = setup.device.limits();
-                let memory = MemoryLimits::gpu(
-                    limits.max_buffer_size,
-                    limits.max_storage_buffer_binding_size,
-                    software,
-                );
+                let memory = MemoryLimits::of_wgpu(&setup.device, &setup.adapter);
                 Ok((
                     device,
                     format!(

@@ -12,6 +12,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
+use burn::tensor::wgpu::wgpu;
+
 use super::{MlError, UNetConfig};
 
 /// GPU memory assumed when the adapter does not say (wgpu reports limits, not capacity).
@@ -47,6 +49,16 @@ impl MemoryLimits {
             budget_bytes: budget,
             max_tensor_bytes: max_buffer_size.min(max_binding_size),
         }
+    }
+
+    /// [`Self::gpu`] of a wgpu device and its adapter.
+    pub fn of_wgpu(device: &wgpu::Device, adapter: &wgpu::Adapter) -> Self {
+        let limits = device.limits();
+        Self::gpu(
+            limits.max_buffer_size,
+            limits.max_storage_buffer_binding_size,
+            adapter.get_info().device_type == wgpu::DeviceType::Cpu,
+        )
     }
 }
 
