@@ -186,6 +186,11 @@ pub fn utc_date(unix_s: u64) -> String {
     )
 }
 
+/// A loss for the table, `-` when unknown.
+fn loss(l: Option<f32>) -> String {
+    l.map_or("-".to_string(), |l| format!("{l:.4}"))
+}
+
 fn name(v: &VersionInfo) -> String {
     v.dir
         .file_name()
@@ -209,70 +214,32 @@ pub(super) fn compare_window(app: &mut StudioApp, ctx: &egui::Context) {
                 return;
             };
             let [a, b] = &r.sides;
-            let when = |v: &VersionInfo| utc_date(v.meta.created_unix_s);
-            let loss = |l: Option<f32>| l.map_or("-".to_string(), |l| format!("{l:.4}"));
-            let pct = |e: Option<f64>| {
-                e.map_or("no labels".to_string(), |e| format!("{:.1} %", 100.0 * e))
-            };
+            // One row per property, the same function for both sides.
+            type Row = (&'static str, fn(&CompareSide) -> String);
+            let rows: [Row; 8] = [
+                ("version", |s| name(&s.version)),
+                ("saved", |s| utc_date(s.version.meta.created_unix_s)),
+                ("iterations", |s| s.version.meta.iteration.to_string()),
+                ("network", |s| {
+                    let u = &s.version.meta.unet;
+                    format!("base {} depth {}", u.base_channels, u.depth)
+                }),
+                ("training loss", |s| loss(s.version.meta.train_loss)),
+                ("validation loss", |s| loss(s.version.meta.val_loss)),
+                ("labels", |s| {
+                    let hash = s.version.meta.labels_hash.as_deref().unwrap_or_default();
+                    hash.chars().take(12).collect()
+                }),
+                ("wrong on this slice's labels", |s| {
+                    s.label_error
+                        .map_or("no labels".to_string(), |e| format!("{:.1} %", 100.0 * e))
+                }),
+            ];
             egui::Grid::new("compare").striped(true).show(ui, |ui| {
-                let rows: [(&str, String, String); 8] = [
-                    ("version", name(&a.version), name(&b.version)),
-                    ("saved", when(&a.version), when(&b.version)),
-                    (
-                        "iterations",
-                        a.version.meta.iteration.to_string(),
-                        b.version.meta.iteration.to_string(),
-                    ),
-                    (
-                        "network",
-                        format!(
-                            "base {} depth {}",
-                            a.version.meta.unet.base_channels, a.version.meta.unet.depth
-                        ),
-                        format!(
-                            "base {} depth {}",
-                            b.version.meta.unet.base_channels, b.version.meta.unet.depth
-                        ),
-                    ),
-                    (
-                        "training loss",
-                        loss(a.version.meta.train_loss),
-                        loss(b.version.meta.train_loss),
-                    ),
-                    (
-                        "validation loss",
-                        loss(a.version.meta.val_loss),
-                        loss(b.version.meta.val_loss),
-                    ),
-                    (
-                        "labels",
-                        a.version
-                            .meta
-                            .labels_hash
-                            .clone()
-                            .unwrap_or_default()
-                            .chars()
-                            .take(12)
-                            .collect(),
-                        b.version
-                            .meta
-                            .labels_hash
-                            .clone()
-                            .unwrap_or_default()
-                            .chars()
-                            .take(12)
-                            .collect(),
-                    ),
-                    (
-                        "wrong on this slice's labels",
-                        pct(a.label_error),
-                        pct(b.label_error),
-                    ),
-                ];
-                for (what, x, y) in rows {
+                for (what, show) in rows {
                     ui.label(what);
-                    ui.label(x);
-                    ui.label(y);
+                    ui.label(show(a));
+                    ui.label(show(b));
                     ui.end_row();
                 }
             });
