@@ -504,10 +504,41 @@ fn up_extension_matches_burn(device: &burn::prelude::Device) {
     );
 }
 
+/// The pooling extension against burn's `max_pool2d`: values and input gradients, on a map
+/// with an odd height (the last row is dropped) and continuous values (no ties).
+fn pool_extension_matches_burn(device: &Device) {
+    use burn::tensor::Distribution;
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+    let ad = device.clone().autodiff();
+    let x = Tensor::<4>::random([2, 3, 9, 8], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+    let r = Tensor::<4>::random([2, 3, 4, 4], Distribution::Normal(0.0, 1.0), &ad);
+    let ours = unet_studio::ml::conv::max_pool2x2(x.clone());
+    let reference = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]));
+    assert_eq!(ours.dims(), reference.dims());
+    let close = |a: Tensor<4>, e: Tensor<4>, what: &str| {
+        assert_close(
+            &tensor_values(a).unwrap(),
+            &tensor_values(e).unwrap(),
+            1e-6,
+            what,
+        )
+    };
+    close(ours.clone(), reference.clone(), "pooling");
+    let g1 = (ours * r.clone()).sum().backward();
+    let g2 = (reference * r).sum().backward();
+    let (gx1, gx2) = (x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+    // Every window passes exactly one gradient: the dropped row gets none.
+    let dropped = tensor_values(gx1.clone().narrow(2, 8, 1)).unwrap();
+    assert!(dropped.iter().all(|&v| v == 0.0));
+    close(gx1, gx2, "pooling gradient");
+}
+
 #[test]
 fn convolution_extension_gradients_match_burn_on_cpu() {
     extension_matches_burn_conv(&cpu_device().device);
     up_extension_matches_burn(&cpu_device().device);
+    pool_extension_matches_burn(&cpu_device().device);
 }
 
 #[test]
@@ -517,6 +548,7 @@ fn convolution_extension_and_training_step_on_gpu() {
     });
     extension_matches_burn_conv(&gpu.device);
     up_extension_matches_burn(&gpu.device);
+    pool_extension_matches_burn(&gpu.device);
     // Two real training steps on the GPU: autodiff routing, optimiser, read-back.
     let out = train(
         &tiny_set(),

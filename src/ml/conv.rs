@@ -14,11 +14,12 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::module::{Module, Param};
 use burn::prelude::*;
+use burn::tensor::IntDType;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::conv_cpu::{
-    ConvShape, UpShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad, relu_grad,
-    up2x2_forward, up2x2_input_grad, up2x2_weight_grad,
+    ConvShape, UpShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad, pool2x2_backward,
+    pool2x2_forward, relu_grad, up2x2_forward, up2x2_input_grad, up2x2_weight_grad,
 };
 
 /// Backends that run the U-Net's 3x3 valid convolution.
@@ -74,6 +75,13 @@ pub trait Conv3x3Backend: Backend {
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// 2x2 max pooling with stride 2: x `[N, C, H, W]` -> `[N, C, H / 2, W / 2]`.
+    fn pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradient of the pooling's input from the gradient of its output: each output's
+    /// gradient goes to the first maximum of its window.
+    fn pool2x2_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 fn valid_options() -> ConvOptions<2> {
@@ -83,6 +91,9 @@ fn valid_options() -> ConvOptions<2> {
 fn up_options() -> ConvTransposeOptions<2> {
     ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1)
 }
+
+/// Kernel, stride, padding and dilation of the U-Net's 2x2 max pooling, in burn's terms.
+const POOL: ([usize; 2], [usize; 2], [usize; 2], [usize; 2]) = ([2, 2], [2, 2], [0, 0], [1, 1]);
 
 impl Conv3x3Backend for Cube {
     fn conv3x3(
@@ -132,6 +143,16 @@ impl Conv3x3Backend for Cube {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, grad, valid_options())
+    }
+    fn pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (k, s, p, d) = POOL;
+        Self::max_pool2d(x, k, s, p, d, false)
+    }
+    fn pool2x2_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // The forward pass kept no indices: pooling again is cheaper than storing them.
+        let (k, s, p, d) = POOL;
+        let pooled = Self::max_pool2d_with_indices(x.clone(), k, s, p, d, false, IntDType::I32);
+        Self::max_pool2d_with_indices_backward(x, k, s, p, d, false, grad, pooled.indices).x_grad
     }
 }
 
@@ -345,6 +366,23 @@ impl Conv3x3Backend for Flex {
         }
         flex_tensor(dw, [cout, cin, 3, 3])
     }
+
+    fn pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x_buf, [n, c, h, w]) = flex_values::<4>(&x);
+        flex_tensor(
+            pool2x2_forward(x_buf.get(), n * c, h, w),
+            [n, c, h / 2, w / 2],
+        )
+    }
+
+    fn pool2x2_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x_buf, [n, c, h, w]) = flex_values::<4>(&x);
+        let (g_buf, _) = flex_values::<4>(&grad);
+        flex_tensor(
+            pool2x2_backward(x_buf.get(), g_buf.get(), n * c, h, w),
+            [n, c, h, w],
+        )
+    }
 }
 
 /// The gradient of a per-channel bias: the output gradient summed over batch and space.
@@ -431,6 +469,28 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
             None => grad,
         };
         conv3x3_grads::<B>(ops.parents.map(|p| p.map(|n| n.id)), grad, x, w, grads);
+    }
+}
+
+/// Backward of the 2x2 max pooling; the state is the checkpointed input.
+#[derive(Debug)]
+struct Pool2x2Backward;
+
+impl<B: Conv3x3Backend> Backward<B, 1> for Pool2x2Backward {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::pool2x2_grad(x, grad));
+        }
     }
 }
 
@@ -532,6 +592,24 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
     ) -> FloatTensor<Self> {
         unreachable!("gradients of gradients are not used by unet-studio")
     }
+
+    fn pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match Pool2x2Backward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let xs = prep.checkpoint(&x);
+                prep.finish(xs, B::pool2x2(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::pool2x2(x.into_primitive())),
+        }
+    }
+
+    fn pool2x2_grad(_x: FloatTensor<Self>, _g: FloatTensor<Self>) -> FloatTensor<Self> {
+        unreachable!("gradients of gradients are not used by unet-studio")
+    }
 }
 
 /// `conv3x3_valid(x, weight) + bias` on any device.
@@ -550,6 +628,11 @@ pub fn up2x2(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
         weight.into_dispatch(),
         bias.into_dispatch(),
     ))
+}
+
+/// 2x2 max pooling with stride 2 on any device (`[N, C, H, W] -> [N, C, H / 2, W / 2]`).
+pub fn max_pool2x2(x: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::pool2x2(x.into_dispatch()))
 }
 
 /// `relu(conv3x3_valid(x, weight) + bias)` on any device, fused where the backend can.

@@ -704,6 +704,71 @@ pub fn up2x2_weight_grad(x: &[f32], dy: &[f32], s: &UpShape) -> Vec<f32> {
     dw
 }
 
+/// 2x2 max pooling with stride 2 of `planes` maps of `h x w` (NCHW with `N C` planes): the
+/// output is `planes x h/2 x w/2`; an odd last row or column is dropped, as burn's `max_pool2d`
+/// does.
+pub fn pool2x2_forward(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    assert_eq!(x.len(), planes * h * w, "pool2x2: input size");
+    let mut y = vec![0.0f32; planes * ho * wo];
+    if ho == 0 || wo == 0 {
+        return y;
+    }
+    y.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(yp, xp)| {
+            for (i, yrow) in yp.chunks_exact_mut(wo).enumerate() {
+                let r0 = &xp[2 * i * w..2 * i * w + 2 * wo];
+                let r1 = &xp[(2 * i + 1) * w..(2 * i + 1) * w + 2 * wo];
+                for ((o, a), b) in yrow
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *o = a[0].max(a[1]).max(b[0].max(b[1]));
+                }
+            }
+        });
+    y
+}
+
+/// Input gradient of [`pool2x2_forward`]: each output's gradient goes to the first maximum
+/// of its window (in the order top-left, top-right, bottom-left, bottom-right, as burn's
+/// indices pick it); every other input, and a dropped odd row or column, gets 0.
+pub fn pool2x2_backward(x: &[f32], dy: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    assert_eq!(x.len(), planes * h * w, "pool2x2: input size");
+    assert_eq!(dy.len(), planes * ho * wo, "pool2x2: gradient size");
+    let mut dx = vec![0.0f32; planes * h * w];
+    if ho == 0 || wo == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(h * w)
+        .zip(x.par_chunks(h * w))
+        .zip(dy.par_chunks(ho * wo))
+        .for_each(|((dxp, xp), gp)| {
+            for (i, grow) in gp.chunks_exact(wo).enumerate() {
+                let (d0, d1) = dxp[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
+                let r0 = &xp[2 * i * w..2 * i * w + 2 * wo];
+                let r1 = &xp[(2 * i + 1) * w..(2 * i + 1) * w + 2 * wo];
+                for (j, &g) in grow.iter().enumerate() {
+                    let (a, b, c, d) = (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
+                    let m = a.max(b).max(c.max(d));
+                    if a == m {
+                        d0[2 * j] = g;
+                    } else if b == m {
+                        d0[2 * j + 1] = g;
+                    } else if c == m {
+                        d1[2 * j] = g;
+                    } else {
+                        d1[2 * j + 1] = g;
+                    }
+                }
+            }
+        });
+    dx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -827,6 +892,29 @@ mod tests {
         for (a, e) in y.iter().zip(&r) {
             assert!((a - e).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn pooling_by_hand() {
+        // One 3 x 5 plane: two windows (the last row and column are dropped); the left window
+        // has a tie between its top-right and bottom-left values.
+        let x = [
+            1.0, 4.0, -2.0, -1.0, 9.0, //
+            4.0, 0.0, -3.0, -5.0, 9.0, //
+            8.0, 8.0, 8.0, 8.0, 9.0,
+        ];
+        assert_eq!(pool2x2_forward(&x, 1, 3, 5), vec![4.0, -1.0]);
+        let dx = pool2x2_backward(&x, &[10.0, 20.0], 1, 3, 5);
+        let expected = [
+            0.0, 10.0, 0.0, 20.0, 0.0, //
+            0.0, 0.0, 0.0, 0.0, 0.0, //
+            0.0, 0.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(dx, expected);
+        // Two planes are pooled independently; a map smaller than a window gives nothing.
+        let two = pool2x2_forward(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], 2, 2, 2);
+        assert_eq!(two, vec![4.0, 8.0]);
+        assert!(pool2x2_forward(&[1.0, 2.0], 2, 1, 1).is_empty());
     }
 
     /// Direct definition of the up-convolution.

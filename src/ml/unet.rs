@@ -4,7 +4,6 @@
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -322,7 +321,6 @@ impl UNetConfig {
             up,
             up_blocks,
             head,
-            pool: MaxPool2dConfig::new([2, 2]).init(),
             dropout: DropoutConfig::new(self.dropout).init(),
         }
     }
@@ -370,7 +368,6 @@ pub struct UNet {
     up: Vec<ConvTranspose2d>,
     up_blocks: Vec<DoubleConv>,
     head: Conv2d,
-    pool: MaxPool2d,
     dropout: Dropout,
 }
 
@@ -385,7 +382,9 @@ impl UNet {
         for block in &self.down {
             x = block.forward(x);
             skips.push(x.clone());
-            x = self.pool.forward(x);
+            // The extension's pooling: burn's took 15 ms on the CPU for the first level of a
+            // 572 px tile, and its backward kept the indices of every maximum.
+            x = crate::ml::conv::max_pool2x2(x);
         }
         x = self.dropout.forward(self.bottom.forward(x));
         for ((up, block), skip) in self
