@@ -10,7 +10,7 @@ use unet_studio::ml::conv_cpu::{
 
 fn best_ms(mut f: impl FnMut()) -> f64 {
     f();
-    (0..3)
+    (0..7)
         .map(|_| {
             let t = Instant::now();
             f();

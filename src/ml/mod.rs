@@ -3,6 +3,8 @@
 pub mod checkpoint;
 pub mod conv;
 pub mod conv_cpu;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_direct;
 pub mod device;
 pub mod infer;
 pub mod loss;

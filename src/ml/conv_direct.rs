@@ -1,0 +1,383 @@
+//! Direct 3x3 valid convolution kernels for CPUs with AVX-512: the layers with few channels
+//! (the U-Net's top levels: 16 or 32 channels on maps of 390-570 px) spend more time in
+//! im2col and GEMM packing than in multiplying, because their reduction is only `9 Cin` long.
+//! These kernels read the image in place instead.
+//!
+//! - forward: a register block of 8 output channels x 48 pixels of one output row (24
+//!   accumulators) takes, per input channel and tap, 3 unaligned loads of the input row, 8
+//!   broadcasts of the (repacked) weights and 24 fused multiply-adds;
+//! - weight gradient: a block of 3 output channels x the 9 taps of one input channel (27
+//!   accumulators) takes, per 16 output pixels, 3 loads of the output gradient, 9 loads of the
+//!   input and 27 fused multiply-adds; the sums are reduced across lanes once per band.
+//!
+//! Row tails use masked loads and stores. Layouts and results are those of
+//! [`super::conv_cpu`], which chooses these kernels when the CPU has AVX-512F.
+
+use std::arch::x86_64::{
+    __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+};
+
+use rayon::prelude::*;
+
+/// Output channels per register block of the forward kernel.
+const CO: usize = 8;
+/// 16-float vectors of one output row per register block of the forward kernel.
+const PX: usize = 3;
+/// Output channels per register block of the weight-gradient kernel.
+const GCO: usize = 3;
+
+/// Whether this CPU runs the kernels of this module.
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Mask of the first `n` lanes (all 16 for `n >= 16`).
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// Weights `Cout x Cin x 3 x 3` repacked as blocks of 8 output channels:
+/// `[Cout / 8 (rounded up)][Cin][9][8]`, zero for the channels past `Cout`.
+fn pack_weights(weight: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let blocks = cout.div_ceil(CO);
+    let mut packed = vec![0.0f32; blocks * cin * 9 * CO];
+    for co in 0..cout {
+        let (b, c) = (co / CO, co % CO);
+        for ci in 0..cin {
+            for t in 0..9 {
+                packed[((b * cin + ci) * 9 + t) * CO + c] = weight[(co * cin + ci) * 9 + t];
+            }
+        }
+    }
+    packed
+}
+
+/// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
+/// `Cin x H x W`, `weight` `Cout x Cin x 3 x 3`; returns `Cout x (H+2pad-2) x (W+2pad-2)`
+/// plus `bias`, through a ReLU when `relu`. (Padding 2 with transposed, flipped weights is
+/// the input gradient.)
+///
+/// # Panics
+/// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
+pub fn forward(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    (cin, cout, h, w): (usize, usize, usize, usize),
+    pad: usize,
+    relu: bool,
+) -> Vec<f32> {
+    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
+    assert!(
+        h + 2 * pad >= 3 && w + 2 * pad >= 3,
+        "conv_direct: map smaller than the kernel"
+    );
+    assert!(h >= 1 && w >= 1 && pad <= 2, "conv_direct: padding");
+    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
+    assert_eq!(weight.len(), cout * cin * 9, "conv_direct: weight size");
+    let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
+    let packed = pack_weights(weight, cin, cout);
+    let mut y = vec![0.0f32; cout * ho * wo];
+    let out = SharedOut(y.as_mut_ptr());
+    let biases: Vec<[f32; CO]> = (0..cout.div_ceil(CO))
+        .map(|cb| {
+            let mut b = [0.0f32; CO];
+            if let Some(bias) = bias {
+                let nco = CO.min(cout - cb * CO);
+                b[..nco].copy_from_slice(&bias[cb * CO..cb * CO + nco]);
+            }
+            b
+        })
+        .collect();
+    let (hi, wi, pi) = (h as isize, w as isize, pad as isize);
+    (0..ho).into_par_iter().for_each(|oy| {
+        // Taps whose input row oy + kh - pad lies inside the image.
+        let oyi = oy as isize;
+        let kh = (
+            (pi - oyi).max(0) as usize,
+            (hi + pi - oyi).clamp(0, 3) as usize,
+        );
+        // Pixel blocks outside, channel blocks inside: the block's input (Cin x 3 rows x 50
+        // columns) stays in the L1 cache for all output channels.
+        let mut ox0 = 0;
+        while ox0 < wo {
+            let n = (PX * 16).min(wo - ox0);
+            let store: [__mmask16; PX] = std::array::from_fn(|p| lanes(n.saturating_sub(16 * p)));
+            // Lanes of vector p of tap column kw whose input column lies inside the row.
+            let load: [[__mmask16; PX]; 3] = std::array::from_fn(|kw| {
+                std::array::from_fn(|p| {
+                    let start = (ox0 + 16 * p + kw) as isize - pi;
+                    let lo = (-start).clamp(0, 16);
+                    let hi = (wi - start).clamp(lo, 16);
+                    let hi = hi.min(n.saturating_sub(16 * p) as isize).max(lo);
+                    lanes(hi as usize) & !lanes(lo as usize)
+                })
+            });
+            // Element of channel 0 at input row oy - pad, column ox0 - pad (may lie outside;
+            // only lanes under the masks of rows inside the image are read).
+            let origin = (oyi - pi) * wi + ox0 as isize - pi;
+            for (cb, b) in biases.iter().enumerate() {
+                let nco = CO.min(cout - cb * CO);
+                let wp = &packed[cb * cin * 9 * CO..(cb + 1) * cin * 9 * CO];
+                // SAFETY: AVX-512F is present (asserted); the block reads, of every channel,
+                // input rows oy + kh - pad for kh in `kh` (inside 0..h) at the columns its
+                // masks allow (inside 0..w), and writes output row oy, columns ox0..ox0+n, of
+                // channels cb*8..cb*8+nco: inside `x` and `y`. Rows are written by one task
+                // each.
+                unsafe {
+                    forward_block(
+                        x.as_ptr().wrapping_offset(origin),
+                        (h * w, w, cin),
+                        wp.as_ptr(),
+                        kh,
+                        &load,
+                        out.at((cb * CO) * ho * wo + oy * wo + ox0),
+                        (ho * wo, nco),
+                        &store,
+                        b,
+                        relu,
+                    );
+                }
+            }
+            ox0 += n;
+        }
+    });
+    y
+}
+
+/// The output pointer shared by the row tasks (each writes its own row).
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint rows of the buffer, which outlives them.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The element `off` of the buffer (a method, so closures capture the whole struct).
+    ///
+    /// # Safety
+    /// `off` must lie inside the buffer.
+    unsafe fn at(self, off: usize) -> *mut f32 {
+        // SAFETY: in bounds (caller).
+        unsafe { self.0.add(off) }
+    }
+}
+
+/// One register block: up to 48 pixels of one output row for `nco <= 8` channels.
+///
+/// # Safety
+/// AVX-512F; `x` is the block's input origin (channel 0, tap row 0, tap column 0) in a
+/// buffer of `cin` planes of `plane` floats with rows of `w` floats: for tap rows `kh.0 ..
+/// kh.1` and every channel, the lanes under `load[kw][p]` at `x + ci * plane + kh * w + kw +
+/// 16 p` must lie inside the buffer; `wp` holds `cin * 9 * 8` floats; `y` is the block's
+/// first output of its first channel, and the lanes under `store[p]` at `y + c * oplane + 16
+/// p` for `c < nco` must be valid for writes.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_block(
+    x: *const f32,
+    (plane, w, cin): (usize, usize, usize),
+    wp: *const f32,
+    kh: (usize, usize),
+    load: &[[__mmask16; PX]; 3],
+    y: *mut f32,
+    (oplane, nco): (usize, usize),
+    store: &[__mmask16; PX],
+    bias: &[f32; CO],
+    relu: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); PX]; CO];
+    for ci in 0..cin {
+        let xc = x.wrapping_add(ci * plane);
+        let wc = wp.wrapping_add(ci * 9 * CO);
+        for kh in kh.0..kh.1 {
+            // The next block's input of this row: one stream per input row and channel is
+            // more than the hardware prefetchers follow (maps of 32 channels x 392 px ran at a
+            // third of the speed of small ones without it). Prefetches never fault.
+            for p in 0..PX {
+                _mm_prefetch::<_MM_HINT_T0>(xc.wrapping_add(kh * w + 16 * (PX + p)) as *const i8);
+            }
+            for (kw, masks) in load.iter().enumerate() {
+                let xr = xc.wrapping_add(kh * w + kw);
+                let mut xv = [_mm512_setzero_ps(); PX];
+                for p in 0..PX {
+                    // SAFETY: the lanes under the mask are inside the buffer (caller);
+                    // masked-off lanes are not read.
+                    xv[p] = unsafe { _mm512_maskz_loadu_ps(masks[p], xr.wrapping_add(16 * p)) };
+                }
+                let wt = wc.wrapping_add((kh * 3 + kw) * CO);
+                for (c, row) in acc.iter_mut().enumerate() {
+                    // SAFETY: inside the packed weights (caller).
+                    let wv = _mm512_set1_ps(unsafe { *wt.add(c) });
+                    for p in 0..PX {
+                        row[p] = _mm512_fmadd_ps(wv, xv[p], row[p]);
+                    }
+                }
+            }
+        }
+    }
+    for (c, row) in acc.iter().enumerate().take(nco) {
+        let b = _mm512_set1_ps(bias[c]);
+        for p in 0..PX {
+            let mut v = _mm512_add_ps(row[p], b);
+            if relu {
+                v = _mm512_max_ps(v, _mm512_setzero_ps());
+            }
+            // SAFETY: the masked lanes are the block's outputs of channel c (caller).
+            unsafe {
+                _mm512_mask_storeu_ps(y.wrapping_add(c * oplane + 16 * p), store[p], v);
+            }
+        }
+    }
+}
+
+/// Weight gradient of one image: `dW[co, ci, kh, kw] = sum dY[co, oy, ox] X[ci, oy+kh, ox+kw]`;
+/// `dy` is `Cout x (H-2) x (W-2)`; returns `Cout x Cin x 3 x 3`.
+///
+/// # Panics
+/// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
+pub fn weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
+    assert!(h >= 3 && w >= 3, "conv_direct: map smaller than the kernel");
+    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
+    let (ho, wo) = (h - 2, w - 2);
+    assert_eq!(dy.len(), cout * ho * wo, "conv_direct: gradient size");
+    // Bands of output rows per task: at least 4 tasks per thread for load balance.
+    let tasks = 4 * rayon::current_num_threads();
+    let band = ho.div_ceil(tasks).max(1);
+    let blocks = cout.div_ceil(GCO);
+    let partials: Vec<Vec<f32>> = (0..ho)
+        .step_by(band)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|oy0| {
+            let rows = band.min(ho - oy0);
+            let mut dw = vec![0.0f32; cout * cin * 9];
+            for cb in 0..blocks {
+                let nco = GCO.min(cout - cb * GCO);
+                for ci in 0..cin {
+                    // SAFETY: AVX-512F is present (asserted); the block reads output-gradient
+                    // rows oy0..oy0+rows of channels cb*3..cb*3+nco (wo each) and input rows
+                    // oy0..oy0+rows+2 of channel ci (columns < wo + 2 = w): inside both.
+                    let sums = unsafe {
+                        grad_block_n(
+                            nco,
+                            dy.as_ptr().add(cb * GCO * ho * wo + oy0 * wo),
+                            ho * wo,
+                            wo,
+                            x.as_ptr().add(ci * h * w + oy0 * w),
+                            w,
+                            rows,
+                        )
+                    };
+                    for (c, taps) in sums.iter().enumerate().take(nco) {
+                        let co = cb * GCO + c;
+                        dw[(co * cin + ci) * 9..(co * cin + ci + 1) * 9].copy_from_slice(taps);
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0.0f32; cout * cin * 9];
+    for p in partials {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+/// [`grad_block`] for `nco` (1 to [`GCO`]) channels.
+///
+/// # Safety
+/// As [`grad_block`].
+unsafe fn grad_block_n(
+    nco: usize,
+    dy: *const f32,
+    oplane: usize,
+    wo: usize,
+    x: *const f32,
+    w: usize,
+    rows: usize,
+) -> [[f32; 9]; GCO] {
+    let mut out = [[0.0f32; 9]; GCO];
+    // SAFETY: forwarded (caller).
+    unsafe {
+        match nco {
+            3 => out.copy_from_slice(&grad_block::<3>(dy, oplane, wo, x, w, rows)),
+            2 => out[..2].copy_from_slice(&grad_block::<2>(dy, oplane, wo, x, w, rows)),
+            _ => out[..1].copy_from_slice(&grad_block::<1>(dy, oplane, wo, x, w, rows)),
+        }
+    }
+    out
+}
+
+/// Sums over `rows` output rows of `dY[c] * X[tap]` for `N` channels and the 9 taps.
+///
+/// # Safety
+/// AVX-512F; `dy` points at the first row of the first channel, valid for `N` planes of
+/// `oplane` floats with `rows` rows of `wo`; `x` at the first input row, valid for
+/// `rows + 2` rows of `w = wo + 2` floats.
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_block<const N: usize>(
+    dy: *const f32,
+    oplane: usize,
+    wo: usize,
+    x: *const f32,
+    w: usize,
+    rows: usize,
+) -> [[f32; 9]; N] {
+    let mut acc = [[_mm512_setzero_ps(); 9]; N];
+    for r in 0..rows {
+        let (dyr, xr) = (dy.wrapping_add(r * wo), x.wrapping_add(r * w));
+        let mut ox = 0;
+        while ox < wo {
+            let m = lanes(wo - ox);
+            // (Loops, not closures: a closure would not inherit the target feature.)
+            let mut g = [_mm512_setzero_ps(); N];
+            for (c, gv) in g.iter_mut().enumerate() {
+                let at = dyr.wrapping_add(c * oplane + ox);
+                // Four vectors ahead (see the forward kernel: many streams).
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64) as *const i8);
+                // SAFETY: masked lanes inside row r of channel c (caller).
+                *gv = unsafe { _mm512_maskz_loadu_ps(m, at) };
+            }
+            for kh in 0..3 {
+                _mm_prefetch::<_MM_HINT_T0>(xr.wrapping_add(kh * w + ox + 64) as *const i8);
+            }
+            for kh in 0..3 {
+                for kw in 0..3 {
+                    // SAFETY: columns ox + kw .. < wo + 2 = w of input row r + kh (caller).
+                    let xv = unsafe { _mm512_maskz_loadu_ps(m, xr.wrapping_add(kh * w + ox + kw)) };
+                    for c in 0..N {
+                        acc[c][kh * 3 + kw] = _mm512_fmadd_ps(g[c], xv, acc[c][kh * 3 + kw]);
+                    }
+                }
+            }
+            ox += 16;
+        }
+    }
+    // Reduced through memory: `_mm512_reduce_add_ps` uses 128/256-bit instructions that
+    // without AVX-512VL reach only registers 0-15, which made the compiler keep the
+    // accumulators there and spill a third of them in the loop above.
+    let mut out = [[0.0f32; 9]; N];
+    let mut lanes16 = [0.0f32; 16];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        for (v, lane) in o.iter_mut().zip(a) {
+            // SAFETY: `lanes16` holds 16 floats.
+            unsafe { _mm512_storeu_ps(lanes16.as_mut_ptr(), *lane) };
+            *v = lanes16.iter().sum();
+        }
+    }
+    out
+}
