@@ -18,8 +18,9 @@ use burn::tensor::IntDType;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::conv_cpu::{
-    ConvShape, UpShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad, pool2x2_backward,
-    pool2x2_forward, relu_grad, up2x2_forward, up2x2_input_grad, up2x2_weight_grad,
+    ConvShape, UpShape, conv3x3_forward_into, conv3x3_input_grad_into, conv3x3_weight_grad,
+    pool2x2_backward_into, pool2x2_forward_into, relu_grad_into, up2x2_forward_into,
+    up2x2_input_grad_into, up2x2_weight_grad,
 };
 
 /// Backends that run the U-Net's 3x3 valid convolution.
@@ -191,6 +192,54 @@ fn flex_tensor(values: Vec<f32>, dims: [usize; 4]) -> FloatTensor<Flex> {
     burn::backend::flex::FlexTensor::from_data(TensorData::new(values, dims))
 }
 
+/// Four floats aligned to 16 bytes, the alignment burn's `Bytes` requires: a buffer of them
+/// becomes a flex tensor without a copy (a `Vec<f32>` is copied into a fresh allocation).
+#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+#[repr(C, align(16))]
+struct Quad([f32; 4]);
+
+/// The output of a kernel on flex, written in place and handed to flex as the tensor's storage.
+/// Activation-sized outputs were copied twice before (batch assembly and burn's alignment).
+struct FlexOut {
+    quads: Vec<Quad>,
+    len: usize,
+}
+
+impl FlexOut {
+    /// `len` zeros.
+    fn zeroed(len: usize) -> Self {
+        Self {
+            quads: bytemuck::zeroed_vec(len.div_ceil(4)),
+            len,
+        }
+    }
+
+    /// The `len` values.
+    fn values(&mut self) -> &mut [f32] {
+        &mut bytemuck::cast_slice_mut::<Quad, f32>(&mut self.quads)[..self.len]
+    }
+
+    /// Item `b` of a batch of items of `per` values.
+    fn item(&mut self, b: usize, per: usize) -> &mut [f32] {
+        &mut self.values()[b * per..(b + 1) * per]
+    }
+
+    /// The tensor of shape `dims` (`len` values).
+    fn into_tensor(mut self, dims: [usize; 4]) -> FloatTensor<Flex> {
+        debug_assert_eq!(dims.iter().product::<usize>(), self.len);
+        if self.len % 4 != 0 {
+            // The storage must hold exactly the tensor's values: copy this rare odd size.
+            let v = self.values().to_vec();
+            return flex_tensor(v, dims);
+        }
+        burn::backend::flex::FlexTensor::new(
+            burn::tensor::Bytes::from_elems(self.quads),
+            burn::backend::flex::Layout::contiguous(Shape::new(dims)),
+            burn::tensor::DType::F32,
+        )
+    }
+}
+
 /// The flex forward pass, with or without the fused ReLU.
 fn flex_conv3x3(
     x: FloatTensor<Flex>,
@@ -205,18 +254,19 @@ fn flex_conv3x3(
     let (b_buf, _) = flex_values::<1>(&bias);
     let bv = b_buf.get();
     let s = ConvShape { cin, cout, h, w };
-    let per_in = cin * h * w;
-    let mut out = Vec::with_capacity(n * cout * s.ho() * s.wo());
+    let (per_in, per_out) = (cin * h * w, cout * s.ho() * s.wo());
+    let mut out = FlexOut::zeroed(n * per_out);
     for b in 0..n {
-        out.extend(conv3x3_forward(
+        conv3x3_forward_into(
             &xv[b * per_in..(b + 1) * per_in],
             wv,
             Some(bv),
             &s,
             relu,
-        ));
+            out.item(b, per_out),
+        );
     }
-    flex_tensor(out, [n, cout, s.ho(), s.wo()])
+    out.into_tensor([n, cout, s.ho(), s.wo()])
 }
 
 impl Conv3x3Backend for Flex {
@@ -241,7 +291,9 @@ impl Conv3x3Backend for Flex {
         let ov = o_buf.get();
         let (g_buf, _) = flex_values::<4>(&grad);
         let gv = g_buf.get();
-        flex_tensor(relu_grad(ov, gv), dims)
+        let mut dst = FlexOut::zeroed(ov.len());
+        relu_grad_into(ov, gv, dst.values());
+        dst.into_tensor(dims)
     }
 
     fn up2x2(
@@ -256,17 +308,18 @@ impl Conv3x3Backend for Flex {
         let (b_buf, _) = flex_values::<1>(&bias);
         let bv = b_buf.get();
         let s = UpShape { cin, cout, h, w };
-        let per_in = cin * h * w;
-        let mut out = Vec::with_capacity(n * cout * 4 * h * w);
+        let (per_in, per_out) = (cin * h * w, cout * 4 * h * w);
+        let mut out = FlexOut::zeroed(n * per_out);
         for b in 0..n {
-            out.extend(up2x2_forward(
+            up2x2_forward_into(
                 &xv[b * per_in..(b + 1) * per_in],
                 wv,
                 Some(bv),
                 &s,
-            ));
+                out.item(b, per_out),
+            );
         }
-        flex_tensor(out, [n, cout, 2 * h, 2 * w])
+        out.into_tensor([n, cout, 2 * h, 2 * w])
     }
 
     fn up2x2_input_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -280,16 +333,17 @@ impl Conv3x3Backend for Flex {
             h: h2 / 2,
             w: w2 / 2,
         };
-        let per_out = cout * h2 * w2;
-        let mut out = Vec::with_capacity(n * cin * s.h * s.w);
+        let (per_out, per_in) = (cout * h2 * w2, cin * s.h * s.w);
+        let mut out = FlexOut::zeroed(n * per_in);
         for b in 0..n {
-            out.extend(up2x2_input_grad(
+            up2x2_input_grad_into(
                 &gv[b * per_out..(b + 1) * per_out],
                 wv,
                 &s,
-            ));
+                out.item(b, per_in),
+            );
         }
-        flex_tensor(out, [n, cin, s.h, s.w])
+        out.into_tensor([n, cin, s.h, s.w])
     }
 
     fn up2x2_weight_grad(
@@ -329,16 +383,17 @@ impl Conv3x3Backend for Flex {
         let (g_buf, _) = flex_values::<4>(&grad);
         let gv = g_buf.get();
         let s = ConvShape { cin, cout, h, w };
-        let per_out = cout * s.ho() * s.wo();
-        let mut out = Vec::with_capacity(n * cin * h * w);
+        let (per_out, per_in) = (cout * s.ho() * s.wo(), cin * h * w);
+        let mut out = FlexOut::zeroed(n * per_in);
         for b in 0..n {
-            out.extend(conv3x3_input_grad(
+            conv3x3_input_grad_into(
                 &gv[b * per_out..(b + 1) * per_out],
                 wv,
                 &s,
-            ));
+                out.item(b, per_in),
+            );
         }
-        flex_tensor(out, [n, cin, h, w])
+        out.into_tensor([n, cin, h, w])
     }
 
     fn conv3x3_weight_grad(
@@ -369,19 +424,17 @@ impl Conv3x3Backend for Flex {
 
     fn pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let (x_buf, [n, c, h, w]) = flex_values::<4>(&x);
-        flex_tensor(
-            pool2x2_forward(x_buf.get(), n * c, h, w),
-            [n, c, h / 2, w / 2],
-        )
+        let mut out = FlexOut::zeroed(n * c * (h / 2) * (w / 2));
+        pool2x2_forward_into(x_buf.get(), n * c, h, w, out.values());
+        out.into_tensor([n, c, h / 2, w / 2])
     }
 
     fn pool2x2_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         let (x_buf, [n, c, h, w]) = flex_values::<4>(&x);
         let (g_buf, _) = flex_values::<4>(&grad);
-        flex_tensor(
-            pool2x2_backward(x_buf.get(), g_buf.get(), n * c, h, w),
-            [n, c, h, w],
-        )
+        let mut out = FlexOut::zeroed(n * c * h * w);
+        pool2x2_backward_into(x_buf.get(), g_buf.get(), n * c, h, w, out.values());
+        out.into_tensor([n, c, h, w])
     }
 }
 

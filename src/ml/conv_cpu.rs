@@ -323,13 +323,14 @@ fn conv3x3_padded(
     bias: Option<&[f32]>,
     p: &Padded,
     relu: bool,
-) -> Vec<f32> {
+    y: &mut [f32],
+) {
     let s = &p.s;
     let (ho, wo, k) = (p.ho(), p.wo(), p.k());
     let plane = ho * wo;
     assert_eq!(x.len(), s.cin * s.h * s.w, "conv3x3: input size");
     assert_eq!(weight.len(), s.cout * k, "conv3x3: weight size");
-    let mut y = vec![0.0f32; s.cout * plane];
+    assert_eq!(y.len(), s.cout * plane, "conv3x3: output size");
     let shared = BandOutput {
         ptr: y.as_mut_ptr(),
         len: y.len(),
@@ -342,10 +343,10 @@ fn conv3x3_padded(
         let mut out = unsafe {
             BandOutput::segments(shared.base().0, shared.base().1, s.cout, plane, oy0 * wo, n)
         };
-        if let Some(b) = bias {
-            for (co, seg) in out.iter_mut().enumerate() {
-                seg.fill(b[co]);
-            }
+        // The bias, or zeros for the shifted-row kernel, which accumulates (`y` may hold
+        // anything).
+        for (co, seg) in out.iter_mut().enumerate() {
+            seg.fill(bias.map_or(0.0, |b| b[co]));
         }
         if p.pad == 0 && s.cin <= DIRECT_MAX_CIN {
             direct_band(x, weight, s, oy0, &mut out);
@@ -388,7 +389,6 @@ fn conv3x3_padded(
             relu_in_place(&mut out);
         }
     });
-    y
 }
 
 fn relu_in_place(segments: &mut [&mut [f32]]) {
@@ -425,7 +425,21 @@ pub fn conv3x3_forward(
     s: &ConvShape,
     relu: bool,
 ) -> Vec<f32> {
-    forward_with(x, weight, bias, s, relu, Path::Fastest)
+    let mut y = vec![0.0f32; s.cout * s.ho() * s.wo()];
+    conv3x3_forward_into(x, weight, bias, s, relu, &mut y);
+    y
+}
+
+/// [`conv3x3_forward`] into `y` (`Cout x (H-2) x (W-2)` values, all overwritten).
+pub fn conv3x3_forward_into(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    relu: bool,
+    y: &mut [f32],
+) {
+    forward_with(x, weight, bias, s, relu, Path::Fastest, y)
 }
 
 /// Which kernels compute a convolution.
@@ -445,21 +459,38 @@ fn forward_with(
     s: &ConvShape,
     relu: bool,
     path: Path,
-) -> Vec<f32> {
+    y: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if path == Path::Fastest && direct(s) {
-        return super::conv_direct::forward(x, weight, bias, (s.cin, s.cout, s.h, s.w), 0, relu);
+        let shape = (s.cin, s.cout, s.h, s.w);
+        return super::conv_direct::forward_into(x, weight, bias, shape, 0, relu, y);
     }
-    conv3x3_padded(x, weight, bias, &Padded { s: *s, pad: 0 }, relu)
+    conv3x3_padded(x, weight, bias, &Padded { s: *s, pad: 0 }, relu, y)
 }
 
 /// The gradient before a ReLU from the gradient after it and the ReLU's output: `grad` where
 /// `out > 0`, else 0 (one pass).
 pub fn relu_grad(out: &[f32], grad: &[f32]) -> Vec<f32> {
-    out.iter()
-        .zip(grad)
-        .map(|(&o, &g)| if o > 0.0 { g } else { 0.0 })
-        .collect()
+    let mut dst = vec![0.0f32; out.len()];
+    relu_grad_into(out, grad, &mut dst);
+    dst
+}
+
+/// [`relu_grad`] into `dst`, in parallel chunks.
+pub fn relu_grad_into(out: &[f32], grad: &[f32], dst: &mut [f32]) {
+    assert!(
+        out.len() == grad.len() && out.len() == dst.len(),
+        "relu_grad: sizes"
+    );
+    const CHUNK: usize = 1 << 16;
+    dst.par_chunks_mut(CHUNK)
+        .zip(out.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+        .for_each(|(d, (o, g))| {
+            for ((d, &o), &g) in d.iter_mut().zip(o).zip(g) {
+                *d = if o > 0.0 { g } else { 0.0 };
+            }
+        });
 }
 
 /// Weight gradient for one image: `dW[co, ci, kh, kw] = sum dY[co, oy, ox] X[ci, oy+kh, ox+kw]`.
@@ -548,10 +579,17 @@ fn transpose_to_cout_k(dwt: &[f32], cout: usize, k: usize) -> Vec<f32> {
 /// Input gradient for one image: `dX = conv3x3_valid(pad2(dY), flip(W)^T)`; returns
 /// `Cin x H x W`.
 pub fn conv3x3_input_grad(dy: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32> {
-    input_grad_with(dy, weight, s, Path::Fastest)
+    let mut dx = vec![0.0f32; s.cin * s.h * s.w];
+    conv3x3_input_grad_into(dy, weight, s, &mut dx);
+    dx
 }
 
-fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path) -> Vec<f32> {
+/// [`conv3x3_input_grad`] into `dx` (`Cin x H x W` values, all overwritten).
+pub fn conv3x3_input_grad_into(dy: &[f32], weight: &[f32], s: &ConvShape, dx: &mut [f32]) {
+    input_grad_with(dy, weight, s, Path::Fastest, dx)
+}
+
+fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &mut [f32]) {
     // Transposed, flipped weights: Wt[ci, co, kh, kw] = W[co, ci, 2 - kh, 2 - kw].
     let mut wt = vec![0.0f32; s.cin * s.cout * 9];
     for co in 0..s.cout {
@@ -575,16 +613,10 @@ fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path) -> Vec
     };
     #[cfg(target_arch = "x86_64")]
     if path == Path::Fastest && direct(&back.s) {
-        return super::conv_direct::forward(
-            dy,
-            &wt,
-            None,
-            (s.cout, s.cin, s.ho(), s.wo()),
-            2,
-            false,
-        );
+        let shape = (s.cout, s.cin, s.ho(), s.wo());
+        return super::conv_direct::forward_into(dy, &wt, None, shape, 2, false, dx);
     }
-    conv3x3_padded(dy, &wt, None, &back, false)
+    conv3x3_padded(dy, &wt, None, &back, false, dx)
 }
 
 /// Shape of a 2x2 stride-2 up-convolution (one image): input `Cin x H x W`, output
@@ -639,11 +671,24 @@ fn up_gather(dy: &[f32], s: &UpShape, (i0, i1): (usize, usize), dz: &mut [f32]) 
 /// Forward pass for one image: `x` `Cin x H x W`, `weight` `Cin x Cout x 2 x 2`, `bias`
 /// `Cout`; returns `Cout x 2H x 2W`.
 pub fn up2x2_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &UpShape) -> Vec<f32> {
+    let mut y = vec![0.0f32; s.cout * 4 * s.h * s.w];
+    up2x2_forward_into(x, weight, bias, s, &mut y);
+    y
+}
+
+/// [`up2x2_forward`] into `y` (`Cout x 2H x 2W` values, all overwritten).
+pub fn up2x2_forward_into(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &UpShape,
+    y: &mut [f32],
+) {
     let (p, r, w2) = (s.h * s.w, 4 * s.cout, 2 * s.w);
     assert_eq!(x.len(), s.cin * p, "up2x2: input size");
     assert_eq!(weight.len(), s.cin * r, "up2x2: weight size");
     let plane = 4 * p;
-    let mut y = vec![0.0f32; s.cout * plane];
+    assert_eq!(y.len(), s.cout * plane, "up2x2: output size");
     let shared = BandOutput {
         ptr: y.as_mut_ptr(),
         len: y.len(),
@@ -691,14 +736,20 @@ pub fn up2x2_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &UpShap
             }
         }
     });
-    y
 }
 
 /// Input gradient for one image: `dX (Cin x n) = W (Cin x 4 Cout) . dZ`; returns `Cin x H x W`.
 pub fn up2x2_input_grad(dy: &[f32], weight: &[f32], s: &UpShape) -> Vec<f32> {
+    let mut dx = vec![0.0f32; s.cin * s.h * s.w];
+    up2x2_input_grad_into(dy, weight, s, &mut dx);
+    dx
+}
+
+/// [`up2x2_input_grad`] into `dx` (`Cin x H x W` values, all overwritten).
+pub fn up2x2_input_grad_into(dy: &[f32], weight: &[f32], s: &UpShape, dx: &mut [f32]) {
     let (p, r) = (s.h * s.w, 4 * s.cout);
     assert_eq!(dy.len(), s.cout * 4 * p, "up2x2: gradient size");
-    let mut dx = vec![0.0f32; s.cin * p];
+    assert_eq!(dx.len(), s.cin * p, "up2x2: output size");
     let shared = BandOutput {
         ptr: dx.as_mut_ptr(),
         len: dx.len(),
@@ -729,7 +780,6 @@ pub fn up2x2_input_grad(dy: &[f32], weight: &[f32], s: &UpShape) -> Vec<f32> {
             );
         }
     });
-    dx
 }
 
 /// Weight gradient for one image: `dW (Cin x 4 Cout) = X . dZ^T`; returns `Cin x Cout x 2 x 2`.
@@ -773,11 +823,18 @@ pub fn up2x2_weight_grad(x: &[f32], dy: &[f32], s: &UpShape) -> Vec<f32> {
 /// output is `planes x h/2 x w/2`; an odd last row or column is dropped, as burn's `max_pool2d`
 /// does.
 pub fn pool2x2_forward(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; planes * (h / 2) * (w / 2)];
+    pool2x2_forward_into(x, planes, h, w, &mut y);
+    y
+}
+
+/// [`pool2x2_forward`] into `y` (all overwritten).
+pub fn pool2x2_forward_into(x: &[f32], planes: usize, h: usize, w: usize, y: &mut [f32]) {
     let (ho, wo) = (h / 2, w / 2);
     assert_eq!(x.len(), planes * h * w, "pool2x2: input size");
-    let mut y = vec![0.0f32; planes * ho * wo];
+    assert_eq!(y.len(), planes * ho * wo, "pool2x2: output size");
     if ho == 0 || wo == 0 {
-        return y;
+        return;
     }
     y.par_chunks_mut(ho * wo)
         .zip(x.par_chunks(h * w))
@@ -794,24 +851,40 @@ pub fn pool2x2_forward(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32>
                 }
             }
         });
-    y
 }
 
 /// Input gradient of [`pool2x2_forward`]: each output's gradient goes to the first maximum
 /// of its window (in the order top-left, top-right, bottom-left, bottom-right, as burn's
 /// indices pick it); every other input, and a dropped odd row or column, gets 0.
 pub fn pool2x2_backward(x: &[f32], dy: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f32; planes * h * w];
+    pool2x2_backward_into(x, dy, planes, h, w, &mut dx);
+    dx
+}
+
+/// [`pool2x2_backward`] into `dx` (all overwritten).
+pub fn pool2x2_backward_into(
+    x: &[f32],
+    dy: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    dx: &mut [f32],
+) {
     let (ho, wo) = (h / 2, w / 2);
     assert_eq!(x.len(), planes * h * w, "pool2x2: input size");
     assert_eq!(dy.len(), planes * ho * wo, "pool2x2: gradient size");
-    let mut dx = vec![0.0f32; planes * h * w];
+    assert_eq!(dx.len(), planes * h * w, "pool2x2: output size");
     if ho == 0 || wo == 0 {
-        return dx;
+        dx.fill(0.0);
+        return;
     }
     dx.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w))
         .zip(dy.par_chunks(ho * wo))
         .for_each(|((dxp, xp), gp)| {
+            // A dropped odd last row.
+            dxp[2 * ho * w..].fill(0.0);
             for (i, grow) in gp.chunks_exact(wo).enumerate() {
                 let (d0, d1) = dxp[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
                 let r0 = &xp[2 * i * w..2 * i * w + 2 * wo];
@@ -819,19 +892,25 @@ pub fn pool2x2_backward(x: &[f32], dy: &[f32], planes: usize, h: usize, w: usize
                 for (j, &g) in grow.iter().enumerate() {
                     let (a, b, c, d) = (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
                     let m = a.max(b).max(c.max(d));
-                    if a == m {
-                        d0[2 * j] = g;
+                    let first = if a == m {
+                        0
                     } else if b == m {
-                        d0[2 * j + 1] = g;
+                        1
                     } else if c == m {
-                        d1[2 * j] = g;
+                        2
                     } else {
-                        d1[2 * j + 1] = g;
-                    }
+                        3
+                    };
+                    d0[2 * j] = if first == 0 { g } else { 0.0 };
+                    d0[2 * j + 1] = if first == 1 { g } else { 0.0 };
+                    d1[2 * j] = if first == 2 { g } else { 0.0 };
+                    d1[2 * j + 1] = if first == 3 { g } else { 0.0 };
                 }
+                // A dropped odd last column.
+                d0[2 * wo..].fill(0.0);
+                d1[2 * wo..].fill(0.0);
             }
         });
-    dx
 }
 
 #[cfg(test)]
@@ -925,21 +1004,28 @@ mod tests {
         let x = pseudo(s.cin * s.h * s.w, 1);
         let wt = pseudo(s.cout * s.cin * 9, 2);
         let b = pseudo(s.cout, 3);
-        let y = forward_with(&x, &wt, Some(&b), &s, false, path);
+        let run = |relu: bool| {
+            let mut y = vec![f32::NAN; s.cout * s.ho() * s.wo()];
+            forward_with(&x, &wt, Some(&b), &s, relu, path, &mut y);
+            y
+        };
+        let y = run(false);
         let r = reference_forward(&x, &wt, &b, &s);
         assert_eq!(y.len(), r.len());
         for (a, e) in y.iter().zip(&r) {
             assert!((a - e).abs() < 1e-4, "{path:?} {s:?}: {a} vs {e}");
         }
         // The fused ReLU.
-        let y = forward_with(&x, &wt, Some(&b), &s, true, path);
+        let y = run(true);
         for (a, e) in y.iter().zip(&r) {
             assert!((a - e.max(0.0)).abs() < 1e-4);
         }
         // Gradients of L = sum(dy * y) by definition.
         let dy = pseudo(s.cout * s.ho() * s.wo(), 4);
         let dw = weight_grad_with(&x, &dy, &s, path);
-        let dx = input_grad_with(&dy, &wt, &s, path);
+        // Outputs start as NaN: every value must be written.
+        let mut dx = vec![f32::NAN; x.len()];
+        input_grad_with(&dy, &wt, &s, path, &mut dx);
         let (ho, wo) = (s.ho(), s.wo());
         let mut dw_ref = vec![0.0f64; wt.len()];
         let mut dx_ref = vec![0.0f64; x.len()];
@@ -1005,7 +1091,9 @@ mod tests {
             8.0, 8.0, 8.0, 8.0, 9.0,
         ];
         assert_eq!(pool2x2_forward(&x, 1, 3, 5), vec![4.0, -1.0]);
-        let dx = pool2x2_backward(&x, &[10.0, 20.0], 1, 3, 5);
+        // Every input gets its gradient written, also the dropped row and column.
+        let mut dx = vec![f32::NAN; 15];
+        pool2x2_backward_into(&x, &[10.0, 20.0], 1, 3, 5, &mut dx);
         let expected = [
             0.0, 10.0, 0.0, 20.0, 0.0, //
             0.0, 0.0, 0.0, 0.0, 0.0, //
@@ -1062,7 +1150,9 @@ mod tests {
                     .collect::<Vec<f32>>()
             };
             let (x, wt, b) = (v(s.cin * s.h * s.w), v(s.cin * s.cout * 4), v(s.cout));
-            let y = up2x2_forward(&x, &wt, Some(&b), &s);
+            // Into buffers of NaN: every value must be written.
+            let mut y = vec![f32::NAN; s.cout * 4 * s.h * s.w];
+            up2x2_forward_into(&x, &wt, Some(&b), &s, &mut y);
             let e = reference_up(&x, &wt, &b, &s);
             let max = y
                 .iter()
@@ -1074,7 +1164,8 @@ mod tests {
             // pixels.
             let g = v(y.len());
             let (h2, w2) = (2 * s.h, 2 * s.w);
-            let dx = up2x2_input_grad(&g, &wt, &s);
+            let mut dx = vec![f32::NAN; x.len()];
+            up2x2_input_grad_into(&g, &wt, &s, &mut dx);
             let dw = up2x2_weight_grad(&x, &g, &s);
             let mut edx = vec![0.0f64; x.len()];
             let mut edw = vec![0.0f64; wt.len()];

@@ -68,10 +68,29 @@ pub fn forward(
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
-    (cin, cout, h, w): (usize, usize, usize, usize),
+    shape: (usize, usize, usize, usize),
     pad: usize,
     relu: bool,
 ) -> Vec<f32> {
+    let (_, cout, h, w) = shape;
+    let mut y = vec![0.0f32; cout * (h + 2 * pad - 2) * (w + 2 * pad - 2)];
+    forward_into(x, weight, bias, shape, pad, relu, &mut y);
+    y
+}
+
+/// [`forward`] into `y` (`Cout x (H+2pad-2) x (W+2pad-2)` values, all overwritten).
+///
+/// # Panics
+/// As [`forward`], or if `y` has another size.
+pub fn forward_into(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    (cin, cout, h, w): (usize, usize, usize, usize),
+    pad: usize,
+    relu: bool,
+    y: &mut [f32],
+) {
     assert!(available(), "conv_direct: the CPU lacks AVX-512F");
     assert!(
         h + 2 * pad >= 3 && w + 2 * pad >= 3,
@@ -81,8 +100,8 @@ pub fn forward(
     assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
     assert_eq!(weight.len(), cout * cin * 9, "conv_direct: weight size");
     let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
+    assert_eq!(y.len(), cout * ho * wo, "conv_direct: output size");
     let packed = pack_weights(weight, cin, cout);
-    let mut y = vec![0.0f32; cout * ho * wo];
     let out = SharedOut(y.as_mut_ptr());
     let biases: Vec<[f32; CO]> = (0..cout.div_ceil(CO))
         .map(|cb| {
@@ -147,7 +166,6 @@ pub fn forward(
             ox0 += n;
         }
     });
-    y
 }
 
 /// The output pointer shared by the row tasks (each writes its own row).
