@@ -227,7 +227,7 @@ impl FlexOut {
     /// The tensor of shape `dims` (`len` values).
     fn into_tensor(mut self, dims: [usize; 4]) -> FloatTensor<Flex> {
         debug_assert_eq!(dims.iter().product::<usize>(), self.len);
-        if self.len % 4 != 0 {
+        if !self.len.is_multiple_of(4) {
             // The storage must hold exactly the tensor's values: copy this rare odd size.
             let v = self.values().to_vec();
             return flex_tensor(v, dims);
