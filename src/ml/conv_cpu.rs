@@ -978,8 +978,8 @@ mod tests {
 
     #[test]
     fn forward_and_gradients_match_the_definition() {
-        // One band / the small-map weight gradient; and many bands, the GEMM path (Cin above
-        // the direct kernel's) and the banded weight gradient (more than SMALL_PLANE pixels).
+        // One band and the tiny-map weight gradient; many bands and the banded weight
+        // gradient (more than SMALL_PLANE pixels); each through GEMM and the direct kernels.
         for s in [
             ConvShape {
                 cin: 3,
@@ -1012,6 +1012,13 @@ mod tests {
                 cout: 2,
                 h: 3,
                 w: 3,
+            },
+            // The GEMM weight gradient of a map between TINY_PLANE and SMALL_PLANE pixels.
+            ConvShape {
+                cin: 3,
+                cout: 4,
+                h: 40,
+                w: 40,
             },
         ] {
             check_against_definition(&s);
