@@ -17,6 +17,15 @@ fn main() -> std::process::ExitCode {
     // which cost ~10 % of a training step (`clear_page_erms` in perf).
     // SAFETY: called before any other thread exists; the option is a plain integer.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
+    // burn creates some tensors on `Device::default()` (a restored optimizer's state is
+    // materialised there before it moves to its parameter's device). With the wgpu feature
+    // that default is the wgpu device: creating it would register burn's own wgpu runtime
+    // first, and the GPU that unet-studio sets up (eframe's device, or the adapter of
+    // `--device gpu`) could no longer be registered. The CPU is the harmless default.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: the first statements of `main`, before any other thread exists.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     let cli = unet_studio::cli::Cli::parse();
     match unet_studio::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

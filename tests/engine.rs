@@ -352,6 +352,11 @@ fn checkpoint_round_trips_bit_exactly_and_resumes() {
     .unwrap();
     assert_eq!(resumed.iteration, 6);
     assert_eq!(load_checkpoint(&dir).unwrap().meta.iteration, 6);
+    // burn restored the optimiser state on `Device::default()`: that must not have taken the
+    // GPU's place (BURN_DEVICE=flex, .cargo/config.toml and main), or the GPU is lost.
+    assert_eq!(std::env::var("BURN_DEVICE").as_deref(), Ok("flex"));
+    let gpu = select_device(DeviceChoice::Gpu);
+    assert!(gpu.is_ok(), "{:?}", gpu.err());
     // Saving over an existing checkpoint leaves no temporary files behind.
     save_checkpoint(&dir, &meta, &loaded, None).unwrap();
     let names: Vec<String> = std::fs::read_dir(&dir)
