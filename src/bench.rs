@@ -35,6 +35,105 @@ pub struct BenchArgs {
     /// One JSON object per row instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also run the same rows with PyTorch through this Python interpreter (one with `torch`
+    /// installed) on the CPU, with as many threads, and compare.
+    #[arg(long, value_name = "PYTHON")]
+    pytorch: Option<std::path::PathBuf>,
+}
+
+/// The PyTorch version of the reference rows (`benches/pytorch_unet.py`).
+const PYTORCH_SCRIPT: &str = include_str!("../benches/pytorch_unet.py");
+
+/// One row measured with PyTorch.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ReferenceRow {
+    /// Preset name.
+    pub preset: String,
+    /// Input tile edge.
+    pub tile_in: usize,
+    /// Output tile edge.
+    pub tile_out: usize,
+    /// Trainable parameters of PyTorch's network (must equal ours).
+    pub params: usize,
+    /// Best forward time, ms.
+    pub fwd_ms: f64,
+    /// Best training step time, ms.
+    pub train_ms: f64,
+    /// PyTorch's fp32 GEMM GFLOP/s in its run.
+    pub gemm_gflops: f64,
+    /// PyTorch version.
+    pub torch: String,
+    /// Threads PyTorch used.
+    pub threads: usize,
+}
+
+/// Runs [`PYTORCH_SCRIPT`] with `python` for `rows` and reads its rows; checks that each
+/// network has our parameter count and output size, so that both measure the same net.
+pub fn pytorch_rows(
+    python: &std::path::Path,
+    rows: &[(Preset, usize)],
+    threads: usize,
+    repeats: usize,
+) -> Result<Vec<ReferenceRow>> {
+    use std::io::Write as _;
+    let spec = rows
+        .iter()
+        .map(|(p, t)| format!("{p}:{t}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut child = std::process::Command::new(python)
+        .args(["-", "--threads", &threads.to_string()])
+        .args(["--repeats", &repeats.to_string(), "--rows", &spec])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("--pytorch: cannot run {}: {e}", python.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(PYTORCH_SCRIPT.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("").trim();
+        anyhow::bail!(
+            "--pytorch: {} failed ({}): {last}",
+            python.display(),
+            out.status
+        );
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let r: ReferenceRow = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("--pytorch: unexpected output line {line:?}: {e}"))?;
+        let preset: Preset = r
+            .preset
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--pytorch: {e}"))?;
+        let cfg = UNetConfig::preset(preset, 2);
+        let ours = (cfg.parameter_count(), cfg.geometry().output_size(r.tile_in));
+        if ours != (r.params, Some(r.tile_out)) {
+            anyhow::bail!(
+                "--pytorch: its {} net at {} px has {} parameters and a {} px output, ours {} \
+                 and {:?}: not the same network",
+                r.preset,
+                r.tile_in,
+                r.params,
+                r.tile_out,
+                ours.0,
+                ours.1
+            );
+        }
+        found.push(r);
+    }
+    if found.len() != rows.len() {
+        anyhow::bail!(
+            "--pytorch: expected {} rows, got {}",
+            rows.len(),
+            found.len()
+        );
+    }
+    Ok(found)
 }
 
 /// One measured row.
@@ -217,6 +316,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "RSS MB"
         );
     }
+    let mut cpu_rows = Vec::new();
     for dev in &devices {
         let gemm = gemm_gflops(&dev.device, a.repeats)?;
         // A software GPU adapter runs the small row only: minutes per paper-size step, and
@@ -228,6 +328,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         };
         for &(preset, tile) in &rows {
             let row = bench_row(preset, tile, dev, gemm, a.repeats)?;
+            if !dev.is_gpu {
+                cpu_rows.push(row.clone());
+            }
             if a.json {
                 println!("{}", serde_json::to_string(&row)?);
             } else {
@@ -255,5 +358,127 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
         }
     }
+    if let Some(python) = &a.pytorch {
+        let threads = rayon::current_num_threads();
+        let reference = pytorch_rows(python, &rows_to_run, threads, a.repeats)?;
+        print_comparison(&cpu_rows, &reference, a.json)?;
+    }
     Ok(())
+}
+
+/// The CPU rows against PyTorch's: times and how many times faster this build is.
+fn print_comparison(ours: &[BenchRow], reference: &[ReferenceRow], json: bool) -> Result<()> {
+    if !json {
+        if let Some(r) = reference.first() {
+            println!(
+                "\nagainst PyTorch {} on the CPU ({} threads, this run; its GEMM {:.1} GF/s):",
+                r.torch, r.threads, r.gemm_gflops
+            );
+        }
+        println!(
+            "{:<6} {:>9} {:>9} {:>11} {:>8} {:>10} {:>12} {:>8}",
+            "preset",
+            "tile",
+            "fwd ms",
+            "PyTorch ms",
+            "speed-up",
+            "train ms",
+            "PyTorch ms",
+            "speed-up"
+        );
+    }
+    for r in reference {
+        let Some(o) = ours
+            .iter()
+            .find(|o| o.preset == r.preset && o.tile_in == r.tile_in)
+        else {
+            continue;
+        };
+        let (fwd, train) = (r.fwd_ms / o.fwd_ms, r.train_ms / o.train_ms);
+        if json {
+            let v = serde_json::json!({
+                "preset": o.preset, "tile_in": o.tile_in, "tile_out": o.tile_out,
+                "device": "cpu", "reference": format!("PyTorch {}", r.torch),
+                "fwd_ms": o.fwd_ms, "reference_fwd_ms": r.fwd_ms, "fwd_speedup": fwd,
+                "train_ms": o.train_ms, "reference_train_ms": r.train_ms, "train_speedup": train,
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "{:<6} {:>9} {:>9.1} {:>11.1} {:>7.2}x {:>10.1} {:>12.1} {:>7.2}x",
+                o.preset,
+                format!("{}->{}", o.tile_in, o.tile_out),
+                o.fwd_ms,
+                r.fwd_ms,
+                fwd,
+                o.train_ms,
+                r.train_ms,
+                train
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A stand-in interpreter: a shell script that swallows the script on stdin and prints
+    /// `out` (or fails with `err` on stderr).
+    fn fake_python(tag: &str, out: &str, fail: Option<&str>) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("unet-bench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("python");
+        let body = match fail {
+            Some(err) => format!(
+                "#!/bin/sh\ncat > /dev/null\necho 'Traceback' >&2\necho '{err}' >&2\nexit 1\n"
+            ),
+            None => format!("#!/bin/sh\ncat > /dev/null\ncat <<'END'\n{out}END\n"),
+        };
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn line(preset: &str, tile: usize, out: usize, params: usize) -> String {
+        format!(
+            "{{\"preset\": \"{preset}\", \"tile_in\": {tile}, \"tile_out\": {out}, \
+             \"params\": {params}, \"fwd_ms\": 91.9, \"train_ms\": 198.7, \"gflop_fwd\": 18.88, \
+             \"gemm_gflops\": 225.7, \"torch\": \"2.15.0\", \"threads\": 2}}\n"
+        )
+    }
+
+    #[test]
+    fn pytorch_rows_are_read_and_checked_against_our_network() {
+        let lite = UNetConfig::preset(Preset::Lite, 2).parameter_count();
+        let rows = [(Preset::Lite, 572), (Preset::Lite, 252)];
+        let good = line("lite", 572, 388, lite) + &line("lite", 252, 68, lite);
+        let python = fake_python("good", &good, None);
+        let got = pytorch_rows(&python, &rows, 2, 1).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[1].tile_in, got[1].tile_out), (252, 68));
+        assert!((got[0].train_ms - 198.7).abs() < 1e-9);
+
+        // Another network (one parameter more) is refused, naming both counts.
+        let other = line("lite", 572, 388, lite + 1) + &line("lite", 252, 68, lite);
+        let python = fake_python("other", &other, None);
+        let err = pytorch_rows(&python, &rows, 2, 1).unwrap_err().to_string();
+        assert!(err.contains("not the same network"), "{err}");
+        assert!(err.contains(&(lite + 1).to_string()), "{err}");
+
+        // A missing row, an interpreter without torch, and no interpreter at all.
+        let python = fake_python("short", &line("lite", 572, 388, lite), None);
+        let err = pytorch_rows(&python, &rows, 2, 1).unwrap_err().to_string();
+        assert!(err.contains("expected 2 rows, got 1"), "{err}");
+        let msg = "ModuleNotFoundError: No module named torch";
+        let python = fake_python("notorch", "", Some(msg));
+        let err = pytorch_rows(&python, &rows, 2, 1).unwrap_err().to_string();
+        assert!(err.contains(msg), "{err}");
+        let err = pytorch_rows(std::path::Path::new("/nonexistent/python3"), &rows, 2, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot run /nonexistent/python3"), "{err}");
+    }
 }
