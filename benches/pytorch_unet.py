@@ -1,8 +1,8 @@
 """The reference rows of `unet-studio bench`, measured with PyTorch on the same machine.
 
 The network is the one `unet-studio` builds (ml/unet.rs): valid 3x3 convolutions with ReLU,
-2x2 max pooling, 2x2 stride-2 up-convolutions, crop-and-concat, a 1x1 head; 1 input channel,
-2 classes, batch 1. The training step is a forward pass, the weighted pixel-wise softmax
+2x2 max pooling, dropout 0.5 at the end of the contracting path, 2x2 stride-2
+up-convolutions, crop-and-concat, a 1x1 head; 1 input channel, 2 classes, batch 1. The training step is a forward pass, the weighted pixel-wise softmax
 cross-entropy, the backward pass and an SGD step with momentum 0.99, as in `bench`.
 
 Usage: python3 benches/pytorch_unet.py [--threads 2] [--repeats 5] [--rows lite:572,paper:572]
@@ -36,6 +36,7 @@ class UNet(nn.Module):
             DoubleConv(1 if level == 0 else ch[level - 1], ch[level]) for level in range(depth)
         )
         self.bottom = DoubleConv(ch[depth - 1], ch[depth])
+        self.dropout = nn.Dropout(0.5)
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(ch[level + 1], ch[level], 2, stride=2)
             for level in reversed(range(depth))
@@ -51,7 +52,7 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
             x = F.max_pool2d(x, 2)
-        x = self.bottom(x)
+        x = self.dropout(self.bottom(x))
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
             x = up(x)
             h, w = x.shape[2:]
@@ -105,9 +106,11 @@ def row(preset, base, tile, repeats, gemm):
     x = torch.rand(1, 1, tile, tile)
     labels = torch.randint(0, 2, (1, out, out))
     weights = torch.rand(1, out, out) + 0.5
+    net.eval()
     with torch.no_grad():
         assert net(x).shape[2] == out
         fwd = best_ms(lambda: net(x), repeats)
+    net.train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.99)
 
     def step():
