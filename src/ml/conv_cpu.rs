@@ -661,9 +661,13 @@ pub struct UpShape {
 }
 
 impl UpShape {
-    /// Input rows per parallel chunk (about 8192 input pixels).
+    /// Input rows per parallel chunk.
     fn chunks(&self) -> Vec<(usize, usize)> {
-        let rows = (8192 / self.w.max(1)).max(1);
+        // At most 8192 input pixels, and at least 2 chunks per thread when there are rows
+        // enough: the scatter and gather around the GEMM run per chunk (one chunk of the
+        // deepest level ran them on one thread).
+        let want = 2 * rayon::current_num_threads();
+        let rows = (8192 / self.w.max(1)).min(self.h.div_ceil(want)).max(1);
         (0..self.h)
             .step_by(rows)
             .map(|i0| (i0, (i0 + rows).min(self.h)))
@@ -682,13 +686,20 @@ fn up_gather(dy: &[f32], s: &UpShape, (i0, i1): (usize, usize), dz: &mut [f32]) 
     let (w2, plane) = (2 * s.w, 4 * s.h * s.w);
     let n = (i1 - i0) * s.w;
     for co in 0..s.cout {
-        for ab in 0..4 {
-            let (a, b) = (ab / 2, ab % 2);
-            let row = &mut dz[(co * 4 + ab) * n..(co * 4 + ab + 1) * n];
+        for a in 0..2 {
+            // Rows (co, a, b = 0) and (co, a, b = 1) of dz: one pass over each output row
+            // splits its even and odd columns.
+            let (even, odd) = dz[(co * 4 + 2 * a) * n..(co * 4 + 2 * a + 2) * n].split_at_mut(n);
             for ii in 0..i1 - i0 {
-                let src = &dy[co * plane + (2 * (i0 + ii) + a) * w2..];
-                for j in 0..s.w {
-                    row[ii * s.w + j] = src[2 * j + b];
+                let at = co * plane + (2 * (i0 + ii) + a) * w2;
+                let src = &dy[at..at + w2];
+                let (e, o) = (
+                    &mut even[ii * s.w..(ii + 1) * s.w],
+                    &mut odd[ii * s.w..(ii + 1) * s.w],
+                );
+                for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(src.chunks_exact(2)) {
+                    *e = pair[0];
+                    *o = pair[1];
                 }
             }
         }
@@ -785,27 +796,28 @@ pub fn up2x2_input_grad_into(dy: &[f32], weight: &[f32], s: &UpShape, dx: &mut [
     let par = gemm_threads(chunks.len());
     chunks.into_par_iter().for_each(|(i0, i1)| {
         let n = (i1 - i0) * s.w;
-        let mut dz = vec![0.0f32; r * n];
-        up_gather(dy, s, (i0, i1), &mut dz);
         let last = (s.cin - 1) * p + i0 * s.w + n;
         assert!(last <= shared.base().1, "up2x2: chunk out of bounds");
-        // SAFETY: the chunk's columns i0 * W .. + n of every channel are inside `dx` (checked)
-        // and disjoint from the other chunks'.
-        unsafe {
-            sgemm_raw(
-                s.cin,
-                n,
-                r,
-                shared.base().0.add(i0 * s.w),
-                (p, 1),
-                false,
-                weight,
-                (r, 1),
-                &dz,
-                (n, 1),
-                par,
-            );
-        }
+        with_scratch(r * n, |dz| {
+            up_gather(dy, s, (i0, i1), dz);
+            // SAFETY: the chunk's columns i0 * W .. + n of every channel are inside `dx`
+            // (checked) and disjoint from the other chunks'.
+            unsafe {
+                sgemm_raw(
+                    s.cin,
+                    n,
+                    r,
+                    shared.base().0.add(i0 * s.w),
+                    (p, 1),
+                    false,
+                    weight,
+                    (r, 1),
+                    dz,
+                    (n, 1),
+                    par,
+                );
+            }
+        });
     });
 }
 
@@ -818,22 +830,23 @@ pub fn up2x2_weight_grad(x: &[f32], dy: &[f32], s: &UpShape) -> Vec<f32> {
         .into_par_iter()
         .map(|(i0, i1)| {
             let n = (i1 - i0) * s.w;
-            let mut dz = vec![0.0f32; r * n];
-            up_gather(dy, s, (i0, i1), &mut dz);
             let mut dw = vec![0.0f32; s.cin * r];
-            sgemm(
-                s.cin,
-                r,
-                n,
-                &mut dw,
-                (r, 1),
-                false,
-                &x[i0 * s.w..],
-                (p, 1),
-                &dz,
-                (1, n),
-                par,
-            );
+            with_scratch(r * n, |dz| {
+                up_gather(dy, s, (i0, i1), dz);
+                sgemm(
+                    s.cin,
+                    r,
+                    n,
+                    &mut dw,
+                    (r, 1),
+                    false,
+                    &x[i0 * s.w..],
+                    (p, 1),
+                    dz,
+                    (1, n),
+                    par,
+                );
+            });
             dw
         })
         .collect();
