@@ -275,39 +275,14 @@ pub fn weight_grad(
     let (ho, wo) = (h - 2, w - 2);
     assert_eq!(dy.len(), cout * ho * wo, "conv_direct: gradient size");
     let blocks = cout.div_ceil(GCO);
+    let shape = (cin, cout, h, w);
+    let mut dw = vec![0.0f32; cout * cin * 9];
     if ho * wo <= SMALL_PLANE && blocks >= 2 * rayon::current_num_threads() {
         // A small map: tasks by blocks of output channels, each summing over the whole map
         // (bands of a few rows would each write and add up a whole partial gradient).
-        let parts: Vec<(usize, Vec<f32>)> = (0..blocks)
-            .into_par_iter()
-            .map(|cb| {
-                let nco = GCO.min(cout - cb * GCO);
-                let mut part = vec![0.0f32; nco * cin * 9];
-                for ci in 0..cin {
-                    // SAFETY: as in the banded loop below, for the band of all rows.
-                    let sums = unsafe {
-                        grad_block_n(
-                            nco,
-                            dy.as_ptr().add(cb * GCO * ho * wo),
-                            ho * wo,
-                            wo,
-                            x.as_ptr().add(ci * h * w),
-                            w,
-                            ho,
-                        )
-                    };
-                    for (c, taps) in sums.iter().enumerate().take(nco) {
-                        part[(c * cin + ci) * 9..(c * cin + ci + 1) * 9].copy_from_slice(taps);
-                    }
-                }
-                (cb, part)
-            })
-            .collect();
-        let mut dw = vec![0.0f32; cout * cin * 9];
-        for (cb, part) in parts {
-            let at = cb * GCO * cin * 9;
-            dw[at..at + part.len()].copy_from_slice(&part);
-        }
+        dw.par_chunks_mut(GCO * cin * 9)
+            .enumerate()
+            .for_each(|(cb, out)| channel_block(x, dy, shape, cb, (0, ho), out));
         return dw;
     }
     // Bands of output rows per task: at least 4 tasks per thread for load balance.
@@ -318,41 +293,56 @@ pub fn weight_grad(
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|oy0| {
-            let rows = band.min(ho - oy0);
-            let mut dw = vec![0.0f32; cout * cin * 9];
-            for cb in 0..blocks {
-                let nco = GCO.min(cout - cb * GCO);
-                for ci in 0..cin {
-                    // SAFETY: AVX-512F is present (asserted); the block reads output-gradient
-                    // rows oy0..oy0+rows of channels cb*3..cb*3+nco (wo each) and input rows
-                    // oy0..oy0+rows+2 of channel ci (columns < wo + 2 = w): inside both.
-                    let sums = unsafe {
-                        grad_block_n(
-                            nco,
-                            dy.as_ptr().add(cb * GCO * ho * wo + oy0 * wo),
-                            ho * wo,
-                            wo,
-                            x.as_ptr().add(ci * h * w + oy0 * w),
-                            w,
-                            rows,
-                        )
-                    };
-                    for (c, taps) in sums.iter().enumerate().take(nco) {
-                        let co = cb * GCO + c;
-                        dw[(co * cin + ci) * 9..(co * cin + ci + 1) * 9].copy_from_slice(taps);
-                    }
-                }
+            let mut part = vec![0.0f32; cout * cin * 9];
+            for (cb, out) in part.chunks_mut(GCO * cin * 9).enumerate() {
+                channel_block(x, dy, shape, cb, (oy0, band.min(ho - oy0)), out);
             }
-            dw
+            part
         })
         .collect();
-    let mut dw = vec![0.0f32; cout * cin * 9];
     for p in partials {
         for (a, b) in dw.iter_mut().zip(p) {
             *a += b;
         }
     }
     dw
+}
+
+/// The weight gradient of output-channel block `cb` (channels `3 cb ..`, as many as `out`
+/// holds: `out` is their `n x Cin x 9` values) summed over output rows `oy0 .. oy0 + rows`.
+fn channel_block(
+    x: &[f32],
+    dy: &[f32],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+    cb: usize,
+    (oy0, rows): (usize, usize),
+    out: &mut [f32],
+) {
+    let (ho, wo) = (h - 2, w - 2);
+    let nco = out.len() / (cin * 9);
+    assert!(
+        cb * GCO + nco <= cout && oy0 + rows <= ho,
+        "conv_direct: block"
+    );
+    for ci in 0..cin {
+        // SAFETY: AVX-512F is present (checked by `weight_grad`); the block reads
+        // output-gradient rows oy0..oy0+rows of channels cb*3..cb*3+nco (wo each) and input
+        // rows oy0..oy0+rows+2 of channel ci (columns < wo + 2 = w): inside both (asserted).
+        let sums = unsafe {
+            grad_block_n(
+                nco,
+                dy.as_ptr().add(cb * GCO * ho * wo + oy0 * wo),
+                ho * wo,
+                wo,
+                x.as_ptr().add(ci * h * w + oy0 * w),
+                w,
+                rows,
+            )
+        };
+        for (c, taps) in sums.iter().enumerate().take(nco) {
+            out[(c * cin + ci) * 9..(c * cin + ci + 1) * 9].copy_from_slice(taps);
+        }
+    }
 }
 
 /// [`grad_block`] for `nco` (1 to [`GCO`]) channels.
