@@ -468,6 +468,9 @@ fn forward_with(
     path: Path,
     y: &mut [f32],
 ) {
+    // Only x86-64 has the direct kernels.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = path;
     #[cfg(target_arch = "x86_64")]
     if path == Path::Fastest && direct(s) {
         let shape = (s.cin, s.cout, s.h, s.w);
@@ -507,6 +510,9 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
 }
 
 fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32> {
+    // Only x86-64 has the direct kernels.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = path;
     #[cfg(target_arch = "x86_64")]
     if path == Path::Fastest && direct_weight_grad(s) {
         return super::conv_direct::weight_grad(x, dy, (s.cin, s.cout, s.h, s.w));
@@ -638,6 +644,9 @@ fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &m
         },
         pad: 2,
     };
+    // Only x86-64 has the direct kernels.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = path;
     #[cfg(target_arch = "x86_64")]
     if path == Path::Fastest && direct(&back.s) {
         let shape = (s.cout, s.cin, s.ho(), s.wo());
