@@ -19,8 +19,8 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::conv_cpu::{
     ConvShape, UpShape, conv3x3_forward_into, conv3x3_input_grad_into, conv3x3_weight_grad,
-    pool2x2_backward_into, pool2x2_forward_into, relu_grad_into, up2x2_forward_into,
-    up2x2_input_grad_into, up2x2_weight_grad,
+    pool2x2_backward_into, pool2x2_forward_into, relu_grad_in_place, relu_grad_into,
+    up2x2_forward_into, up2x2_input_grad_into, up2x2_weight_grad,
 };
 
 /// Backends that run the U-Net's 3x3 valid convolution.
@@ -289,6 +289,16 @@ impl Conv3x3Backend for Flex {
     fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         let (o_buf, dims) = flex_values::<4>(&out);
         let ov = o_buf.get();
+        let mut grad = grad;
+        if let Some((start, end)) = grad.layout().contiguous_offsets()
+            && end - start == ov.len()
+            && let Some(storage) = grad.try_storage_mut::<f32>()
+        {
+            // The gradient is this op's alone (autodiff hands it over): mask it in place
+            // instead of allocating, zeroing and writing an activation-sized buffer.
+            relu_grad_in_place(ov, &mut storage[start..end]);
+            return grad;
+        }
         let (g_buf, _) = flex_values::<4>(&grad);
         let gv = g_buf.get();
         let mut dst = FlexOut::zeroed(ov.len());

@@ -487,6 +487,21 @@ pub fn relu_grad(out: &[f32], grad: &[f32]) -> Vec<f32> {
     dst
 }
 
+/// [`relu_grad`] in place: `grad` where `out > 0`, else 0.
+pub fn relu_grad_in_place(out: &[f32], grad: &mut [f32]) {
+    assert_eq!(out.len(), grad.len(), "relu_grad: sizes");
+    grad.par_chunks_mut(RELU_CHUNK)
+        .zip(out.par_chunks(RELU_CHUNK))
+        .for_each(|(g, o)| {
+            for (g, &o) in g.iter_mut().zip(o) {
+                *g = if o > 0.0 { *g } else { 0.0 };
+            }
+        });
+}
+
+/// Elements per parallel task of the ReLU gradient.
+const RELU_CHUNK: usize = 1 << 16;
+
 /// [`relu_grad`] into `dst`, in parallel chunks.
 pub fn relu_grad_into(out: &[f32], grad: &[f32], dst: &mut [f32]) {
     assert!(
@@ -1135,6 +1150,30 @@ mod tests {
         for (a, e) in y.iter().zip(&r) {
             assert!((a - e).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn relu_gradient_in_place_and_into_a_buffer() {
+        // More than one parallel chunk; outputs 0, negative, positive and NaN.
+        let n = 3 * RELU_CHUNK + 5;
+        let out: Vec<f32> = (0..n)
+            .map(|i| match i % 4 {
+                0 => 0.0,
+                1 => -1.5,
+                2 => 2.0,
+                _ => f32::NAN,
+            })
+            .collect();
+        let grad = pseudo(n, 7);
+        let expected: Vec<f32> = out
+            .iter()
+            .zip(&grad)
+            .map(|(&o, &g)| if o > 0.0 { g } else { 0.0 })
+            .collect();
+        assert_eq!(relu_grad(&out, &grad), expected);
+        let mut in_place = grad.clone();
+        relu_grad_in_place(&out, &mut in_place);
+        assert_eq!(in_place, expected);
     }
 
     #[test]
