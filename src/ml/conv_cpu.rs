@@ -408,19 +408,24 @@ fn relu_in_place(segments: &mut [&mut [f32]]) {
 
 /// Whether the direct AVX-512 kernels of [`super::conv_direct`] run the forward pass of a
 /// convolution of this shape (also the input gradient, as the forward pass of its transposed
-/// shape): the CPU has AVX-512F and the reduction is short. From `cargo bench --bench
-/// conv_layers`: up to 64 input channels they ran the lite net's layers at 390-460 GF/s
-/// against 200-350 for im2col + GEMM; from 128 channels on GEMM is faster.
+/// shape): the CPU has AVX-512F, and the reduction is short or the rows are long. Measured
+/// per layer of both presets (`cargo bench --bench conv_layers`, and the paper net's layers):
+/// up to 64 input channels the direct kernels ran at 390-490 GF/s against 200-350 for
+/// im2col + GEMM; with 128-256 channels they win on maps at least 128 px wide (380-490 GF/s
+/// against 300-430) and lose on narrower ones; from 512 channels GEMM wins.
 #[cfg(target_arch = "x86_64")]
 fn direct(s: &ConvShape) -> bool {
-    s.cin <= 64 && super::conv_direct::available()
+    (s.cin <= 64 || (s.cin <= 256 && s.w >= 130)) && super::conv_direct::available()
 }
 
-/// Whether the direct kernel computes the weight gradient of this shape (measured as for
-/// [`direct`]; a GEMM wins already for 64 -> 128 channels).
+/// Whether the direct kernel computes the weight gradient of this shape: few channels, or a
+/// map of at least 30 x 30 output pixels (there it beat GEMM by 1.1-2.3x on every layer of
+/// both presets, e.g. the paper net's 512 -> 512 channels on 64 px: 92 -> 40 ms); on smaller
+/// maps the GEMM of [`conv3x3_weight_grad`]'s tiny-map form is faster.
 #[cfg(target_arch = "x86_64")]
 fn direct_weight_grad(s: &ConvShape) -> bool {
-    (s.cin <= 32 || (s.cin <= 64 && s.cout <= 64)) && super::conv_direct::available()
+    let small_channels = s.cin <= 32 || (s.cin <= 64 && s.cout <= 64);
+    (small_channels || s.ho() * s.wo() >= 30 * 30) && super::conv_direct::available()
 }
 
 /// Forward pass for one image: `x` is `Cin x H x W`, `weight` `Cout x Cin x 3 x 3`, `bias`
@@ -1056,6 +1061,20 @@ mod tests {
                 cout: 4,
                 h: 40,
                 w: 40,
+            },
+            // Wide rows take the direct forward kernel with more than 64 channels; a
+            // 31 x 31 output map takes the direct weight gradient with 70.
+            ConvShape {
+                cin: 70,
+                cout: 9,
+                h: 4,
+                w: 131,
+            },
+            ConvShape {
+                cin: 70,
+                cout: 5,
+                h: 33,
+                w: 33,
             },
         ] {
             check_against_definition(&s);
