@@ -19,8 +19,8 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::conv_cpu::{
     ConvShape, UpShape, conv3x3_forward_into, conv3x3_input_grad_into, conv3x3_weight_grad,
-    pool2x2_backward_into, pool2x2_forward_into, relu_grad_in_place, relu_grad_into,
-    up2x2_forward_into, up2x2_input_grad_into, up2x2_weight_grad,
+    pool2x2_backward_into, pool2x2_forward_into, relu_bias_grad_in_place, up2x2_forward_into,
+    up2x2_input_grad_into, up2x2_weight_grad,
 };
 
 /// Backends that run the U-Net's 3x3 valid convolution.
@@ -41,8 +41,13 @@ pub trait Conv3x3Backend: Backend {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
-    /// The gradient before a ReLU: `grad` where the ReLU's output `out` is positive, else 0.
-    fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradient before a ReLU, `grad` where the ReLU's output `out` (`[N, C, H, W]`) is
+    /// positive, else 0; and its sum per channel (`[C]`), the gradient of a bias added before
+    /// the ReLU.
+    fn relu_bias_grad(
+        out: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// The U-Net's 2x2 stride-2 up-convolution: x `[N, Cin, H, W]`, weight
     /// `[Cin, Cout, 2, 2]` (burn's transposed-convolution layout), bias `[Cout]`;
@@ -111,8 +116,12 @@ impl Conv3x3Backend for Cube {
     ) -> FloatTensor<Self> {
         Self::relu(Self::conv3x3(x, weight, bias))
     }
-    fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::relu_backward(out, grad)
+    fn relu_bias_grad(
+        out: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let g = Self::relu_backward(out, grad);
+        (g.clone(), bias_grad::<Self>(g))
     }
     fn up2x2(
         x: FloatTensor<Self>,
@@ -286,24 +295,40 @@ impl Conv3x3Backend for Flex {
         flex_conv3x3(x, weight, bias, true)
     }
 
-    fn relu_grad(out: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (o_buf, dims) = flex_values::<4>(&out);
+    fn relu_bias_grad(
+        out: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (o_buf, [n, c, h, w]) = flex_values::<4>(&out);
         let ov = o_buf.get();
         let mut grad = grad;
-        if let Some((start, end)) = grad.layout().contiguous_offsets()
-            && end - start == ov.len()
-            && let Some(storage) = grad.try_storage_mut::<f32>()
-        {
+        let unshared = grad
+            .layout()
+            .contiguous_offsets()
+            .filter(|(a, b)| b - a == ov.len());
+        let (g, sums) = match unshared {
             // The gradient is this op's alone (autodiff hands it over): mask it in place
-            // instead of allocating, zeroing and writing an activation-sized buffer.
-            relu_grad_in_place(ov, &mut storage[start..end]);
-            return grad;
+            // instead of allocating and writing an activation-sized buffer.
+            Some((start, end)) if grad.try_storage_mut::<f32>().is_some() => {
+                let storage = grad.storage_mut::<f32>();
+                let sums = relu_bias_grad_in_place(ov, &mut storage[start..end], h * w);
+                (grad, sums)
+            }
+            _ => {
+                let (g_buf, _) = flex_values::<4>(&grad);
+                let mut dst = FlexOut::zeroed(ov.len());
+                dst.values().copy_from_slice(g_buf.get());
+                let sums = relu_bias_grad_in_place(ov, dst.values(), h * w);
+                (dst.into_tensor([n, c, h, w]), sums)
+            }
+        };
+        // Per plane to per channel: the sum over the batch.
+        let mut db = vec![0.0f32; c];
+        for (i, v) in sums.iter().enumerate() {
+            db[i % c.max(1)] += v;
         }
-        let (g_buf, _) = flex_values::<4>(&grad);
-        let gv = g_buf.get();
-        let mut dst = FlexOut::zeroed(ov.len());
-        relu_grad_into(ov, gv, dst.values());
-        dst.into_tensor(dims)
+        let db = burn::backend::flex::FlexTensor::from_data(TensorData::new(db, [c]));
+        (g, db)
     }
 
     fn up2x2(
@@ -486,16 +511,19 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Up2x2Backward {
     }
 }
 
-/// Registers the gradients of `conv3x3(x, w) + b` from the gradient of its output.
+/// Registers the gradients of `conv3x3(x, w) + b` from the gradient of its output (and the
+/// bias gradient when it is already known).
 fn conv3x3_grads<B: Conv3x3Backend>(
     [node_x, node_w, node_b]: [Option<NodeId>; 3],
     grad: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
     x: FloatTensor<B>,
     w: FloatTensor<B>,
     grads: &mut Gradients,
 ) {
     if let Some(node) = node_b {
-        grads.register::<B>(node, bias_grad::<B>(grad.clone()));
+        let db = bias.unwrap_or_else(|| bias_grad::<B>(grad.clone()));
+        grads.register::<B>(node, db);
     }
     if let Some(node) = node_w {
         grads.register::<B>(
@@ -527,11 +555,15 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
         let (x_state, w_state, relu_out) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
-        let grad = match relu_out {
-            Some(out) => B::relu_grad(out, grad),
-            None => grad,
+        let (grad, bias) = match relu_out {
+            Some(out) => {
+                let (g, db) = B::relu_bias_grad(out, grad);
+                (g, Some(db))
+            }
+            None => (grad, None),
         };
-        conv3x3_grads::<B>(ops.parents.map(|p| p.map(|n| n.id)), grad, x, w, grads);
+        let parents = ops.parents.map(|p| p.map(|n| n.id));
+        conv3x3_grads::<B>(parents, grad, bias, x, w, grads);
     }
 }
 
@@ -616,7 +648,10 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         record3::<B, C, _>(Conv3x3Backward, x, weight, bias, B::conv3x3_relu, true)
     }
 
-    fn relu_grad(_out: FloatTensor<Self>, _grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn relu_bias_grad(
+        _out: FloatTensor<Self>,
+        _grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         unreachable!("only used inside the backward pass, on the inner backend")
     }
 

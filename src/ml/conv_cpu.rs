@@ -487,40 +487,40 @@ fn forward_with(
 /// The gradient before a ReLU from the gradient after it and the ReLU's output: `grad` where
 /// `out > 0`, else 0 (one pass).
 pub fn relu_grad(out: &[f32], grad: &[f32]) -> Vec<f32> {
-    let mut dst = vec![0.0f32; out.len()];
-    relu_grad_into(out, grad, &mut dst);
-    dst
+    let mut g = grad.to_vec();
+    relu_bias_grad_in_place(out, &mut g, out.len().max(1));
+    g
 }
 
-/// [`relu_grad`] in place: `grad` where `out > 0`, else 0.
-pub fn relu_grad_in_place(out: &[f32], grad: &mut [f32]) {
+/// [`relu_grad`] in place, plane by plane (`plane` values each, in parallel), returning the
+/// sum of every plane's masked gradient (for a per-channel bias: the planes of `[N, C, H, W]`
+/// are channel `i % C`).
+pub fn relu_bias_grad_in_place(out: &[f32], grad: &mut [f32], plane: usize) -> Vec<f32> {
     assert_eq!(out.len(), grad.len(), "relu_grad: sizes");
-    grad.par_chunks_mut(RELU_CHUNK)
-        .zip(out.par_chunks(RELU_CHUNK))
-        .for_each(|(g, o)| {
-            for (g, &o) in g.iter_mut().zip(o) {
+    if plane == 0 {
+        return Vec::new();
+    }
+    grad.par_chunks_mut(plane)
+        .zip(out.par_chunks(plane))
+        .map(|(g, o)| {
+            // 16 partial sums (vectorised), added in f64 at the end.
+            let mut lanes = [0.0f32; 16];
+            let mut gc = g.chunks_exact_mut(16);
+            let mut oc = o.chunks_exact(16);
+            for (g16, o16) in (&mut gc).zip(&mut oc) {
+                for ((g, &o), l) in g16.iter_mut().zip(o16).zip(lanes.iter_mut()) {
+                    *g = if o > 0.0 { *g } else { 0.0 };
+                    *l += *g;
+                }
+            }
+            let mut sum: f64 = lanes.iter().map(|&v| f64::from(v)).sum();
+            for (g, &o) in gc.into_remainder().iter_mut().zip(oc.remainder()) {
                 *g = if o > 0.0 { *g } else { 0.0 };
+                sum += f64::from(*g);
             }
-        });
-}
-
-/// Elements per parallel task of the ReLU gradient.
-const RELU_CHUNK: usize = 1 << 16;
-
-/// [`relu_grad`] into `dst`, in parallel chunks.
-pub fn relu_grad_into(out: &[f32], grad: &[f32], dst: &mut [f32]) {
-    assert!(
-        out.len() == grad.len() && out.len() == dst.len(),
-        "relu_grad: sizes"
-    );
-    const CHUNK: usize = 1 << 16;
-    dst.par_chunks_mut(CHUNK)
-        .zip(out.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(d, (o, g))| {
-            for ((d, &o), &g) in d.iter_mut().zip(o).zip(g) {
-                *d = if o > 0.0 { g } else { 0.0 };
-            }
-        });
+            sum as f32
+        })
+        .collect()
 }
 
 /// Weight gradient for one image: `dW[co, ci, kh, kw] = sum dY[co, oy, ox] X[ci, oy+kh, ox+kw]`.
@@ -1172,9 +1172,11 @@ mod tests {
     }
 
     #[test]
-    fn relu_gradient_in_place_and_into_a_buffer() {
-        // More than one parallel chunk; outputs 0, negative, positive and NaN.
-        let n = 3 * RELU_CHUNK + 5;
+    fn relu_gradient_and_its_sums_per_plane() {
+        // Planes of 3 * 16 + 5 values (vector part and remainder); outputs 0, negative,
+        // positive and NaN.
+        let (planes, plane) = (7, 53);
+        let n = planes * plane;
         let out: Vec<f32> = (0..n)
             .map(|i| match i % 4 {
                 0 => 0.0,
@@ -1191,8 +1193,16 @@ mod tests {
             .collect();
         assert_eq!(relu_grad(&out, &grad), expected);
         let mut in_place = grad.clone();
-        relu_grad_in_place(&out, &mut in_place);
+        let sums = relu_bias_grad_in_place(&out, &mut in_place, plane);
         assert_eq!(in_place, expected);
+        assert_eq!(sums.len(), planes);
+        for (p, s) in sums.iter().enumerate() {
+            let e: f64 = expected[p * plane..(p + 1) * plane]
+                .iter()
+                .map(|&v| f64::from(v))
+                .sum();
+            assert!((f64::from(*s) - e).abs() < 1e-5, "plane {p}: {s} vs {e}");
+        }
     }
 
     #[test]
