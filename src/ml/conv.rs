@@ -249,6 +249,46 @@ impl FlexOut {
     }
 }
 
+/// Runs `kernel(item of src, item of the output)` for each of the `n` items of a batch:
+/// `src` holds `n` items of equal size, the output is the tensor of shape `dims` (its first
+/// dimension `n`).
+fn per_item(
+    src: &[f32],
+    dims: [usize; 4],
+    mut kernel: impl FnMut(&[f32], &mut [f32]),
+) -> FloatTensor<Flex> {
+    let n = dims[0];
+    let (per_src, per_out) = (src.len() / n.max(1), dims[1..].iter().product::<usize>());
+    let mut out = FlexOut::zeroed(n * per_out);
+    for b in 0..n {
+        kernel(&src[b * per_src..(b + 1) * per_src], out.item(b, per_out));
+    }
+    out.into_tensor(dims)
+}
+
+/// The sum over the `n` items of a batch of `kernel(item of x, item of grad)`, a weight
+/// gradient of `len` values.
+fn summed_over_items(
+    x: &[f32],
+    grad: &[f32],
+    n: usize,
+    len: usize,
+    kernel: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+) -> Vec<f32> {
+    let (per_x, per_g) = (x.len() / n.max(1), grad.len() / n.max(1));
+    let mut sum = vec![0.0f32; len];
+    for b in 0..n {
+        let part = kernel(
+            &x[b * per_x..(b + 1) * per_x],
+            &grad[b * per_g..(b + 1) * per_g],
+        );
+        for (a, v) in sum.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
+    sum
+}
+
 /// The flex forward pass, with or without the fused ReLU.
 fn flex_conv3x3(
     x: FloatTensor<Flex>,
@@ -263,19 +303,9 @@ fn flex_conv3x3(
     let (b_buf, _) = flex_values::<1>(&bias);
     let bv = b_buf.get();
     let s = ConvShape { cin, cout, h, w };
-    let (per_in, per_out) = (cin * h * w, cout * s.ho() * s.wo());
-    let mut out = FlexOut::zeroed(n * per_out);
-    for b in 0..n {
-        conv3x3_forward_into(
-            &xv[b * per_in..(b + 1) * per_in],
-            wv,
-            Some(bv),
-            &s,
-            relu,
-            out.item(b, per_out),
-        );
-    }
-    out.into_tensor([n, cout, s.ho(), s.wo()])
+    per_item(xv, [n, cout, s.ho(), s.wo()], |x, y| {
+        conv3x3_forward_into(x, wv, Some(bv), &s, relu, y)
+    })
 }
 
 impl Conv3x3Backend for Flex {
@@ -343,18 +373,9 @@ impl Conv3x3Backend for Flex {
         let (b_buf, _) = flex_values::<1>(&bias);
         let bv = b_buf.get();
         let s = UpShape { cin, cout, h, w };
-        let (per_in, per_out) = (cin * h * w, cout * 4 * h * w);
-        let mut out = FlexOut::zeroed(n * per_out);
-        for b in 0..n {
-            up2x2_forward_into(
-                &xv[b * per_in..(b + 1) * per_in],
-                wv,
-                Some(bv),
-                &s,
-                out.item(b, per_out),
-            );
-        }
-        out.into_tensor([n, cout, 2 * h, 2 * w])
+        per_item(xv, [n, cout, 2 * h, 2 * w], |x, y| {
+            up2x2_forward_into(x, wv, Some(bv), &s, y)
+        })
     }
 
     fn up2x2_input_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -368,17 +389,9 @@ impl Conv3x3Backend for Flex {
             h: h2 / 2,
             w: w2 / 2,
         };
-        let (per_out, per_in) = (cout * h2 * w2, cin * s.h * s.w);
-        let mut out = FlexOut::zeroed(n * per_in);
-        for b in 0..n {
-            up2x2_input_grad_into(
-                &gv[b * per_out..(b + 1) * per_out],
-                wv,
-                &s,
-                out.item(b, per_in),
-            );
-        }
-        out.into_tensor([n, cin, s.h, s.w])
+        per_item(gv, [n, cin, s.h, s.w], |g, dx| {
+            up2x2_input_grad_into(g, wv, &s, dx)
+        })
     }
 
     fn up2x2_weight_grad(
@@ -392,18 +405,9 @@ impl Conv3x3Backend for Flex {
         let (g_buf, _) = flex_values::<4>(&grad);
         let gv = g_buf.get();
         let s = UpShape { cin, cout, h, w };
-        let (per_in, per_out) = (cin * h * w, cout * 4 * h * w);
-        let mut dw = vec![0.0f32; cin * cout * 4];
-        for b in 0..n {
-            let g = up2x2_weight_grad(
-                &xv[b * per_in..(b + 1) * per_in],
-                &gv[b * per_out..(b + 1) * per_out],
-                &s,
-            );
-            for (a, v) in dw.iter_mut().zip(g) {
-                *a += v;
-            }
-        }
+        let dw = summed_over_items(xv, gv, n, cin * cout * 4, |x, g| {
+            up2x2_weight_grad(x, g, &s)
+        });
         flex_tensor(dw, [cin, cout, 2, 2])
     }
 
@@ -418,17 +422,9 @@ impl Conv3x3Backend for Flex {
         let (g_buf, _) = flex_values::<4>(&grad);
         let gv = g_buf.get();
         let s = ConvShape { cin, cout, h, w };
-        let (per_out, per_in) = (cout * s.ho() * s.wo(), cin * h * w);
-        let mut out = FlexOut::zeroed(n * per_in);
-        for b in 0..n {
-            conv3x3_input_grad_into(
-                &gv[b * per_out..(b + 1) * per_out],
-                wv,
-                &s,
-                out.item(b, per_in),
-            );
-        }
-        out.into_tensor([n, cin, h, w])
+        per_item(gv, [n, cin, h, w], |g, dx| {
+            conv3x3_input_grad_into(g, wv, &s, dx)
+        })
     }
 
     fn conv3x3_weight_grad(
@@ -442,18 +438,9 @@ impl Conv3x3Backend for Flex {
         let (g_buf, _) = flex_values::<4>(&grad);
         let gv = g_buf.get();
         let s = ConvShape { cin, cout, h, w };
-        let (per_in, per_out) = (cin * h * w, cout * s.ho() * s.wo());
-        let mut dw = vec![0.0f32; cout * cin * 9];
-        for b in 0..n {
-            let g = conv3x3_weight_grad(
-                &xv[b * per_in..(b + 1) * per_in],
-                &gv[b * per_out..(b + 1) * per_out],
-                &s,
-            );
-            for (a, v) in dw.iter_mut().zip(g) {
-                *a += v;
-            }
-        }
+        let dw = summed_over_items(xv, gv, n, cout * cin * 9, |x, g| {
+            conv3x3_weight_grad(x, g, &s)
+        });
         flex_tensor(dw, [cout, cin, 3, 3])
     }
 
@@ -498,27 +485,26 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Up2x2Backward {
         let (x_state, w_state, _) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
-        let [node_x, node_w, node_b] = ops.parents.map(|p| p.map(|n| n.id));
-        if let Some(node) = node_b {
-            grads.register::<B>(node, bias_grad::<B>(grad.clone()));
-        }
-        if let Some(node) = node_w {
-            grads.register::<B>(node, B::up2x2_weight_grad(x, w.clone(), grad.clone()));
-        }
-        if let Some(node) = node_x {
-            grads.register::<B>(node, B::up2x2_input_grad(w, grad));
-        }
+        let parents = ops.parents.map(|p| p.map(|n| n.id));
+        let kernels: GradKernels<B> = (B::up2x2_weight_grad, |_x, w, g| B::up2x2_input_grad(w, g));
+        register_grads::<B>(parents, grad, None, x, w, kernels, grads);
     }
 }
 
-/// Registers the gradients of `conv3x3(x, w) + b` from the gradient of its output (and the
-/// bias gradient when it is already known).
-fn conv3x3_grads<B: Conv3x3Backend>(
+/// The weight and input gradient kernels of an op of `(x, weight, bias)`, each called as
+/// `(x, weight, output gradient)`.
+type GradKernels<B> = (Forward3<B>, Forward3<B>);
+
+/// Registers the gradients of an op `f(x, w) + b` (per-channel bias) from the gradient of
+/// its output, with the op's `(weight, input)` gradient kernels, and the bias gradient when it
+/// is already known. Only the gradients of tracked parents are computed.
+fn register_grads<B: Conv3x3Backend>(
     [node_x, node_w, node_b]: [Option<NodeId>; 3],
     grad: FloatTensor<B>,
     bias: Option<FloatTensor<B>>,
     x: FloatTensor<B>,
     w: FloatTensor<B>,
+    (weight_grad, input_grad): GradKernels<B>,
     grads: &mut Gradients,
 ) {
     if let Some(node) = node_b {
@@ -526,13 +512,10 @@ fn conv3x3_grads<B: Conv3x3Backend>(
         grads.register::<B>(node, db);
     }
     if let Some(node) = node_w {
-        grads.register::<B>(
-            node,
-            B::conv3x3_weight_grad(x.clone(), w.clone(), grad.clone()),
-        );
+        grads.register::<B>(node, weight_grad(x.clone(), w.clone(), grad.clone()));
     }
     if let Some(node) = node_x {
-        grads.register::<B>(node, B::conv3x3_input_grad(x, w, grad));
+        grads.register::<B>(node, input_grad(x, w, grad));
     }
 }
 
@@ -563,7 +546,8 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
             None => (grad, None),
         };
         let parents = ops.parents.map(|p| p.map(|n| n.id));
-        conv3x3_grads::<B>(parents, grad, bias, x, w, grads);
+        let kernels: GradKernels<B> = (B::conv3x3_weight_grad, B::conv3x3_input_grad);
+        register_grads::<B>(parents, grad, bias, x, w, kernels, grads);
     }
 }
 
