@@ -67,8 +67,9 @@ pub struct ReferenceRow {
     pub threads: usize,
 }
 
-/// Runs [`PYTORCH_SCRIPT`] with `python` for `rows` and reads its rows; checks that each
-/// network has our parameter count and output size, so that both measure the same net.
+/// Runs the embedded `benches/pytorch_unet.py` with `python` for `rows` and reads its rows;
+/// checks that each network has our parameter count and output size, so that both measure the
+/// same net.
 pub fn pytorch_rows(
     python: &std::path::Path,
     rows: &[(Preset, usize)],

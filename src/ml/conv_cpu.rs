@@ -735,15 +735,8 @@ fn up_gather(dy: &[f32], s: &UpShape, (i0, i1): (usize, usize), dz: &mut [f32]) 
     }
 }
 
-/// Forward pass for one image: `x` `Cin x H x W`, `weight` `Cin x Cout x 2 x 2`, `bias`
-/// `Cout`; returns `Cout x 2H x 2W`.
-pub fn up2x2_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &UpShape) -> Vec<f32> {
-    let mut y = vec![0.0f32; s.cout * 4 * s.h * s.w];
-    up2x2_forward_into(x, weight, bias, s, &mut y);
-    y
-}
-
-/// [`up2x2_forward`] into `y` (`Cout x 2H x 2W` values, all overwritten).
+/// Forward pass of the up-convolution for one image: `x` `Cin x H x W`, `weight`
+/// `Cin x Cout x 2 x 2`, `bias` `Cout`, into `y` (`Cout x 2H x 2W` values, all overwritten).
 pub fn up2x2_forward_into(
     x: &[f32],
     weight: &[f32],
@@ -805,14 +798,8 @@ pub fn up2x2_forward_into(
     });
 }
 
-/// Input gradient for one image: `dX (Cin x n) = W (Cin x 4 Cout) . dZ`; returns `Cin x H x W`.
-pub fn up2x2_input_grad(dy: &[f32], weight: &[f32], s: &UpShape) -> Vec<f32> {
-    let mut dx = vec![0.0f32; s.cin * s.h * s.w];
-    up2x2_input_grad_into(dy, weight, s, &mut dx);
-    dx
-}
-
-/// [`up2x2_input_grad`] into `dx` (`Cin x H x W` values, all overwritten).
+/// Input gradient of the up-convolution for one image, `dX (Cin x n) = W (Cin x 4 Cout) .
+/// dZ`, into `dx` (`Cin x H x W` values, all overwritten).
 pub fn up2x2_input_grad_into(dy: &[f32], weight: &[f32], s: &UpShape, dx: &mut [f32]) {
     let (p, r) = (s.h * s.w, 4 * s.cout);
     assert_eq!(dy.len(), s.cout * 4 * p, "up2x2: gradient size");
@@ -922,16 +909,10 @@ pub fn pool2x2_forward_into(x: &[f32], planes: usize, h: usize, w: usize, y: &mu
         });
 }
 
-/// Input gradient of [`pool2x2_forward`]: each output's gradient goes to the first maximum
-/// of its window (in the order top-left, top-right, bottom-left, bottom-right, as burn's
-/// indices pick it); every other input, and a dropped odd row or column, gets 0.
-pub fn pool2x2_backward(x: &[f32], dy: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
-    let mut dx = vec![0.0f32; planes * h * w];
-    pool2x2_backward_into(x, dy, planes, h, w, &mut dx);
-    dx
-}
-
-/// [`pool2x2_backward`] into `dx` (all overwritten).
+/// Input gradient of [`pool2x2_forward`] into `dx` (all overwritten): each output's gradient
+/// goes to the first maximum of its window (in the order top-left, top-right, bottom-left,
+/// bottom-right, as burn's indices pick it); every other input, and a dropped odd row or
+/// column, gets 0.
 pub fn pool2x2_backward_into(
     x: &[f32],
     dy: &[f32],

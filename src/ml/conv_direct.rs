@@ -60,30 +60,12 @@ fn pack_weights(weight: &[f32], cin: usize, cout: usize) -> Vec<f32> {
 }
 
 /// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
-/// `Cin x H x W`, `weight` `Cout x Cin x 3 x 3`; returns `Cout x (H+2pad-2) x (W+2pad-2)`
-/// plus `bias`, through a ReLU when `relu`. (Padding 2 with transposed, flipped weights is
-/// the input gradient.)
+/// `Cin x H x W`, `weight` `Cout x Cin x 3 x 3`, into `y` (`Cout x (H+2pad-2) x (W+2pad-2)`
+/// values, all overwritten) plus `bias`, through a ReLU when `relu`. (Padding 2 with
+/// transposed, flipped weights is the input gradient.)
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
-pub fn forward(
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    shape: (usize, usize, usize, usize),
-    pad: usize,
-    relu: bool,
-) -> Vec<f32> {
-    let (_, cout, h, w) = shape;
-    let mut y = vec![0.0f32; cout * (h + 2 * pad - 2) * (w + 2 * pad - 2)];
-    forward_into(x, weight, bias, shape, pad, relu, &mut y);
-    y
-}
-
-/// [`forward`] into `y` (`Cout x (H+2pad-2) x (W+2pad-2)` values, all overwritten).
-///
-/// # Panics
-/// As [`forward`], or if `y` has another size.
 pub fn forward_into(
     x: &[f32],
     weight: &[f32],
