@@ -1,6 +1,7 @@
 //! Per-layer timing of the CPU 3x3 convolution kernels on the shapes of the lite U-Net at a
-//! 572 px input tile (or the tile given: `cargo bench --bench conv_layers -- 252`): forward,
-//! weight gradient and input gradient, in ms and GFLOP/s.
+//! 572 px input tile (or the tile given: `cargo bench --bench conv_layers -- 252`; `-- paper`
+//! for the paper preset's layers): forward, weight gradient and input gradient, in ms and
+//! GFLOP/s.
 
 use std::time::Instant;
 
@@ -24,7 +25,13 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse::<usize>().ok())
         .unwrap_or(572);
-    let (base, depth) = (16usize, 4usize);
+    // `paper` for the paper preset's channels (base 64), else the lite preset's (16).
+    let base = if std::env::args().any(|a| a == "paper") {
+        64
+    } else {
+        16
+    };
+    let depth = 4usize;
     let mut shapes = Vec::new();
     let (mut s, mut cin) = (tile, 1usize);
     for l in 0..depth {

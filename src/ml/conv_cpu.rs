@@ -415,7 +415,21 @@ fn relu_in_place(segments: &mut [&mut [f32]]) {
 /// against 300-430) and lose on narrower ones; from 512 channels GEMM wins.
 #[cfg(target_arch = "x86_64")]
 fn direct(s: &ConvShape) -> bool {
-    (s.cin <= 64 || (s.cin <= 256 && s.w >= 130)) && super::conv_direct::available()
+    s.cin <= 64 || (s.cin <= 256 && s.w >= 130)
+}
+
+/// Whether the flattened-rows kernel runs a convolution of this shape (padded by `pad`): rows
+/// up to 128 px (padded), where the row kernel's blocks of 48 pixels are partly empty at each
+/// row's end and im2col + GEMM has too few pixels to amortise its packing, with up to 512
+/// input channels (with 1024 the weights of each pixel block no longer stay in the caches).
+/// Measured per layer of both presets (`cargo bench --bench conv_layers [-- 252 | paper]`):
+/// lite 572 px, maps 56-104 px, forward 350-370 -> 430-470 GF/s; lite 252 px, maps 16-60 px,
+/// 150-290 -> 300-450 GF/s; the paper net's 512 channels on 54-104 px 400 -> 480-500 GF/s.
+/// Wider rows stay with the row kernel (the flat one lost up to 20 % on 16 channels x 570 px
+/// there, its padded copy the most on input gradients).
+#[cfg(target_arch = "x86_64")]
+fn narrow(s: &ConvShape, pad: usize) -> bool {
+    s.w + 2 * pad <= 128 && s.cin <= 512
 }
 
 /// Whether the direct kernel computes the weight gradient of this shape: few channels, or a
@@ -425,7 +439,7 @@ fn direct(s: &ConvShape) -> bool {
 #[cfg(target_arch = "x86_64")]
 fn direct_weight_grad(s: &ConvShape) -> bool {
     let small_channels = s.cin <= 32 || (s.cin <= 64 && s.cout <= 64);
-    (small_channels || s.ho() * s.wo() >= 30 * 30) && super::conv_direct::available()
+    small_channels || s.ho() * s.wo() >= 30 * 30
 }
 
 /// Forward pass for one image: `x` is `Cin x H x W`, `weight` `Cout x Cin x 3 x 3`, `bias`
@@ -459,9 +473,68 @@ pub fn conv3x3_forward_into(
 enum Path {
     /// The direct kernels where the CPU has them and they are faster for the shape.
     Fastest,
-    /// Always im2col + GEMM (tests compare the two).
+    /// Always im2col + GEMM (tests compare the kernels).
     #[cfg_attr(not(test), allow(dead_code))]
     Gemm,
+    /// The direct kernel by output rows where the CPU has it, else GEMM.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Rows,
+    /// The direct kernel over flattened rows where the CPU has it, else GEMM.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Flat,
+}
+
+/// The kernel that computes a convolution (or, padded, an input gradient).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// im2col + GEMM.
+    Gemm,
+    /// The direct kernel by output rows ([`super::conv_direct::forward_into`]).
+    Rows,
+    /// The direct kernel over flattened rows ([`super::conv_direct::forward_flat_into`]).
+    Flat,
+}
+
+/// The kernel of `path` for a convolution of shape `s` (with padding `pad`).
+fn kernel(s: &ConvShape, pad: usize, path: Path) -> Kernel {
+    #[cfg(target_arch = "x86_64")]
+    if super::conv_direct::available() {
+        return match path {
+            Path::Gemm => Kernel::Gemm,
+            Path::Rows => Kernel::Rows,
+            Path::Flat => Kernel::Flat,
+            Path::Fastest if narrow(s, pad) => Kernel::Flat,
+            Path::Fastest if direct(s) => Kernel::Rows,
+            Path::Fastest => Kernel::Gemm,
+        };
+    }
+    let _ = (s, pad, path);
+    Kernel::Gemm
+}
+
+/// Runs `kernel` for a convolution of shape `s` with padding `pad` into `y`.
+#[allow(clippy::too_many_arguments)]
+fn run_kernel(
+    kernel: Kernel,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    pad: usize,
+    relu: bool,
+    y: &mut [f32],
+) {
+    let shape = (s.cin, s.cout, s.h, s.w);
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Rows => super::conv_direct::forward_into(x, weight, bias, shape, pad, relu, y),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Flat => super::conv_direct::forward_flat_into(x, weight, bias, shape, pad, relu, y),
+        _ => {
+            let _ = shape;
+            conv3x3_padded(x, weight, bias, &Padded { s: *s, pad }, relu, y)
+        }
+    }
 }
 
 fn forward_with(
@@ -473,15 +546,7 @@ fn forward_with(
     path: Path,
     y: &mut [f32],
 ) {
-    // Only x86-64 has the direct kernels.
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = path;
-    #[cfg(target_arch = "x86_64")]
-    if path == Path::Fastest && direct(s) {
-        let shape = (s.cin, s.cout, s.h, s.w);
-        return super::conv_direct::forward_into(x, weight, bias, shape, 0, relu, y);
-    }
-    conv3x3_padded(x, weight, bias, &Padded { s: *s, pad: 0 }, relu, y)
+    run_kernel(kernel(s, 0, path), x, weight, bias, s, 0, relu, y)
 }
 
 /// The gradient before a ReLU from the gradient after it and the ReLU's output: `grad` where
@@ -534,7 +599,13 @@ fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32
     #[cfg(not(target_arch = "x86_64"))]
     let _ = path;
     #[cfg(target_arch = "x86_64")]
-    if path == Path::Fastest && direct_weight_grad(s) {
+    if super::conv_direct::available()
+        && match path {
+            Path::Gemm => false,
+            Path::Rows | Path::Flat => true,
+            Path::Fastest => direct_weight_grad(s),
+        }
+    {
         return super::conv_direct::weight_grad(x, dy, (s.cin, s.cout, s.h, s.w));
     }
     let (ho, wo, k) = (s.ho(), s.wo(), s.cin * 9);
@@ -664,15 +735,8 @@ fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &m
         },
         pad: 2,
     };
-    // Only x86-64 has the direct kernels.
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = path;
-    #[cfg(target_arch = "x86_64")]
-    if path == Path::Fastest && direct(&back.s) {
-        let shape = (s.cout, s.cin, s.ho(), s.wo());
-        return super::conv_direct::forward_into(dy, &wt, None, shape, 2, false, dx);
-    }
-    conv3x3_padded(dy, &wt, None, &back, false, dx)
+    let k = kernel(&back.s, 2, path);
+    run_kernel(k, dy, &wt, None, &back.s, 2, false, dx)
 }
 
 /// Shape of a 2x2 stride-2 up-convolution (one image): input `Cin x H x W`, output
@@ -1065,7 +1129,7 @@ mod tests {
     fn check_against_definition(s: &ConvShape) {
         // Both kernels: GEMM, and whichever is fastest here (the direct AVX-512 kernels for
         // these small channel counts on a CPU that has them).
-        for path in [Path::Gemm, Path::Fastest] {
+        for path in [Path::Gemm, Path::Rows, Path::Flat, Path::Fastest] {
             check_path(s, path);
         }
     }

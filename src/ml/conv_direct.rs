@@ -15,7 +15,8 @@
 
 use std::arch::x86_64::{
     __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    _mm512_maskz_compress_ps, _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_set1_ps,
+    _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
 use rayon::prelude::*;
@@ -87,16 +88,7 @@ pub fn forward_into(
     assert_eq!(y.len(), cout * ho * wo, "conv_direct: output size");
     let packed = pack_weights(weight, cin, cout);
     let out = SharedOut(y.as_mut_ptr());
-    let biases: Vec<[f32; CO]> = (0..cout.div_ceil(CO))
-        .map(|cb| {
-            let mut b = [0.0f32; CO];
-            if let Some(bias) = bias {
-                let nco = CO.min(cout - cb * CO);
-                b[..nco].copy_from_slice(&bias[cb * CO..cb * CO + nco]);
-            }
-            b
-        })
-        .collect();
+    let biases = block_biases(bias, cout);
     let (hi, wi, pi) = (h as isize, w as isize, pad as isize);
     (0..ho).into_par_iter().for_each(|oy| {
         // Taps whose input row oy + kh - pad lies inside the image.
@@ -110,7 +102,8 @@ pub fn forward_into(
         let mut ox0 = 0;
         while ox0 < wo {
             let n = (PX * 16).min(wo - ox0);
-            let store: [__mmask16; PX] = std::array::from_fn(|p| lanes(n.saturating_sub(16 * p)));
+            let store: [(__mmask16, usize); PX] =
+                std::array::from_fn(|p| (lanes(n.saturating_sub(16 * p)), 16 * p));
             // Lanes of vector p of tap column kw whose input column lies inside the row.
             let load: [[__mmask16; PX]; 3] = std::array::from_fn(|kw| {
                 std::array::from_fn(|p| {
@@ -152,6 +145,113 @@ pub fn forward_into(
     });
 }
 
+/// [`forward_into`] for narrow maps: the output is computed over the flattened rows of the
+/// (padded) input, so that a register block of 48 pixels spans several output rows instead of
+/// being cut at each row's end (on a map 12 px wide the row kernel fills a quarter of its
+/// lanes). With the input's rows `W` floats apart, output pixel `(oy, ox)` at flat index
+/// `j = oy W + ox` is `sum x[j + kh W + kw] * w[kh, kw]` over the taps: every tap reads the
+/// input contiguously. The two flat indices per row past its last output (`ox >= W - 2`) are
+/// computed and dropped: the block's vectors are compressed to the kept lanes as they are
+/// stored, contiguously in the output's own layout. Padding is an explicit zero-bordered copy
+/// of the input (small on the maps this kernel is for).
+///
+/// # Panics
+/// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
+pub fn forward_flat_into(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    (cin, cout, h, w): (usize, usize, usize, usize),
+    pad: usize,
+    relu: bool,
+    y: &mut [f32],
+) {
+    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
+    assert!(
+        h >= 1 && w >= 1 && pad <= 2 && h + 2 * pad >= 3 && w + 2 * pad >= 3,
+        "conv_direct: map smaller than the kernel"
+    );
+    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
+    assert_eq!(weight.len(), cout * cin * 9, "conv_direct: weight size");
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    let (ho, wo) = (hp - 2, wp - 2);
+    assert_eq!(y.len(), cout * ho * wo, "conv_direct: output size");
+    let padded;
+    let x = if pad == 0 {
+        x
+    } else {
+        let mut p = vec![0.0f32; cin * hp * wp];
+        for (src, dst) in x.chunks_exact(h * w).zip(p.chunks_exact_mut(hp * wp)) {
+            for (row, out) in src
+                .chunks_exact(w)
+                .zip(dst[pad * wp..].chunks_exact_mut(wp))
+            {
+                out[pad..pad + w].copy_from_slice(row);
+            }
+        }
+        padded = p;
+        &padded
+    };
+    let packed = pack_weights(weight, cin, cout);
+    let biases = block_biases(bias, cout);
+    // Flat outputs: the last one is (ho - 1, wo - 1), so the taps read up to hp * wp - 1.
+    let len = (ho - 1) * wp + wo;
+    let (blocks, cblocks) = (len.div_ceil(PX * 16), cout.div_ceil(CO));
+    let out = SharedOut(y.as_mut_ptr());
+    // Tasks by pixel block, channel blocks innermost: neighbouring tasks share their input.
+    (0..blocks * cblocks).into_par_iter().for_each(|t| {
+        let (jb, cb) = (t / cblocks, t % cblocks);
+        let j0 = jb * PX * 16;
+        let load: [__mmask16; PX] = std::array::from_fn(|p| lanes(len.saturating_sub(j0 + 16 * p)));
+        let store: [(__mmask16, usize); PX] = std::array::from_fn(|p| {
+            let mut keep: __mmask16 = 0;
+            for l in 0..16 {
+                let j = j0 + 16 * p + l;
+                if j < len && j % wp < wo {
+                    keep |= 1 << l;
+                }
+            }
+            let first = j0 + 16 * p + keep.trailing_zeros().min(15) as usize;
+            (keep, (first / wp) * wo + first % wp)
+        });
+        let nco = CO.min(cout - cb * CO);
+        let wpk = &packed[cb * cin * 9 * CO..(cb + 1) * cin * 9 * CO];
+        // SAFETY: AVX-512F is present (asserted); the block reads, of every channel, the
+        // lanes j0 + 16 p + l < len shifted by kh * wp + kw <= 2 wp + 2, so below
+        // (ho - 1) wp + wo + 2 wp + 2 = hp * wp: inside `x`. It writes, of channels
+        // cb*8..cb*8+nco, the outputs of its kept flat indices (each the output (j / wp,
+        // j % wp) with j % wp < wo, inside `y`), which no other task writes.
+        unsafe {
+            forward_block(
+                x.as_ptr().add(j0),
+                (hp * wp, wp, cin),
+                wpk.as_ptr(),
+                (0, 3),
+                &[load; 3],
+                out.at((cb * CO) * ho * wo),
+                (ho * wo, nco),
+                &store,
+                &biases[cb],
+                relu,
+            );
+        }
+    });
+}
+
+/// The biases of each block of [`CO`] output channels (zero past `cout`, or without a bias).
+fn block_biases(bias: Option<&[f32]>, cout: usize) -> Vec<[f32; CO]> {
+    (0..cout.div_ceil(CO))
+        .map(|cb| {
+            let mut b = [0.0f32; CO];
+            if let Some(bias) = bias {
+                let nco = CO.min(cout - cb * CO);
+                b[..nco].copy_from_slice(&bias[cb * CO..cb * CO + nco]);
+            }
+            b
+        })
+        .collect()
+}
+
 /// The output pointer shared by the row tasks (each writes its own row).
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
@@ -176,9 +276,9 @@ impl SharedOut {
 /// AVX-512F; `x` is the block's input origin (channel 0, tap row 0, tap column 0) in a
 /// buffer of `cin` planes of `plane` floats with rows of `w` floats: for tap rows `kh.0 ..
 /// kh.1` and every channel, the lanes under `load[kw][p]` at `x + ci * plane + kh * w + kw +
-/// 16 p` must lie inside the buffer; `wp` holds `cin * 9 * 8` floats; `y` is the block's
-/// first output of its first channel, and the lanes under `store[p]` at `y + c * oplane + 16
-/// p` for `c < nco` must be valid for writes.
+/// 16 p` must lie inside the buffer; `wp` holds `cin * 9 * 8` floats. Vector `p` of output
+/// channel `c < nco` keeps the lanes under the mask `store[p].0`, which are stored contiguously
+/// from `y + c * oplane + store[p].1`: those floats must be valid for writes.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_block(
@@ -189,7 +289,7 @@ unsafe fn forward_block(
     load: &[[__mmask16; PX]; 3],
     y: *mut f32,
     (oplane, nco): (usize, usize),
-    store: &[__mmask16; PX],
+    store: &[(__mmask16, usize); PX],
     bias: &[f32; CO],
     relu: bool,
 ) {
@@ -233,9 +333,16 @@ unsafe fn forward_block(
             if relu {
                 v = _mm512_max_ps(v, _mm512_setzero_ps());
             }
-            // SAFETY: the masked lanes are the block's outputs of channel c (caller).
+            let (keep, at) = store[p];
+            // The kept lanes, moved to the front (a prefix mask keeps them in place).
+            let v = _mm512_maskz_compress_ps(keep, v);
+            // SAFETY: the stored lanes are the block's outputs of channel c (caller).
             unsafe {
-                _mm512_mask_storeu_ps(y.wrapping_add(c * oplane + 16 * p), store[p], v);
+                _mm512_mask_storeu_ps(
+                    y.wrapping_add(c * oplane + at),
+                    lanes(keep.count_ones() as usize),
+                    v,
+                );
             }
         }
     }
