@@ -539,11 +539,83 @@ fn pool_extension_matches_burn(device: &Device) {
     close(gx1, gx2, "pooling gradient");
 }
 
+/// The network's final 1x1 convolution as a matrix product against burn's `Conv2d`: class
+/// scores and the gradients of the input, weights and bias, on a batch of two.
+fn head_matches_burn_conv2d(device: &Device) {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+    let ad = device.clone().autodiff();
+    let head = Conv2dConfig::new([5, 3], [1, 1]).init(&ad);
+    let x = Tensor::<4>::random([2, 5, 6, 7], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+    let r = Tensor::<4>::random([2, 3, 6, 7], Distribution::Normal(0.0, 1.0), &ad);
+    let ours = unet_studio::ml::unet::classify(&head, x.clone());
+    let reference = head.forward(x.clone());
+    let close = |a: Tensor<4>, e: Tensor<4>, what: &str| {
+        assert_close(
+            &tensor_values(a).unwrap(),
+            &tensor_values(e).unwrap(),
+            1e-4,
+            what,
+        )
+    };
+    close(ours.clone(), reference.clone(), "class scores");
+    let g1 = (ours * r.clone()).sum().backward();
+    let g2 = (reference * r).sum().backward();
+    close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), "input gradient");
+    let w = &head.weight;
+    close(
+        w.grad(&g1).unwrap(),
+        w.grad(&g2).unwrap(),
+        "weight gradient",
+    );
+    let b = head.bias.as_ref().unwrap();
+    close(
+        b.grad(&g1).unwrap().reshape([1, 1, 1, 3]),
+        b.grad(&g2).unwrap().reshape([1, 1, 1, 3]),
+        "bias gradient",
+    );
+}
+
+/// The crop-and-concat extension against burn's `narrow` and `cat`: values and the gradients
+/// of both inputs (the skip connection's is zero outside the window), on a batch of two with
+/// a window off the centre by half a pixel (odd margins round down).
+fn crop_cat_matches_burn(device: &Device) {
+    use burn::tensor::Distribution;
+    let ad = device.clone().autodiff();
+    let skip = Tensor::<4>::random([2, 3, 11, 12], Distribution::Normal(0.0, 1.0), &ad);
+    let skip = skip.require_grad();
+    let up = Tensor::<4>::random([2, 2, 6, 8], Distribution::Normal(0.0, 1.0), &ad);
+    let up = up.require_grad();
+    let r = Tensor::<4>::random([2, 5, 6, 8], Distribution::Normal(0.0, 1.0), &ad);
+    let ours = unet_studio::ml::conv::crop_cat(skip.clone(), up.clone());
+    // Margins 5 and 4: the window starts at row 2, column 2.
+    let window = skip.clone().narrow(2, 2, 6).narrow(3, 2, 8);
+    let reference = Tensor::cat(vec![window, up.clone()], 1);
+    let close = |a: Tensor<4>, e: Tensor<4>, what: &str| {
+        assert_close(
+            &tensor_values(a).unwrap(),
+            &tensor_values(e).unwrap(),
+            1e-6,
+            what,
+        )
+    };
+    close(ours.clone(), reference.clone(), "crop and concatenation");
+    let g1 = (ours * r.clone()).sum().backward();
+    let g2 = (reference * r).sum().backward();
+    let (gs1, gs2) = (skip.grad(&g1).unwrap(), skip.grad(&g2).unwrap());
+    let outside = tensor_values(gs1.clone().narrow(2, 0, 2)).unwrap();
+    assert!(outside.iter().all(|&v| v == 0.0));
+    close(gs1, gs2, "skip gradient");
+    close(up.grad(&g1).unwrap(), up.grad(&g2).unwrap(), "up gradient");
+}
+
 #[test]
 fn convolution_extension_gradients_match_burn_on_cpu() {
     extension_matches_burn_conv(&cpu_device().device);
     up_extension_matches_burn(&cpu_device().device);
     pool_extension_matches_burn(&cpu_device().device);
+    head_matches_burn_conv2d(&cpu_device().device);
+    crop_cat_matches_burn(&cpu_device().device);
 }
 
 #[test]
@@ -554,6 +626,8 @@ fn convolution_extension_and_training_step_on_gpu() {
     extension_matches_burn_conv(&gpu.device);
     up_extension_matches_burn(&gpu.device);
     pool_extension_matches_burn(&gpu.device);
+    head_matches_burn_conv2d(&gpu.device);
+    crop_cat_matches_burn(&gpu.device);
     // Two real training steps on the GPU: autodiff routing, optimiser, read-back.
     let out = train(
         &tiny_set(),

@@ -9,18 +9,18 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
-use burn::backend::ops::{ActivationOps as _, ModuleOps as _};
+use burn::backend::ops::{ActivationOps as _, FloatTensorOps as _, ModuleOps as _};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::module::{Module, Param};
 use burn::prelude::*;
-use burn::tensor::IntDType;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{IntDType, Slice};
 
 use super::conv_cpu::{
-    ConvShape, UpShape, conv3x3_forward_into, conv3x3_input_grad_into, conv3x3_weight_grad,
-    pool2x2_backward_into, pool2x2_forward_into, relu_bias_grad_in_place, up2x2_forward_into,
-    up2x2_input_grad_into, up2x2_weight_grad,
+    ConvShape, Crop, UpShape, conv3x3_forward_into, conv3x3_input_grad_into, conv3x3_weight_grad,
+    copy_into, crop_into, pool2x2_backward_into, pool2x2_forward_into, relu_bias_grad_in_place,
+    uncrop_into, up2x2_forward_into, up2x2_input_grad_into, up2x2_weight_grad,
 };
 
 /// Backends that run the U-Net's 3x3 valid convolution.
@@ -88,6 +88,30 @@ pub trait Conv3x3Backend: Backend {
     /// Gradient of the pooling's input from the gradient of its output: each output's
     /// gradient goes to the first maximum of its window.
     fn pool2x2_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The U-Net's crop-and-concat: the centre of `skip` (`[N, Cs, Hs, Ws]`, cropped to the
+    /// size of `up`) and then `up` (`[N, Cu, H, W]`) along the channels: `[N, Cs + Cu, H, W]`.
+    fn crop_cat(skip: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradients of [`Self::crop_cat`]'s inputs from that of its output: `skip`'s (zero outside
+    /// the window; `skip` gives the shape) and `up`'s.
+    fn crop_cat_grad(
+        skip: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The window of `skip` that [`Conv3x3Backend::crop_cat`] keeps for an output of `h x w`, as
+/// burn slices.
+fn crop_slices(skip: [usize; 4], (h, w): (usize, usize)) -> [Slice; 4] {
+    let [n, c, sh, sw] = skip;
+    let (oy, ox) = ((sh - h) / 2, (sw - w) / 2);
+    [
+        Slice::from(0..n),
+        Slice::from(0..c),
+        Slice::from(oy..oy + h),
+        Slice::from(ox..ox + w),
+    ]
 }
 
 fn valid_options() -> ConvOptions<2> {
@@ -163,6 +187,27 @@ impl Conv3x3Backend for Cube {
         let (k, s, p, d) = POOL;
         let pooled = Self::max_pool2d_with_indices(x.clone(), k, s, p, d, false, IntDType::I32);
         Self::max_pool2d_with_indices_backward(x, k, s, p, d, false, grad, pooled.indices).x_grad
+    }
+    fn crop_cat(skip: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [.., h, w]: [usize; 4] = up.shape().dims();
+        let window = crop_slices(skip.shape().dims(), (h, w));
+        Self::float_cat(vec![Self::float_slice(skip, &window), up], 1)
+    }
+    fn crop_cat_grad(
+        skip: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = skip.shape();
+        let [n, cs, ..]: [usize; 4] = shape.dims();
+        let [_, c, h, w]: [usize; 4] = grad.shape().dims();
+        let part = |from: usize, to: usize| {
+            let s = [0..n, from..to, 0..h, 0..w].map(Slice::from);
+            Self::float_slice(grad.clone(), &s)
+        };
+        let (gs, gu) = (part(0, cs), part(cs, c));
+        let zeros = Self::float_zeros(shape, &skip.device(), grad.dtype().into());
+        let window = crop_slices(skip.shape().dims(), (h, w));
+        (Self::float_slice_assign(zeros, &window, gs), gu)
     }
 }
 
@@ -458,6 +503,50 @@ impl Conv3x3Backend for Flex {
         pool2x2_backward_into(x_buf.get(), g_buf.get(), n * c, h, w, out.values());
         out.into_tensor([n, c, h, w])
     }
+
+    fn crop_cat(skip: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (s_buf, [n, cs, sh, sw]) = flex_values::<4>(&skip);
+        let (u_buf, [_, cu, h, w]) = flex_values::<4>(&up);
+        let (sv, uv) = (s_buf.get(), u_buf.get());
+        let crop = Crop {
+            full: (sh, sw),
+            window: (h, w),
+        };
+        let (per_s, per_u) = (cs * h * w, cu * h * w);
+        let mut out = FlexOut::zeroed(n * (per_s + per_u));
+        for b in 0..n {
+            let item = out.item(b, per_s + per_u);
+            let (to_s, to_u) = item.split_at_mut(per_s);
+            crop_into(&sv[b * cs * sh * sw..(b + 1) * cs * sh * sw], &crop, to_s);
+            copy_into(&uv[b * per_u..(b + 1) * per_u], to_u);
+        }
+        out.into_tensor([n, cs + cu, h, w])
+    }
+
+    fn crop_cat_grad(
+        skip: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [n, cs, sh, sw]: [usize; 4] = skip.shape().dims();
+        let (g_buf, [_, c, h, w]) = flex_values::<4>(&grad);
+        let gv = g_buf.get();
+        let crop = Crop {
+            full: (sh, sw),
+            window: (h, w),
+        };
+        let (per_s, per_u, per_g) = (cs * sh * sw, (c - cs) * h * w, c * h * w);
+        let mut ds = FlexOut::zeroed(n * per_s);
+        let mut du = FlexOut::zeroed(n * per_u);
+        for b in 0..n {
+            let (gs, gu) = gv[b * per_g..(b + 1) * per_g].split_at(cs * h * w);
+            uncrop_into(gs, &crop, ds.item(b, per_s));
+            copy_into(gu, du.item(b, per_u));
+        }
+        (
+            ds.into_tensor([n, cs, sh, sw]),
+            du.into_tensor([n, c - cs, h, w]),
+        )
+    }
 }
 
 /// The gradient of a per-channel bias: the output gradient summed over batch and space.
@@ -569,6 +658,33 @@ impl<B: Conv3x3Backend> Backward<B, 1> for Pool2x2Backward {
         let [parent] = ops.parents;
         if let Some(node) = parent {
             grads.register::<B>(node.id, B::pool2x2_grad(x, grad));
+        }
+    }
+}
+
+/// Backward of the crop-and-concat; the state is the checkpointed skip connection (for its
+/// shape: the crop's gradient is zero outside the window).
+#[derive(Debug)]
+struct CropCatBackward;
+
+impl<B: Conv3x3Backend> Backward<B, 2> for CropCatBackward {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let skip: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        let (ds, du) = B::crop_cat_grad(skip, grad);
+        let [node_s, node_u] = ops.parents.map(|p| p.map(|n| n.id));
+        if let Some(node) = node_s {
+            grads.register::<B>(node, ds);
+        }
+        if let Some(node) = node_u {
+            grads.register::<B>(node, du);
         }
     }
 }
@@ -692,6 +808,29 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
     fn pool2x2_grad(_x: FloatTensor<Self>, _g: FloatTensor<Self>) -> FloatTensor<Self> {
         unreachable!("gradients of gradients are not used by unet-studio")
     }
+
+    fn crop_cat(skip: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        match CropCatBackward
+            .prepare::<C>([skip.node(), up.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let ss = prep.checkpoint(&skip);
+                prep.finish(ss, B::crop_cat(skip.into_primitive(), up.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::crop_cat(skip.into_primitive(), up.into_primitive()))
+            }
+        }
+    }
+
+    fn crop_cat_grad(
+        _skip: FloatTensor<Self>,
+        _grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        unreachable!("gradients of gradients are not used by unet-studio")
+    }
 }
 
 /// `conv3x3_valid(x, weight) + bias` on any device.
@@ -710,6 +849,14 @@ pub fn up2x2(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
         weight.into_dispatch(),
         bias.into_dispatch(),
     ))
+}
+
+/// The U-Net's crop-and-concat on any device: the centre of `skip` (`[N, Cs, Hs, Ws]`),
+/// cropped to the size of `up` (`[N, Cu, H, W]`), then `up`, along the channels:
+/// `[N, Cs + Cu, H, W]`. One pass on the CPU (burn's crop then concatenation copied the crop
+/// strided, single-threaded, and its gradient went through a zero map and an assignment).
+pub fn crop_cat(skip: Tensor<4>, up: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::crop_cat(skip.into_dispatch(), up.into_dispatch()))
 }
 
 /// 2x2 max pooling with stride 2 on any device (`[N, C, H, W] -> [N, C, H / 2, W / 2]`).

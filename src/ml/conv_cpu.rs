@@ -948,6 +948,69 @@ pub fn pool2x2_forward(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32>
     y
 }
 
+/// The centre `h x w` window of `sh x sw` planes, the U-Net's crop of a skip connection: the
+/// window starts at row `(sh - h) / 2`, column `(sw - w) / 2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    /// Height and width of the full planes.
+    pub full: (usize, usize),
+    /// Height and width of the window.
+    pub window: (usize, usize),
+}
+
+impl Crop {
+    /// Row and column of the window's first pixel.
+    fn origin(&self) -> (usize, usize) {
+        (
+            (self.full.0 - self.window.0) / 2,
+            (self.full.1 - self.window.1) / 2,
+        )
+    }
+}
+
+/// Copies the window of each full plane of `src` into the planes of `dst` (all overwritten),
+/// in parallel over planes.
+pub fn crop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
+    let ((sh, sw), (h, w), (oy, ox)) = (c.full, c.window, c.origin());
+    if h * w == 0 {
+        return;
+    }
+    dst.par_chunks_mut(h * w)
+        .zip(src.par_chunks(sh * sw))
+        .for_each(|(d, s)| {
+            for (row, out) in d.chunks_exact_mut(w).enumerate() {
+                let at = (oy + row) * sw + ox;
+                out.copy_from_slice(&s[at..at + w]);
+            }
+        });
+}
+
+/// The reverse of [`crop_into`]: each window plane of `src` into the window of a full plane of
+/// `dst`, zeros around it (all of `dst` overwritten). The gradient of the crop.
+pub fn uncrop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
+    let ((sh, sw), (h, w), (oy, ox)) = (c.full, c.window, c.origin());
+    dst.par_chunks_mut(sh * sw).enumerate().for_each(|(p, d)| {
+        for (y, out) in d.chunks_exact_mut(sw).enumerate() {
+            if (oy..oy + h).contains(&y) {
+                let at = (p * h + y - oy) * w;
+                out[..ox].fill(0.0);
+                out[ox..ox + w].copy_from_slice(&src[at..at + w]);
+                out[ox + w..].fill(0.0);
+            } else {
+                out.fill(0.0);
+            }
+        }
+    });
+}
+
+/// Copies `src` into `dst` (same length) in parallel chunks.
+pub fn copy_into(src: &[f32], dst: &mut [f32]) {
+    const CHUNK: usize = 1 << 16;
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
 /// [`pool2x2_forward`] into `y` (all overwritten).
 pub fn pool2x2_forward_into(x: &[f32], planes: usize, h: usize, w: usize, y: &mut [f32]) {
     let (ho, wo) = (h / 2, w / 2);

@@ -401,14 +401,28 @@ impl UNet {
                 None => Tensor::zeros([weight.dims()[1]], &x.device()),
             };
             x = crate::ml::conv::up2x2(x, weight, bias);
-            let [_, _, h, w] = x.dims();
-            let [_, _, sh, sw] = skip.dims();
-            // Crop-and-concat: the centre of the contracting path's map.
-            let skip = skip.narrow(2, (sh - h) / 2, h).narrow(3, (sw - w) / 2, w);
-            x = block.forward(Tensor::cat(vec![skip, x], 1));
+            // Crop-and-concat: the centre of the contracting path's map, then the up path's.
+            x = block.forward(crate::ml::conv::crop_cat(skip, x));
         }
-        self.head.forward(x)
+        classify(&self.head, x)
     }
+}
+
+/// The final 1x1 convolution as one matrix product over the pixels: `[classes, C]` times
+/// `[C, H W]` per image. burn's `Conv2d` (which keeps the parameters and their saved names)
+/// took its input gradient through a general transposed convolution, ~6 ms per training step
+/// of a 572 px lite tile on the CPU for what is a product with a `C x classes` matrix.
+pub fn classify(head: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let weight = head.weight.val();
+    let classes = weight.dims()[0];
+    let weight = weight.reshape([1, classes, c]).expand([n, classes, c]);
+    let y = weight.matmul(x.reshape([n, c, h * w]));
+    let y = match &head.bias {
+        Some(b) => y + b.val().reshape([1, classes, 1]),
+        None => y,
+    };
+    y.reshape([n, classes, h, w])
 }
 
 #[cfg(test)]
