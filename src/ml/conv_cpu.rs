@@ -512,6 +512,26 @@ fn kernel(s: &ConvShape, pad: usize, path: Path) -> Kernel {
     Kernel::Gemm
 }
 
+/// The kernel of `path` for the weight gradient of a convolution of shape `s`: over
+/// flattened rows on narrow maps of at least 20 x 20 outputs (lite 252 px: 22-28 px maps
+/// 180-230 -> 260-330 GF/s; lite 572 px: 54-104 px maps 370-440 -> 410-450), the row kernel
+/// or GEMM as [`direct_weight_grad`] says otherwise (on maps of 10-16 px the flat kernel's
+/// 27 sums per channel pair, reduced across lanes, cost more than its multiplications).
+#[cfg(target_arch = "x86_64")]
+fn kernel_weight_grad(s: &ConvShape, path: Path) -> Kernel {
+    if !super::conv_direct::available() {
+        return Kernel::Gemm;
+    }
+    match path {
+        Path::Gemm => Kernel::Gemm,
+        Path::Rows => Kernel::Rows,
+        Path::Flat => Kernel::Flat,
+        Path::Fastest if narrow(s, 0) && s.ho() * s.wo() >= 20 * 20 => Kernel::Flat,
+        Path::Fastest if direct_weight_grad(s) => Kernel::Rows,
+        Path::Fastest => Kernel::Gemm,
+    }
+}
+
 /// Runs `kernel` for a convolution of shape `s` with padding `pad` into `y`.
 #[allow(clippy::too_many_arguments)]
 fn run_kernel(
@@ -599,14 +619,12 @@ fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32
     #[cfg(not(target_arch = "x86_64"))]
     let _ = path;
     #[cfg(target_arch = "x86_64")]
-    if super::conv_direct::available()
-        && match path {
-            Path::Gemm => false,
-            Path::Rows | Path::Flat => true,
-            Path::Fastest => direct_weight_grad(s),
+    match kernel_weight_grad(s, path) {
+        Kernel::Rows => return super::conv_direct::weight_grad(x, dy, (s.cin, s.cout, s.h, s.w)),
+        Kernel::Flat => {
+            return super::conv_direct::weight_grad_flat(x, dy, (s.cin, s.cout, s.h, s.w));
         }
-    {
-        return super::conv_direct::weight_grad(x, dy, (s.cin, s.cout, s.h, s.w));
+        Kernel::Gemm => {}
     }
     let (ho, wo, k) = (s.ho(), s.wo(), s.cin * 9);
     let plane = ho * wo;

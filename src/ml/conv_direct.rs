@@ -397,6 +397,59 @@ pub fn weight_grad(
     dw
 }
 
+/// [`weight_grad`] for narrow maps, over flattened rows as [`forward_flat_into`]: the output
+/// gradient is laid out with rows `W` floats apart (zeros in the two columns past each row's
+/// end), so that every vector of 16 pixels is full instead of each row ending in a partial one,
+/// and the sums run over one flat row per channel pair. Tasks by blocks of output channels.
+///
+/// # Panics
+/// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
+pub fn weight_grad_flat(
+    x: &[f32],
+    dy: &[f32],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
+    assert!(h >= 3 && w >= 3, "conv_direct: map smaller than the kernel");
+    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
+    let (ho, wo) = (h - 2, w - 2);
+    assert_eq!(dy.len(), cout * ho * wo, "conv_direct: gradient size");
+    let len = (ho - 1) * w + wo;
+    let mut wide = vec![0.0f32; cout * len];
+    for (src, dst) in dy.chunks_exact(ho * wo).zip(wide.chunks_exact_mut(len)) {
+        for (oy, row) in src.chunks_exact(wo).enumerate() {
+            dst[oy * w..oy * w + wo].copy_from_slice(row);
+        }
+    }
+    let mut dw = vec![0.0f32; cout * cin * 9];
+    dw.par_chunks_mut(GCO * cin * 9)
+        .enumerate()
+        .for_each(|(cb, out)| {
+            let nco = out.len() / (cin * 9);
+            for ci in 0..cin {
+                // SAFETY: AVX-512F is present (asserted); the block reads flat indices
+                // 0..len of gradient channels cb*3..cb*3+nco (inside `wide`) and, of input
+                // channel ci, those indices shifted by kh * w + kw <= 2 w + 2, below
+                // (ho - 1) w + wo + 2 w + 2 = h w: inside the plane.
+                let sums = unsafe {
+                    grad_block_n(
+                        nco,
+                        wide.as_ptr().add(cb * GCO * len),
+                        len,
+                        len,
+                        x.as_ptr().add(ci * h * w),
+                        w,
+                        1,
+                    )
+                };
+                for (c, taps) in sums.iter().enumerate().take(nco) {
+                    out[(c * cin + ci) * 9..(c * cin + ci + 1) * 9].copy_from_slice(taps);
+                }
+            }
+        });
+    dw
+}
+
 /// The weight gradient of output-channel block `cb` (channels `3 cb ..`, as many as `out`
 /// holds: `out` is their `n x Cin x 9` values) summed over output rows `oy0 .. oy0 + rows`.
 fn channel_block(
