@@ -486,6 +486,7 @@ enum Path {
 
 /// The kernel that computes a convolution (or, padded, an input gradient).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Kernel {
     /// im2col + GEMM.
     Gemm,
