@@ -163,6 +163,16 @@ fn cpu_and_gpu_forward_agree() {
     assert_close(&a, &b, 1e-3, "CPU vs GPU logits");
 }
 
+/// Asserts two tensors' values differ by less than `tol` everywhere.
+fn assert_tensors_close(a: Tensor<4>, e: Tensor<4>, tol: f32, what: &str) {
+    assert_close(
+        &tensor_values(a).unwrap(),
+        &tensor_values(e).unwrap(),
+        tol,
+        what,
+    )
+}
+
 /// Asserts two value lists have one length and differ by less than `tol` everywhere.
 fn assert_close(a: &[f32], e: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), e.len(), "{what}: lengths");
@@ -521,14 +531,7 @@ fn pool_extension_matches_burn(device: &Device) {
     let ours = unet_studio::ml::conv::max_pool2x2(x.clone());
     let reference = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]));
     assert_eq!(ours.dims(), reference.dims());
-    let close = |a: Tensor<4>, e: Tensor<4>, what: &str| {
-        assert_close(
-            &tensor_values(a).unwrap(),
-            &tensor_values(e).unwrap(),
-            1e-6,
-            what,
-        )
-    };
+    let close = |a, e, what: &str| assert_tensors_close(a, e, 1e-6, what);
     close(ours.clone(), reference.clone(), "pooling");
     let g1 = (ours * r.clone()).sum().backward();
     let g2 = (reference * r).sum().backward();
@@ -550,14 +553,7 @@ fn head_matches_burn_conv2d(device: &Device) {
     let r = Tensor::<4>::random([2, 3, 6, 7], Distribution::Normal(0.0, 1.0), &ad);
     let ours = unet_studio::ml::unet::classify(&head, x.clone());
     let reference = head.forward(x.clone());
-    let close = |a: Tensor<4>, e: Tensor<4>, what: &str| {
-        assert_close(
-            &tensor_values(a).unwrap(),
-            &tensor_values(e).unwrap(),
-            1e-4,
-            what,
-        )
-    };
+    let close = |a, e, what: &str| assert_tensors_close(a, e, 1e-4, what);
     close(ours.clone(), reference.clone(), "class scores");
     let g1 = (ours * r.clone()).sum().backward();
     let g2 = (reference * r).sum().backward();
@@ -591,14 +587,7 @@ fn crop_cat_matches_burn(device: &Device) {
     // Margins 5 and 4: the window starts at row 2, column 2.
     let window = skip.clone().narrow(2, 2, 6).narrow(3, 2, 8);
     let reference = Tensor::cat(vec![window, up.clone()], 1);
-    let close = |a: Tensor<4>, e: Tensor<4>, what: &str| {
-        assert_close(
-            &tensor_values(a).unwrap(),
-            &tensor_values(e).unwrap(),
-            1e-6,
-            what,
-        )
-    };
+    let close = |a, e, what: &str| assert_tensors_close(a, e, 1e-6, what);
     close(ours.clone(), reference.clone(), "crop and concatenation");
     let g1 = (ours * r.clone()).sum().backward();
     let g2 = (reference * r).sum().backward();
