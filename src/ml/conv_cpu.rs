@@ -406,14 +406,13 @@ fn relu_in_place(segments: &mut [&mut [f32]]) {
     }
 }
 
-/// Whether the direct AVX-512 kernels of [`super::conv_direct`] run the forward pass of a
-/// convolution of this shape (also the input gradient, as the forward pass of its transposed
-/// shape): the CPU has AVX-512F, and the reduction is short or the rows are long. Measured
+/// Whether the direct AVX-512 kernel by rows of [`super::conv_direct`] runs the forward pass
+/// of a convolution of this shape (also the input gradient, as the forward pass of its
+/// transposed shape) on a CPU that has it: the reduction is short or the rows are long. Measured
 /// per layer of both presets (`cargo bench --bench conv_layers`, and the paper net's layers):
 /// up to 64 input channels the direct kernels ran at 390-490 GF/s against 200-350 for
 /// im2col + GEMM; with 128-256 channels they win on maps at least 128 px wide (380-490 GF/s
 /// against 300-430) and lose on narrower ones; from 512 channels GEMM wins.
-#[cfg(target_arch = "x86_64")]
 fn direct(s: &ConvShape) -> bool {
     s.cin <= 64 || (s.cin <= 256 && s.w >= 130)
 }
@@ -427,7 +426,6 @@ fn direct(s: &ConvShape) -> bool {
 /// 150-290 -> 300-450 GF/s; the paper net's 512 channels on 54-104 px 400 -> 480-500 GF/s.
 /// Wider rows stay with the row kernel (the flat one lost up to 20 % on 16 channels x 570 px
 /// there, its padded copy the most on input gradients).
-#[cfg(target_arch = "x86_64")]
 fn narrow(s: &ConvShape, pad: usize) -> bool {
     s.w + 2 * pad <= 128 && s.cin <= 512
 }
@@ -436,7 +434,6 @@ fn narrow(s: &ConvShape, pad: usize) -> bool {
 /// map of at least 30 x 30 output pixels (there it beat GEMM by 1.1-2.3x on every layer of
 /// both presets, e.g. the paper net's 512 -> 512 channels on 64 px: 92 -> 40 ms); on smaller
 /// maps the GEMM of [`conv3x3_weight_grad`]'s tiny-map form is faster.
-#[cfg(target_arch = "x86_64")]
 fn direct_weight_grad(s: &ConvShape) -> bool {
     let small_channels = s.cin <= 32 || (s.cin <= 64 && s.cout <= 64);
     small_channels || s.ho() * s.wo() >= 30 * 30
@@ -486,7 +483,6 @@ enum Path {
 
 /// The kernel that computes a convolution (or, padded, an input gradient).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Kernel {
     /// im2col + GEMM.
     Gemm,
@@ -496,40 +492,46 @@ enum Kernel {
     Flat,
 }
 
-/// The kernel of `path` for a convolution of shape `s` (with padding `pad`).
-fn kernel(s: &ConvShape, pad: usize, path: Path) -> Kernel {
+/// The kernel that `path` names, or for [`Path::Fastest`] the one `fastest` picks for the
+/// shape; im2col + GEMM where the CPU lacks the direct kernels.
+fn chosen(path: Path, fastest: impl FnOnce() -> Kernel) -> Kernel {
     #[cfg(target_arch = "x86_64")]
     if super::conv_direct::available() {
         return match path {
             Path::Gemm => Kernel::Gemm,
             Path::Rows => Kernel::Rows,
             Path::Flat => Kernel::Flat,
-            Path::Fastest if narrow(s, pad) => Kernel::Flat,
-            Path::Fastest if direct(s) => Kernel::Rows,
-            Path::Fastest => Kernel::Gemm,
+            Path::Fastest => fastest(),
         };
     }
-    let _ = (s, pad, path);
+    let _ = (path, fastest);
     Kernel::Gemm
 }
 
-/// The kernel of `path` for the weight gradient of a convolution of shape `s`: over
-/// flattened rows on narrow maps of at least 20 x 20 outputs (lite 252 px: 22-28 px maps
-/// 180-230 -> 260-330 GF/s; lite 572 px: 54-104 px maps 370-440 -> 410-450), the row kernel
-/// or GEMM as [`direct_weight_grad`] says otherwise (on maps of 10-16 px the flat kernel's
-/// 27 sums per channel pair, reduced across lanes, cost more than its multiplications).
-#[cfg(target_arch = "x86_64")]
-fn kernel_weight_grad(s: &ConvShape, path: Path) -> Kernel {
-    if !super::conv_direct::available() {
-        return Kernel::Gemm;
+/// The fastest kernel for a convolution of shape `s` padded by `pad` (see [`narrow`] and
+/// [`direct`]).
+fn fastest_forward(s: &ConvShape, pad: usize) -> Kernel {
+    if narrow(s, pad) {
+        Kernel::Flat
+    } else if direct(s) {
+        Kernel::Rows
+    } else {
+        Kernel::Gemm
     }
-    match path {
-        Path::Gemm => Kernel::Gemm,
-        Path::Rows => Kernel::Rows,
-        Path::Flat => Kernel::Flat,
-        Path::Fastest if narrow(s, 0) && s.ho() * s.wo() >= 20 * 20 => Kernel::Flat,
-        Path::Fastest if direct_weight_grad(s) => Kernel::Rows,
-        Path::Fastest => Kernel::Gemm,
+}
+
+/// The fastest kernel for the weight gradient of a convolution of shape `s`: over flattened
+/// rows on narrow maps of at least 20 x 20 outputs (lite 252 px: 22-28 px maps 180-230 ->
+/// 260-330 GF/s; lite 572 px: 54-104 px maps 370-440 -> 410-450), the row kernel or GEMM as
+/// [`direct_weight_grad`] says otherwise (on maps of 10-16 px the flat kernel's 27 sums per
+/// channel pair, reduced across lanes, cost more than its multiplications).
+fn fastest_weight_grad(s: &ConvShape) -> Kernel {
+    if narrow(s, 0) && s.ho() * s.wo() >= 20 * 20 {
+        Kernel::Flat
+    } else if direct_weight_grad(s) {
+        Kernel::Rows
+    } else {
+        Kernel::Gemm
     }
 }
 
@@ -567,7 +569,8 @@ fn forward_with(
     path: Path,
     y: &mut [f32],
 ) {
-    run_kernel(kernel(s, 0, path), x, weight, bias, s, 0, relu, y)
+    let k = chosen(path, || fastest_forward(s, 0));
+    run_kernel(k, x, weight, bias, s, 0, relu, y)
 }
 
 /// The gradient before a ReLU from the gradient after it and the ReLU's output: `grad` where
@@ -616,16 +619,16 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
 }
 
 fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32> {
-    // Only x86-64 has the direct kernels.
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = path;
-    #[cfg(target_arch = "x86_64")]
-    match kernel_weight_grad(s, path) {
-        Kernel::Rows => return super::conv_direct::weight_grad(x, dy, (s.cin, s.cout, s.h, s.w)),
-        Kernel::Flat => {
-            return super::conv_direct::weight_grad_flat(x, dy, (s.cin, s.cout, s.h, s.w));
+    // Only x86-64 has the direct kernels (elsewhere `chosen` is always GEMM).
+    let shape = (s.cin, s.cout, s.h, s.w);
+    match chosen(path, || fastest_weight_grad(s)) {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Rows => return super::conv_direct::weight_grad(x, dy, shape),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Flat => return super::conv_direct::weight_grad_flat(x, dy, shape),
+        _ => {
+            let _ = shape;
         }
-        Kernel::Gemm => {}
     }
     let (ho, wo, k) = (s.ho(), s.wo(), s.cin * 9);
     let plane = ho * wo;
@@ -754,7 +757,7 @@ fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &m
         },
         pad: 2,
     };
-    let k = kernel(&back.s, 2, path);
+    let k = chosen(path, || fastest_forward(&back.s, 2));
     run_kernel(k, dy, &wt, None, &back.s, 2, false, dx)
 }
 
