@@ -105,7 +105,11 @@ pub trait Conv3x3Backend: Backend {
 /// burn slices.
 fn crop_slices(skip: [usize; 4], (h, w): (usize, usize)) -> [Slice; 4] {
     let [n, c, sh, sw] = skip;
-    let (oy, ox) = ((sh - h) / 2, (sw - w) / 2);
+    let (oy, ox) = Crop {
+        full: (sh, sw),
+        window: (h, w),
+    }
+    .origin();
     [
         Slice::from(0..n),
         Slice::from(0..c),
@@ -198,7 +202,8 @@ impl Conv3x3Backend for Cube {
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let shape = skip.shape();
-        let [n, cs, ..]: [usize; 4] = shape.dims();
+        let dims: [usize; 4] = shape.dims();
+        let [n, cs, ..] = dims;
         let [_, c, h, w]: [usize; 4] = grad.shape().dims();
         let part = |from: usize, to: usize| {
             let s = [0..n, from..to, 0..h, 0..w].map(Slice::from);
@@ -206,7 +211,7 @@ impl Conv3x3Backend for Cube {
         };
         let (gs, gu) = (part(0, cs), part(cs, c));
         let zeros = Self::float_zeros(shape, &skip.device(), grad.dtype().into());
-        let window = crop_slices(skip.shape().dims(), (h, w));
+        let window = crop_slices(dims, (h, w));
         (Self::float_slice_assign(zeros, &window, gs), gu)
     }
 }
@@ -557,64 +562,21 @@ fn bias_grad<B: Backend>(grad: FloatTensor<B>) -> FloatTensor<B> {
     B::float_reshape(g, Shape::new([c]))
 }
 
-/// Backward of the up-convolution.
-#[derive(Debug)]
-struct Up2x2Backward;
-
-impl<B: Conv3x3Backend> Backward<B, 3> for Up2x2Backward {
-    type State = (NodeId, NodeId, Option<FloatTensor<B>>);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let grad = grads.consume::<B>(&ops.node);
-        let (x_state, w_state, _) = ops.state;
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
-        let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
-        let parents = ops.parents.map(|p| p.map(|n| n.id));
-        let kernels: GradKernels<B> = (B::up2x2_weight_grad, |_x, w, g| B::up2x2_input_grad(w, g));
-        register_grads::<B>(parents, grad, None, x, w, kernels, grads);
-    }
-}
-
 /// The weight and input gradient kernels of an op of `(x, weight, bias)`, each called as
 /// `(x, weight, output gradient)`.
 type GradKernels<B> = (Forward3<B>, Forward3<B>);
 
-/// Registers the gradients of an op `f(x, w) + b` (per-channel bias) from the gradient of
-/// its output, with the op's `(weight, input)` gradient kernels, and the bias gradient when it
-/// is already known. Only the gradients of tracked parents are computed.
-fn register_grads<B: Conv3x3Backend>(
-    [node_x, node_w, node_b]: [Option<NodeId>; 3],
-    grad: FloatTensor<B>,
-    bias: Option<FloatTensor<B>>,
-    x: FloatTensor<B>,
-    w: FloatTensor<B>,
-    (weight_grad, input_grad): GradKernels<B>,
-    grads: &mut Gradients,
-) {
-    if let Some(node) = node_b {
-        let db = bias.unwrap_or_else(|| bias_grad::<B>(grad.clone()));
-        grads.register::<B>(node, db);
-    }
-    if let Some(node) = node_w {
-        grads.register::<B>(node, weight_grad(x.clone(), w.clone(), grad.clone()));
-    }
-    if let Some(node) = node_x {
-        grads.register::<B>(node, input_grad(x, w, grad));
-    }
+/// Backward of an op `f(x, w) + b` with a per-channel bias (the 3x3 convolution, the
+/// up-convolution): its `(weight, input)` gradient kernels. With the ReLU's output in its
+/// state (the fused convolution), the gradient goes through the ReLU first, and that pass also
+/// gives the bias gradient. That output is also the next layer's input, so no pre-activation
+/// map is stored. Only the gradients of tracked parents are computed.
+#[derive(Debug)]
+struct LinearBackward<B: Backend> {
+    kernels: GradKernels<B>,
 }
 
-/// Backward of the 3x3 convolution; with the ReLU's output in its state (the fused op), the
-/// gradient goes through the ReLU first. That output is also the next layer's input, so no
-/// pre-activation map is stored.
-#[derive(Debug)]
-struct Conv3x3Backward;
-
-impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
+impl<B: Conv3x3Backend> Backward<B, 3> for LinearBackward<B> {
     type State = (NodeId, NodeId, Option<FloatTensor<B>>);
 
     fn backward(
@@ -634,9 +596,18 @@ impl<B: Conv3x3Backend> Backward<B, 3> for Conv3x3Backward {
             }
             None => (grad, None),
         };
-        let parents = ops.parents.map(|p| p.map(|n| n.id));
-        let kernels: GradKernels<B> = (B::conv3x3_weight_grad, B::conv3x3_input_grad);
-        register_grads::<B>(parents, grad, bias, x, w, kernels, grads);
+        let [node_x, node_w, node_b] = ops.parents.map(|p| p.map(|n| n.id));
+        let (weight_grad, input_grad) = self.kernels;
+        if let Some(node) = node_b {
+            let db = bias.unwrap_or_else(|| bias_grad::<B>(grad.clone()));
+            grads.register::<B>(node, db);
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node, weight_grad(x.clone(), w.clone(), grad.clone()));
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node, input_grad(x, w, grad));
+        }
     }
 }
 
@@ -692,10 +663,10 @@ impl<B: Conv3x3Backend> Backward<B, 2> for CropCatBackward {
 /// The forward pass of an op of `(x, weight, bias)` on the inner backend.
 type Forward3<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
 
-/// Runs `forward` under autodiff: the backward `op` gets `x` and `weight` as checkpoints and,
-/// with `keep_output`, the output itself.
-fn record3<B, C, O>(
-    op: O,
+/// Runs `forward` under autodiff, with `kernels` for its backward ([`LinearBackward`]), which
+/// gets `x` and `weight` as checkpoints and, with `keep_output`, the output itself.
+fn record3<B, C>(
+    kernels: GradKernels<B>,
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
@@ -705,9 +676,8 @@ fn record3<B, C, O>(
 where
     B: Conv3x3Backend,
     C: CheckpointStrategy,
-    O: Backward<B, 3, State = (NodeId, NodeId, Option<FloatTensor<B>>)>,
 {
-    match op
+    match (LinearBackward { kernels })
         .prepare::<C>([x.node(), weight.node(), bias.node()])
         .compute_bound()
         .stateful()
@@ -737,7 +707,8 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        record3::<B, C, _>(Conv3x3Backward, x, weight, bias, B::conv3x3, false)
+        let kernels: GradKernels<B> = (B::conv3x3_weight_grad, B::conv3x3_input_grad);
+        record3::<B, C>(kernels, x, weight, bias, B::conv3x3, false)
     }
 
     fn conv3x3_relu(
@@ -745,7 +716,8 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        record3::<B, C, _>(Conv3x3Backward, x, weight, bias, B::conv3x3_relu, true)
+        let kernels: GradKernels<B> = (B::conv3x3_weight_grad, B::conv3x3_input_grad);
+        record3::<B, C>(kernels, x, weight, bias, B::conv3x3_relu, true)
     }
 
     fn relu_bias_grad(
@@ -760,7 +732,8 @@ impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C>
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        record3::<B, C, _>(Up2x2Backward, x, weight, bias, B::up2x2, false)
+        let kernels: GradKernels<B> = (B::up2x2_weight_grad, |_x, w, g| B::up2x2_input_grad(w, g));
+        record3::<B, C>(kernels, x, weight, bias, B::up2x2, false)
     }
 
     fn up2x2_input_grad(_w: FloatTensor<Self>, _g: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -982,7 +982,7 @@ pub struct Crop {
 
 impl Crop {
     /// Row and column of the window's first pixel.
-    fn origin(&self) -> (usize, usize) {
+    pub fn origin(&self) -> (usize, usize) {
         (
             (self.full.0 - self.window.0) / 2,
             (self.full.1 - self.window.1) / 2,
