@@ -76,19 +76,9 @@ pub fn forward_into(
     relu: bool,
     y: &mut [f32],
 ) {
-    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
-    assert!(
-        h + 2 * pad >= 3 && w + 2 * pad >= 3,
-        "conv_direct: map smaller than the kernel"
-    );
-    assert!(h >= 1 && w >= 1 && pad <= 2, "conv_direct: padding");
-    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
-    assert_eq!(weight.len(), cout * cin * 9, "conv_direct: weight size");
-    let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
-    assert_eq!(y.len(), cout * ho * wo, "conv_direct: output size");
-    let packed = pack_weights(weight, cin, cout);
+    let (packed, biases, (ho, wo)) =
+        prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
     let out = SharedOut(y.as_mut_ptr());
-    let biases = block_biases(bias, cout);
     let (hi, wi, pi) = (h as isize, w as isize, pad as isize);
     (0..ho).into_par_iter().for_each(|oy| {
         // Taps whose input row oy + kh - pad lies inside the image.
@@ -166,16 +156,9 @@ pub fn forward_flat_into(
     relu: bool,
     y: &mut [f32],
 ) {
-    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
-    assert!(
-        h >= 1 && w >= 1 && pad <= 2 && h + 2 * pad >= 3 && w + 2 * pad >= 3,
-        "conv_direct: map smaller than the kernel"
-    );
-    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
-    assert_eq!(weight.len(), cout * cin * 9, "conv_direct: weight size");
-    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-    let (ho, wo) = (hp - 2, wp - 2);
-    assert_eq!(y.len(), cout * ho * wo, "conv_direct: output size");
+    let (packed, biases, (ho, wo)) =
+        prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    let (hp, wp) = (ho + 2, wo + 2);
     let padded;
     let x = if pad == 0 {
         x
@@ -192,8 +175,6 @@ pub fn forward_flat_into(
         padded = p;
         &padded
     };
-    let packed = pack_weights(weight, cin, cout);
-    let biases = block_biases(bias, cout);
     // Flat outputs: the last one is (ho - 1, wo - 1), so the taps read up to hp * wp - 1.
     let len = (ho - 1) * wp + wo;
     let (blocks, cblocks) = (len.div_ceil(PX * 16), cout.div_ceil(CO));
@@ -236,6 +217,34 @@ pub fn forward_flat_into(
             );
         }
     });
+}
+
+/// Checks the sizes of a forward pass ([`forward_into`], [`forward_flat_into`]; `y_len`
+/// output values) and returns its weights repacked ([`pack_weights`]), the biases by blocks of
+/// output channels, and the output's height and width.
+///
+/// # Panics
+/// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
+fn prepare_forward(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    (cin, cout, h, w): (usize, usize, usize, usize),
+    pad: usize,
+    y_len: usize,
+) -> (Vec<f32>, Vec<[f32; CO]>, (usize, usize)) {
+    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
+    assert!(
+        h + 2 * pad >= 3 && w + 2 * pad >= 3,
+        "conv_direct: map smaller than the kernel"
+    );
+    assert!(h >= 1 && w >= 1 && pad <= 2, "conv_direct: padding");
+    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
+    assert_eq!(weight.len(), cout * cin * 9, "conv_direct: weight size");
+    let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
+    assert_eq!(y_len, cout * ho * wo, "conv_direct: output size");
+    let packed = pack_weights(weight, cin, cout);
+    (packed, block_biases(bias, cout), (ho, wo))
 }
 
 /// The biases of each block of [`CO`] output channels (zero past `cout`, or without a bias).
@@ -358,11 +367,7 @@ pub fn weight_grad(
     dy: &[f32],
     (cin, cout, h, w): (usize, usize, usize, usize),
 ) -> Vec<f32> {
-    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
-    assert!(h >= 3 && w >= 3, "conv_direct: map smaller than the kernel");
-    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
-    let (ho, wo) = (h - 2, w - 2);
-    assert_eq!(dy.len(), cout * ho * wo, "conv_direct: gradient size");
+    let (ho, wo) = check_weight_grad(x, dy, (cin, cout, h, w));
     let blocks = cout.div_ceil(GCO);
     let shape = (cin, cout, h, w);
     let mut dw = vec![0.0f32; cout * cin * 9];
@@ -409,11 +414,7 @@ pub fn weight_grad_flat(
     dy: &[f32],
     (cin, cout, h, w): (usize, usize, usize, usize),
 ) -> Vec<f32> {
-    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
-    assert!(h >= 3 && w >= 3, "conv_direct: map smaller than the kernel");
-    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
-    let (ho, wo) = (h - 2, w - 2);
-    assert_eq!(dy.len(), cout * ho * wo, "conv_direct: gradient size");
+    let (ho, wo) = check_weight_grad(x, dy, (cin, cout, h, w));
     let len = (ho - 1) * w + wo;
     let mut wide = vec![0.0f32; cout * len];
     for (src, dst) in dy.chunks_exact(ho * wo).zip(wide.chunks_exact_mut(len)) {
@@ -448,6 +449,24 @@ pub fn weight_grad_flat(
             }
         });
     dw
+}
+
+/// Checks the sizes of a weight gradient ([`weight_grad`], [`weight_grad_flat`]) and returns
+/// the output's height and width.
+///
+/// # Panics
+/// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
+fn check_weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+) -> (usize, usize) {
+    assert!(available(), "conv_direct: the CPU lacks AVX-512F");
+    assert!(h >= 3 && w >= 3, "conv_direct: map smaller than the kernel");
+    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
+    let (ho, wo) = (h - 2, w - 2);
+    assert_eq!(dy.len(), cout * ho * wo, "conv_direct: gradient size");
+    (ho, wo)
 }
 
 /// The weight gradient of output-channel block `cb` (channels `3 cb ..`, as many as `out`
