@@ -1,5 +1,7 @@
 //! CPU kernels of the 3x3 valid convolution (stride 1, no dilation, no groups) and its two
-//! gradients, as blocked im2col + GEMM. The U-Net spends most of its time here.
+//! gradients, as blocked im2col + GEMM; on CPUs with AVX-512F the direct kernels of
+//! [`super::conv_direct`] run the shapes where they were measured faster (see [`Kernel`]).
+//! The U-Net spends most of its time here.
 //!
 //! Layouts are NCHW, row-major. The weight `[Cout, Cin, 3, 3]` is read as a `Cout x 9 Cin`
 //! matrix whose column `k = ci * 9 + kh * 3 + kw` matches the row `k` of the im2col buffer.

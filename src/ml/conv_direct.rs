@@ -163,16 +163,7 @@ pub fn forward_flat_into(
     let x = if pad == 0 {
         x
     } else {
-        let mut p = vec![0.0f32; cin * hp * wp];
-        for (src, dst) in x.chunks_exact(h * w).zip(p.chunks_exact_mut(hp * wp)) {
-            for (row, out) in src
-                .chunks_exact(w)
-                .zip(dst[pad * wp..].chunks_exact_mut(wp))
-            {
-                out[pad..pad + w].copy_from_slice(row);
-            }
-        }
-        padded = p;
+        padded = spread_rows(x, (h, w), (hp * wp, wp), pad * wp + pad);
         &padded
     };
     // Flat outputs: the last one is (ho - 1, wo - 1), so the taps read up to hp * wp - 1.
@@ -245,6 +236,26 @@ fn prepare_forward(
     assert_eq!(y_len, cout * ho * wo, "conv_direct: output size");
     let packed = pack_weights(weight, cin, cout);
     (packed, block_biases(bias, cout), (ho, wo))
+}
+
+/// The planes of `src` (`rows x cols` each) in planes of `plane` floats with their rows
+/// `stride` apart, the first row's first value at `origin`, zeros elsewhere: a zero-padded
+/// copy, or a map laid out for the flattened-rows kernels.
+fn spread_rows(
+    src: &[f32],
+    (rows, cols): (usize, usize),
+    (plane, stride): (usize, usize),
+    origin: usize,
+) -> Vec<f32> {
+    let per = (rows * cols).max(1);
+    let mut dst = vec![0.0f32; src.len() / per * plane];
+    for (from, to) in src.chunks_exact(per).zip(dst.chunks_exact_mut(plane)) {
+        for (r, row) in from.chunks_exact(cols).enumerate() {
+            let at = origin + r * stride;
+            to[at..at + cols].copy_from_slice(row);
+        }
+    }
+    dst
 }
 
 /// The biases of each block of [`CO`] output channels (zero past `cout`, or without a bias).
@@ -416,12 +427,7 @@ pub fn weight_grad_flat(
 ) -> Vec<f32> {
     let (ho, wo) = check_weight_grad(x, dy, (cin, cout, h, w));
     let len = (ho - 1) * w + wo;
-    let mut wide = vec![0.0f32; cout * len];
-    for (src, dst) in dy.chunks_exact(ho * wo).zip(wide.chunks_exact_mut(len)) {
-        for (oy, row) in src.chunks_exact(wo).enumerate() {
-            dst[oy * w..oy * w + wo].copy_from_slice(row);
-        }
-    }
+    let wide = spread_rows(dy, (ho, wo), (len, w), 0);
     let mut dw = vec![0.0f32; cout * cin * 9];
     dw.par_chunks_mut(GCO * cin * 9)
         .enumerate()
