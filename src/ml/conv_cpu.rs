@@ -1,6 +1,6 @@
 //! CPU kernels of the 3x3 valid convolution (stride 1, no dilation, no groups) and its two
 //! gradients, as blocked im2col + GEMM; on CPUs with AVX-512F the direct kernels of
-//! [`super::conv_direct`] run the shapes where they were measured faster (see [`Kernel`]).
+//! [`super::conv_direct`] run the shapes where they were measured faster (see `Kernel`).
 //! The U-Net spends most of its time here.
 //!
 //! Layouts are NCHW, row-major. The weight `[Cout, Cin, 3, 3]` is read as a `Cout x 9 Cin`
