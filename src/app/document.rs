@@ -712,7 +712,7 @@ impl Document {
     }
 
     /// The work of the next save, taken from the document (which then counts as saved; call
-    /// [`Self::save_failed`] when the work fails). `full` forces a whole label file; otherwise
+    /// [`Self::saved`] with the work's result). `full` forces a whole label file; otherwise
     /// only the blocks changed since the last save are appended to the journal.
     pub fn take_save_work(&mut self, full: bool) -> SaveWork {
         let full = full || self.wants_full_save();

@@ -41,7 +41,7 @@ impl Default for ImportView {
 }
 
 impl StudioApp {
-    /// Reads the import window's file in the background; [`Self::poll_import`] applies it.
+    /// Reads the import window's file in the background; `poll_import` applies it.
     pub fn start_import(&mut self) {
         let Some(doc) = &self.doc else { return };
         if self.import.job.is_some() {
