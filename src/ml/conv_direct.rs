@@ -21,6 +21,8 @@ use std::arch::x86_64::{
 
 use rayon::prelude::*;
 
+use super::conv_cpu::Taps;
+
 /// Output channels per register block of the forward kernel.
 const CO: usize = 8;
 /// 16-float vectors of one output row per register block of the forward kernel.
@@ -44,40 +46,62 @@ fn lanes(n: usize) -> __mmask16 {
     }
 }
 
-/// Weights `Cout x Cin x 3 x 3` repacked as blocks of 8 output channels:
-/// `[Cout / 8 (rounded up)][Cin][9][8]`, zero for the channels past `Cout`.
-fn pack_weights(weight: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    let blocks = cout.div_ceil(CO);
-    let mut packed = vec![0.0f32; blocks * cin * 9 * CO];
-    for co in 0..cout {
-        let (b, c) = (co / CO, co % CO);
-        for ci in 0..cin {
-            for t in 0..9 {
-                packed[((b * cin + ci) * 9 + t) * CO + c] = weight[(co * cin + ci) * 9 + t];
-            }
+/// Where the forward kernel finds the weights of one block of up to [`CO`] output channels,
+/// read in place (no repacked copy): the weight of output channel `c` of the block, input
+/// channel `ci` and tap `t = 3 kh + kw` is at `base + out[c] + ci * per_in + t * per_tap`
+/// (offsets in floats). Channels past the block's last real one repeat it (their sums are
+/// computed and never stored).
+///
+/// Repacking the weights into blocks before every pass (and, for the input gradient,
+/// transposing them before that) cost as much as the convolution itself on the deep levels'
+/// small maps: 590 K weights written twice per pass into freshly faulted pages.
+#[derive(Clone, Copy)]
+struct BlockWeights {
+    base: *const f32,
+    out: [isize; CO],
+    per_in: isize,
+    per_tap: isize,
+}
+
+impl BlockWeights {
+    /// The weights of output channels `cb * CO ..` (`nco >= 1` of them) of a pass with `cin`
+    /// input and `cout` output channels.
+    fn new(taps: Taps<'_>, (cin, cout): (usize, usize), cb: usize, nco: usize) -> Self {
+        let first = cb * CO;
+        // (offset of the block's first weight, floats between output channels, per input
+        // channel, per tap)
+        let (start, per_out, per_in, per_tap) = match taps {
+            // W[co, ci, t] = w[(co Cin + ci) 9 + t].
+            Taps::Given(_) => (first * cin * 9, cin * 9, 9, 1),
+            // W[co, ci, t] = w[(ci Cout + co) 9 + 8 - t].
+            Taps::Flipped(_) => (first * 9 + 8, 9, cout * 9, -1),
+        };
+        Self {
+            base: taps.values().as_ptr().wrapping_add(start),
+            out: std::array::from_fn(|c| (c.min(nco - 1) * per_out) as isize),
+            per_in: per_in as isize,
+            per_tap,
         }
     }
-    packed
 }
 
 /// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
-/// `Cin x H x W`, `weight` `Cout x Cin x 3 x 3`, into `y` (`Cout x (H+2pad-2) x (W+2pad-2)`
-/// values, all overwritten) plus `bias`, through a ReLU when `relu`. (Padding 2 with
-/// transposed, flipped weights is the input gradient.)
+/// `Cin x H x W`, `weight` (`Cout x Cin x 3 x 3` in effect), into `y` (`Cout x (H+2pad-2) x
+/// (W+2pad-2)` values, all overwritten) plus `bias`, through a ReLU when `relu`. (Padding 2
+/// with [`Taps::Flipped`] weights is the input gradient.)
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
 pub fn forward_into(
     x: &[f32],
-    weight: &[f32],
+    weight: Taps<'_>,
     bias: Option<&[f32]>,
     (cin, cout, h, w): (usize, usize, usize, usize),
     pad: usize,
     relu: bool,
     y: &mut [f32],
 ) {
-    let (packed, biases, (ho, wo)) =
-        prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    let (biases, (ho, wo)) = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
     let out = SharedOut(y.as_mut_ptr());
     let (hi, wi, pi) = (h as isize, w as isize, pad as isize);
     (0..ho).into_par_iter().for_each(|oy| {
@@ -109,7 +133,7 @@ pub fn forward_into(
             let origin = (oyi - pi) * wi + ox0 as isize - pi;
             for (cb, b) in biases.iter().enumerate() {
                 let nco = CO.min(cout - cb * CO);
-                let wp = &packed[cb * cin * 9 * CO..(cb + 1) * cin * 9 * CO];
+                let wb = BlockWeights::new(weight, (cin, cout), cb, nco);
                 // SAFETY: AVX-512F is present (asserted); the block reads, of every channel,
                 // input rows oy + kh - pad for kh in `kh` (inside 0..h) at the columns its
                 // masks allow (inside 0..w), and writes output row oy, columns ox0..ox0+n, of
@@ -119,7 +143,7 @@ pub fn forward_into(
                     forward_block(
                         x.as_ptr().wrapping_offset(origin),
                         (h * w, w, cin),
-                        wp.as_ptr(),
+                        wb,
                         kh,
                         &load,
                         out.at((cb * CO) * ho * wo + oy * wo + ox0),
@@ -149,15 +173,14 @@ pub fn forward_into(
 /// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
 pub fn forward_flat_into(
     x: &[f32],
-    weight: &[f32],
+    weight: Taps<'_>,
     bias: Option<&[f32]>,
     (cin, cout, h, w): (usize, usize, usize, usize),
     pad: usize,
     relu: bool,
     y: &mut [f32],
 ) {
-    let (packed, biases, (ho, wo)) =
-        prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    let (biases, (ho, wo)) = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
     let (hp, wp) = (ho + 2, wo + 2);
     let padded;
     let x = if pad == 0 {
@@ -187,7 +210,7 @@ pub fn forward_flat_into(
             (keep, (first / wp) * wo + first % wp)
         });
         let nco = CO.min(cout - cb * CO);
-        let wpk = &packed[cb * cin * 9 * CO..(cb + 1) * cin * 9 * CO];
+        let wb = BlockWeights::new(weight, (cin, cout), cb, nco);
         // SAFETY: AVX-512F is present (asserted); the block reads, of every channel, the
         // lanes j0 + 16 p + l < len shifted by kh * wp + kw <= 2 wp + 2, so below
         // (ho - 1) wp + wo + 2 wp + 2 = hp * wp: inside `x`. It writes, of channels
@@ -197,7 +220,7 @@ pub fn forward_flat_into(
             forward_block(
                 x.as_ptr().add(j0),
                 (hp * wp, wp, cin),
-                wpk.as_ptr(),
+                wb,
                 (0, 3),
                 &[load; 3],
                 out.at((cb * CO) * ho * wo),
@@ -211,19 +234,19 @@ pub fn forward_flat_into(
 }
 
 /// Checks the sizes of a forward pass ([`forward_into`], [`forward_flat_into`]; `y_len`
-/// output values) and returns its weights repacked ([`pack_weights`]), the biases by blocks of
-/// output channels, and the output's height and width.
+/// output values) and returns the biases by blocks of output channels and the output's height
+/// and width.
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
 fn prepare_forward(
     x: &[f32],
-    weight: &[f32],
+    weight: Taps<'_>,
     bias: Option<&[f32]>,
     (cin, cout, h, w): (usize, usize, usize, usize),
     pad: usize,
     y_len: usize,
-) -> (Vec<f32>, Vec<[f32; CO]>, (usize, usize)) {
+) -> (Vec<[f32; CO]>, (usize, usize)) {
     assert!(available(), "conv_direct: the CPU lacks AVX-512F");
     assert!(
         h + 2 * pad >= 3 && w + 2 * pad >= 3,
@@ -231,11 +254,14 @@ fn prepare_forward(
     );
     assert!(h >= 1 && w >= 1 && pad <= 2, "conv_direct: padding");
     assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
-    assert_eq!(weight.len(), cout * cin * 9, "conv_direct: weight size");
+    assert_eq!(
+        weight.values().len(),
+        cout * cin * 9,
+        "conv_direct: weight size"
+    );
     let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
     assert_eq!(y_len, cout * ho * wo, "conv_direct: output size");
-    let packed = pack_weights(weight, cin, cout);
-    (packed, block_biases(bias, cout), (ho, wo))
+    (block_biases(bias, cout), (ho, wo))
 }
 
 /// The planes of `src` (`rows x cols` each) in planes of `plane` floats with their rows
@@ -296,7 +322,8 @@ impl SharedOut {
 /// AVX-512F; `x` is the block's input origin (channel 0, tap row 0, tap column 0) in a
 /// buffer of `cin` planes of `plane` floats with rows of `w` floats: for tap rows `kh.0 ..
 /// kh.1` and every channel, the lanes under `load[kw][p]` at `x + ci * plane + kh * w + kw +
-/// 16 p` must lie inside the buffer; `wp` holds `cin * 9 * 8` floats. Vector `p` of output
+/// 16 p` must lie inside the buffer; `wb` points at `cin` input channels of weights inside
+/// their buffer. Vector `p` of output
 /// channel `c < nco` keeps the lanes under the mask `store[p].0`, which are stored contiguously
 /// from `y + c * oplane + store[p].1`: those floats must be valid for writes.
 #[target_feature(enable = "avx512f")]
@@ -304,7 +331,7 @@ impl SharedOut {
 unsafe fn forward_block(
     x: *const f32,
     (plane, w, cin): (usize, usize, usize),
-    wp: *const f32,
+    wb: BlockWeights,
     kh: (usize, usize),
     load: &[[__mmask16; PX]; 3],
     y: *mut f32,
@@ -316,7 +343,7 @@ unsafe fn forward_block(
     let mut acc = [[_mm512_setzero_ps(); PX]; CO];
     for ci in 0..cin {
         let xc = x.wrapping_add(ci * plane);
-        let wc = wp.wrapping_add(ci * 9 * CO);
+        let wc = wb.base.wrapping_offset(ci as isize * wb.per_in);
         for kh in kh.0..kh.1 {
             // The input of this row two blocks ahead: one stream per input row and channel is
             // more than the hardware prefetchers follow (maps of 32 channels x 392 px ran at a
@@ -335,10 +362,10 @@ unsafe fn forward_block(
                     // masked-off lanes are not read.
                     xv[p] = unsafe { _mm512_maskz_loadu_ps(masks[p], xr.wrapping_add(16 * p)) };
                 }
-                let wt = wc.wrapping_add((kh * 3 + kw) * CO);
+                let wt = wc.wrapping_offset((kh * 3 + kw) as isize * wb.per_tap);
                 for (c, row) in acc.iter_mut().enumerate() {
-                    // SAFETY: inside the packed weights (caller).
-                    let wv = _mm512_set1_ps(unsafe { *wt.add(c) });
+                    // SAFETY: a weight of this block (caller).
+                    let wv = _mm512_set1_ps(unsafe { *wt.offset(wb.out[c]) });
                     for p in 0..PX {
                         row[p] = _mm512_fmadd_ps(wv, xv[p], row[p]);
                     }
