@@ -344,6 +344,15 @@ unsafe fn forward_block(
     for ci in 0..cin {
         let xc = x.wrapping_add(ci * plane);
         let wc = wb.base.wrapping_offset(ci as isize * wb.per_in);
+        // The weights 8 input channels ahead: read in place, one block's weights are 8
+        // strided streams (or, for the input gradient, 288 bytes every Cout * 9 floats) that
+        // the hardware prefetchers do not follow; on the deep levels (256 channels, 2.4 MB of
+        // weights, not cached by the time the backward pass reaches them) the input
+        // gradients took 2-3x as long as with warm weights. Prefetches never fault.
+        let ahead = wc.wrapping_offset(8 * wb.per_in);
+        for c in 0..CO {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_offset(wb.out[c]) as *const i8);
+        }
         for kh in kh.0..kh.1 {
             // The input of this row two blocks ahead: one stream per input row and channel is
             // more than the hardware prefetchers follow (maps of 32 channels x 392 px ran at a
