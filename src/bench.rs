@@ -183,12 +183,13 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn best_ms(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?; // warm-up: kernels, allocations, autotuning
+fn best_ms(repeats: usize, mut f: impl FnMut() -> Result<()> + Send) -> Result<f64> {
+    crate::ml::in_compute_pool(&mut f)?; // warm-up: kernels, allocations, autotuning
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {
         let t = Instant::now();
-        f()?;
+        // Where training and prediction run their steps (see there).
+        crate::ml::in_compute_pool(&mut f)?;
         best = best.min(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(best)

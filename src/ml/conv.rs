@@ -16,6 +16,7 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{IntDType, Slice};
+use rayon::prelude::*;
 
 use super::conv_cpu::{
     ConvShape, Crop, UpShape, conv3x3_forward_into, conv3x3_input_grad_into, conv3x3_weight_grad,
@@ -265,12 +266,24 @@ struct FlexOut {
 }
 
 impl FlexOut {
-    /// `len` zeros.
+    /// `len` zeros, written in parallel when large: activation-sized outputs were zeroed on
+    /// the calling thread while the other waited (~3 % of a lite 572 px training step).
     fn zeroed(len: usize) -> Self {
-        Self {
-            quads: bytemuck::zeroed_vec(len.div_ceil(4)),
-            len,
+        const CHUNK: usize = 1 << 14;
+        let n = len.div_ceil(4);
+        if n < 4 * CHUNK {
+            return Self {
+                quads: bytemuck::zeroed_vec(n),
+                len,
+            };
         }
+        let mut quads = Vec::with_capacity(n);
+        quads.spare_capacity_mut()[..n]
+            .par_chunks_mut(CHUNK)
+            .for_each(|c| c.fill(std::mem::MaybeUninit::new(Quad([0.0; 4]))));
+        // SAFETY: the first `n` elements were all written just above.
+        unsafe { quads.set_len(n) };
+        Self { quads, len }
     }
 
     /// The `len` values.

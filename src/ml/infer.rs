@@ -6,7 +6,7 @@ use burn::tensor::activation::softmax;
 
 use crate::data::Plane;
 use crate::ml::unet::{UNet, UNetConfig};
-use crate::ml::{CancelToken, MlError};
+use crate::ml::{CancelToken, MlError, in_compute_pool};
 use crate::preprocess::{TileGeometry, tile_origins};
 
 /// The tile actually used for an image: the valid output edge nearest to `requested`, but no
@@ -136,8 +136,9 @@ pub fn predict_probabilities_where(
                 input,
                 input,
             );
-            let probs = softmax(model.forward(plane_tensor(&crop, device)), 1);
-            let v = tensor_values(probs)?;
+            let v = in_compute_pool(|| {
+                tensor_values(softmax(model.forward(plane_tensor(&crop, device)), 1))
+            })?;
             for (k, plane) in out.iter_mut().enumerate() {
                 let base = k * tile * tile;
                 for y in 0..tile.min(h - ty) {

@@ -17,7 +17,7 @@ use crate::ml::device::ComputeDevice;
 use crate::ml::infer::{plane_tensor, predict_probabilities_where, tensor_values};
 use crate::ml::loss::weighted_cross_entropy;
 use crate::ml::unet::{UNet, UNetConfig};
-use crate::ml::{CancelToken, MlError};
+use crate::ml::{CancelToken, MlError, in_compute_pool};
 use crate::preprocess::{
     AugmentConfig, D4, DeformationField, ElasticConfig, GreyJitter, Interpolation, Rng,
     WeightMapConfig, class_weights, warp_f32, warp_nearest, weight_map,
@@ -566,21 +566,25 @@ pub fn train(
             }
         }
         let Some(sample) = sample else { break };
-        let x = plane_tensor(&sample.image, &ad);
-        let (target, weights) = target_tensors(&sample.classes, &sample.weights, unet.classes, &ad);
-        let logits = model.forward(x);
-        let loss = weighted_cross_entropy(logits, target, weights);
-        let loss_value = tensor_values(loss.clone())?
-            .first()
-            .copied()
-            .unwrap_or(f32::NAN);
-        if !loss_value.is_finite() {
-            return Err(MlError::Diverged {
-                iteration: iteration + 1,
-            });
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
+        let (next, loss_value) = in_compute_pool(|| {
+            let x = plane_tensor(&sample.image, &ad);
+            let (target, weights) =
+                target_tensors(&sample.classes, &sample.weights, unet.classes, &ad);
+            let logits = model.forward(x);
+            let loss = weighted_cross_entropy(logits, target, weights);
+            let loss_value = tensor_values(loss.clone())?
+                .first()
+                .copied()
+                .unwrap_or(f32::NAN);
+            if !loss_value.is_finite() {
+                return Err(MlError::Diverged {
+                    iteration: iteration + 1,
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            Ok((optim.step(lr, model, grads), loss_value))
+        })?;
+        model = next;
         iteration += 1;
         losses.push(loss_value);
         let elapsed = t0.elapsed().saturating_sub(paused).as_secs_f32().max(1e-6);
