@@ -46,11 +46,11 @@ fn lanes(n: usize) -> __mmask16 {
     }
 }
 
-/// Where the forward kernel finds the weights of one block of up to [`CO`] output channels,
-/// read in place (no repacked copy): the weight of output channel `c` of the block, input
-/// channel `ci` and tap `t = 3 kh + kw` is at `base + out[c] + ci * per_in + t * per_tap`
-/// (offsets in floats). Channels past the block's last real one repeat it (their sums are
-/// computed and never stored).
+/// Where the forward kernel finds the weights of one block of [`CO`] output channels, read in
+/// place (no repacked copy): the weight of output channel `c` of the block, input channel `ci`
+/// and tap `t = 3 kh + kw` is at `base + c * per_out + ci * per_in + t * per_tap` (offsets in
+/// floats; strides rather than a table of offsets, so the kernel addresses them from
+/// registers).
 ///
 /// Repacking the weights into blocks before every pass (and, for the input gradient,
 /// transposing them before that) cost as much as the convolution itself on the deep levels'
@@ -58,31 +58,61 @@ fn lanes(n: usize) -> __mmask16 {
 #[derive(Clone, Copy)]
 struct BlockWeights {
     base: *const f32,
-    out: [isize; CO],
+    per_out: isize,
     per_in: isize,
     per_tap: isize,
 }
 
 impl BlockWeights {
-    /// The weights of output channels `cb * CO ..` (`nco >= 1` of them) of a pass with `cin`
-    /// input and `cout` output channels.
-    fn new(taps: Taps<'_>, (cin, cout): (usize, usize), cb: usize, nco: usize) -> Self {
+    /// The weights of output channels `cb * CO ..` of a pass with `cin` input and `cout`
+    /// output channels; a last block of fewer than [`CO`] channels reads `partial`
+    /// ([`partial_block`]).
+    fn new(
+        taps: Taps<'_>,
+        (cin, cout): (usize, usize),
+        cb: usize,
+        partial: Option<&[f32]>,
+    ) -> Self {
         let first = cb * CO;
-        // (offset of the block's first weight, floats between output channels, per input
-        // channel, per tap)
-        let (start, per_out, per_in, per_tap) = match taps {
+        // (the weights, offset of the block's first weight, floats between output channels,
+        // per input channel, per tap)
+        let (w, start, per_out, per_in, per_tap) = match (taps, partial) {
+            (_, Some(p)) if first + CO > cout => (p, 0, cin * 9, 9, 1),
             // W[co, ci, t] = w[(co Cin + ci) 9 + t].
-            Taps::Given(_) => (first * cin * 9, cin * 9, 9, 1),
+            (Taps::Given(w), _) => (w, first * cin * 9, cin * 9, 9, 1),
             // W[co, ci, t] = w[(ci Cout + co) 9 + 8 - t].
-            Taps::Flipped(_) => (first * 9 + 8, 9, cout * 9, -1),
+            (Taps::Flipped(w), _) => (w, first * 9 + 8, 9, cout * 9, -1),
         };
         Self {
-            base: taps.values().as_ptr().wrapping_add(start),
-            out: std::array::from_fn(|c| (c.min(nco - 1) * per_out) as isize),
+            base: w.as_ptr().wrapping_add(start),
+            per_out: per_out as isize,
             per_in: per_in as isize,
             per_tap,
         }
     }
+}
+
+/// The weights of the last block when `cout` is not a multiple of [`CO`]: `CO x Cin x 9`
+/// floats, zero past the real channels (the kernel computes all [`CO`] and stores the real
+/// ones; read in place, it would run past the weights).
+fn partial_block(taps: Taps<'_>, cin: usize, cout: usize) -> Option<Vec<f32>> {
+    let nco = cout % CO;
+    if nco == 0 {
+        return None;
+    }
+    let first = cout - nco;
+    let mut block = vec![0.0f32; CO * cin * 9];
+    for (c, rows) in block.chunks_exact_mut(cin * 9).take(nco).enumerate() {
+        for (ci, taps9) in rows.chunks_exact_mut(9).enumerate() {
+            for (t, v) in taps9.iter_mut().enumerate() {
+                *v = match taps {
+                    Taps::Given(w) => w[((first + c) * cin + ci) * 9 + t],
+                    Taps::Flipped(w) => w[(ci * cout + first + c) * 9 + 8 - t],
+                };
+            }
+        }
+    }
+    Some(block)
 }
 
 /// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
@@ -102,6 +132,7 @@ pub fn forward_into(
     y: &mut [f32],
 ) {
     let (biases, (ho, wo)) = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    let partial = partial_block(weight, cin, cout);
     let out = SharedOut(y.as_mut_ptr());
     let (hi, wi, pi) = (h as isize, w as isize, pad as isize);
     (0..ho).into_par_iter().for_each(|oy| {
@@ -133,7 +164,7 @@ pub fn forward_into(
             let origin = (oyi - pi) * wi + ox0 as isize - pi;
             for (cb, b) in biases.iter().enumerate() {
                 let nco = CO.min(cout - cb * CO);
-                let wb = BlockWeights::new(weight, (cin, cout), cb, nco);
+                let wb = BlockWeights::new(weight, (cin, cout), cb, partial.as_deref());
                 // SAFETY: AVX-512F is present (asserted); the block reads, of every channel,
                 // input rows oy + kh - pad for kh in `kh` (inside 0..h) at the columns its
                 // masks allow (inside 0..w), and writes output row oy, columns ox0..ox0+n, of
@@ -181,6 +212,7 @@ pub fn forward_flat_into(
     y: &mut [f32],
 ) {
     let (biases, (ho, wo)) = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    let partial = partial_block(weight, cin, cout);
     let (hp, wp) = (ho + 2, wo + 2);
     let padded;
     let x = if pad == 0 {
@@ -210,7 +242,7 @@ pub fn forward_flat_into(
             (keep, (first / wp) * wo + first % wp)
         });
         let nco = CO.min(cout - cb * CO);
-        let wb = BlockWeights::new(weight, (cin, cout), cb, nco);
+        let wb = BlockWeights::new(weight, (cin, cout), cb, partial.as_deref());
         // SAFETY: AVX-512F is present (asserted); the block reads, of every channel, the
         // lanes j0 + 16 p + l < len shifted by kh * wp + kw <= 2 wp + 2, so below
         // (ho - 1) wp + wo + 2 wp + 2 = hp * wp: inside `x`. It writes, of channels
@@ -351,7 +383,7 @@ unsafe fn forward_block(
         // gradients took 2-3x as long as with warm weights. Prefetches never fault.
         let ahead = wc.wrapping_offset(8 * wb.per_in);
         for c in 0..CO {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_offset(wb.out[c]) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_offset(c as isize * wb.per_out) as *const i8);
         }
         for kh in kh.0..kh.1 {
             // The input of this row two blocks ahead: one stream per input row and channel is
@@ -374,7 +406,7 @@ unsafe fn forward_block(
                 let wt = wc.wrapping_offset((kh * 3 + kw) as isize * wb.per_tap);
                 for (c, row) in acc.iter_mut().enumerate() {
                     // SAFETY: a weight of this block (caller).
-                    let wv = _mm512_set1_ps(unsafe { *wt.offset(wb.out[c]) });
+                    let wv = _mm512_set1_ps(unsafe { *wt.offset(c as isize * wb.per_out) });
                     for p in 0..PX {
                         row[p] = _mm512_fmadd_ps(wv, xv[p], row[p]);
                     }
