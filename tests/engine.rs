@@ -598,6 +598,54 @@ fn crop_cat_matches_burn(device: &Device) {
     close(up.grad(&g1).unwrap(), up.grad(&g2).unwrap(), "up gradient");
 }
 
+/// The dropout at the end of the contracting path: while training, every value is either
+/// dropped (0) or scaled by `1 / keep`, about `keep` of them are kept, the gradient is the
+/// same mask, and the same device seed gives the same mask; without autodiff (prediction)
+/// and with the module's training flag off it is the identity.
+fn dropout_masks_like_burn(device: &Device) {
+    use burn::module::Module as _;
+    use burn::nn::DropoutConfig;
+    use burn::tensor::Distribution;
+    use unet_studio::ml::conv::dropout;
+    let d = DropoutConfig::new(0.25).init();
+    let keep = 0.75f32;
+    let ad = device.clone().autodiff();
+    let shape = [1, 32, 40, 50];
+    let x0 = Tensor::<4>::random(shape, Distribution::Uniform(1.0, 2.0), device);
+    let masked = |seed: u64| {
+        ad.seed(seed);
+        let x = Tensor::<4>::from_data(x0.to_data(), &ad).require_grad();
+        let y = dropout(&d, x.clone());
+        let g = y.clone().sum().backward();
+        (
+            tensor_values(y.inner()).unwrap(),
+            tensor_values(x.grad(&g).unwrap()).unwrap(),
+        )
+    };
+    let xv = tensor_values(x0.clone()).unwrap();
+    let (y, gx) = masked(7);
+    let mut kept = 0usize;
+    for ((&y, &g), &x) in y.iter().zip(&gx).zip(&xv) {
+        if y == 0.0 {
+            assert_eq!(g, 0.0, "a dropped value passes no gradient");
+        } else {
+            kept += 1;
+            assert!((y - x / keep).abs() < 1e-5, "kept {x} -> {y}");
+            assert!((g - 1.0 / keep).abs() < 1e-5, "kept gradient {g}");
+        }
+    }
+    // 64 000 draws: the kept fraction's standard deviation is 0.0017.
+    let fraction = kept as f32 / y.len() as f32;
+    assert!((fraction - keep).abs() < 0.01, "kept fraction {fraction}");
+    assert_eq!(masked(7).0, y, "same seed, same mask");
+    assert_ne!(masked(8).0, y, "another seed, another mask");
+    // Prediction (no autodiff) and a frozen module pass the input through.
+    assert_eq!(tensor_values(dropout(&d, x0.clone())).unwrap(), xv);
+    let frozen = d.clone().freeze();
+    let x = Tensor::<4>::from_data(x0.to_data(), &ad);
+    assert_eq!(tensor_values(dropout(&frozen, x).inner()).unwrap(), xv);
+}
+
 #[test]
 fn convolution_extension_gradients_match_burn_on_cpu() {
     extension_matches_burn_conv(&cpu_device().device);
@@ -605,6 +653,7 @@ fn convolution_extension_gradients_match_burn_on_cpu() {
     pool_extension_matches_burn(&cpu_device().device);
     head_matches_burn_conv2d(&cpu_device().device);
     crop_cat_matches_burn(&cpu_device().device);
+    dropout_masks_like_burn(&cpu_device().device);
 }
 
 #[test]
@@ -617,6 +666,7 @@ fn convolution_extension_and_training_step_on_gpu() {
     pool_extension_matches_burn(&gpu.device);
     head_matches_burn_conv2d(&gpu.device);
     crop_cat_matches_burn(&gpu.device);
+    dropout_masks_like_burn(&gpu.device);
     // Two real training steps on the GPU: autodiff routing, optimiser, read-back.
     let out = train(
         &tiny_set(),

@@ -386,7 +386,7 @@ impl UNet {
             // 572 px tile, and its backward kept the indices of every maximum.
             x = crate::ml::conv::max_pool2x2(x);
         }
-        x = self.dropout.forward(self.bottom.forward(x));
+        x = crate::ml::conv::dropout(&self.dropout, self.bottom.forward(x));
         for ((up, block), skip) in self
             .up
             .iter()
