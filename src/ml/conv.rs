@@ -20,8 +20,9 @@ use rayon::prelude::*;
 
 use super::conv_cpu::{
     ConvShape, Crop, UpShape, conv3x3_forward_into, conv3x3_input_grad_into, conv3x3_weight_grad,
-    copy_into, crop_into, pool2x2_backward_into, pool2x2_forward_into, relu_bias_grad_in_place,
-    uncrop_into, up2x2_forward_into, up2x2_input_grad_into, up2x2_weight_grad,
+    copy_into, crop_into, filled_in_parallel, pool2x2_backward_into, pool2x2_forward_into,
+    relu_bias_grad_in_place, uncrop_into, up2x2_forward_into, up2x2_input_grad_into,
+    up2x2_weight_grad,
 };
 
 /// Backends that run the U-Net's 3x3 valid convolution.
@@ -283,21 +284,10 @@ impl FlexOut {
     /// `len` zeros, written in parallel when large: activation-sized outputs were zeroed on
     /// the calling thread while the other waited (~3 % of a lite 572 px training step).
     fn zeroed(len: usize) -> Self {
-        const CHUNK: usize = 1 << 14;
-        let n = len.div_ceil(4);
-        if n < 4 * CHUNK {
-            return Self {
-                quads: bytemuck::zeroed_vec(n),
-                len,
-            };
+        Self {
+            quads: filled_in_parallel(len.div_ceil(4), Quad([0.0; 4])),
+            len,
         }
-        let mut quads = Vec::with_capacity(n);
-        quads.spare_capacity_mut()[..n]
-            .par_chunks_mut(CHUNK)
-            .for_each(|c| c.fill(std::mem::MaybeUninit::new(Quad([0.0; 4]))));
-        // SAFETY: the first `n` elements were all written just above.
-        unsafe { quads.set_len(n) };
-        Self { quads, len }
     }
 
     /// The `len` values.

@@ -206,34 +206,60 @@ unsafe fn sgemm_raw(
 /// image `x` (`Cin x H x W`), reading zeros outside the image (implicit padding `p.pad`).
 fn im2col_band(x: &[f32], p: &Padded, oy0: usize, rows: usize, col: &mut [f32]) {
     let s = &p.s;
+    let n = rows * p.wo();
+    for (ci, dst) in col.chunks_exact_mut(9 * n).take(s.cin).enumerate() {
+        im2col_channel(&x[ci * s.h * s.w..(ci + 1) * s.h * s.w], p, oy0, rows, dst);
+    }
+}
+
+/// [`im2col_band`] of one input channel (`plane`) into its 9 rows of the buffer.
+fn im2col_channel(plane: &[f32], p: &Padded, oy0: usize, rows: usize, col: &mut [f32]) {
+    let s = &p.s;
     let (w, wo, pad) = (s.w, p.wo(), p.pad as isize);
     let n = rows * wo;
-    for ci in 0..s.cin {
-        let plane = &x[ci * s.h * w..(ci + 1) * s.h * w];
-        for kh in 0..3 {
-            for kw in 0..3 {
-                let k = ci * 9 + kh * 3 + kw;
-                let dst = &mut col[k * n..(k + 1) * n];
-                // Output columns whose input column ox + kw - pad lies inside 0..w.
-                let shift = kw as isize - pad;
-                let lo = (-shift).clamp(0, wo as isize) as usize;
-                let hi = (w as isize - shift).clamp(lo as isize, wo as isize) as usize;
-                for r in 0..rows {
-                    let d = &mut dst[r * wo..(r + 1) * wo];
-                    let iy = (oy0 + r + kh) as isize - pad;
-                    if iy < 0 || iy >= s.h as isize {
-                        d.fill(0.0);
-                        continue;
-                    }
-                    let row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    d[..lo].fill(0.0);
-                    let start = (lo as isize + shift) as usize;
-                    d[lo..hi].copy_from_slice(&row[start..start + (hi - lo)]);
-                    d[hi..].fill(0.0);
+    for kh in 0..3 {
+        for kw in 0..3 {
+            let dst = &mut col[(kh * 3 + kw) * n..(kh * 3 + kw + 1) * n];
+            // Output columns whose input column ox + kw - pad lies inside 0..w.
+            let shift = kw as isize - pad;
+            let lo = (-shift).clamp(0, wo as isize) as usize;
+            let hi = (w as isize - shift).clamp(lo as isize, wo as isize) as usize;
+            for r in 0..rows {
+                let d = &mut dst[r * wo..(r + 1) * wo];
+                let iy = (oy0 + r + kh) as isize - pad;
+                if iy < 0 || iy >= s.h as isize {
+                    d.fill(0.0);
+                    continue;
                 }
+                let row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                d[..lo].fill(0.0);
+                let start = (lo as isize + shift) as usize;
+                d[lo..hi].copy_from_slice(&row[start..start + (hi - lo)]);
+                d[hi..].fill(0.0);
             }
         }
     }
+}
+
+/// `len` zeros, written in parallel chunks (a large buffer zeroed on one thread held the
+/// other up).
+fn zeros(len: usize) -> Vec<f32> {
+    filled_in_parallel(len, 0.0)
+}
+
+/// `len` copies of `value`, written in parallel chunks when there are many.
+pub fn filled_in_parallel<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T> {
+    const CHUNK: usize = 1 << 14;
+    if len < 4 * CHUNK {
+        return vec![value; len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(CHUNK)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(value)));
+    // SAFETY: the first `len` elements were all written just above.
+    unsafe { v.set_len(len) };
+    v
 }
 
 thread_local! {
@@ -718,13 +744,17 @@ fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32
         // A small map (deep levels): one unfolding of the whole image and one GEMM, threaded
         // inside. Splitting the pixels into bands instead would give every band a whole
         // K x Cout partial result to write and add up for a handful of pixels.
-        let mut col = vec![0.0f32; k * plane];
-        im2col_band(x, &p, 0, ho, &mut col);
+        let mut col = zeros(k * plane);
+        col.par_chunks_mut(9 * plane)
+            .enumerate()
+            .for_each(|(ci, c)| {
+                im2col_channel(&x[ci * s.h * s.w..(ci + 1) * s.h * s.w], &p, 0, ho, c)
+            });
         if plane <= TINY_PLANE {
             // dW (Cout x K) = dY (Cout x P) . col^T (P x K), in burn's layout directly: with
             // a reduction of a few hundred pixels, writing and transposing a K x Cout result
             // cost more than the products (256 channels on 8 x 8 px: 1.9 -> 0.3 ms).
-            let mut dw = vec![0.0f32; s.cout * k];
+            let mut dw = zeros(s.cout * k);
             sgemm(
                 s.cout,
                 k,
@@ -794,12 +824,16 @@ fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32
 
 /// `K x Cout` (the GEMM's layout of the weight gradient) to `Cout x K` (burn's).
 fn transpose_to_cout_k(dwt: &[f32], cout: usize, k: usize) -> Vec<f32> {
-    let mut dw = vec![0.0f32; cout * k];
-    for (kk, row) in dwt.chunks_exact(cout).enumerate() {
-        for (co, v) in row.iter().enumerate() {
-            dw[co * k + kk] = *v;
+    let mut dw = zeros(cout * k);
+    // By blocks of 16 output rows in parallel: each reads 16 consecutive values of every
+    // row of `dwt`.
+    dw.par_chunks_mut(16 * k).enumerate().for_each(|(b, rows)| {
+        for (kk, src) in dwt.chunks_exact(cout).enumerate() {
+            for (c, row) in rows.chunks_exact_mut(k).enumerate() {
+                row[kk] = src[b * 16 + c];
+            }
         }
-    }
+    });
     dw
 }
 
@@ -1189,6 +1223,16 @@ fn pool2x2_backward_plane(xp: &[f32], gp: &[f32], (h, w): (usize, usize), dxp: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filled_in_parallel_writes_every_element() {
+        // Below, at and above the parallel threshold, and not a multiple of the chunk.
+        for len in [0, 7, 4 << 14, (4 << 14) + 12_345] {
+            let v = filled_in_parallel(len, 2.5f32);
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|&x| x == 2.5), "length {len}");
+        }
+    }
 
     fn reference_forward(x: &[f32], wt: &[f32], b: &[f32], s: &ConvShape) -> Vec<f32> {
         let (ho, wo) = (s.ho(), s.wo());
