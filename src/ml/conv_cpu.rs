@@ -659,6 +659,7 @@ pub fn relu_bias_grad_in_place(out: &[f32], grad: &mut [f32], plane: usize) -> V
         return Vec::new();
     }
     grad.par_chunks_mut(plane)
+        .with_min_len(planes_per_task(plane))
         .zip(out.par_chunks(plane))
         .map(|(g, o)| relu_bias_grad_plane_wide(o, g))
         .collect()
@@ -1093,6 +1094,13 @@ impl Crop {
     }
 }
 
+/// Planes per parallel task for element-wise kernels over planes of `plane` values: about
+/// 16 K values each (a task per plane of a deep level's 100-value maps cost more in
+/// scheduling than in work; the ReLU gradient ran slower on two threads than on one).
+fn planes_per_task(plane: usize) -> usize {
+    (16 * 1024 / plane.max(1)).max(1)
+}
+
 /// Copies the window of each full plane of `src` into the planes of `dst` (all overwritten),
 /// in parallel over planes.
 pub fn crop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
@@ -1101,6 +1109,7 @@ pub fn crop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
         return;
     }
     dst.par_chunks_mut(h * w)
+        .with_min_len(planes_per_task(h * w))
         .zip(src.par_chunks(sh * sw))
         .for_each(|(d, s)| {
             for (row, out) in d.chunks_exact_mut(w).enumerate() {
@@ -1114,18 +1123,21 @@ pub fn crop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
 /// `dst`, zeros around it (all of `dst` overwritten). The gradient of the crop.
 pub fn uncrop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
     let ((sh, sw), (h, w), (oy, ox)) = (c.full, c.window, c.origin());
-    dst.par_chunks_mut(sh * sw).enumerate().for_each(|(p, d)| {
-        for (y, out) in d.chunks_exact_mut(sw).enumerate() {
-            if (oy..oy + h).contains(&y) {
-                let at = (p * h + y - oy) * w;
-                out[..ox].fill(0.0);
-                out[ox..ox + w].copy_from_slice(&src[at..at + w]);
-                out[ox + w..].fill(0.0);
-            } else {
-                out.fill(0.0);
+    dst.par_chunks_mut(sh * sw)
+        .enumerate()
+        .with_min_len(planes_per_task(sh * sw))
+        .for_each(|(p, d)| {
+            for (y, out) in d.chunks_exact_mut(sw).enumerate() {
+                if (oy..oy + h).contains(&y) {
+                    let at = (p * h + y - oy) * w;
+                    out[..ox].fill(0.0);
+                    out[ox..ox + w].copy_from_slice(&src[at..at + w]);
+                    out[ox + w..].fill(0.0);
+                } else {
+                    out.fill(0.0);
+                }
             }
-        }
-    });
+        });
 }
 
 /// Copies `src` into `dst` (same length) in parallel chunks.
@@ -1145,6 +1157,7 @@ pub fn pool2x2_forward_into(x: &[f32], planes: usize, h: usize, w: usize, y: &mu
         return;
     }
     y.par_chunks_mut(ho * wo)
+        .with_min_len(planes_per_task(ho * wo))
         .zip(x.par_chunks(h * w))
         .for_each(|(yp, xp)| pool2x2_forward_plane_wide(xp, (h, w), yp));
 }
@@ -1183,6 +1196,7 @@ pub fn pool2x2_backward_into(
         return;
     }
     dx.par_chunks_mut(h * w)
+        .with_min_len(planes_per_task(h * w))
         .zip(x.par_chunks(h * w))
         .zip(dy.par_chunks(ho * wo))
         .for_each(|((dxp, xp), gp)| pool2x2_backward_plane_wide(xp, gp, (h, w), dxp));
