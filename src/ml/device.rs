@@ -90,11 +90,16 @@ fn gpu() -> Result<(Device, String, bool, MemoryLimits), String> {
 
 /// The CPU device.
 pub fn cpu_device() -> ComputeDevice {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The threads flex's kernels run on: rayon's pool (RAYON_NUM_THREADS sets it), which is
+    // not always the machine's core count.
+    let threads = rayon::current_num_threads();
     ComputeDevice {
         device: Device::flex(),
         is_gpu: false,
-        description: format!("CPU (flex, {threads} threads)"),
+        description: format!(
+            "CPU (flex, {threads} thread{})",
+            if threads == 1 { "" } else { "s" }
+        ),
         fallback_reason: None,
         software: false,
         memory: MemoryLimits::cpu(),
