@@ -577,18 +577,19 @@ impl Conv3x3Backend for Flex {
             full: (sh, sw),
             window: (h, w),
         };
-        let (per_s, per_u, per_g) = (cs * sh * sw, (c - cs) * h * w, c * h * w);
+        let (per_s, per_g) = (cs * sh * sw, c * h * w);
         let mut ds = FlexOut::zeroed(n * per_s);
-        let mut du = FlexOut::zeroed(n * per_u);
         for b in 0..n {
-            let (gs, gu) = gv[b * per_g..(b + 1) * per_g].split_at(cs * h * w);
-            uncrop_into(gs, &crop, ds.item(b, per_s));
-            copy_into(gu, du.item(b, per_u));
+            uncrop_into(
+                &gv[b * per_g..b * per_g + cs * h * w],
+                &crop,
+                ds.item(b, per_s),
+            );
         }
-        (
-            ds.into_tensor([n, cs, sh, sw]),
-            du.into_tensor([n, c - cs, h, w]),
-        )
+        // `up`'s gradient is the channels after the skip's: a view of `grad` (contiguous for a
+        // batch of one), not a copy.
+        let du = Self::float_slice(grad, &[0..n, cs..c, 0..h, 0..w].map(Slice::from));
+        (ds.into_tensor([n, cs, sh, sw]), du)
     }
 }
 
