@@ -901,6 +901,17 @@ impl UpShape {
 // (forward) or a gather (backward) between Z and the interleaved output.
 
 /// Gathers the output gradient of input rows `i0..i1` into `dz` (`4 Cout x n`, see above).
+/// `row[2 j] = even[j] + bias`, `row[2 j + 1] = odd[j] + bias`.
+#[inline(always)]
+fn interleave(even: &[f32], odd: &[f32], bias: f32, row: &mut [f32]) {
+    let (pairs, _) = row.as_chunks_mut::<2>();
+    for ((pair, &e), &o) in pairs.iter_mut().zip(even).zip(odd) {
+        *pair = [e + bias, o + bias];
+    }
+}
+
+wide!(interleave_wide = interleave(even: &[f32], odd: &[f32], bias: f32, row: &mut [f32]));
+
 fn up_gather(dy: &[f32], s: &UpShape, (i0, i1): (usize, usize), dz: &mut [f32]) {
     let (w2, plane) = (2 * s.w, 4 * s.h * s.w);
     let n = (i1 - i0) * s.w;
@@ -934,7 +945,7 @@ pub fn up2x2_forward_into(
     s: &UpShape,
     y: &mut [f32],
 ) {
-    let (p, r, w2) = (s.h * s.w, 4 * s.cout, 2 * s.w);
+    let (p, r) = (s.h * s.w, 4 * s.cout);
     assert_eq!(x.len(), s.cin * p, "up2x2: input size");
     assert_eq!(weight.len(), s.cin * r, "up2x2: weight size");
     let plane = 4 * p;
@@ -947,12 +958,34 @@ pub fn up2x2_forward_into(
     let par = gemm_threads(chunks.len());
     chunks.into_par_iter().for_each(|(i0, i1)| {
         let n = (i1 - i0) * s.w;
-        let mut z = vec![0.0f32; r * n];
+        with_scratch(r * n, |z| {
+            up_scatter_chunk(x, weight, bias, s, (i0, i1), par, &shared, z)
+        });
+    });
+}
+
+/// One chunk of input rows `i0..i1` of [`up2x2_forward_into`]: `z = Wt . X` into the scratch
+/// buffer `z`, then each output row from two rows of `z` plus the bias.
+#[allow(clippy::too_many_arguments)]
+fn up_scatter_chunk(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &UpShape,
+    (i0, i1): (usize, usize),
+    par: gemm::Parallelism,
+    shared: &BandOutput,
+    z: &mut [f32],
+) {
+    let (p, r, w2) = (s.h * s.w, 4 * s.cout, 2 * s.w);
+    let plane = 4 * p;
+    {
+        let n = (i1 - i0) * s.w;
         sgemm(
             r,
             n,
             s.cin,
-            &mut z,
+            z,
             (n, 1),
             false,
             weight,
@@ -974,18 +1007,16 @@ pub fn up2x2_forward_into(
         };
         for (co, seg) in out.iter_mut().enumerate() {
             let b0 = bias.map_or(0.0, |b| b[co]);
-            for ab in 0..4 {
-                let (a, b) = (ab / 2, ab % 2);
-                let zr = &z[(co * 4 + ab) * n..(co * 4 + ab + 1) * n];
-                for ii in 0..i1 - i0 {
-                    let row = &mut seg[(2 * ii + a) * w2..(2 * ii + a + 1) * w2];
-                    for j in 0..s.w {
-                        row[2 * j + b] = zr[ii * s.w + j] + b0;
-                    }
-                }
+            for (r2, row) in seg.chunks_exact_mut(w2).enumerate() {
+                // Output row 2 ii + a interleaves the rows (co, a, b = 0) and (co, a, 1) of
+                // z: written once, in order (four strided passes before).
+                let (ii, a) = (r2 / 2, r2 % 2);
+                let at = |b: usize| (co * 4 + 2 * a + b) * n + ii * s.w;
+                let (even, odd) = (&z[at(0)..at(0) + s.w], &z[at(1)..at(1) + s.w]);
+                interleave_wide(even, odd, b0, row);
             }
         }
-    });
+    }
 }
 
 /// Input gradient of the up-convolution for one image, `dX (Cin x n) = W (Cin x 4 Cout) .
