@@ -512,6 +512,15 @@ impl<'a> Taps<'a> {
         }
     }
 
+    /// The weight in effect for output channel `co`, input channel `ci` and tap `t = 3 kh +
+    /// kw` of a pass with `cin` input and `cout` output channels.
+    pub fn at(self, (cin, cout): (usize, usize), co: usize, ci: usize, t: usize) -> f32 {
+        match self {
+            Self::Given(w) => w[(co * cin + ci) * 9 + t],
+            Self::Flipped(w) => w[(ci * cout + co) * 9 + 8 - t],
+        }
+    }
+
     /// The weights `Cout x Cin x 3 x 3` in effect, for a pass with `cout` output channels
     /// (copied when flipped).
     fn effective(self, cout: usize) -> std::borrow::Cow<'a, [f32]> {
@@ -523,7 +532,7 @@ impl<'a> Taps<'a> {
                 for (co, out) in wt.chunks_exact_mut(cin * 9).enumerate() {
                     for (ci, taps) in out.chunks_exact_mut(9).enumerate() {
                         for (t, v) in taps.iter_mut().enumerate() {
-                            *v = w[(ci * cout + co) * 9 + 8 - t];
+                            *v = self.at((cin, cout), co, ci, t);
                         }
                     }
                 }

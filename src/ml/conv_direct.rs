@@ -105,10 +105,7 @@ fn partial_block(taps: Taps<'_>, cin: usize, cout: usize) -> Option<Vec<f32>> {
     for (c, rows) in block.chunks_exact_mut(cin * 9).take(nco).enumerate() {
         for (ci, taps9) in rows.chunks_exact_mut(9).enumerate() {
             for (t, v) in taps9.iter_mut().enumerate() {
-                *v = match taps {
-                    Taps::Given(w) => w[((first + c) * cin + ci) * 9 + t],
-                    Taps::Flipped(w) => w[(ci * cout + first + c) * 9 + 8 - t],
-                };
+                *v = taps.at((cin, cout), first + c, ci, t);
             }
         }
     }
