@@ -128,8 +128,8 @@ pub fn forward_into(
     relu: bool,
     y: &mut [f32],
 ) {
-    let (biases, (ho, wo)) = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
-    let partial = partial_block(weight, cin, cout);
+    let prep = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    let (ho, wo) = prep.out;
     let out = SharedOut(y.as_mut_ptr());
     let (hi, wi, pi) = (h as isize, w as isize, pad as isize);
     (0..ho).into_par_iter().for_each(|oy| {
@@ -159,9 +159,8 @@ pub fn forward_into(
             // Element of channel 0 at input row oy - pad, column ox0 - pad (may lie outside;
             // only lanes under the masks of rows inside the image are read).
             let origin = (oyi - pi) * wi + ox0 as isize - pi;
-            for (cb, b) in biases.iter().enumerate() {
-                let nco = CO.min(cout - cb * CO);
-                let wb = BlockWeights::new(weight, (cin, cout), cb, partial.as_deref());
+            for cb in 0..prep.biases.len() {
+                let (wb, nco, b) = prep.block(cb);
                 // SAFETY: AVX-512F is present (asserted); the block reads, of every channel,
                 // input rows oy + kh - pad for kh in `kh` (inside 0..h) at the columns its
                 // masks allow (inside 0..w), and writes output row oy, columns ox0..ox0+n, of
@@ -208,8 +207,8 @@ pub fn forward_flat_into(
     relu: bool,
     y: &mut [f32],
 ) {
-    let (biases, (ho, wo)) = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
-    let partial = partial_block(weight, cin, cout);
+    let prep = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    let (ho, wo) = prep.out;
     let (hp, wp) = (ho + 2, wo + 2);
     let padded;
     let x = if pad == 0 {
@@ -238,8 +237,7 @@ pub fn forward_flat_into(
             let first = j0 + 16 * p + keep.trailing_zeros().min(15) as usize;
             (keep, (first / wp) * wo + first % wp)
         });
-        let nco = CO.min(cout - cb * CO);
-        let wb = BlockWeights::new(weight, (cin, cout), cb, partial.as_deref());
+        let (wb, nco, b) = prep.block(cb);
         // SAFETY: AVX-512F is present (asserted); the block reads, of every channel, the
         // lanes j0 + 16 p + l < len shifted by kh * wp + kw <= 2 wp + 2, so below
         // (ho - 1) wp + wo + 2 wp + 2 = hp * wp: inside `x`. It writes, of channels
@@ -255,27 +253,48 @@ pub fn forward_flat_into(
                 out.at((cb * CO) * ho * wo),
                 (ho * wo, nco),
                 &store,
-                &biases[cb],
+                b,
                 relu,
             );
         }
     });
 }
 
+/// What both forward kernels need of their weights and biases, per block of [`CO`] output
+/// channels ([`prepare_forward`]).
+struct Prepared<'a> {
+    taps: Taps<'a>,
+    channels: (usize, usize),
+    /// The biases by blocks of output channels.
+    biases: Vec<[f32; CO]>,
+    /// The last block's weights when it has fewer than [`CO`] channels ([`partial_block`]).
+    partial: Option<Vec<f32>>,
+    /// Output height and width.
+    out: (usize, usize),
+}
+
+impl Prepared<'_> {
+    /// Block `cb`'s weights, its number of real output channels and its biases.
+    fn block(&self, cb: usize) -> (BlockWeights, usize, &[f32; CO]) {
+        let nco = CO.min(self.channels.1 - cb * CO);
+        let wb = BlockWeights::new(self.taps, self.channels, cb, self.partial.as_deref());
+        (wb, nco, &self.biases[cb])
+    }
+}
+
 /// Checks the sizes of a forward pass ([`forward_into`], [`forward_flat_into`]; `y_len`
-/// output values) and returns the biases by blocks of output channels and the output's height
-/// and width.
+/// output values) and prepares its weights and biases by blocks of output channels.
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
-fn prepare_forward(
+fn prepare_forward<'a>(
     x: &[f32],
-    weight: Taps<'_>,
+    weight: Taps<'a>,
     bias: Option<&[f32]>,
     (cin, cout, h, w): (usize, usize, usize, usize),
     pad: usize,
     y_len: usize,
-) -> (Vec<[f32; CO]>, (usize, usize)) {
+) -> Prepared<'a> {
     assert!(available(), "conv_direct: the CPU lacks AVX-512F");
     assert!(
         h + 2 * pad >= 3 && w + 2 * pad >= 3,
@@ -290,7 +309,13 @@ fn prepare_forward(
     );
     let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
     assert_eq!(y_len, cout * ho * wo, "conv_direct: output size");
-    (block_biases(bias, cout), (ho, wo))
+    Prepared {
+        taps: weight,
+        channels: (cin, cout),
+        biases: block_biases(bias, cout),
+        partial: partial_block(weight, cin, cout),
+        out: (ho, wo),
+    }
 }
 
 /// The planes of `src` (`rows x cols` each) in planes of `plane` floats with their rows
