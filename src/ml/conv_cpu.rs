@@ -986,44 +986,41 @@ fn up_scatter_chunk(
     shared: &BandOutput,
     z: &mut [f32],
 ) {
-    let (p, r, w2) = (s.h * s.w, 4 * s.cout, 2 * s.w);
+    let (p, r, w2, n) = (s.h * s.w, 4 * s.cout, 2 * s.w, (i1 - i0) * s.w);
     let plane = 4 * p;
-    {
-        let n = (i1 - i0) * s.w;
-        sgemm(
-            r,
-            n,
-            s.cin,
-            z,
-            (n, 1),
-            false,
-            weight,
-            (1, r),
-            &x[i0 * s.w..],
-            (p, 1),
-            par,
-        );
-        // SAFETY: chunks cover disjoint input rows, hence disjoint output rows.
-        let mut out = unsafe {
-            BandOutput::segments(
-                shared.base().0,
-                shared.base().1,
-                s.cout,
-                plane,
-                2 * i0 * w2,
-                2 * (i1 - i0) * w2,
-            )
-        };
-        for (co, seg) in out.iter_mut().enumerate() {
-            let b0 = bias.map_or(0.0, |b| b[co]);
-            for (r2, row) in seg.chunks_exact_mut(w2).enumerate() {
-                // Output row 2 ii + a interleaves the rows (co, a, b = 0) and (co, a, 1) of
-                // z: written once, in order (four strided passes before).
-                let (ii, a) = (r2 / 2, r2 % 2);
-                let at = |b: usize| (co * 4 + 2 * a + b) * n + ii * s.w;
-                let (even, odd) = (&z[at(0)..at(0) + s.w], &z[at(1)..at(1) + s.w]);
-                interleave_wide(even, odd, b0, row);
-            }
+    sgemm(
+        r,
+        n,
+        s.cin,
+        z,
+        (n, 1),
+        false,
+        weight,
+        (1, r),
+        &x[i0 * s.w..],
+        (p, 1),
+        par,
+    );
+    // SAFETY: chunks cover disjoint input rows, hence disjoint output rows.
+    let mut out = unsafe {
+        BandOutput::segments(
+            shared.base().0,
+            shared.base().1,
+            s.cout,
+            plane,
+            2 * i0 * w2,
+            2 * (i1 - i0) * w2,
+        )
+    };
+    for (co, seg) in out.iter_mut().enumerate() {
+        let b0 = bias.map_or(0.0, |b| b[co]);
+        for (r2, row) in seg.chunks_exact_mut(w2).enumerate() {
+            // Output row 2 ii + a interleaves the rows (co, a, b = 0) and (co, a, 1) of
+            // z: written once, in order (four strided passes before).
+            let (ii, a) = (r2 / 2, r2 % 2);
+            let at = |b: usize| (co * 4 + 2 * a + b) * n + ii * s.w;
+            let (even, odd) = (&z[at(0)..at(0) + s.w], &z[at(1)..at(1) + s.w]);
+            interleave_wide(even, odd, b0, row);
         }
     }
 }
