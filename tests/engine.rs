@@ -656,6 +656,84 @@ fn dropout_masks_like_burn(device: &Device) {
     assert_eq!(tensor_values(dropout(&frozen, x).inner()).unwrap(), xv);
 }
 
+/// The fused SGD-momentum update against burn's `Sgd` (momentum 0.99, no dampening) on a conv
+/// layer: equal weights after each of three steps, also when burn's optimiser state is handed
+/// to ours halfway (the record names agree); a copy of the model taken before a step (as the
+/// app's training previews are) keeps its weights although the update works in place.
+fn sgd_momentum_matches_burn_sgd(device: &Device) {
+    use burn::module::Param;
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::{GradientsParams, SgdConfig};
+    use burn::tensor::Distribution;
+    use unet_studio::ml::conv::Conv3x3;
+    let ad = device.clone().autodiff();
+    // More weights than one parallel chunk of the CPU update (16 K).
+    let w = Tensor::<4>::random([64, 32, 3, 3], Distribution::Normal(0.0, 0.1), device).to_data();
+    let b = Tensor::<1>::random([64], Distribution::Normal(0.0, 0.1), device).to_data();
+    let layer = || Conv3x3 {
+        weight: Param::from_tensor(Tensor::from_data(w.clone(), &ad)),
+        bias: Param::from_tensor(Tensor::from_data(b.clone(), &ad)),
+        same: false,
+    };
+    let x = Tensor::<4>::random([1, 32, 8, 7], Distribution::Uniform(-1.0, 1.0), &ad);
+    let grads = |l: &Conv3x3| {
+        let y = l.forward(x.clone());
+        GradientsParams::from_grads((y.clone() * y).mean().backward(), l)
+    };
+    let values = |l: &Conv3x3| {
+        let mut v = tensor_values(l.weight.val().inner()).unwrap();
+        v.extend(tensor_values(l.bias.val().inner()).unwrap());
+        v
+    };
+    let burn_sgd = || {
+        SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(0.99)
+                    .with_dampening(0.0),
+            ))
+            .init()
+    };
+    let lr = 0.5;
+    let (mut ours, mut reference) = (layer(), layer());
+    let (mut o_opt, mut r_opt) = (OptimizerConfig::paper().init_optimizer(), burn_sgd());
+    let mut handed_over = layer();
+    let mut h_opt = burn_sgd();
+    for step in 0..3 {
+        let before = values(&ours);
+        // Shared at one step only: the others update in place.
+        let kept = (step == 1).then(|| ours.clone());
+        let g = grads(&ours);
+        ours = o_opt.step(lr, ours, g);
+        let g = grads(&reference);
+        reference = r_opt.step(lr, reference, g);
+        let g = grads(&handed_over);
+        handed_over = h_opt.step(lr, handed_over, g);
+        if step == 1 {
+            let record = h_opt.to_record();
+            h_opt = OptimizerConfig::paper()
+                .init_optimizer()
+                .load_record(record);
+        }
+        let (o, r) = (values(&ours), values(&reference));
+        assert_ne!(o, before, "step {step} changed nothing");
+        assert_close(&o, &r, 1e-5, &format!("SGD step {step}"));
+        assert_close(
+            &values(&handed_over),
+            &r,
+            1e-5,
+            &format!("handed over, step {step}"),
+        );
+        if let Some(kept) = kept {
+            assert_eq!(
+                values(&kept),
+                before,
+                "a copy taken before step {step} changed"
+            );
+        }
+    }
+}
+
 #[test]
 fn convolution_extension_gradients_match_burn_on_cpu() {
     extension_matches_burn_conv(&cpu_device().device);
@@ -664,6 +742,7 @@ fn convolution_extension_gradients_match_burn_on_cpu() {
     head_matches_burn_conv2d(&cpu_device().device);
     crop_cat_matches_burn(&cpu_device().device);
     dropout_masks_like_burn(&cpu_device().device);
+    sgd_momentum_matches_burn_sgd(&cpu_device().device);
 }
 
 #[test]
@@ -677,6 +756,7 @@ fn convolution_extension_and_training_step_on_gpu() {
     head_matches_burn_conv2d(&gpu.device);
     crop_cat_matches_burn(&gpu.device);
     dropout_masks_like_burn(&gpu.device);
+    sgd_momentum_matches_burn_sgd(&gpu.device);
     // Two real training steps on the GPU: autodiff routing, optimiser, read-back.
     let out = train(
         &tiny_set(),

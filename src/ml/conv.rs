@@ -105,6 +105,30 @@ pub trait Conv3x3Backend: Backend {
     /// A dropout mask shaped like `like`: each value `1 / keep` with probability `keep`, else
     /// 0, from the device's seeded generator. A constant: no gradient flows into it.
     fn dropout_mask(like: FloatTensor<Self>, keep: f64) -> FloatTensor<Self>;
+
+    /// One step of SGD with momentum for a parameter of any rank: `v = momentum v + grad`,
+    /// `param -= lr v`; returns `(param, v)`. Not differentiable (the optimiser runs on the
+    /// tensors inside autodiff's).
+    fn sgd_momentum(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: FloatTensor<Self>,
+        lr: f64,
+        momentum: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// [`Conv3x3Backend::sgd_momentum`] as burn's element-wise operations.
+fn sgd_momentum_composed<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    velocity: FloatTensor<B>,
+    lr: f64,
+    momentum: f64,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let v = B::float_add(B::float_mul_scalar(velocity, momentum.into()), grad);
+    let p = B::float_sub(param, B::float_mul_scalar(v.clone(), lr.into()));
+    (p, v)
 }
 
 /// The window of `skip` that [`Conv3x3Backend::crop_cat`] keeps for an output of `h x w`, as
@@ -136,6 +160,16 @@ fn up_options() -> ConvTransposeOptions<2> {
 const POOL: ([usize; 2], [usize; 2], [usize; 2], [usize; 2]) = ([2, 2], [2, 2], [0, 0], [1, 1]);
 
 impl Conv3x3Backend for Cube {
+    fn sgd_momentum(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: FloatTensor<Self>,
+        lr: f64,
+        momentum: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        sgd_momentum_composed::<Self>(param, grad, velocity, lr, momentum)
+    }
+
     fn dropout_mask(like: FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
         let mask = Self::float_random(
             like.shape(),
@@ -375,7 +409,40 @@ fn flex_conv3x3(
     })
 }
 
+/// `t` as a tensor whose storage holds exactly its `f32` values, contiguous, and that no
+/// other tensor shares: itself when it is already so, else a copy.
+fn flex_writable(t: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let len = t.shape().num_elements();
+    let whole = t.layout().contiguous_offsets() == Some((0, len));
+    if whole && t.is_unique() && t.bytes().len() == len * 4 {
+        return t;
+    }
+    burn::backend::flex::FlexTensor::from_data(t.into_data().convert::<f32>())
+}
+
 impl Conv3x3Backend for Flex {
+    fn sgd_momentum(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: FloatTensor<Self>,
+        lr: f64,
+        momentum: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if [&param, &grad, &velocity]
+            .iter()
+            .any(|t| t.dtype() != burn::tensor::DType::F32)
+        {
+            return sgd_momentum_composed::<Self>(param, grad, velocity, lr, momentum);
+        }
+        // One parallel pass, in place: burn's optimiser made five single-threaded passes, two
+        // of them into fresh buffers (1.5 ms of a lite 252 px training step, now 0.8 ms).
+        let (mut p, mut v) = (flex_writable(param), flex_writable(velocity));
+        let g = Values::Tensor(grad.to_contiguous());
+        let (pv, vv) = (p.storage_mut::<f32>(), v.storage_mut::<f32>());
+        sgd_momentum_in_place(pv, vv, g.get(), lr as f32, momentum as f32);
+        (p, v)
+    }
+
     fn dropout_mask(like: FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
         // One draw from the device's generator seeds a counter-based generator that fills the
         // mask in parallel: burn's Bernoulli sampling ran element by element on one thread
@@ -741,6 +808,24 @@ where
 }
 
 impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C> {
+    fn sgd_momentum(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: FloatTensor<Self>,
+        lr: f64,
+        momentum: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (p, v) = B::sgd_momentum(
+            param.into_primitive(),
+            grad.into_primitive(),
+            velocity.into_primitive(),
+            lr,
+            momentum,
+        );
+        let untracked = <Self as burn::backend::AutodiffBackend>::from_inner;
+        (untracked(p), untracked(v))
+    }
+
     fn dropout_mask(like: FloatTensor<Self>, keep: f64) -> FloatTensor<Self> {
         <Self as burn::backend::AutodiffBackend>::from_inner(B::dropout_mask(
             like.into_primitive(),
@@ -889,6 +974,45 @@ pub fn dropout(d: &burn::nn::Dropout, x: Tensor<4>) -> Tensor<4> {
     let like = x.clone().into_dispatch();
     let mask = Tensor::from_dispatch(Dispatch::dropout_mask(like, 1.0 - d.prob));
     x * mask
+}
+
+/// One step of SGD with momentum on parameters of any shape, on any device: `v = momentum v +
+/// grad`, `param -= lr v`. Returns `(param, v)`; on the CPU one parallel pass that updates
+/// `param` and `velocity` in place when no other tensor shares them.
+pub fn sgd_momentum<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    velocity: Tensor<D>,
+    lr: f64,
+    momentum: f64,
+) -> (Tensor<D>, Tensor<D>) {
+    let (p, v) = Dispatch::sgd_momentum(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        velocity.into_dispatch(),
+        lr,
+        momentum,
+    );
+    (Tensor::from_dispatch(p), Tensor::from_dispatch(v))
+}
+
+/// `v = momentum v + g`, `p -= lr v` over equal-length slices, in parallel chunks.
+pub fn sgd_momentum_in_place(p: &mut [f32], v: &mut [f32], g: &[f32], lr: f32, momentum: f32) {
+    const CHUNK: usize = 1 << 14;
+    let step = |((p, v), g): ((&mut [f32], &mut [f32]), &[f32])| {
+        for ((p, v), g) in p.iter_mut().zip(v.iter_mut()).zip(g) {
+            *v = momentum * *v + g;
+            *p -= lr * *v;
+        }
+    };
+    if p.len() <= CHUNK {
+        // Biases and small kernels: a parallel region would cost more than the pass.
+        return step(((p, v), g));
+    }
+    p.par_chunks_mut(CHUNK)
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(step);
 }
 
 /// Fills `mask` with `1 / keep` where a counter-based generator (SplitMix64 of `seed` and the

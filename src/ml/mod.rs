@@ -9,6 +9,7 @@ pub mod device;
 pub mod infer;
 pub mod loss;
 pub mod memory;
+pub mod optim;
 pub mod train;
 pub mod unet;
 

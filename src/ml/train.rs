@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module as _;
-use burn::optim::{
-    AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
-};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use crate::data::{LabelSlice, Plane};
@@ -16,6 +14,7 @@ use crate::ml::checkpoint::{Checkpoint, CheckpointMeta, fnv1a_hex, now_unix_s, s
 use crate::ml::device::ComputeDevice;
 use crate::ml::infer::{plane_tensor, predict_probabilities_where, tensor_values};
 use crate::ml::loss::weighted_cross_entropy;
+use crate::ml::optim::SgdMomentum;
 use crate::ml::unet::{UNet, UNetConfig};
 use crate::ml::{CancelToken, MlError, in_compute_pool};
 use crate::preprocess::{
@@ -60,13 +59,7 @@ impl OptimizerConfig {
     /// A fresh optimiser of this kind.
     pub fn init_optimizer(&self) -> ModuleOptimizer {
         match *self {
-            Self::Sgd { momentum, .. } => SgdConfig::new()
-                .with_momentum(Some(
-                    MomentumConfig::new()
-                        .with_momentum(momentum)
-                        .with_dampening(0.0),
-                ))
-                .init(),
+            Self::Sgd { momentum, .. } => ModuleOptimizer::from(SgdMomentum { momentum }),
             Self::Adam { .. } => AdamConfig::new().init(),
         }
     }
