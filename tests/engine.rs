@@ -608,6 +608,41 @@ fn crop_cat_matches_burn(device: &Device) {
     }
 }
 
+/// A level's skip connection as the U-Net wires it: one activation feeds both the 2x2
+/// pooling and, cropped, the concatenation with an upsampled map computed from that pooling.
+/// Its gradient is the sum of both paths' (handed between the two ops, added in one pass)
+/// and must equal burn's; batches of one and two, an odd height (a dropped row).
+fn skip_connection_gradient_matches_burn(device: &Device) {
+    use burn::tensor::Distribution;
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+    use unet_studio::ml::conv::{crop_cat, max_pool2x2};
+    let ad = device.clone().autodiff();
+    for n in [1, 2] {
+        let leaf = Tensor::<4>::random([n, 3, 13, 14], Distribution::Normal(0.0, 1.0), &ad);
+        let leaf = leaf.require_grad();
+        let r = Tensor::<4>::random([n, 9, 6, 7], Distribution::Normal(0.0, 1.0), &ad);
+        let up_of = |p: Tensor<4>| Tensor::cat(vec![p.clone().exp(), p.mul_scalar(2.0)], 1);
+        // An activation inside the graph, as a convolution's output is.
+        let x = leaf.clone().mul_scalar(1.5);
+        let ours = crop_cat(x.clone(), up_of(max_pool2x2(x)));
+        let x = leaf.clone().mul_scalar(1.5);
+        let pooled = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]));
+        // Margins 7 and 7: the window starts at row 3, column 3.
+        let window = x.narrow(2, 3, 6).narrow(3, 3, 7);
+        let reference = Tensor::cat(vec![window, up_of(pooled)], 1);
+        let close = |a, e, what: &str| assert_tensors_close(a, e, 1e-5, what);
+        close(ours.clone(), reference.clone(), "level output");
+        let g1 = (ours * r.clone()).sum().backward();
+        let g2 = (reference * r).sum().backward();
+        close(
+            leaf.grad(&g1).unwrap(),
+            leaf.grad(&g2).unwrap(),
+            &format!("activation gradient, batch {n}"),
+        );
+    }
+}
+
 /// The dropout at the end of the contracting path: while training, every value is either
 /// dropped (0) or scaled by `1 / keep`, about `keep` of them are kept, the gradient is the
 /// same mask, and the same device seed gives the same mask; without autodiff (prediction)
@@ -741,6 +776,7 @@ fn convolution_extension_gradients_match_burn_on_cpu() {
     pool_extension_matches_burn(&cpu_device().device);
     head_matches_burn_conv2d(&cpu_device().device);
     crop_cat_matches_burn(&cpu_device().device);
+    skip_connection_gradient_matches_burn(&cpu_device().device);
     dropout_masks_like_burn(&cpu_device().device);
     sgd_momentum_matches_burn_sgd(&cpu_device().device);
 }
@@ -755,6 +791,7 @@ fn convolution_extension_and_training_step_on_gpu() {
     pool_extension_matches_burn(&gpu.device);
     head_matches_burn_conv2d(&gpu.device);
     crop_cat_matches_burn(&gpu.device);
+    skip_connection_gradient_matches_burn(&gpu.device);
     dropout_masks_like_burn(&gpu.device);
     sgd_momentum_matches_burn_sgd(&gpu.device);
     // Two real training steps on the GPU: autodiff routing, optimiser, read-back.

@@ -725,6 +725,9 @@ wide!(relu_bias_grad_plane_wide = relu_bias_grad_plane(o: &[f32], g: &mut [f32])
 wide!(pool2x2_backward_plane_wide = pool2x2_backward_plane(
     xp: &[f32], gp: &[f32], hw: (usize, usize), dxp: &mut [f32]
 ));
+wide!(pool2x2_backward_add_plane_wide = pool2x2_backward_add_plane(
+    xp: &[f32], gp: &[f32], hw: (usize, usize), dxp: &mut [f32]
+));
 wide!(pool2x2_forward_plane_wide = pool2x2_forward_plane(
     xp: &[f32], hw: (usize, usize), yp: &mut [f32]
 ));
@@ -1224,27 +1227,78 @@ pub fn pool2x2_backward_into(
     w: usize,
     dx: &mut [f32],
 ) {
+    pool2x2_backward_with(x, dy, (planes, h, w), false, dx);
+}
+
+/// [`pool2x2_backward_into`] added to the values of `dx` (another gradient of the pooling's
+/// input: the U-Net's skip connection), in the same pass.
+pub fn pool2x2_backward_add_into(
+    x: &[f32],
+    dy: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    dx: &mut [f32],
+) {
+    pool2x2_backward_with(x, dy, (planes, h, w), true, dx);
+}
+
+/// [`pool2x2_backward_into`], or with `add` [`pool2x2_backward_add_into`].
+fn pool2x2_backward_with(
+    x: &[f32],
+    dy: &[f32],
+    (planes, h, w): (usize, usize, usize),
+    add: bool,
+    dx: &mut [f32],
+) {
     let (ho, wo) = (h / 2, w / 2);
     assert_eq!(x.len(), planes * h * w, "pool2x2: input size");
     assert_eq!(dy.len(), planes * ho * wo, "pool2x2: gradient size");
     assert_eq!(dx.len(), planes * h * w, "pool2x2: output size");
     if ho == 0 || wo == 0 {
-        dx.fill(0.0);
+        if !add {
+            dx.fill(0.0);
+        }
         return;
     }
     dx.par_chunks_mut(h * w)
         .with_min_len(planes_per_task(h * w))
         .zip(x.par_chunks(h * w))
         .zip(dy.par_chunks(ho * wo))
-        .for_each(|((dxp, xp), gp)| pool2x2_backward_plane_wide(xp, gp, (h, w), dxp));
+        .for_each(|((dxp, xp), gp)| {
+            if add {
+                pool2x2_backward_add_plane_wide(xp, gp, (h, w), dxp);
+            } else {
+                pool2x2_backward_plane_wide(xp, gp, (h, w), dxp);
+            }
+        });
 }
 
 /// [`pool2x2_backward_into`] of one plane.
 #[inline(always)]
-fn pool2x2_backward_plane(xp: &[f32], gp: &[f32], (h, w): (usize, usize), dxp: &mut [f32]) {
+fn pool2x2_backward_plane(xp: &[f32], gp: &[f32], hw: (usize, usize), dxp: &mut [f32]) {
+    pool2x2_backward_plane_as::<false>(xp, gp, hw, dxp);
+}
+
+/// [`pool2x2_backward_add_into`] of one plane.
+#[inline(always)]
+fn pool2x2_backward_add_plane(xp: &[f32], gp: &[f32], hw: (usize, usize), dxp: &mut [f32]) {
+    pool2x2_backward_plane_as::<true>(xp, gp, hw, dxp);
+}
+
+/// The gradient of one plane's pooling, written (`ADD` false) or added (true) to `dxp`.
+#[inline(always)]
+fn pool2x2_backward_plane_as<const ADD: bool>(
+    xp: &[f32],
+    gp: &[f32],
+    (h, w): (usize, usize),
+    dxp: &mut [f32],
+) {
     let (ho, wo) = (h / 2, w / 2);
     // A dropped odd last row.
-    dxp[2 * ho * w..].fill(0.0);
+    if !ADD {
+        dxp[2 * ho * w..].fill(0.0);
+    }
     for (i, grow) in gp.chunks_exact(wo).enumerate() {
         let (d0, d1) = dxp[2 * i * w..(2 * i + 2) * w].split_at_mut(w);
         let r0 = &xp[2 * i * w..2 * i * w + 2 * wo];
@@ -1262,12 +1316,19 @@ fn pool2x2_backward_plane(xp: &[f32], gp: &[f32], (h, w): (usize, usize), dxp: &
             let sc = !sa && !sb && c == m;
             let sd = !sa && !sb && !sc;
             let pick = |s: bool| f32::from_bits(g.to_bits() & u32::from(s).wrapping_neg());
-            *o0 = [pick(sa), pick(sb)];
-            *o1 = [pick(sc), pick(sd)];
+            if ADD {
+                *o0 = [o0[0] + pick(sa), o0[1] + pick(sb)];
+                *o1 = [o1[0] + pick(sc), o1[1] + pick(sd)];
+            } else {
+                *o0 = [pick(sa), pick(sb)];
+                *o1 = [pick(sc), pick(sd)];
+            }
         }
         // A dropped odd last column.
-        d0[2 * wo..].fill(0.0);
-        d1[2 * wo..].fill(0.0);
+        if !ADD {
+            d0[2 * wo..].fill(0.0);
+            d1[2 * wo..].fill(0.0);
+        }
     }
 }
 
@@ -1523,6 +1584,15 @@ mod tests {
             0.0, 0.0, 0.0, 0.0, 0.0,
         ];
         assert_eq!(dx, expected);
+        // Added to another gradient: the dropped row and column keep theirs.
+        let mut acc: Vec<f32> = (0..15).map(|i| i as f32).collect();
+        pool2x2_backward_add_into(&x, &[10.0, 20.0], 1, 3, 5, &mut acc);
+        let added: Vec<f32> = expected
+            .iter()
+            .enumerate()
+            .map(|(i, e)| e + i as f32)
+            .collect();
+        assert_eq!(acc, added);
         // Two planes are pooled independently; a map smaller than a window gives nothing.
         let two = pool2x2_forward(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], 2, 2, 2);
         assert_eq!(two, vec![4.0, 8.0]);
