@@ -27,6 +27,12 @@ const MIN_BAND_PIXELS: usize = 1024;
 const SMALL_PLANE: usize = 64 * 64;
 /// Output maps up to this many pixels take the weight gradient as `dY . col^T` (see there).
 const TINY_PLANE: usize = 32 * 32;
+/// Output maps up to this many pixels (the deep levels' 8-10 px, 128-256 channels) take both
+/// gradients as unpacked products ([`super::conv_direct::gemm_rows`]): per layer
+/// (`cargo bench --bench conv_layers -- 252`) the input gradient 200-250 -> 290-320 GF/s, the
+/// weight gradient 220-330 -> 235-340; on 12-26 px maps they were slower than the direct and
+/// GEMM kernels.
+const UNPACKED_PLANE: usize = 10 * 10;
 
 /// Threads of a GEMM: all of them when it is the only one running (one band), else one.
 fn gemm_threads(bands: usize) -> gemm::Parallelism {
@@ -239,6 +245,32 @@ fn im2col_channel(plane: &[f32], p: &Padded, oy0: usize, rows: usize, col: &mut 
             }
         }
     }
+}
+
+/// Output row `oy` of the unfolding in pixel-major layout (`col^T`): the row of output pixel
+/// `(oy, ox)` holds `X[ci, oy + kh, ox + kw]` at `ci * 9 + kh * 3 + kw`.
+fn im2col_pixel_rows(x: &[f32], s: &ConvShape, oy: usize, rows: &mut [f32]) {
+    let (plane, w, k) = (s.h * s.w, s.w, 9 * s.cin);
+    for (ox, row) in rows.chunks_exact_mut(k).enumerate() {
+        for (ci, taps) in row.as_chunks_mut::<9>().0.iter_mut().enumerate() {
+            let at = ci * plane + oy * w + ox;
+            let r = |kh: usize| &x[at + kh * w..at + kh * w + 3];
+            let (r0, r1, r2) = (r(0), r(1), r(2));
+            *taps = [
+                r0[0], r0[1], r0[2], r1[0], r1[1], r1[2], r2[0], r2[1], r2[2],
+            ];
+        }
+    }
+}
+
+/// Whether the CPU runs [`super::conv_direct::gemm_rows`].
+fn unpacked_products() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::conv_direct::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// `len` zeros, written in parallel chunks (a large buffer zeroed on one thread held the
@@ -753,6 +785,17 @@ fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32
     let (ho, wo, k) = (s.ho(), s.wo(), s.cin * 9);
     let plane = ho * wo;
     let p = Padded { s: *s, pad: 0 };
+    if path == Path::Fastest && plane <= UNPACKED_PLANE && unpacked_products() {
+        // dW (Cout x K) = dY (Cout x P) . col^T (P x K), unpacked: col^T's rows (one per
+        // output pixel) are contiguous.
+        let mut colt = zeros(plane * k);
+        colt.par_chunks_mut(wo * k)
+            .enumerate()
+            .for_each(|(oy, rows)| im2col_pixel_rows(x, s, oy, rows));
+        let mut dw = zeros(s.cout * k);
+        gemm_rows((s.cout, k, plane), dy, (plane, 1), &colt, k, &mut dw, k);
+        return dw;
+    }
     if plane <= SMALL_PLANE {
         // A small map (deep levels): one unfolding of the whole image and one GEMM, threaded
         // inside. Splitting the pixels into bands instead would give every band a whole
@@ -864,6 +907,29 @@ pub fn conv3x3_input_grad_into(dy: &[f32], weight: &[f32], s: &ConvShape, dx: &m
 }
 
 fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &mut [f32]) {
+    let plane = s.ho() * s.wo();
+    if path == Path::Fastest && plane <= UNPACKED_PLANE && unpacked_products() {
+        // dcol (K x P) = W^T (K x Cout) . dY (Cout x P), then each tap's row of dcol added
+        // into dX where it came from: exactly the multiplications of the gradient, where the
+        // convolution of dY padded by 2 multiplies zeros too (10 x 10 outputs from 8 x 8:
+        // 1.56x the work).
+        let k = 9 * s.cin;
+        let mut dcol = zeros(k * plane);
+        gemm_rows(
+            (k, plane, s.cout),
+            weight,
+            (1, k),
+            dy,
+            plane,
+            &mut dcol,
+            plane,
+        );
+        dx.par_chunks_mut(s.h * s.w)
+            .zip(dcol.par_chunks(9 * plane))
+            .with_min_len(planes_per_task(9 * plane))
+            .for_each(|(d, c)| col2im_channel(c, s, d));
+        return;
+    }
     let back = Padded {
         s: ConvShape {
             cin: s.cout,
@@ -875,6 +941,22 @@ fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &m
     };
     let k = chosen(path, || fastest_forward(&back.s, 2));
     run_kernel(k, dy, Taps::Flipped(weight), None, &back.s, 2, false, dx)
+}
+
+/// One input channel's gradient from its 9 rows of `dcol` (`9 x Ho Wo`): `d` (`H x W`, all
+/// overwritten) is the sum over taps `(kh, kw)` of the tap's row placed at offset `(kh, kw)`.
+fn col2im_channel(dcol: &[f32], s: &ConvShape, d: &mut [f32]) {
+    let (w, ho, wo) = (s.w, s.ho(), s.wo());
+    d.fill(0.0);
+    for (t, tap) in dcol.chunks_exact(ho * wo).enumerate() {
+        let (kh, kw) = (t / 3, t % 3);
+        for (oy, src) in tap.chunks_exact(wo).enumerate() {
+            let at = (oy + kh) * w + kw;
+            for (o, v) in d[at..at + wo].iter_mut().zip(src) {
+                *o += v;
+            }
+        }
+    }
 }
 
 /// Shape of a 2x2 stride-2 up-convolution (one image): input `Cin x H x W`, output
@@ -1514,6 +1596,14 @@ mod tests {
                 cout: 2,
                 h: 3,
                 w: 3,
+            },
+            // The unpacked products of both gradients (at most UNPACKED_PLANE outputs) with
+            // partial register blocks: 261 unfolded rows (not a multiple of 6 or 64).
+            ConvShape {
+                cin: 29,
+                cout: 13,
+                h: 11,
+                w: 12,
             },
             // The GEMM weight gradient of a map between TINY_PLANE and SMALL_PLANE pixels.
             ConvShape {
