@@ -608,6 +608,48 @@ fn crop_cat_matches_burn(device: &Device) {
     }
 }
 
+/// The loss as one operation against its composition of burn's operations: the value and
+/// the gradient of the logits, on a batch of two with three classes, unlabelled pixels
+/// (all-zero target) and uneven weights.
+fn loss_matches_burn(device: &Device) {
+    use burn::tensor::Distribution;
+    use unet_studio::ml::loss::weighted_cross_entropy_composed;
+    let ad = device.clone().autodiff();
+    let (n, k, h, w) = (2, 3, 5, 7);
+    let mut t = vec![0.0f32; n * k * h * w];
+    let mut wt = vec![0.0f32; n * h * w];
+    for b in 0..n {
+        for i in 0..h * w {
+            // Every fourth pixel unlabelled (weight 0 in the first item; in the second a
+            // weight without a class, which counts in the normalisation only); classes in
+            // turn; weights 0.5 .. 3.
+            if (i + b) % 4 != 0 {
+                t[(b * k + (i + b) % k) * h * w + i] = 1.0;
+                wt[b * h * w + i] = 0.5 + (i % 6) as f32 * 0.5;
+            } else {
+                wt[b * h * w + i] = 0.25 * b as f32;
+            }
+        }
+    }
+    let target = Tensor::<4>::from_data(TensorData::new(t, [n, k, h, w]), &ad);
+    let weights = Tensor::<4>::from_data(TensorData::new(wt, [n, 1, h, w]), &ad);
+    let z = Tensor::<4>::random([n, k, h, w], Distribution::Normal(0.0, 3.0), &ad).require_grad();
+    let ours = weighted_cross_entropy(z.clone(), target.clone(), weights.clone());
+    let reference = weighted_cross_entropy_composed(z.clone(), target, weights);
+    let (a, e) = (
+        tensor_values(ours.clone().inner()).unwrap(),
+        tensor_values(reference.clone().inner()).unwrap(),
+    );
+    assert_close(&a, &e, 1e-5, "loss");
+    let (g1, g2) = (ours.backward(), reference.backward());
+    assert_tensors_close(
+        z.grad(&g1).unwrap(),
+        z.grad(&g2).unwrap(),
+        1e-6,
+        "logit gradient",
+    );
+}
+
 /// A level's skip connection as the U-Net wires it: one activation feeds both the 2x2
 /// pooling and, cropped, the concatenation with an upsampled map computed from that pooling.
 /// Its gradient is the sum of both paths' (handed between the two ops, added in one pass)
@@ -777,6 +819,7 @@ fn convolution_extension_gradients_match_burn_on_cpu() {
     head_matches_burn_conv2d(&cpu_device().device);
     crop_cat_matches_burn(&cpu_device().device);
     skip_connection_gradient_matches_burn(&cpu_device().device);
+    loss_matches_burn(&cpu_device().device);
     dropout_masks_like_burn(&cpu_device().device);
     sgd_momentum_matches_burn_sgd(&cpu_device().device);
 }
@@ -792,6 +835,7 @@ fn convolution_extension_and_training_step_on_gpu() {
     head_matches_burn_conv2d(&gpu.device);
     crop_cat_matches_burn(&gpu.device);
     skip_connection_gradient_matches_burn(&gpu.device);
+    loss_matches_burn(&gpu.device);
     dropout_masks_like_burn(&gpu.device);
     sgd_momentum_matches_burn_sgd(&gpu.device);
     // Two real training steps on the GPU: autodiff routing, optimiser, read-back.

@@ -26,6 +26,7 @@ use super::conv_cpu::{
     pool2x2_forward_into, relu_bias_grad_in_place, uncrop_into, up2x2_forward_into,
     up2x2_input_grad_into, up2x2_weight_grad,
 };
+use super::loss::{weighted_cross_entropy_grad_values, weighted_cross_entropy_values};
 
 /// Backends that run the U-Net's 3x3 valid convolution.
 #[backend_extension(Autodiff, Flex, Cube)]
@@ -116,6 +117,23 @@ pub trait Conv3x3Backend: Backend {
     /// 0, from the device's seeded generator. A constant: no gradient flows into it.
     fn dropout_mask(like: FloatTensor<Self>, keep: f64) -> FloatTensor<Self>;
 
+    /// The U-Net's loss ([`super::loss::weighted_cross_entropy`]): `logits` and one-hot
+    /// `target` `[N, K, H, W]`, `weights` `[N, 1, H, W]`; a `[1]` tensor. Differentiable in
+    /// `logits` only.
+    fn weighted_cross_entropy(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The loss's gradient with respect to the logits, times `grad` (`[1]`).
+    fn weighted_cross_entropy_grad(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
     /// One step of SGD with momentum for a parameter of any rank: `v = momentum v + grad`,
     /// `param -= lr v`; returns `(param, v)`. Not differentiable (the optimiser runs on the
     /// tensors inside autodiff's).
@@ -126,6 +144,13 @@ pub trait Conv3x3Backend: Backend {
         lr: f64,
         momentum: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// `log sum_c exp(x_c)` over the classes (dimension 1), kept as a dimension of 1.
+fn log_sum_exp_classes<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let m = B::float_max_dim(x.clone(), 1);
+    let e = B::float_exp(B::float_sub(x, m.clone()));
+    B::float_add(B::float_log(B::float_sum_dim(e, 1)), m)
 }
 
 /// [`Conv3x3Backend::sgd_momentum`] as burn's element-wise operations.
@@ -170,6 +195,35 @@ fn up_options() -> ConvTransposeOptions<2> {
 const POOL: ([usize; 2], [usize; 2], [usize; 2], [usize; 2]) = ([2, 2], [2, 2], [0, 0], [1, 1]);
 
 impl Conv3x3Backend for Cube {
+    fn weighted_cross_entropy(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let logp = Self::float_sub(logits.clone(), log_sum_exp_classes::<Self>(logits));
+        let nll = Self::float_neg(Self::float_sum_dim(Self::float_mul(logp, target), 1));
+        let total = Self::float_clamp_min(Self::float_sum(weights.clone()), 1e-12.into());
+        Self::float_div(Self::float_sum(Self::float_mul(nll, weights)), total)
+    }
+
+    fn weighted_cross_entropy_grad(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // w (sum_c t_c softmax - t) g / sum w
+        let soft = Self::float_exp(Self::float_sub(
+            logits.clone(),
+            log_sum_exp_classes::<Self>(logits),
+        ));
+        let ts = Self::float_sum_dim(target.clone(), 1);
+        let total = Self::float_clamp_min(Self::float_sum(weights.clone()), 1e-12.into());
+        let scale = Self::float_reshape(Self::float_div(grad, total), Shape::new([1, 1, 1, 1]));
+        let d = Self::float_sub(Self::float_mul(soft, ts), target);
+        Self::float_mul(Self::float_mul(d, weights), scale)
+    }
+
     fn sgd_momentum(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -438,6 +492,35 @@ fn flex_writable(t: FloatTensor<Flex>) -> FloatTensor<Flex> {
 }
 
 impl Conv3x3Backend for Flex {
+    fn weighted_cross_entropy(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (z, [n, k, h, w]) = flex_values::<4>(&logits);
+        let (t, _) = flex_values::<4>(&target);
+        let (wt, _) = flex_values::<4>(&weights);
+        let loss = weighted_cross_entropy_values(z.get(), t.get(), wt.get(), (n, k, h * w));
+        burn::backend::flex::FlexTensor::from_data(TensorData::new(vec![loss], [1]))
+    }
+
+    fn weighted_cross_entropy_grad(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (z, [n, k, h, w]) = flex_values::<4>(&logits);
+        let (t, _) = flex_values::<4>(&target);
+        let (wt, _) = flex_values::<4>(&weights);
+        let (g, _) = flex_values::<1>(&grad);
+        let g = g.get().first().copied().unwrap_or(0.0);
+        let mut dz = FlexOut::zeroed(n * k * h * w);
+        let shape = (n, k, h * w);
+        weighted_cross_entropy_grad_values(z.get(), t.get(), wt.get(), shape, g, dz.values());
+        dz.into_tensor([n, k, h, w])
+    }
+
     fn sgd_momentum(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -898,6 +981,30 @@ impl<B: Conv3x3Backend> Backward<B, 2> for CropCatBackward {
     }
 }
 
+/// Backward of the loss; the state is the checkpointed logits, the target and the weights.
+#[derive(Debug)]
+struct LossBackward;
+
+impl<B: Conv3x3Backend> Backward<B, 1> for LossBackward {
+    type State = (NodeId, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (ls, target, weights) = ops.state;
+        let logits: FloatTensor<B> = checkpointer.retrieve_node_output(ls);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let dz = B::weighted_cross_entropy_grad(logits, target, weights, grad);
+            grads.register::<B>(node.id, dz);
+        }
+    }
+}
+
 /// The forward pass of an op of `(x, weight, bias)` on the inner backend.
 type Forward3<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
 
@@ -940,6 +1047,37 @@ where
 }
 
 impl<B: Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Autodiff<B, C> {
+    fn weighted_cross_entropy(
+        logits: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (t, w) = (target.into_primitive(), weights.into_primitive());
+        match LossBackward
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let ls = prep.checkpoint(&logits);
+                let loss = B::weighted_cross_entropy(logits.into_primitive(), t.clone(), w.clone());
+                prep.finish((ls, t, w), loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::weighted_cross_entropy(logits.into_primitive(), t, w))
+            }
+        }
+    }
+
+    fn weighted_cross_entropy_grad(
+        _logits: FloatTensor<Self>,
+        _target: FloatTensor<Self>,
+        _weights: FloatTensor<Self>,
+        _grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients of gradients are not used by unet-studio")
+    }
+
     fn sgd_momentum(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
