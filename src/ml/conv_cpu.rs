@@ -987,11 +987,7 @@ impl UpShape {
     /// GEMM packed the whole weight matrix (up to 512 KB) for each chunk of 2-4 rows, and the
     /// weight gradient summed one partial matrix per chunk.
     fn unpacked(&self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if self.h * self.w <= UNPACKED_UP_PIXELS {
-            return super::conv_direct::available();
-        }
-        false
+        self.h * self.w <= UNPACKED_UP_PIXELS && unpacked_products()
     }
 
     /// Input rows per parallel chunk.
@@ -1068,8 +1064,7 @@ fn up_gather_transposed(dy: &[f32], s: &UpShape, dzt: &mut [f32]) {
         });
 }
 
-/// [`super::conv_direct::gemm_rows`] (only called where [`UpShape::unpacked`] holds, which
-/// needs it).
+/// [`super::conv_direct::gemm_rows`] (only called where [`unpacked_products`] holds).
 fn gemm_rows(
     mnk: (usize, usize, usize),
     a: &[f32],
@@ -1083,7 +1078,7 @@ fn gemm_rows(
     super::conv_direct::gemm_rows(mnk, a, a_s, b, b_rs, c, c_rs);
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
-        "UpShape::unpacked is false without the direct kernels: {mnk:?} {a_s:?} {b_rs} {c_rs} {} {} {}",
+        "unpacked_products is false without the direct kernels: {mnk:?} {a_s:?} {b_rs} {c_rs} {} {} {}",
         a.len(),
         b.len(),
         c.len()
