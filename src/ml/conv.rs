@@ -837,7 +837,7 @@ impl<B: Conv3x3Backend> Backward<B, 3> for LinearBackward<B> {
 /// the backward of the pooling that reads the same tensor (each level's last activation feeds
 /// both). Autodiff would add the two full-size gradients on one thread after the pooling's
 /// had been written to a fresh buffer; handed over, the pooling adds its gradient into the
-/// skip connection's in one parallel pass (~0.4 ms of a lite 252 px step).
+/// skip connection's in one parallel pass (~0.5 ms of a lite 252 px step).
 ///
 /// The skip connection's gradient is computed first (the decoder comes later in the graph):
 /// it is left here, and the pooling's backward takes it. Should the pooling's run first, it
