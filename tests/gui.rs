@@ -490,9 +490,11 @@ fn predict_stack_then_export_every_kind_and_read_back() {
 
 /// Reads each `(file, images, sum of values, colour of class 1)` with Python's tifffile and
 /// checks that it is an ImageJ stack of that many 512 x 512 images whose values sum to the
-/// same total, with a colour table (black for 0) when a colour is given. Runs when
-/// `python3 -c "import tifffile"` works; CI installs it and sets
-/// `UNET_STUDIO_REQUIRE_TIFFFILE=1`, which turns a missing tifffile into a failure.
+/// same total, with a colour table (black for 0) when a colour is given. Runs with the first
+/// interpreter that can `import tifffile`: `$UNET_STUDIO_PYTHON`, `python3` on the PATH, or
+/// Debian's `/usr/bin/python3` (where the `python3-tifffile` package installs it; a `python3`
+/// of pyenv or a virtualenv earlier on the PATH does not see it). CI installs that package and
+/// sets `UNET_STUDIO_REQUIRE_TIFFFILE=1`, which turns a missing tifffile into a failure.
 fn check_with_tifffile(files: &[(PathBuf, usize, f64, Option<[u8; 3]>)]) {
     const SCRIPT: &str = r#"
 import sys, json, tifffile, numpy
@@ -515,23 +517,28 @@ for path, images, total, colour in json.loads(sys.argv[1]):
     assert abs(got - total) <= 1e-4 * max(1.0, abs(total)), (path, got, total)
     print(path, a.dtype, a.shape, "ok")
 "#;
-    let has_tifffile = std::process::Command::new("python3")
-        .args(["-c", "import tifffile"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_tifffile {
+    let mut candidates = std::env::var_os("UNET_STUDIO_PYTHON")
+        .into_iter()
+        .chain(["python3".into(), "/usr/bin/python3".into()]);
+    let python = candidates.find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", "import tifffile"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(python) = python else {
         assert!(
             std::env::var_os("UNET_STUDIO_REQUIRE_TIFFFILE").is_none(),
             "python3 with tifffile is required here"
         );
         eprintln!("python3 tifffile not installed: cross-check skipped");
         return;
-    }
+    };
     let arg: Vec<(String, usize, f64, Option<[u8; 3]>)> = files
         .iter()
         .map(|(p, n, s, c)| (p.display().to_string(), *n, *s, *c))
         .collect();
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new(&python)
         .args(["-c", SCRIPT, &serde_json::to_string(&arg).unwrap()])
         .output()
         .unwrap();
