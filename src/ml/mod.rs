@@ -40,7 +40,10 @@ pub use unet::{Preset, UNet, UNetConfig};
 ///
 /// A helper that has not started within 1 ms (its worker busy elsewhere) returns as soon as it
 /// starts, so `f` never waits for one, and one left in this worker's queue (which `f`'s own
-/// joins may pick up) does not spin under it. On the GPU the operations are queued either way.
+/// joins may pick up) does not spin under it. The helpers stop when `f` returns or unwinds: a
+/// panic of `f` (burn's wgpu backend panics when the device runs out of memory, and the retry
+/// with a smaller tile catches it) reaches the caller instead of leaving the helpers spinning
+/// and the scope waiting for them. On the GPU the operations are queued either way.
 pub fn in_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let helpers = rayon::current_num_threads().saturating_sub(1);
     let (started, late, done) = (
@@ -73,10 +76,19 @@ pub fn in_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             }
             std::hint::spin_loop();
         }
-        let r = f();
-        done.store(true, Ordering::Release);
-        r
+        let _stop = StopHelpers(&done);
+        f()
     })
+}
+
+/// Sets the flag that ends [`in_compute_pool`]'s helpers when dropped: after `f` returns, and
+/// while a panic of `f` unwinds.
+struct StopHelpers<'a>(&'a AtomicBool);
+
+impl Drop for StopHelpers<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Shared flags that ask a long computation to stop, or to pause, at its next check.
@@ -198,5 +210,52 @@ mod tests {
             let r = pool.install(|| in_compute_pool(|| parallel_sum(70_000)));
             assert_eq!(r, expect(70_000), "{threads} threads");
         }
+    }
+
+    #[test]
+    fn a_panic_of_f_reaches_the_caller_and_the_pool_goes_on() {
+        // As the out-of-memory retry meets it: f panics (after parallel work), the caller
+        // catches the panic and computes again. The helpers once kept spinning after the
+        // panic, and the scope waited for them forever. Run in a pool of its own, from outside
+        // it and nested on one of its workers, with a watchdog so a hang fails the test.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = pool.install(|| {
+                (0..20)
+                    .map(|i| {
+                        let caught = std::panic::catch_unwind(|| {
+                            in_compute_pool(|| {
+                                let s = parallel_sum(10_000 + i);
+                                if s > 0 {
+                                    panic!("out of memory (test)");
+                                }
+                                s
+                            })
+                        });
+                        let nested = std::panic::catch_unwind(|| {
+                            in_compute_pool(|| in_compute_pool(|| -> u64 { panic!("nested") }))
+                        });
+                        (
+                            caught.is_err(),
+                            nested.is_err(),
+                            in_compute_pool(|| parallel_sum(100)),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            });
+            tx.send(outcome).unwrap();
+        });
+        let outcome = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("in_compute_pool hung after a panic of f");
+        assert_eq!(outcome, vec![(true, true, expect_sum(100)); 20]);
+    }
+
+    fn expect_sum(n: u64) -> u64 {
+        n * (n - 1) / 2
     }
 }
