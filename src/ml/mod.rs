@@ -14,7 +14,7 @@ pub mod train;
 pub mod unet;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint};
 pub use device::{ComputeDevice, DeviceChoice, select_device};
@@ -27,68 +27,21 @@ pub use train::{
 pub use unet::{Preset, UNet, UNetConfig};
 
 /// Runs `f` on one of rayon's worker threads, the pool the CPU kernels parallelise on (directly
-/// when already on one), with the pool's other workers kept awake meanwhile. A network pass is
-/// a sequence of about a hundred parallel operations with serial work between them (autodiff's
-/// bookkeeping, small operations): called from another thread, each of them is handed to the
-/// pool while the caller sleeps until it is done (a wake-up per operation, three threads on two
-/// cores); from a worker they run as nested joins whose halves the other workers steal. Idle
-/// between two operations, a worker goes to sleep after a few dozen microseconds and the next
-/// operation runs on one thread until it has woken up; so the other workers run helpers that
-/// take pending work ([`rayon::yield_now`]) and otherwise spin until `f` returns. Training
-/// steps and tile predictions run here; measured on the lite preset's 252 px training step:
-/// 3-7 % faster on a worker, another 1-7 % with the helpers.
+/// when already on one). A network pass is a sequence of about a hundred parallel operations:
+/// called from another thread, each of them is handed to the pool while the caller sleeps
+/// until it is done (a wake-up per operation, three threads on two cores); from a worker they
+/// run as nested joins whose halves the other worker steals. Training steps and tile
+/// predictions run here; measured on the lite preset's 252 px training step: 3-7 % faster.
+/// On the GPU the operations are queued either way. A panic of `f` (burn's wgpu backend panics
+/// when the device runs out of memory, and the smaller-tile retry catches it) reaches the
+/// caller.
 ///
-/// A helper that has not started within 1 ms (its worker busy elsewhere) returns as soon as it
-/// starts, so `f` never waits for one, and one left in this worker's queue (which `f`'s own
-/// joins may pick up) does not spin under it. The helpers stop when `f` returns or unwinds: a
-/// panic of `f` (burn's wgpu backend panics when the device runs out of memory, and the retry
-/// with a smaller tile catches it) reaches the caller instead of leaving the helpers spinning
-/// and the scope waiting for them. On the GPU the operations are queued either way.
+/// (A version whose other workers spun in helpers while `f` ran, to be awake for its next
+/// operation, was ~0.4 ms faster per 252 px step on an AVX-512 CPU, but it hung when `f`
+/// panicked and kept a core spinning while `f` waited for the GPU, which halved the speed of
+/// software Vulkan; it was taken out.)
 pub fn in_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let helpers = rayon::current_num_threads().saturating_sub(1);
-    let (started, late, done) = (
-        AtomicUsize::new(0),
-        AtomicBool::new(false),
-        AtomicBool::new(false),
-    );
-    rayon::scope(|s| {
-        for _ in 0..helpers {
-            let (started, late, done) = (&started, &late, &done);
-            s.spawn(move |_| {
-                if late.load(Ordering::Acquire) {
-                    return;
-                }
-                started.fetch_add(1, Ordering::AcqRel);
-                while !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
-                    }
-                }
-            });
-        }
-        // Wait (without taking work: a helper run here would spin under `f`) until the other
-        // workers have taken the helpers.
-        let t = std::time::Instant::now();
-        while started.load(Ordering::Acquire) < helpers {
-            if t.elapsed() > std::time::Duration::from_millis(1) {
-                late.store(true, Ordering::Release);
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        let _stop = StopHelpers(&done);
-        f()
-    })
-}
-
-/// Sets the flag that ends [`in_compute_pool`]'s helpers when dropped: after `f` returns, and
-/// while a panic of `f` unwinds.
-struct StopHelpers<'a>(&'a AtomicBool);
-
-impl Drop for StopHelpers<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
+    rayon::scope(|_| f())
 }
 
 /// Shared flags that ask a long computation to stop, or to pause, at its next check.
@@ -182,17 +135,16 @@ mod tests {
     }
 
     #[test]
-    fn compute_pool_runs_f_with_helpers_in_every_arrangement() {
+    fn compute_pool_runs_f_in_every_arrangement() {
         let expect = |n: u64| n * (n - 1) / 2;
-        // From a thread outside the pool, repeatedly (each call spawns and retires helpers).
+        // From a thread outside the pool, repeatedly.
         for _ in 0..50 {
             assert_eq!(in_compute_pool(|| parallel_sum(100_000)), expect(100_000));
         }
-        // Nested: the inner call runs on a worker whose siblings spin in the outer helpers.
+        // Nested: the inner call runs directly on the worker of the outer one.
         let nested = in_compute_pool(|| in_compute_pool(|| parallel_sum(50_000)) + 1);
         assert_eq!(nested, expect(50_000) + 1);
-        // Several callers at once: helpers of one call run the others' work (or start late and
-        // return); every call finishes with its own result.
+        // Several callers at once: every call finishes with its own result.
         let results: Vec<u64> = std::thread::scope(|s| {
             let calls: Vec<_> = (1..=4u64)
                 .map(|i| s.spawn(move || in_compute_pool(|| parallel_sum(i * 30_000))))
@@ -201,7 +153,7 @@ mod tests {
         });
         let expected: Vec<u64> = (1..=4u64).map(|i| expect(i * 30_000)).collect();
         assert_eq!(results, expected);
-        // One worker: no helpers; three workers: two.
+        // Pools of one and of three workers.
         for threads in [1, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -215,8 +167,9 @@ mod tests {
     #[test]
     fn a_panic_of_f_reaches_the_caller_and_the_pool_goes_on() {
         // As the out-of-memory retry meets it: f panics (after parallel work), the caller
-        // catches the panic and computes again. The helpers once kept spinning after the
-        // panic, and the scope waited for them forever. Run in a pool of its own, from outside
+        // catches the panic and computes again (a version with spinning helpers kept them
+        // spinning after the panic, and its scope waited for them forever). Run in a pool of
+        // its own, from outside
         // it and nested on one of its workers, with a watchdog so a hang fails the test.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
