@@ -38,8 +38,8 @@ pub use unet::{Preset, UNet, UNetConfig};
 ///
 /// (A version whose other workers spun in helpers while `f` ran, to be awake for its next
 /// operation, was ~0.4 ms faster per 252 px step on an AVX-512 CPU, but it hung when `f`
-/// panicked and kept a core spinning while `f` waited for the GPU, which halved the speed of
-/// software Vulkan; it was taken out.)
+/// panicked, and kept a core spinning while `f` waited for the GPU (with software Vulkan, one
+/// of the two cores it computes on); it was taken out.)
 pub fn in_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
