@@ -517,15 +517,15 @@ for path, images, total, colour in json.loads(sys.argv[1]):
     assert abs(got - total) <= 1e-4 * max(1.0, abs(total)), (path, got, total)
     print(path, a.dtype, a.shape, "ok")
 "#;
-    let mut candidates = std::env::var_os("UNET_STUDIO_PYTHON")
+    let python = std::env::var_os("UNET_STUDIO_PYTHON")
         .into_iter()
-        .chain(["python3".into(), "/usr/bin/python3".into()]);
-    let python = candidates.find(|python| {
-        std::process::Command::new(python)
-            .args(["-c", "import tifffile"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+        .chain(["python3".into(), "/usr/bin/python3".into()])
+        .find(|python| {
+            std::process::Command::new(python)
+                .args(["-c", "import tifffile"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
     let Some(python) = python else {
         assert!(
             std::env::var_os("UNET_STUDIO_REQUIRE_TIFFFILE").is_none(),

@@ -134,9 +134,13 @@ mod tests {
         (0..n).into_par_iter().sum()
     }
 
+    /// `parallel_sum(n)`, by formula.
+    fn expect(n: u64) -> u64 {
+        n * (n - 1) / 2
+    }
+
     #[test]
     fn compute_pool_runs_f_in_every_arrangement() {
-        let expect = |n: u64| n * (n - 1) / 2;
         // From a thread outside the pool, repeatedly.
         for _ in 0..50 {
             assert_eq!(in_compute_pool(|| parallel_sum(100_000)), expect(100_000));
@@ -169,8 +173,8 @@ mod tests {
         // As the out-of-memory retry meets it: f panics (after parallel work), the caller
         // catches the panic and computes again (a version with spinning helpers kept them
         // spinning after the panic, and its scope waited for them forever). Run in a pool of
-        // its own, from outside
-        // it and nested on one of its workers, with a watchdog so a hang fails the test.
+        // its own, from outside it and nested on one of its workers, with a watchdog so a hang
+        // fails the test.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
@@ -205,10 +209,6 @@ mod tests {
         let outcome = rx
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("in_compute_pool hung after a panic of f");
-        assert_eq!(outcome, vec![(true, true, expect_sum(100)); 20]);
-    }
-
-    fn expect_sum(n: u64) -> u64 {
-        n * (n - 1) / 2
+        assert_eq!(outcome, vec![(true, true, expect(100)); 20]);
     }
 }
