@@ -582,12 +582,15 @@ enum Path {
     /// Always im2col + GEMM (tests compare the kernels).
     #[cfg_attr(not(test), allow(dead_code))]
     Gemm,
-    /// The direct kernel by output rows where the CPU has it, else GEMM.
+    /// The direct AVX-512 kernel by output rows where the CPU has it, else GEMM.
     #[cfg_attr(not(test), allow(dead_code))]
     Rows,
-    /// The direct kernel over flattened rows where the CPU has it, else GEMM.
+    /// The direct AVX-512 kernel over flattened rows where the CPU has it, else GEMM.
     #[cfg_attr(not(test), allow(dead_code))]
     Flat,
+    /// The direct AVX2 kernels where the CPU has them, else GEMM.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Avx2,
 }
 
 /// The kernel that computes a convolution (or, padded, an input gradient).
@@ -599,27 +602,67 @@ enum Kernel {
     Rows,
     /// The direct kernel over flattened rows ([`super::conv_direct::forward_flat_into`]).
     Flat,
+    /// The direct AVX2 kernels ([`super::conv_avx2`]).
+    Avx2,
+}
+
+/// The direct kernels a CPU has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    /// AVX-512F: [`super::conv_direct`].
+    Avx512,
+    /// AVX2 and FMA: [`super::conv_avx2`].
+    Avx2,
+    /// None: im2col + GEMM only.
+    Neither,
+}
+
+impl Isa {
+    /// The direct kernels of this CPU (the AVX-512 ones where both exist).
+    fn here() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::conv_direct::available() {
+                return Self::Avx512;
+            }
+            if super::conv_avx2::available() {
+                return Self::Avx2;
+            }
+        }
+        Self::Neither
+    }
+}
+
+/// Whether `UNET_STUDIO_CONV=gemm` asks for im2col + GEMM everywhere (to measure the direct
+/// kernels against it in the same run: `cargo bench --bench conv_layers`, `unet-studio bench`).
+fn gemm_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("UNET_STUDIO_CONV").is_ok_and(|v| v == "gemm"))
 }
 
 /// The kernel that `path` names, or for [`Path::Fastest`] the one `fastest` picks for the
-/// shape; im2col + GEMM where the CPU lacks the direct kernels.
-fn chosen(path: Path, fastest: impl FnOnce() -> Kernel) -> Kernel {
-    #[cfg(target_arch = "x86_64")]
-    if super::conv_direct::available() {
-        return match path {
-            Path::Gemm => Kernel::Gemm,
-            Path::Rows => Kernel::Rows,
-            Path::Flat => Kernel::Flat,
-            Path::Fastest => fastest(),
-        };
+/// shape on this CPU's direct kernels; im2col + GEMM where the CPU lacks the kernel named.
+fn chosen(path: Path, fastest: impl FnOnce(Isa) -> Kernel) -> Kernel {
+    let isa = Isa::here();
+    match (path, isa) {
+        (Path::Rows, Isa::Avx512) => Kernel::Rows,
+        (Path::Flat, Isa::Avx512) => Kernel::Flat,
+        (Path::Avx2, Isa::Avx512 | Isa::Avx2) => Kernel::Avx2,
+        (Path::Fastest, Isa::Avx512 | Isa::Avx2) if !gemm_forced() => fastest(isa),
+        _ => Kernel::Gemm,
     }
-    let _ = (path, fastest);
-    Kernel::Gemm
 }
 
 /// The fastest kernel for a convolution of shape `s` padded by `pad` (see [`narrow`] and
-/// [`direct`]).
-fn fastest_forward(s: &ConvShape, pad: usize) -> Kernel {
+/// [`direct`]; with AVX2, [`direct_avx2`]).
+fn fastest_forward(s: &ConvShape, pad: usize, isa: Isa) -> Kernel {
+    if isa == Isa::Avx2 {
+        return if direct_avx2(s, pad) {
+            Kernel::Avx2
+        } else {
+            Kernel::Gemm
+        };
+    }
     if narrow(s, pad) {
         Kernel::Flat
     } else if direct(s) {
@@ -633,8 +676,16 @@ fn fastest_forward(s: &ConvShape, pad: usize) -> Kernel {
 /// rows on narrow maps of at least 20 x 20 outputs (lite 252 px: 22-28 px maps 180-230 ->
 /// 260-330 GF/s; lite 572 px: 54-104 px maps 370-440 -> 410-450), the row kernel or GEMM as
 /// [`direct_weight_grad`] says otherwise (on maps of 10-16 px the flat kernel's 27 sums per
-/// channel pair, reduced across lanes, cost more than its multiplications).
-fn fastest_weight_grad(s: &ConvShape) -> Kernel {
+/// channel pair, reduced across lanes, cost more than its multiplications). With AVX2,
+/// [`direct_avx2_weight_grad`].
+fn fastest_weight_grad(s: &ConvShape, isa: Isa) -> Kernel {
+    if isa == Isa::Avx2 {
+        return if direct_avx2_weight_grad(s) {
+            Kernel::Avx2
+        } else {
+            Kernel::Gemm
+        };
+    }
     if narrow(s, 0) && s.ho() * s.wo() >= 20 * 20 {
         Kernel::Flat
     } else if direct_weight_grad(s) {
@@ -642,6 +693,30 @@ fn fastest_weight_grad(s: &ConvShape) -> Kernel {
     } else {
         Kernel::Gemm
     }
+}
+
+/// Whether the direct AVX2 kernel runs the forward pass of a convolution of this shape padded
+/// by `pad` (the input gradient: the forward pass of its transposed shape padded by 2) on a
+/// CPU without AVX-512: up to 64 input channels, or up to 256 on maps of at least 16 px or
+/// padded. Measured per layer against im2col + GEMM in the same runs (`cargo bench --bench
+/// conv_layers [-- 252 | paper]`, then with `UNET_STUDIO_CONV=gemm`; Zen 3, 2 threads, GEMM
+/// 175-185 GF/s): lite 572 px forward 118 against 150 ms in all, 16-64 channels 128-179
+/// against 94-158 GF/s; input gradients 136 against 157 ms; lite 252 px forward 14.1
+/// against 17.2 ms, input gradients 16.2 against 20.6 (the deep levels' 8-12 px maps too:
+/// GEMM's im2col of a map padded by 2 is mostly zeros). GEMM won the forward pass of 128-256
+/// channels on 10-14 px maps (80-100 against 124-138 GF/s) and of 512-1024 channels (the
+/// paper net's deep levels: 90-124 against 150-165).
+fn direct_avx2(s: &ConvShape, pad: usize) -> bool {
+    s.cin <= 64 || (s.cin <= 256 && (pad > 0 || s.w >= 16))
+}
+
+/// Whether the direct AVX2 kernel computes the weight gradient of this shape on a CPU without
+/// AVX-512: 2-64 channels on maps up to 48 px, or 16 channels each way. Measured as
+/// [`direct_avx2`]: 16 -> 16 channels on 250 px 143 against 121 GF/s, 64 -> 64 on 22 px 128
+/// against 109, 64 -> 32 on 40 px 120 against 105; GEMM's `col . dY^T` won by 5-15 % on the
+/// larger maps of 32-64 channels, by 20-40 % on the deep levels and on a single input channel.
+fn direct_avx2_weight_grad(s: &ConvShape) -> bool {
+    (2..=64).contains(&s.cin) && s.cout <= 64 && (s.h <= 48 || (s.cin <= 16 && s.cout <= 16))
 }
 
 /// Runs `kernel` for a convolution of shape `s` with padding `pad` into `y`.
@@ -662,6 +737,8 @@ fn run_kernel(
         Kernel::Rows => super::conv_direct::forward_into(x, weight, bias, shape, pad, relu, y),
         #[cfg(target_arch = "x86_64")]
         Kernel::Flat => super::conv_direct::forward_flat_into(x, weight, bias, shape, pad, relu, y),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => super::conv_avx2::forward_into(x, weight, bias, shape, pad, relu, y),
         _ => {
             let _ = shape;
             let weight = weight.effective(s.cout);
@@ -679,7 +756,7 @@ fn forward_with(
     path: Path,
     y: &mut [f32],
 ) {
-    let k = chosen(path, || fastest_forward(s, 0));
+    let k = chosen(path, |isa| fastest_forward(s, 0, isa));
     run_kernel(k, x, Taps::Given(weight), bias, s, 0, relu, y)
 }
 
@@ -773,11 +850,13 @@ pub fn conv3x3_weight_grad(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
 fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32> {
     // Only x86-64 has the direct kernels (elsewhere `chosen` is always GEMM).
     let shape = (s.cin, s.cout, s.h, s.w);
-    match chosen(path, || fastest_weight_grad(s)) {
+    match chosen(path, |isa| fastest_weight_grad(s, isa)) {
         #[cfg(target_arch = "x86_64")]
         Kernel::Rows => return super::conv_direct::weight_grad(x, dy, shape),
         #[cfg(target_arch = "x86_64")]
         Kernel::Flat => return super::conv_direct::weight_grad_flat(x, dy, shape),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => return super::conv_avx2::weight_grad(x, dy, shape),
         _ => {
             let _ = shape;
         }
@@ -939,7 +1018,7 @@ fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &m
         },
         pad: 2,
     };
-    let k = chosen(path, || fastest_forward(&back.s, 2));
+    let k = chosen(path, |isa| fastest_forward(&back.s, 2, isa));
     run_kernel(k, dy, Taps::Flipped(weight), None, &back.s, 2, false, dx)
 }
 
@@ -1621,6 +1700,15 @@ mod tests {
                 h: 33,
                 w: 33,
             },
+            // The AVX2 weight gradient in several chunks of pixels (more than 4096 flat
+            // outputs), with an odd number of output channels and 45 (input channel, tap)
+            // pairs (not a multiple of 6).
+            ConvShape {
+                cin: 5,
+                cout: 7,
+                h: 90,
+                w: 70,
+            },
         ] {
             check_against_definition(&s);
         }
@@ -1629,7 +1717,13 @@ mod tests {
     fn check_against_definition(s: &ConvShape) {
         // Both kernels: GEMM, and whichever is fastest here (the direct AVX-512 kernels for
         // these small channel counts on a CPU that has them).
-        for path in [Path::Gemm, Path::Rows, Path::Flat, Path::Fastest] {
+        for path in [
+            Path::Gemm,
+            Path::Rows,
+            Path::Flat,
+            Path::Avx2,
+            Path::Fastest,
+        ] {
             check_path(s, path);
         }
     }

@@ -321,7 +321,7 @@ fn prepare_forward<'a>(
 /// The planes of `src` (`rows x cols` each) in planes of `plane` floats with their rows
 /// `stride` apart, the first row's first value at `origin`, zeros elsewhere: a zero-padded
 /// copy, or a map laid out for the flattened-rows kernels.
-fn spread_rows(
+pub(crate) fn spread_rows(
     src: &[f32],
     (rows, cols): (usize, usize),
     (plane, stride): (usize, usize),

@@ -2,6 +2,8 @@
 
 pub mod checkpoint;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_avx2;
 pub mod conv_cpu;
 #[cfg(target_arch = "x86_64")]
 pub mod conv_direct;
