@@ -711,12 +711,18 @@ fn direct_avx2(s: &ConvShape, pad: usize) -> bool {
 }
 
 /// Whether the direct AVX2 kernel computes the weight gradient of this shape on a CPU without
-/// AVX-512: 2-64 channels on maps up to 48 px, or 16 channels each way. Measured as
-/// [`direct_avx2`]: 16 -> 16 channels on 250 px 143 against 121 GF/s, 64 -> 64 on 22 px 128
-/// against 109, 64 -> 32 on 40 px 120 against 105; GEMM's `col . dY^T` won by 5-15 % on the
-/// larger maps of 32-64 channels, by 20-40 % on the deep levels and on a single input channel.
+/// AVX-512: from 2 input channels, with up to 64, or on maps of at least 20 px with up to 1024
+/// channels in all, or on maps of at least 48 px. Measured as [`direct_avx2`]: lite 572 px
+/// 113 against 124 ms in all (16-256 channels on 30-570 px 133-180 against 124-170 GF/s),
+/// lite 252 px 16-128 channels on 22-250 px 112-161 against 91-156, paper 1705 against 2040 ms
+/// (512-1024 channels on 54-56 px 172-176 against 119-121). GEMM's `dY . col^T` won on a
+/// single input channel (the first layer: 24-33 against 58-70 GF/s; its 9 pairs fill two
+/// register blocks of 6), with 128-256 channels on the deep levels' 10-16 px maps (85-129
+/// against 125-141: the two transpositions cost as much as the products) and with 1536-2048
+/// channels on 30-32 px (99-156 against 151-174: a chunk of their pixels no longer fits the
+/// L2 cache).
 fn direct_avx2_weight_grad(s: &ConvShape) -> bool {
-    (2..=64).contains(&s.cin) && s.cout <= 64 && (s.h <= 48 || (s.cin <= 16 && s.cout <= 16))
+    s.cin >= 2 && (s.cin <= 64 || (s.h >= 20 && s.cin + s.cout <= 1024) || s.h >= 48)
 }
 
 /// Runs `kernel` for a convolution of shape `s` with padding `pad` into `y`.
