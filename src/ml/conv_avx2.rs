@@ -489,13 +489,15 @@ pub fn weight_grad(
         if len <= chunk {
             // Tasks by channel block and range of pairs, each writing its own part of dW^T.
             let per = (OK * 4).min(k.div_ceil(OK) * OK);
-            dwt.par_chunks_mut(per * OCO)
+            dwt.par_chunks_mut(k * OCO)
                 .enumerate()
-                .for_each(|(t, part)| {
-                    let per_block = k.div_ceil(per);
-                    let (cb, r) = (t / per_block, t % per_block);
-                    let k0 = r * per;
-                    g.accumulate(cb, (k0, k0 + part.len() / OCO), (0, len), part);
+                .for_each(|(cb, blk)| {
+                    blk.par_chunks_mut(per * OCO)
+                        .enumerate()
+                        .for_each(|(r, part)| {
+                            let k0 = r * per;
+                            g.accumulate(cb, (k0, k0 + part.len() / OCO), (0, len), part);
+                        });
                 });
             return;
         }
