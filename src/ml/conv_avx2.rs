@@ -465,13 +465,18 @@ pub fn weight_grad(
                 blk.par_chunks_mut(w * OCO)
                     .enumerate()
                     .for_each(|(oy, row)| {
-                        row.fill(0.0);
-                        for c in 0..nco {
-                            let src = &dy[((cb * OCO + c) * ho + oy) * wo..][..wo];
-                            for (d, &v) in row[c..].iter_mut().step_by(OCO).zip(src) {
-                                *d = v;
+                        let src: [&[f32]; OCO] = std::array::from_fn(|c| {
+                            let co = cb * OCO + c.min(nco - 1);
+                            &dy[(co * ho + oy) * wo..][..wo]
+                        });
+                        // Pixel by pixel: each writes one 64-byte row.
+                        for (ox, px) in row.chunks_exact_mut(OCO).take(wo).enumerate() {
+                            for (v, s) in px.iter_mut().zip(&src) {
+                                *v = s[ox];
                             }
+                            px[nco..].fill(0.0);
                         }
+                        row[wo * OCO..].fill(0.0);
                     });
             });
     };
