@@ -34,6 +34,7 @@ use std::arch::x86_64::{
 use rayon::prelude::*;
 
 use super::conv_cpu::Taps;
+use super::conv_direct::{SharedOut, block_biases, spread_into};
 
 /// Output channels per register block of the forward kernel.
 const CO: usize = 6;
@@ -82,24 +83,6 @@ impl StorePlan {
             contiguous: None,
             lanes,
         }
-    }
-}
-
-/// The output pointer shared by the tasks (each writes its own outputs).
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint elements of the buffer, which outlives them.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The element `off` of the buffer (a method, so closures capture the whole struct).
-    ///
-    /// # Safety
-    /// `off` must lie inside the buffer.
-    unsafe fn at(self, off: usize) -> *mut f32 {
-        // SAFETY: in bounds (caller).
-        unsafe { self.0.add(off) }
     }
 }
 
@@ -163,22 +146,8 @@ pub fn forward_into(
     y: &mut [f32],
 ) {
     assert!(available(), "conv_avx2: the CPU lacks AVX2 or FMA");
-    assert!(
-        h >= 1 && w >= 1 && pad <= 2 && h + 2 * pad >= 3 && w + 2 * pad >= 3,
-        "conv_avx2: map smaller than the kernel"
-    );
-    assert_eq!(x.len(), cin * h * w, "conv_avx2: input size");
-    assert_eq!(
-        weight.values().len(),
-        cout * cin * 9,
-        "conv_avx2: weight size"
-    );
-    if let Some(b) = bias {
-        assert_eq!(b.len(), cout, "conv_avx2: bias size");
-    }
-    let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
+    let (ho, wo) = super::conv_cpu::check_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
     let (hp, wp) = (ho + 2, wo + 2);
-    assert_eq!(y.len(), cout * ho * wo, "conv_avx2: output size");
     if cout == 0 {
         return;
     }
@@ -216,16 +185,7 @@ fn forward_flat(
         "conv_avx2: input layout"
     );
     let panel = pack_weights(weight, cin, cout);
-    let biases: Vec<[f32; CO]> = (0..cout.div_ceil(CO))
-        .map(|cb| {
-            let mut b = [0.0f32; CO];
-            if let Some(bias) = bias {
-                let nco = CO.min(cout - cb * CO);
-                b[..nco].copy_from_slice(&bias[cb * CO..cb * CO + nco]);
-            }
-            b
-        })
-        .collect();
+    let biases = block_biases::<CO>(bias, cout);
     let (blocks, cblocks) = (len.div_ceil(PX), cout.div_ceil(CO));
     // Tasks of up to 8 pixel blocks for one channel block, at least 32 per thread; channel
     // blocks innermost, so neighbouring tasks share their input in the caches.
@@ -380,27 +340,7 @@ fn with_spread<R>(
     );
     with_spare(
         len,
-        |buf| {
-            let spread = |(from, to): (&[f32], &mut [f32])| {
-                let mut at = 0;
-                for (r, row) in from.chunks_exact(cols).enumerate() {
-                    let start = origin + r * stride;
-                    to[at..start].fill(0.0);
-                    to[start..start + cols].copy_from_slice(row);
-                    at = start + cols;
-                }
-                to[at..].fill(0.0);
-            };
-            if len >= 1 << 16 {
-                src.par_chunks_exact(per)
-                    .zip(buf.par_chunks_exact_mut(plane))
-                    .for_each(spread);
-            } else {
-                src.chunks_exact(per)
-                    .zip(buf.chunks_exact_mut(plane))
-                    .for_each(spread);
-            }
-        },
+        |buf| spread_into(src, (rows, cols), (plane, stride), origin, buf),
         f,
     )
 }

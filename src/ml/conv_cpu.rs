@@ -525,6 +525,38 @@ pub fn conv3x3_forward_into(
     forward_with(x, weight, bias, s, relu, Path::Fastest, y)
 }
 
+/// Checks the sizes of a forward pass of the direct kernels (`x`, the weights in effect and
+/// `bias` of a convolution of `Cin x H x W` to `Cout` channels with `pad` pixels of implicit
+/// zero padding, into `y_len` outputs) and returns the output's height and width.
+///
+/// # Panics
+/// If a size disagrees, or the padded map is smaller than the kernel or padded by more than 2.
+pub(crate) fn check_forward(
+    x: &[f32],
+    weight: Taps<'_>,
+    bias: Option<&[f32]>,
+    (cin, cout, h, w): (usize, usize, usize, usize),
+    pad: usize,
+    y_len: usize,
+) -> (usize, usize) {
+    assert!(
+        h >= 1 && w >= 1 && pad <= 2 && h + 2 * pad >= 3 && w + 2 * pad >= 3,
+        "conv3x3: map smaller than the kernel, or padding"
+    );
+    assert_eq!(x.len(), cin * h * w, "conv3x3: input size");
+    assert_eq!(
+        weight.values().len(),
+        cout * cin * 9,
+        "conv3x3: weight size"
+    );
+    if let Some(b) = bias {
+        assert_eq!(b.len(), cout, "conv3x3: bias size");
+    }
+    let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
+    assert_eq!(y_len, cout * ho * wo, "conv3x3: output size");
+    (ho, wo)
+}
+
 /// The weights of a forward kernel.
 #[derive(Clone, Copy, Debug)]
 pub enum Taps<'a> {

@@ -296,23 +296,11 @@ fn prepare_forward<'a>(
     y_len: usize,
 ) -> Prepared<'a> {
     assert!(available(), "conv_direct: the CPU lacks AVX-512F");
-    assert!(
-        h + 2 * pad >= 3 && w + 2 * pad >= 3,
-        "conv_direct: map smaller than the kernel"
-    );
-    assert!(h >= 1 && w >= 1 && pad <= 2, "conv_direct: padding");
-    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
-    assert_eq!(
-        weight.values().len(),
-        cout * cin * 9,
-        "conv_direct: weight size"
-    );
-    let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
-    assert_eq!(y_len, cout * ho * wo, "conv_direct: output size");
+    let (ho, wo) = super::conv_cpu::check_forward(x, weight, bias, (cin, cout, h, w), pad, y_len);
     Prepared {
         taps: weight,
         channels: (cin, cout),
-        biases: block_biases(bias, cout),
+        biases: block_biases::<CO>(bias, cout),
         partial: partial_block(weight, cin, cout),
         out: (ho, wo),
     }
@@ -329,11 +317,29 @@ pub(crate) fn spread_rows(
 ) -> Vec<f32> {
     let per = (rows * cols).max(1);
     let mut dst = vec![0.0f32; src.len() / per * plane];
+    spread_into(src, (rows, cols), (plane, stride), origin, &mut dst);
+    dst
+}
+
+/// [`spread_rows`] into `dst` (`plane` floats per plane of `src`), every float written: the
+/// zeros too.
+pub(crate) fn spread_into(
+    src: &[f32],
+    (rows, cols): (usize, usize),
+    (plane, stride): (usize, usize),
+    origin: usize,
+    dst: &mut [f32],
+) {
+    let per = (rows * cols).max(1);
     let spread = |(from, to): (&[f32], &mut [f32])| {
+        let mut at = 0;
         for (r, row) in from.chunks_exact(cols).enumerate() {
-            let at = origin + r * stride;
-            to[at..at + cols].copy_from_slice(row);
+            let start = origin + r * stride;
+            to[at..start].fill(0.0);
+            to[start..start + cols].copy_from_slice(row);
+            at = start + cols;
         }
+        to[at..].fill(0.0);
     };
     // In parallel when large (a serial copy here held the other thread up).
     if dst.len() >= 1 << 16 {
@@ -345,27 +351,27 @@ pub(crate) fn spread_rows(
             .zip(dst.chunks_exact_mut(plane))
             .for_each(spread);
     }
-    dst
 }
 
-/// The biases of each block of [`CO`] output channels (zero past `cout`, or without a bias).
-fn block_biases(bias: Option<&[f32]>, cout: usize) -> Vec<[f32; CO]> {
-    (0..cout.div_ceil(CO))
+/// The biases of each block of `N` output channels (zero past `cout`, or without a bias).
+pub(crate) fn block_biases<const N: usize>(bias: Option<&[f32]>, cout: usize) -> Vec<[f32; N]> {
+    (0..cout.div_ceil(N))
         .map(|cb| {
-            let mut b = [0.0f32; CO];
+            let mut b = [0.0f32; N];
             if let Some(bias) = bias {
-                let nco = CO.min(cout - cb * CO);
-                b[..nco].copy_from_slice(&bias[cb * CO..cb * CO + nco]);
+                let nco = N.min(cout - cb * N);
+                b[..nco].copy_from_slice(&bias[cb * N..cb * N + nco]);
             }
             b
         })
         .collect()
 }
 
-/// The output pointer shared by the row tasks (each writes its own row).
+/// The output pointer shared by the tasks of a kernel (each writes its own elements: rows here,
+/// blocks of outputs in [`super::conv_avx2`]).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint rows of the buffer, which outlives them.
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+// SAFETY: tasks write disjoint elements of the buffer, which outlives them.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
@@ -374,7 +380,7 @@ impl SharedOut {
     ///
     /// # Safety
     /// `off` must lie inside the buffer.
-    unsafe fn at(self, off: usize) -> *mut f32 {
+    pub(crate) unsafe fn at(self, off: usize) -> *mut f32 {
         // SAFETY: in bounds (caller).
         unsafe { self.0.add(off) }
     }
