@@ -1787,6 +1787,14 @@ mod tests {
                 h: 8,
                 w: 9,
             },
+            // The AVX2 weight gradient with one full block of 16 output channels and one of a
+            // single channel (its transposition zero-fills the other 15).
+            ConvShape {
+                cin: 2,
+                cout: 17,
+                h: 12,
+                w: 21,
+            },
         ] {
             check_against_definition(&s);
         }
