@@ -855,9 +855,10 @@ fn relu_bias_grad_plane(o: &[f32], g: &mut [f32]) -> f32 {
 }
 
 /// `fn $name(args) -> R` calls `$body(args)` (an `#[inline(always)]` function) compiled for
-/// AVX-512 where the CPU has it: element-wise loops (the ReLU and pooling kernels) vectorise
-/// 16 wide instead of the baseline target's scalar or 4-wide code (the ReLU gradient's loop
-/// ran scalar: ~5 % of a lite 252 px training step).
+/// AVX-512 where the CPU has it, else for AVX2 + FMA where it has those: element-wise loops
+/// (the ReLU and pooling kernels) vectorise 16 or 8 wide instead of the baseline target's
+/// scalar or 4-wide code (the ReLU gradient's loop ran scalar: ~5 % of a lite 252 px training
+/// step).
 macro_rules! wide {
     ($name:ident = $body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -867,9 +868,16 @@ macro_rules! wide {
                 fn avx512($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                match Isa::here() {
                     // SAFETY: the CPU has AVX-512F (checked).
-                    return unsafe { avx512($($arg),*) };
+                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: the CPU has AVX2 and FMA (checked).
+                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    Isa::Neither => {}
                 }
             }
             $body($($arg),*)
