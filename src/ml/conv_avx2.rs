@@ -385,10 +385,7 @@ pub fn weight_grad(
     (cin, cout, h, w): (usize, usize, usize, usize),
 ) -> Vec<f32> {
     assert!(available(), "conv_avx2: the CPU lacks AVX2 or FMA");
-    assert!(h >= 3 && w >= 3, "conv_avx2: map smaller than the kernel");
-    assert_eq!(x.len(), cin * h * w, "conv_avx2: input size");
-    let (ho, wo) = (h - 2, w - 2);
-    assert_eq!(dy.len(), cout * ho * wo, "conv_avx2: gradient size");
+    let (ho, wo) = super::conv_cpu::check_weight_grad(x, dy, (cin, cout, h, w));
     let k = cin * 9;
     if k == 0 || cout == 0 {
         return vec![0.0f32; cout * k];

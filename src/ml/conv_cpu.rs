@@ -557,6 +557,23 @@ pub(crate) fn check_forward(
     (ho, wo)
 }
 
+/// Checks the sizes of a weight gradient of the direct kernels (`x` is `Cin x H x W`, `dy`
+/// `Cout x (H-2) x (W-2)`) and returns the output's height and width.
+///
+/// # Panics
+/// If a size disagrees or the map is smaller than the kernel.
+pub(crate) fn check_weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+) -> (usize, usize) {
+    assert!(h >= 3 && w >= 3, "conv3x3: map smaller than the kernel");
+    assert_eq!(x.len(), cin * h * w, "conv3x3: input size");
+    let (ho, wo) = (h - 2, w - 2);
+    assert_eq!(dy.len(), cout * ho * wo, "conv3x3: gradient size");
+    (ho, wo)
+}
+
 /// The weights of a forward kernel.
 #[derive(Clone, Copy, Debug)]
 pub enum Taps<'a> {
@@ -1042,45 +1059,42 @@ pub fn conv3x3_input_grad_into(dy: &[f32], weight: &[f32], s: &ConvShape, dx: &m
 
 fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &mut [f32]) {
     let plane = s.ho() * s.wo();
-    if path == Path::Fastest && plane <= UNPACKED_PLANE && unpacked_products() {
-        // dcol (K x P) = W^T (K x Cout) . dY (Cout x P), then each tap's row of dcol added
-        // into dX where it came from: exactly the multiplications of the gradient, where the
-        // convolution of dY padded by 2 multiplies zeros too (10 x 10 outputs from 8 x 8:
-        // 1.56x the work).
+    // dcol (K x P) = W^T (K x Cout) . dY (Cout x P), then each tap's row of dcol added into
+    // dX where it came from: exactly the multiplications of the gradient, where the
+    // convolution of dY padded by 2 multiplies zeros too (10 x 10 outputs from 8 x 8: 1.56x
+    // the work). With AVX-512 as unpacked products on the smallest maps; with AVX2 only, by
+    // the GEMM (`W^T` read in place by strides) where [`col2im_avx2`] says.
+    let unpacked = path == Path::Fastest && plane <= UNPACKED_PLANE && unpacked_products();
+    let by_gemm =
+        path == Path::Fastest && Isa::here() == Isa::Avx2 && !gemm_forced() && col2im_avx2(s);
+    if unpacked || by_gemm {
         let k = 9 * s.cin;
         let mut dcol = zeros(k * plane);
-        gemm_rows(
-            (k, plane, s.cout),
-            weight,
-            (1, k),
-            dy,
-            plane,
-            &mut dcol,
-            plane,
-        );
-        dx.par_chunks_mut(s.h * s.w)
-            .zip(dcol.par_chunks(9 * plane))
-            .with_min_len(planes_per_task(9 * plane))
-            .for_each(|(d, c)| col2im_channel(c, s, d));
-        return;
-    }
-    if path == Path::Fastest && Isa::here() == Isa::Avx2 && !gemm_forced() && col2im_avx2(s) {
-        // The same products through the GEMM (`W^T` read in place by strides).
-        let k = 9 * s.cin;
-        let mut dcol = zeros(k * plane);
-        sgemm(
-            k,
-            plane,
-            s.cout,
-            &mut dcol,
-            (plane, 1),
-            false,
-            weight,
-            (1, k),
-            dy,
-            (plane, 1),
-            gemm_threads(1),
-        );
+        if unpacked {
+            gemm_rows(
+                (k, plane, s.cout),
+                weight,
+                (1, k),
+                dy,
+                plane,
+                &mut dcol,
+                plane,
+            );
+        } else {
+            sgemm(
+                k,
+                plane,
+                s.cout,
+                &mut dcol,
+                (plane, 1),
+                false,
+                weight,
+                (1, k),
+                dy,
+                (plane, 1),
+                gemm_threads(1),
+            );
+        }
         dx.par_chunks_mut(s.h * s.w)
             .zip(dcol.par_chunks(9 * plane))
             .with_min_len(planes_per_task(9 * plane))

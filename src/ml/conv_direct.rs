@@ -585,17 +585,9 @@ pub fn weight_grad_flat(
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
-fn check_weight_grad(
-    x: &[f32],
-    dy: &[f32],
-    (cin, cout, h, w): (usize, usize, usize, usize),
-) -> (usize, usize) {
+fn check_weight_grad(x: &[f32], dy: &[f32], shape: (usize, usize, usize, usize)) -> (usize, usize) {
     assert!(available(), "conv_direct: the CPU lacks AVX-512F");
-    assert!(h >= 3 && w >= 3, "conv_direct: map smaller than the kernel");
-    assert_eq!(x.len(), cin * h * w, "conv_direct: input size");
-    let (ho, wo) = (h - 2, w - 2);
-    assert_eq!(dy.len(), cout * ho * wo, "conv_direct: gradient size");
-    (ho, wo)
+    super::conv_cpu::check_weight_grad(x, dy, shape)
 }
 
 /// The weight gradient of output-channel block `cb` (channels `3 cb ..`, as many as `out`
