@@ -671,7 +671,7 @@ impl Isa {
     fn here() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if super::conv_direct::available() {
+            if super::conv_direct::available() && !avx2_forced() {
                 return Self::Avx512;
             }
             if super::conv_avx2::available() {
@@ -682,11 +682,23 @@ impl Isa {
     }
 }
 
-/// Whether `UNET_STUDIO_CONV=gemm` asks for im2col + GEMM everywhere (to measure the direct
-/// kernels against it in the same run: `cargo bench --bench conv_layers`, `unet-studio bench`).
+/// The kernel set that `UNET_STUDIO_CONV` asks for, to measure one against another in the same
+/// run (`cargo bench --bench conv_layers`, `unet-studio bench`): `gemm` im2col + GEMM
+/// everywhere, `avx2` the AVX2 kernels (and their choice per shape) on a CPU that also has
+/// AVX-512; anything else (or unset) the fastest this CPU has.
+fn conv_override() -> &'static str {
+    static CHOICE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CHOICE.get_or_init(|| std::env::var("UNET_STUDIO_CONV").unwrap_or_default())
+}
+
+/// Whether `UNET_STUDIO_CONV=gemm` forces im2col + GEMM ([`conv_override`]).
 fn gemm_forced() -> bool {
-    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var("UNET_STUDIO_CONV").is_ok_and(|v| v == "gemm"))
+    conv_override() == "gemm"
+}
+
+/// Whether `UNET_STUDIO_CONV=avx2` forces the AVX2 kernels ([`conv_override`]).
+fn avx2_forced() -> bool {
+    conv_override() == "avx2"
 }
 
 /// The kernel that `path` names, or for [`Path::Fastest`] the one `fastest` picks for the

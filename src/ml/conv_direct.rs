@@ -14,9 +14,9 @@
 //! [`super::conv_cpu`], which chooses these kernels when the CPU has AVX-512F.
 
 use std::arch::x86_64::{
-    __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps,
-    _mm512_maskz_compress_ps, _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm512_storeu_ps,
+    __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_mask_storeu_ps, _mm512_maskz_compress_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
 use rayon::prelude::*;
@@ -396,9 +396,42 @@ impl SharedOut {
 /// their buffer. Vector `p` of output
 /// channel `c < nco` keeps the lanes under the mask `store[p].0`, which are stored contiguously
 /// from `y + c * oplane + store[p].1`: those floats must be valid for writes.
-#[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_block(
+    x: *const f32,
+    (plane, w, cin): (usize, usize, usize),
+    wb: BlockWeights,
+    kh: (usize, usize),
+    load: &[[__mmask16; PX]; 3],
+    y: *mut f32,
+    (oplane, nco): (usize, usize),
+    store: &[(__mmask16, usize); PX],
+    bias: &[f32; CO],
+    relu: bool,
+) {
+    // Blocks whose loads are all whole vectors (all but the edges) load without masks: a
+    // mask register per load, 9 of them per block, is more than the 7 there are, and the
+    // masks were reloaded from the stack for every load.
+    let full = load.iter().flatten().all(|&m| m == 0xffff);
+    let dims = (plane, w, cin);
+    let out = (oplane, nco);
+    // SAFETY: forwarded (caller); with `FULL`, every mask is whole.
+    unsafe {
+        if full {
+            forward_block_as::<true>(x, dims, wb, kh, load, y, out, store, bias, relu);
+        } else {
+            forward_block_as::<false>(x, dims, wb, kh, load, y, out, store, bias, relu);
+        }
+    }
+}
+
+/// [`forward_block`], with unmasked loads when `FULL` (all masks of `load` whole).
+///
+/// # Safety
+/// As [`forward_block`].
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_block_as<const FULL: bool>(
     x: *const f32,
     (plane, w, cin): (usize, usize, usize),
     wb: BlockWeights,
@@ -439,7 +472,13 @@ unsafe fn forward_block(
                 for p in 0..PX {
                     // SAFETY: the lanes under the mask are inside the buffer (caller);
                     // masked-off lanes are not read.
-                    xv[p] = unsafe { _mm512_maskz_loadu_ps(masks[p], xr.wrapping_add(16 * p)) };
+                    xv[p] = unsafe {
+                        if FULL {
+                            _mm512_loadu_ps(xr.wrapping_add(16 * p))
+                        } else {
+                            _mm512_maskz_loadu_ps(masks[p], xr.wrapping_add(16 * p))
+                        }
+                    };
                 }
                 let wt = wc.wrapping_offset((kh * 3 + kw) as isize * wb.per_tap);
                 for (c, row) in acc.iter_mut().enumerate() {
