@@ -18,13 +18,14 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{IntDType, Slice};
 use rayon::prelude::*;
 use std::any::Any;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::conv_cpu::{
-    ConvShape, Crop, UpShape, conv3x3_forward_into, conv3x3_input_grad_into, conv3x3_weight_grad,
-    copy_into, crop_into, filled_in_parallel, pool2x2_backward_add_into, pool2x2_backward_into,
-    pool2x2_forward_into, relu_bias_grad_in_place, uncrop_into, up2x2_forward_into,
-    up2x2_input_grad_into, up2x2_weight_grad,
+    ConvShape, Crop, UpShape, conv3x3_forward_uninit, conv3x3_input_grad_uninit,
+    conv3x3_weight_grad, copy_into, crop_into, filled_in_parallel, pool2x2_backward_add_into,
+    pool2x2_backward_into, pool2x2_forward_into, relu_bias_grad_in_place, uncrop_into,
+    up2x2_forward_into, up2x2_input_grad_into, up2x2_weight_grad,
 };
 use super::loss::{weighted_cross_entropy_grad_values, weighted_cross_entropy_values};
 
@@ -395,6 +396,26 @@ impl FlexOut {
         }
     }
 
+    /// `len` values written by `write` (which must write every one of them: `write` gets
+    /// uninitialised memory, so no pass zeroes an output that a kernel overwrites).
+    fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Self {
+        let n = len.div_ceil(4);
+        let mut quads: Vec<Quad> = Vec::with_capacity(n);
+        let spare = quads.spare_capacity_mut();
+        // SAFETY: `n` quads are `4 n` floats with the same layout (`Quad` is `repr(C)`).
+        let floats = unsafe {
+            std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<MaybeUninit<f32>>(), 4 * n)
+        };
+        let (values, tail) = floats.split_at_mut(len);
+        write(values);
+        for v in tail {
+            v.write(0.0);
+        }
+        // SAFETY: `write` wrote the first `len` floats (its contract), the loop the rest.
+        unsafe { quads.set_len(n) };
+        Self { quads, len }
+    }
+
     /// The `len` values.
     fn values(&mut self) -> &mut [f32] {
         &mut bytemuck::cast_slice_mut::<Quad, f32>(&mut self.quads)[..self.len]
@@ -438,6 +459,23 @@ fn per_item(
     out.into_tensor(dims)
 }
 
+/// [`per_item`] for kernels that write every value of their output, which starts
+/// uninitialised.
+fn per_item_written(
+    src: &[f32],
+    dims: [usize; 4],
+    mut kernel: impl FnMut(&[f32], &mut [MaybeUninit<f32>]),
+) -> FloatTensor<Flex> {
+    let n = dims[0];
+    let (per_src, per_out) = (src.len() / n.max(1), dims[1..].iter().product::<usize>());
+    let out = FlexOut::written(n * per_out, |y| {
+        for (b, item) in y.chunks_exact_mut(per_out.max(1)).enumerate().take(n) {
+            kernel(&src[b * per_src..(b + 1) * per_src], item);
+        }
+    });
+    out.into_tensor(dims)
+}
+
 /// The sum over the `n` items of a batch of `kernel(item of x, item of grad)`, a weight
 /// gradient of `len` values.
 fn summed_over_items(
@@ -475,8 +513,8 @@ fn flex_conv3x3(
     let (b_buf, _) = flex_values::<1>(&bias);
     let bv = b_buf.get();
     let s = ConvShape { cin, cout, h, w };
-    per_item(xv, [n, cout, s.ho(), s.wo()], |x, y| {
-        conv3x3_forward_into(x, wv, Some(bv), &s, relu, y)
+    per_item_written(xv, [n, cout, s.ho(), s.wo()], |x, y| {
+        conv3x3_forward_uninit(x, wv, Some(bv), &s, relu, y)
     })
 }
 
@@ -677,8 +715,8 @@ impl Conv3x3Backend for Flex {
         let (g_buf, _) = flex_values::<4>(&grad);
         let gv = g_buf.get();
         let s = ConvShape { cin, cout, h, w };
-        per_item(gv, [n, cin, h, w], |g, dx| {
-            conv3x3_input_grad_into(g, wv, &s, dx)
+        per_item_written(gv, [n, cin, h, w], |g, dx| {
+            conv3x3_input_grad_uninit(g, wv, &s, dx)
         })
     }
 

@@ -31,6 +31,8 @@ use std::arch::x86_64::{
     _mm256_loadu_ps, _mm256_max_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
 };
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::conv_cpu::Taps;
@@ -130,7 +132,7 @@ fn pack_weights(taps: Taps<'_>, cin: usize, cout: usize) -> Vec<f32> {
 
 /// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
 /// `Cin x H x W`, `weight` (`Cout x Cin x 3 x 3` in effect), into `y` (`Cout x (H+2pad-2) x
-/// (W+2pad-2)` values, all overwritten) plus `bias`, through a ReLU when `relu`. (Padding 2
+/// (W+2pad-2)` values, every one written: it may start uninitialised) plus `bias`, through a ReLU when `relu`. (Padding 2
 /// with [`Taps::Flipped`] weights is the input gradient.) Padding, or a map of fewer than 16
 /// flat outputs, takes a zero-bordered copy of the input.
 ///
@@ -143,7 +145,7 @@ pub fn forward_into(
     (cin, cout, h, w): (usize, usize, usize, usize),
     pad: usize,
     relu: bool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     assert!(available(), "conv_avx2: the CPU lacks AVX2 or FMA");
     let (ho, wo) = super::conv_cpu::check_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
@@ -177,7 +179,7 @@ fn forward_flat(
     (cin, cout, plane, wp): (usize, usize, usize, usize),
     (ho, wo): (usize, usize),
     relu: bool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let len = (ho - 1) * wp + wo;
     assert!(
@@ -191,7 +193,7 @@ fn forward_flat(
     // blocks innermost, so neighbouring tasks share their input in the caches.
     let group = (blocks * cblocks / (32 * rayon::current_num_threads())).clamp(1, 8);
     let groups = blocks.div_ceil(group);
-    let out = SharedOut(y.as_mut_ptr());
+    let out = SharedOut(y.as_mut_ptr().cast::<f32>());
     (0..groups * cblocks).into_par_iter().for_each(|t| {
         let (g, cb) = (t / cblocks, t % cblocks);
         let nco = CO.min(cout - cb * CO);

@@ -17,6 +17,8 @@
 //! Bands write their rows of the output directly (each band owns a disjoint set of output
 //! rows), so no per-band result is copied afterwards.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Target size of one im2col band, in floats (4 MiB).
@@ -522,7 +524,44 @@ pub fn conv3x3_forward_into(
     relu: bool,
     y: &mut [f32],
 ) {
+    // SAFETY: the kernels write only initialised floats.
+    forward_with(x, weight, bias, s, relu, Path::Fastest, unsafe {
+        as_uninit(y)
+    })
+}
+
+/// [`conv3x3_forward_into`] into memory that need not be initialised: every value is written
+/// (the caller need not zero an output that the kernel overwrites).
+pub fn conv3x3_forward_uninit(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    relu: bool,
+    y: &mut [MaybeUninit<f32>],
+) {
     forward_with(x, weight, bias, s, relu, Path::Fastest, y)
+}
+
+/// `y` as floats that a kernel may leave uninitialised, for the kernels that write outputs
+/// without reading them.
+///
+/// # Safety
+/// Only initialised floats may be written through the result (`y` stays initialised).
+unsafe fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; writes keep `y` initialised (caller).
+    unsafe { &mut *(std::ptr::from_mut(y) as *mut [MaybeUninit<f32>]) }
+}
+
+/// `y` filled with zeros, as initialised floats (in parallel when large).
+fn zeroed(y: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    y.par_chunks_mut(1 << 16).for_each(|c| {
+        for v in c {
+            v.write(0.0);
+        }
+    });
+    // SAFETY: every float was written above; same layout.
+    unsafe { &mut *(std::ptr::from_mut(y) as *mut [f32]) }
 }
 
 /// Checks the sizes of a forward pass of the direct kernels (`x`, the weights in effect and
@@ -805,7 +844,7 @@ fn run_kernel(
     s: &ConvShape,
     pad: usize,
     relu: bool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let shape = (s.cin, s.cout, s.h, s.w);
     match kernel {
@@ -818,7 +857,7 @@ fn run_kernel(
         _ => {
             let _ = shape;
             let weight = weight.effective(s.cout);
-            conv3x3_padded(x, &weight, bias, &Padded { s: *s, pad }, relu, y)
+            conv3x3_padded(x, &weight, bias, &Padded { s: *s, pad }, relu, zeroed(y))
         }
     }
 }
@@ -830,7 +869,7 @@ fn forward_with(
     s: &ConvShape,
     relu: bool,
     path: Path,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let k = chosen(path, |isa| fastest_forward(s, 0, isa));
     run_kernel(k, x, Taps::Given(weight), bias, s, 0, relu, y)
@@ -1066,10 +1105,28 @@ pub fn conv3x3_input_grad(dy: &[f32], weight: &[f32], s: &ConvShape) -> Vec<f32>
 
 /// [`conv3x3_input_grad`] into `dx` (`Cin x H x W` values, all overwritten).
 pub fn conv3x3_input_grad_into(dy: &[f32], weight: &[f32], s: &ConvShape, dx: &mut [f32]) {
+    // SAFETY: the kernels write only initialised floats.
+    input_grad_with(dy, weight, s, Path::Fastest, unsafe { as_uninit(dx) })
+}
+
+/// [`conv3x3_input_grad_into`] into memory that need not be initialised: every value is
+/// written.
+pub fn conv3x3_input_grad_uninit(
+    dy: &[f32],
+    weight: &[f32],
+    s: &ConvShape,
+    dx: &mut [MaybeUninit<f32>],
+) {
     input_grad_with(dy, weight, s, Path::Fastest, dx)
 }
 
-fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &mut [f32]) {
+fn input_grad_with(
+    dy: &[f32],
+    weight: &[f32],
+    s: &ConvShape,
+    path: Path,
+    dx: &mut [MaybeUninit<f32>],
+) {
     let plane = s.ho() * s.wo();
     // dcol (K x P) = W^T (K x Cout) . dY (Cout x P), then each tap's row of dcol added into
     // dX where it came from: exactly the multiplications of the gradient, where the
@@ -1110,7 +1167,7 @@ fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &m
         dx.par_chunks_mut(s.h * s.w)
             .zip(dcol.par_chunks(9 * plane))
             .with_min_len(planes_per_task(9 * plane))
-            .for_each(|(d, c)| col2im_channel(c, s, d));
+            .for_each(|(d, c)| col2im_channel(c, s, zeroed(d)));
         return;
     }
     let back = Padded {
@@ -1126,11 +1183,10 @@ fn input_grad_with(dy: &[f32], weight: &[f32], s: &ConvShape, path: Path, dx: &m
     run_kernel(k, dy, Taps::Flipped(weight), None, &back.s, 2, false, dx)
 }
 
-/// One input channel's gradient from its 9 rows of `dcol` (`9 x Ho Wo`): `d` (`H x W`, all
-/// overwritten) is the sum over taps `(kh, kw)` of the tap's row placed at offset `(kh, kw)`.
+/// One input channel's gradient from its 9 rows of `dcol` (`9 x Ho Wo`): `d` (`H x W`,
+/// zeros) plus the sum over taps `(kh, kw)` of the tap's row placed at offset `(kh, kw)`.
 fn col2im_channel(dcol: &[f32], s: &ConvShape, d: &mut [f32]) {
     let (w, ho, wo) = (s.w, s.ho(), s.wo());
-    d.fill(0.0);
     for (t, tap) in dcol.chunks_exact(ho * wo).enumerate() {
         let (kh, kw) = (t / 3, t % 3);
         for (oy, src) in tap.chunks_exact(wo).enumerate() {
@@ -1855,7 +1911,10 @@ mod tests {
         let b = pseudo(s.cout, 3);
         let run = |relu: bool| {
             let mut y = vec![f32::NAN; s.cout * s.ho() * s.wo()];
-            forward_with(&x, &wt, Some(&b), &s, relu, path, &mut y);
+            // SAFETY: the kernels write floats.
+            forward_with(&x, &wt, Some(&b), &s, relu, path, unsafe {
+                as_uninit(&mut y)
+            });
             y
         };
         let y = run(false);
@@ -1874,7 +1933,8 @@ mod tests {
         let dw = weight_grad_with(&x, &dy, &s, path);
         // Outputs start as NaN: every value must be written.
         let mut dx = vec![f32::NAN; x.len()];
-        input_grad_with(&dy, &wt, &s, path, &mut dx);
+        // SAFETY: the kernels write floats.
+        input_grad_with(&dy, &wt, &s, path, unsafe { as_uninit(&mut dx) });
         let (ho, wo) = (s.ho(), s.wo());
         let mut dw_ref = vec![0.0f64; wt.len()];
         let mut dx_ref = vec![0.0f64; x.len()];

@@ -19,6 +19,8 @@ use std::arch::x86_64::{
     _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::conv_cpu::Taps;
@@ -114,7 +116,7 @@ fn partial_block(taps: Taps<'_>, cin: usize, cout: usize) -> Option<Vec<f32>> {
 
 /// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
 /// `Cin x H x W`, `weight` (`Cout x Cin x 3 x 3` in effect), into `y` (`Cout x (H+2pad-2) x
-/// (W+2pad-2)` values, all overwritten) plus `bias`, through a ReLU when `relu`. (Padding 2
+/// (W+2pad-2)` values, every one written: it may start uninitialised) plus `bias`, through a ReLU when `relu`. (Padding 2
 /// with [`Taps::Flipped`] weights is the input gradient.)
 ///
 /// # Panics
@@ -126,11 +128,11 @@ pub fn forward_into(
     (cin, cout, h, w): (usize, usize, usize, usize),
     pad: usize,
     relu: bool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let prep = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
     let (ho, wo) = prep.out;
-    let out = SharedOut(y.as_mut_ptr());
+    let out = SharedOut(y.as_mut_ptr().cast::<f32>());
     let (hi, wi, pi) = (h as isize, w as isize, pad as isize);
     (0..ho).into_par_iter().for_each(|oy| {
         // Taps whose input row oy + kh - pad lies inside the image.
@@ -205,7 +207,7 @@ pub fn forward_flat_into(
     (cin, cout, h, w): (usize, usize, usize, usize),
     pad: usize,
     relu: bool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let prep = prepare_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
     let (ho, wo) = prep.out;
@@ -220,7 +222,7 @@ pub fn forward_flat_into(
     // Flat outputs: the last one is (ho - 1, wo - 1), so the taps read up to hp * wp - 1.
     let len = (ho - 1) * wp + wo;
     let (blocks, cblocks) = (len.div_ceil(PX * 16), cout.div_ceil(CO));
-    let out = SharedOut(y.as_mut_ptr());
+    let out = SharedOut(y.as_mut_ptr().cast::<f32>());
     // Tasks by pixel block, channel blocks innermost: neighbouring tasks share their input.
     (0..blocks * cblocks).into_par_iter().for_each(|t| {
         let (jb, cb) = (t / cblocks, t % cblocks);
