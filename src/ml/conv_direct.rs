@@ -169,18 +169,18 @@ pub fn forward_into(
                 // channels cb*8..cb*8+nco: inside `x` and `y`. Rows are written by one task
                 // each.
                 unsafe {
-                    forward_block(
-                        x.as_ptr().wrapping_offset(origin),
-                        (h * w, w, cin),
+                    forward_block(&Block {
+                        x: x.as_ptr().wrapping_offset(origin),
+                        dims: (h * w, w, cin),
                         wb,
                         kh,
-                        &load,
-                        out.at((cb * CO) * ho * wo + oy * wo + ox0),
-                        (ho * wo, nco),
-                        &store,
-                        b,
+                        load: &load,
+                        y: out.at((cb * CO) * ho * wo + oy * wo + ox0),
+                        out: (ho * wo, nco),
+                        store: &store,
+                        bias: b,
                         relu,
-                    );
+                    });
                 }
             }
             ox0 += n;
@@ -246,18 +246,18 @@ pub fn forward_flat_into(
         // cb*8..cb*8+nco, the outputs of its kept flat indices (each the output (j / wp,
         // j % wp) with j % wp < wo, inside `y`), which no other task writes.
         unsafe {
-            forward_block(
-                x.as_ptr().add(j0),
-                (hp * wp, wp, cin),
+            forward_block(&Block {
+                x: x.as_ptr().add(j0),
+                dims: (hp * wp, wp, cin),
                 wb,
-                (0, 3),
-                &[load; 3],
-                out.at((cb * CO) * ho * wo),
-                (ho * wo, nco),
-                &store,
-                b,
+                kh: (0, 3),
+                load: &[load; 3],
+                y: out.at((cb * CO) * ho * wo),
+                out: (ho * wo, nco),
+                store: &store,
+                bias: b,
                 relu,
-            );
+            });
         }
     });
 }
@@ -388,7 +388,31 @@ impl SharedOut {
     }
 }
 
-/// One register block: up to 48 pixels of one output row for `nco <= 8` channels.
+/// One register block of the forward kernels ([`forward_block`]): up to 48 pixels of one
+/// output row (or of the flattened rows) for `nco <= 8` channels.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    /// The block's input origin (channel 0, tap row 0, tap column 0).
+    x: *const f32,
+    /// Floats per input plane, per input row, and input channels.
+    dims: (usize, usize, usize),
+    /// The block's weights.
+    wb: BlockWeights,
+    /// The tap rows that lie inside the input.
+    kh: (usize, usize),
+    /// Lanes read of vector `p` of tap column `kw`: `load[kw][p]`.
+    load: &'a [[__mmask16; PX]; 3],
+    /// Where the block's first output channel's outputs start.
+    y: *mut f32,
+    /// Floats per output plane, and the real output channels of the block.
+    out: (usize, usize),
+    /// Lanes kept of vector `p` and where they are stored: `store[p]`.
+    store: &'a [(__mmask16, usize); PX],
+    bias: &'a [f32; CO],
+    relu: bool,
+}
+
+/// Computes and stores one register block ([`Block`]).
 ///
 /// # Safety
 /// AVX-512F; `x` is the block's input origin (channel 0, tap row 0, tap column 0) in a
@@ -398,31 +422,16 @@ impl SharedOut {
 /// their buffer. Vector `p` of output
 /// channel `c < nco` keeps the lanes under the mask `store[p].0`, which are stored contiguously
 /// from `y + c * oplane + store[p].1`: those floats must be valid for writes.
-#[allow(clippy::too_many_arguments)]
-unsafe fn forward_block(
-    x: *const f32,
-    (plane, w, cin): (usize, usize, usize),
-    wb: BlockWeights,
-    kh: (usize, usize),
-    load: &[[__mmask16; PX]; 3],
-    y: *mut f32,
-    (oplane, nco): (usize, usize),
-    store: &[(__mmask16, usize); PX],
-    bias: &[f32; CO],
-    relu: bool,
-) {
+unsafe fn forward_block(b: &Block<'_>) {
     // Blocks whose loads are all whole vectors (all but the edges) load without masks: a
     // mask register per load, 9 of them per block, is more than the 7 there are, and the
     // masks were reloaded from the stack for every load.
-    let full = load.iter().flatten().all(|&m| m == 0xffff);
-    let dims = (plane, w, cin);
-    let out = (oplane, nco);
     // SAFETY: forwarded (caller); with `FULL`, every mask is whole.
     unsafe {
-        if full {
-            forward_block_as::<true>(x, dims, wb, kh, load, y, out, store, bias, relu);
+        if b.load.iter().flatten().all(|&m| m == 0xffff) {
+            forward_block_as::<true>(b);
         } else {
-            forward_block_as::<false>(x, dims, wb, kh, load, y, out, store, bias, relu);
+            forward_block_as::<false>(b);
         }
     }
 }
@@ -432,19 +441,19 @@ unsafe fn forward_block(
 /// # Safety
 /// As [`forward_block`].
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn forward_block_as<const FULL: bool>(
-    x: *const f32,
-    (plane, w, cin): (usize, usize, usize),
-    wb: BlockWeights,
-    kh: (usize, usize),
-    load: &[[__mmask16; PX]; 3],
-    y: *mut f32,
-    (oplane, nco): (usize, usize),
-    store: &[(__mmask16, usize); PX],
-    bias: &[f32; CO],
-    relu: bool,
-) {
+unsafe fn forward_block_as<const FULL: bool>(b: &Block<'_>) {
+    let Block {
+        x,
+        dims: (plane, w, cin),
+        wb,
+        kh,
+        load,
+        y,
+        out: (oplane, nco),
+        store,
+        bias,
+        relu,
+    } = *b;
     let mut acc = [[_mm512_setzero_ps(); PX]; CO];
     for ci in 0..cin {
         let xc = x.wrapping_add(ci * plane);
