@@ -777,13 +777,14 @@ impl Conv3x3Backend for Flex {
             window: (h, w),
         };
         let (per_s, per_u) = (cs * h * w, cu * h * w);
-        let mut out = FlexOut::zeroed(n * (per_s + per_u));
-        for b in 0..n {
-            let item = out.item(b, per_s + per_u);
-            let (to_s, to_u) = item.split_at_mut(per_s);
-            crop_into(&sv[b * cs * sh * sw..(b + 1) * cs * sh * sw], &crop, to_s);
-            copy_into(&uv[b * per_u..(b + 1) * per_u], to_u);
-        }
+        // Every value is written: the skip connection's window, then `up`.
+        let out = FlexOut::written(n * (per_s + per_u), |y| {
+            for (b, item) in y.chunks_exact_mut((per_s + per_u).max(1)).enumerate() {
+                let (to_s, to_u) = item.split_at_mut(per_s);
+                crop_into(&sv[b * cs * sh * sw..(b + 1) * cs * sh * sw], &crop, to_s);
+                copy_into(&uv[b * per_u..(b + 1) * per_u], to_u);
+            }
+        });
         out.into_tensor([n, cs + cu, h, w])
     }
 

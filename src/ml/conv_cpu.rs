@@ -1557,22 +1557,34 @@ fn planes_per_task(plane: usize) -> usize {
     (16 * 1024 / plane.max(1)).max(1)
 }
 
-/// Copies the window of each full plane of `src` into the planes of `dst` (all overwritten),
-/// in parallel over planes.
-pub fn crop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
+/// Copies the window of each full plane of `src` into the planes of `dst` (as many; every
+/// value written, so `dst` may start uninitialised), in parallel over planes.
+pub fn crop_into(src: &[f32], c: &Crop, dst: &mut [MaybeUninit<f32>]) {
     let ((sh, sw), (h, w), (oy, ox)) = (c.full, c.window, c.origin());
     if h * w == 0 {
         return;
     }
+    assert!(
+        dst.len().is_multiple_of(h * w) && dst.len() / (h * w) * sh * sw == src.len(),
+        "crop_into: planes"
+    );
     dst.par_chunks_mut(h * w)
         .with_min_len(planes_per_task(h * w))
         .zip(src.par_chunks(sh * sw))
         .for_each(|(d, s)| {
             for (row, out) in d.chunks_exact_mut(w).enumerate() {
                 let at = (oy + row) * sw + ox;
-                out.copy_from_slice(&s[at..at + w]);
+                write_copy(out, &s[at..at + w]);
             }
         });
+}
+
+/// `src` into `dst` (equal lengths), which may start uninitialised.
+fn write_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "write_copy: lengths");
+    for (d, &v) in dst.iter_mut().zip(src) {
+        d.write(v);
+    }
 }
 
 /// The reverse of [`crop_into`]: each window plane of `src` into the window of a full plane of
@@ -1596,12 +1608,13 @@ pub fn uncrop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
         });
 }
 
-/// Copies `src` into `dst` (same length) in parallel chunks.
-pub fn copy_into(src: &[f32], dst: &mut [f32]) {
+/// Copies `src` into `dst` (same length; `dst` may start uninitialised) in parallel chunks.
+pub fn copy_into(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
     const CHUNK: usize = 1 << 16;
+    assert_eq!(dst.len(), src.len(), "copy_into: lengths");
     dst.par_chunks_mut(CHUNK)
         .zip(src.par_chunks(CHUNK))
-        .for_each(|(d, s)| d.copy_from_slice(s));
+        .for_each(|(d, s)| write_copy(d, s));
 }
 
 /// [`pool2x2_forward`] into `y` (all overwritten).
