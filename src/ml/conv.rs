@@ -25,7 +25,7 @@ use super::conv_cpu::{
     ConvShape, Crop, UpShape, conv3x3_forward_uninit, conv3x3_input_grad_uninit,
     conv3x3_weight_grad, copy_into, crop_into, filled_in_parallel, pool2x2_backward_add_into,
     pool2x2_backward_into, pool2x2_forward_into, relu_bias_grad_in_place, uncrop_into,
-    up2x2_forward_into, up2x2_input_grad_into, up2x2_weight_grad,
+    up2x2_forward_into, up2x2_input_grad_into, up2x2_weight_grad, zeroed,
 };
 use super::loss::{weighted_cross_entropy_grad_values, weighted_cross_entropy_values};
 
@@ -450,13 +450,8 @@ fn per_item(
     dims: [usize; 4],
     mut kernel: impl FnMut(&[f32], &mut [f32]),
 ) -> FloatTensor<Flex> {
-    let n = dims[0];
-    let (per_src, per_out) = (src.len() / n.max(1), dims[1..].iter().product::<usize>());
-    let mut out = FlexOut::zeroed(n * per_out);
-    for b in 0..n {
-        kernel(&src[b * per_src..(b + 1) * per_src], out.item(b, per_out));
-    }
-    out.into_tensor(dims)
+    // Each item zeroed first: these kernels may leave values (or add into them).
+    per_item_written(src, dims, |s, y| kernel(s, zeroed(y)))
 }
 
 /// [`per_item`] for kernels that write every value of their output, which starts

@@ -288,12 +288,16 @@ pub fn filled_in_parallel<T: Copy + Send + Sync>(len: usize, value: T) -> Vec<T>
         return vec![value; len];
     }
     let mut v = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(CHUNK)
-        .for_each(|c| c.fill(std::mem::MaybeUninit::new(value)));
+    fill_in_parallel(&mut v.spare_capacity_mut()[..len], value);
     // SAFETY: the first `len` elements were all written just above.
     unsafe { v.set_len(len) };
     v
+}
+
+/// Writes `value` to every element of `s` (which may start uninitialised), in parallel chunks.
+fn fill_in_parallel<T: Copy + Send + Sync>(s: &mut [MaybeUninit<T>], value: T) {
+    s.par_chunks_mut(1 << 14)
+        .for_each(|c| c.fill(MaybeUninit::new(value)));
 }
 
 thread_local! {
@@ -554,12 +558,8 @@ unsafe fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 }
 
 /// `y` filled with zeros, as initialised floats (in parallel when large).
-fn zeroed(y: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    y.par_chunks_mut(1 << 16).for_each(|c| {
-        for v in c {
-            v.write(0.0);
-        }
-    });
+pub(crate) fn zeroed(y: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    fill_in_parallel(y, 0.0);
     // SAFETY: every float was written above; same layout.
     unsafe { &mut *(std::ptr::from_mut(y) as *mut [f32]) }
 }

@@ -116,8 +116,8 @@ fn partial_block(taps: Taps<'_>, cin: usize, cout: usize) -> Option<Vec<f32>> {
 
 /// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
 /// `Cin x H x W`, `weight` (`Cout x Cin x 3 x 3` in effect), into `y` (`Cout x (H+2pad-2) x
-/// (W+2pad-2)` values, every one written: it may start uninitialised) plus `bias`, through a ReLU when `relu`. (Padding 2
-/// with [`Taps::Flipped`] weights is the input gradient.)
+/// (W+2pad-2)` values, every one written: it may start uninitialised) plus `bias`, through a
+/// ReLU when `relu`. (Padding 2 with [`Taps::Flipped`] weights is the input gradient.)
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
