@@ -679,6 +679,10 @@ enum Path {
     /// The direct AVX2 kernels where the CPU has them, else GEMM.
     #[cfg_attr(not(test), allow(dead_code))]
     Avx2,
+    /// The weight gradient by vectors of output channels where the CPU has AVX-512 (the
+    /// passes by rows), else GEMM.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Channels,
 }
 
 /// The kernel that computes a convolution (or, padded, an input gradient).
@@ -692,6 +696,9 @@ enum Kernel {
     Flat,
     /// The direct AVX2 kernels ([`super::conv_avx2`]).
     Avx2,
+    /// The weight gradient by vectors of output channels
+    /// ([`super::conv_direct::weight_grad_channels`]).
+    Channels,
 }
 
 /// The direct kernels a CPU has.
@@ -748,6 +755,7 @@ fn chosen(path: Path, fastest: impl FnOnce(Isa) -> Kernel) -> Kernel {
         (Path::Rows, Isa::Avx512) => Kernel::Rows,
         (Path::Flat, Isa::Avx512) => Kernel::Flat,
         (Path::Avx2, Isa::Avx512 | Isa::Avx2) => Kernel::Avx2,
+        (Path::Channels, Isa::Avx512) => Kernel::Channels,
         (Path::Fastest, Isa::Avx512 | Isa::Avx2) if !gemm_forced() => fastest(isa),
         _ => Kernel::Gemm,
     }
@@ -786,13 +794,29 @@ fn fastest_weight_grad(s: &ConvShape, isa: Isa) -> Kernel {
             Kernel::Gemm
         };
     }
-    if narrow(s, 0) && s.ho() * s.wo() >= 20 * 20 {
+    if by_channels(s) {
+        Kernel::Channels
+    } else if narrow(s, 0) && s.ho() * s.wo() >= 20 * 20 {
         Kernel::Flat
     } else if direct_weight_grad(s) {
         Kernel::Rows
     } else {
         Kernel::Gemm
     }
+}
+
+/// Whether the weight gradient of this shape is computed by vectors of output channels
+/// ([`super::conv_direct::weight_grad_channels`]): at least 32 input and output channels on
+/// maps up to 128 px wide with more than 8 x 8 outputs. Measured per layer against the
+/// kernels chosen before (`cargo bench --bench conv_layers [-- 252 | paper]`, Xeon with
+/// AVX-512, 2 threads, alternated runs): lite 572 px, 64-256 channels on 30-104 px 124-177
+/// -> 172-213 GF/s; lite 252 px, 32-256 channels on 12-60 px 87-162 -> 120-240; paper,
+/// 256-1024 channels on 32-104 px 135-173 -> 157-194. It lost on wider maps (16-64 channels
+/// on 140-570 px: 94-157 against 151-190; its pixel-major copy of the output gradient is as
+/// large as the map), with 16 input channels (16 -> 32 on 124 px) and on 8 x 8 outputs
+/// (256 channels: 101-104 against 122-133, the unpacked GEMM).
+fn by_channels(s: &ConvShape) -> bool {
+    s.cin >= 32 && s.cout >= 32 && s.w <= 128 && s.ho() * s.wo() > 8 * 8
 }
 
 /// Whether the direct AVX2 kernel runs the forward pass of a convolution of this shape padded
@@ -980,6 +1004,8 @@ fn weight_grad_with(x: &[f32], dy: &[f32], s: &ConvShape, path: Path) -> Vec<f32
         Kernel::Flat => return super::conv_direct::weight_grad_flat(x, dy, shape),
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => return super::conv_avx2::weight_grad(x, dy, shape),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Channels => return super::conv_direct::weight_grad_channels(x, dy, shape),
         _ => {
             let _ = shape;
         }
@@ -1890,6 +1916,22 @@ mod tests {
                 h: 8,
                 w: 9,
             },
+            // The weight gradient by vectors of output channels with a block of 32 channels and
+            // one of 5 (3 lines of 16 a pixel), over 65 pixels (a tile of one pixel at the
+            // end of the transposition) in rows of 13.
+            ConvShape {
+                cin: 3,
+                cout: 37,
+                h: 7,
+                w: 15,
+            },
+            // ... and in 3 bands of pixels (532, bands starting mid-row).
+            ConvShape {
+                cin: 2,
+                cout: 33,
+                h: 30,
+                w: 21,
+            },
             // The AVX2 weight gradient with one full block of 16 output channels and one of a
             // single channel (its transposition zero-fills the other 15).
             ConvShape {
@@ -1911,6 +1953,7 @@ mod tests {
             Path::Rows,
             Path::Flat,
             Path::Avx2,
+            Path::Channels,
             Path::Fastest,
         ] {
             check_path(s, path);

@@ -14,9 +14,10 @@
 //! [`super::conv_cpu`], which chooses these kernels when the CPU has AVX-512F.
 
 use std::arch::x86_64::{
-    __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
-    _mm512_mask_storeu_ps, _mm512_maskz_compress_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
-    _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    __m512, __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_load_ps,
+    _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_compress_ps, _mm512_maskz_loadu_ps,
+    _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps,
+    _mm512_store_ps, _mm512_storeu_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
 };
 
 use std::mem::MaybeUninit;
@@ -760,6 +761,238 @@ unsafe fn grad_block<const N: usize>(
         }
     }
     out
+}
+
+/// Output channels per block of [`weight_grad_channels`]: two vectors.
+const WCO: usize = 32;
+/// Output pixels per band of [`weight_grad_channels`]: a band's output gradient (32
+/// channels, 128 bytes a pixel) stays in the L1 cache while every input channel of a task
+/// passes over it.
+const WBAND: usize = 256;
+
+/// One cache line of floats: the output gradient of [`weight_grad_channels`] is a buffer of
+/// them, so that its vectors of 16 channels are aligned (an unaligned 64-byte load spans two
+/// lines).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// [`weight_grad`] with the output channels in the vectors instead of the pixels: for each
+/// output pixel `p` and input channel `ci`, the 9 input values `X[ci, p + tap]` are broadcast
+/// and multiplied into the gradients of 32 output channels (`dY[.., p]`, two vectors of a
+/// pixel-major copy of `dY`): a register block of 9 taps x 32 channels (18 accumulators)
+/// takes, per pixel, 2 aligned loads, 9 broadcasts and 18 fused multiply-adds, and its sums
+/// need no reduction across lanes. The pixel-vectorised kernels load the input unaligned (9
+/// loads across two cache lines per 27 products) and reduce 27 vectors across lanes per band
+/// and channel pair, which on the deep levels' small maps cost about as much as the products.
+/// Tasks by blocks of 32 output channels and chunks of input channels; within a task, bands
+/// of [`WBAND`] pixels outside and input channels inside.
+///
+/// # Panics
+/// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
+pub fn weight_grad_channels(
+    x: &[f32],
+    dy: &[f32],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let (ho, wo) = check_weight_grad(x, dy, (cin, cout, h, w));
+    let plane = ho * wo;
+    // dY pixel-major: pixel p's channels in `lines` consecutive lines (zero past `cout`).
+    let lines = cout.div_ceil(16);
+    let dyt = pixel_major(dy, cout, plane);
+    let blocks = cout.div_ceil(WCO);
+    // At least 8 tasks per thread (as `weight_grad_flat`).
+    let chunks = (8 * rayon::current_num_threads())
+        .div_ceil(blocks)
+        .clamp(1, cin);
+    let per = cin.div_ceil(chunks);
+    let mut dw = vec![0.0f32; cout * cin * 9];
+    let out = SharedOut(dw.as_mut_ptr());
+    // Output-channel blocks outermost: neighbouring tasks share their output gradient.
+    (0..blocks * chunks).into_par_iter().for_each(|t| {
+        let (cb, k) = (t / chunks, t % chunks);
+        let cis = k * per..((k + 1) * per).min(cin);
+        // The block's sums by input channel, tap and channel: [ci][tap][32].
+        let mut sums = vec![[0.0f32; WCO]; cis.len() * 9];
+        let two = (cb + 1) * 2 <= lines;
+        let g = dyt[2 * cb..].as_ptr().cast::<f32>();
+        for p0 in (0..plane).step_by(WBAND) {
+            let band = (p0, (p0 + WBAND).min(plane));
+            for (i, ci) in cis.clone().enumerate() {
+                let at = &mut sums[i * 9..(i + 1) * 9];
+                let xc = x[ci * h * w..].as_ptr();
+                // SAFETY: AVX-512F is present (asserted); the kernel reads, of pixels
+                // band.0..band.1 (each (oy, ox) with oy < ho, ox < wo), the lines 2 cb (and
+                // 2 cb + 1 when `two`, then < lines) of `dyt` (pixels * lines lines), and
+                // the input of channel ci at rows oy..oy+3, columns ox..ox+3 (< h, w).
+                unsafe {
+                    if two {
+                        channel_sums::<2>(g, lines, xc, (wo, w), band, at);
+                    } else {
+                        channel_sums::<1>(g, lines, xc, (wo, w), band, at);
+                    }
+                }
+            }
+        }
+        let nco = WCO.min(cout - cb * WCO);
+        for (ci, taps) in cis.zip(sums.chunks_exact(9)) {
+            for c in 0..nco {
+                for (tap, by_channel) in taps.iter().enumerate() {
+                    // SAFETY: weight (cb * 32 + c, ci, tap) of `dw`; each task writes those
+                    // of its own output and input channels.
+                    unsafe { *out.at(((cb * WCO + c) * cin + ci) * 9 + tap) = by_channel[c] };
+                }
+            }
+        }
+    });
+    dw
+}
+
+/// `dy` (`channels x pixels`) pixel-major: pixel `p`'s channel `c` at float `p * 16 L + c`
+/// of the lines (`L = channels / 16` rounded up), zero past `channels`. Tiles of 16 channels
+/// x 16 pixels are transposed in registers; in parallel by chunks of pixels.
+fn pixel_major(dy: &[f32], channels: usize, pixels: usize) -> Vec<Line> {
+    const CHUNK: usize = 64;
+    let lines = channels.div_ceil(16);
+    assert!(dy.len() >= channels * pixels, "pixel_major: dY too short");
+    let mut t: Vec<Line> = Vec::with_capacity(pixels * lines);
+    let src = dy.as_ptr() as usize;
+    t.spare_capacity_mut()[..pixels * lines]
+        .par_chunks_mut(CHUNK * lines)
+        .enumerate()
+        .for_each(|(k, rows)| {
+            let n = rows.len() / lines;
+            for l in 0..lines {
+                for q in (0..n).step_by(16) {
+                    let at = 16 * l * pixels + k * CHUNK + q;
+                    // SAFETY: AVX-512F is present (the callers assert it); the tile reads
+                    // channels 16 l .. 16 l + nc (< channels) at pixels k * CHUNK + q .. + np
+                    // (< pixels) of `dy`, and writes line l of the tile's np pixels of `rows`.
+                    unsafe {
+                        transpose_tile(
+                            (src as *const f32).add(at),
+                            pixels,
+                            (16.min(channels - 16 * l), 16.min(n - q)),
+                            rows.as_mut_ptr().add(q * lines + l),
+                            lines,
+                        );
+                    }
+                }
+            }
+        });
+    // SAFETY: every line of the first pixels * lines was written above.
+    unsafe { t.set_len(pixels * lines) };
+    t
+}
+
+/// Writes line `q * lines` from `dst` for each pixel `q < np`: the values of channels
+/// `0 .. nc` of that pixel (zero past `nc`), the channels' rows `stride` floats apart from
+/// `src`.
+///
+/// # Safety
+/// AVX-512F; `src + c * stride + q` readable for `c < nc <= 16`, `q < np <= 16`; the lines
+/// written lie inside `dst`'s buffer.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_tile(
+    src: *const f32,
+    stride: usize,
+    (nc, np): (usize, usize),
+    dst: *mut MaybeUninit<Line>,
+    lines: usize,
+) {
+    let m = lanes(np);
+    let mut r = [_mm512_setzero_ps(); 16];
+    for (c, r) in r.iter_mut().enumerate().take(nc) {
+        // SAFETY: the first np floats of channel c's row (caller).
+        *r = unsafe { _mm512_maskz_loadu_ps(m, src.add(c * stride)) };
+    }
+    let r = transpose16(r);
+    for (q, v) in r.iter().enumerate().take(np) {
+        // SAFETY: pixel q's line (caller); lines are 64-byte aligned.
+        unsafe { _mm512_store_ps(dst.add(q * lines).cast::<f32>(), *v) };
+    }
+}
+
+/// The transpose of 16 rows of 16 floats: row `c` of the result holds element `c` of every
+/// row (unpacks of pairs, then shuffles of 32-bit, and twice of 128-bit, elements).
+#[target_feature(enable = "avx512f")]
+fn transpose16(mut r: [__m512; 16]) -> [__m512; 16] {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // r[4 g + j], 128-bit lane L: column 4 L + j of rows 4 g .. 4 g + 4.
+    for g in 0..4 {
+        r[4 * g] = _mm512_shuffle_ps::<0x44>(t[4 * g], t[4 * g + 2]);
+        r[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(t[4 * g], t[4 * g + 2]);
+        r[4 * g + 2] = _mm512_shuffle_ps::<0x44>(t[4 * g + 1], t[4 * g + 3]);
+        r[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for h in 0..2 {
+        for j in 0..4 {
+            let (a, b) = (r[8 * h + j], r[8 * h + 4 + j]);
+            t[8 * h + j] = _mm512_shuffle_f32x4::<0x88>(a, b);
+            t[8 * h + 4 + j] = _mm512_shuffle_f32x4::<0xDD>(a, b);
+        }
+    }
+    for j in 0..8 {
+        r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]);
+        r[8 + j] = _mm512_shuffle_f32x4::<0xDD>(t[j], t[8 + j]);
+    }
+    r
+}
+
+/// Adds to `sums[tap][c]` the products `dY[c, p] * X[p + tap]` over the output pixels `p` of
+/// `band` (flat indices `oy wo + ox`) for `16 V` channels.
+///
+/// # Safety
+/// AVX-512F; `g` points at pixel 0's first line of the block in a buffer of `lines` lines a
+/// pixel, aligned to 64 bytes, valid for `V` lines of every pixel of the band; `x` at the
+/// input plane (rows of `w` floats), valid for rows `oy .. oy + 3` and columns `ox .. ox + 3`
+/// of every pixel `(oy, ox)` of the band.
+#[target_feature(enable = "avx512f")]
+unsafe fn channel_sums<const V: usize>(
+    g: *const f32,
+    lines: usize,
+    x: *const f32,
+    (wo, w): (usize, usize),
+    (p0, p1): (usize, usize),
+    sums: &mut [[f32; WCO]],
+) {
+    let mut acc = [[_mm512_setzero_ps(); V]; 9];
+    let (mut p, mut oy, mut ox) = (p0, p0 / wo, p0 % wo);
+    while p < p1 {
+        let n = (wo - ox).min(p1 - p);
+        let xr = x.wrapping_add(oy * w + ox);
+        let gr = g.wrapping_add(p * 16 * lines);
+        for i in 0..n {
+            let mut gv = [_mm512_setzero_ps(); V];
+            for (v, gv) in gv.iter_mut().enumerate() {
+                // SAFETY: line v of pixel p + i, aligned (caller).
+                *gv = unsafe { _mm512_load_ps(gr.wrapping_add(i * 16 * lines + 16 * v)) };
+            }
+            for kh in 0..3 {
+                for kw in 0..3 {
+                    // SAFETY: input (oy + kh, ox + i + kw) (caller).
+                    let xv = _mm512_set1_ps(unsafe { *xr.wrapping_add(kh * w + i + kw) });
+                    for v in 0..V {
+                        acc[kh * 3 + kw][v] = _mm512_fmadd_ps(xv, gv[v], acc[kh * 3 + kw][v]);
+                    }
+                }
+            }
+        }
+        p += n;
+        oy += 1;
+        ox = 0;
+    }
+    for (tap, a) in acc.iter().enumerate() {
+        for (v, a) in a.iter().enumerate() {
+            let s = sums[tap][16 * v..].as_mut_ptr();
+            // SAFETY: 16 floats of `sums[tap]` (16 V <= 32).
+            unsafe { _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), *a)) };
+        }
+    }
 }
 
 /// Rows of `C` per register block of [`gemm_rows`].
