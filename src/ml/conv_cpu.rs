@@ -805,18 +805,26 @@ fn fastest_weight_grad(s: &ConvShape, isa: Isa) -> Kernel {
     }
 }
 
+/// Output maps of more pixels than this take [`super::conv_direct::weight_grad_channels`] by parts of the map, each
+/// task transposing its own bands of the output gradient: a pixel-major copy of the whole of
+/// it (10-80 MB on the top levels) went through memory.
+pub(crate) const LOCAL_PLANE: usize = 128 * 128;
+
 /// Whether the weight gradient of this shape is computed by vectors of output channels
-/// ([`super::conv_direct::weight_grad_channels`]): at least 32 input and output channels on
-/// maps up to 128 px wide with more than 8 x 8 outputs. Measured per layer against the
-/// kernels chosen before (`cargo bench --bench conv_layers [-- 252 | paper]`, Xeon with
+/// ([`super::conv_direct::weight_grad_channels`]): at least 32 output channels on more than
+/// 8 x 8 outputs, with at least 32 input channels, or 16 on a map that the kernel takes by
+/// parts (more than [`LOCAL_PLANE`] outputs). Measured per layer against
+/// the kernels chosen before (`cargo bench --bench conv_layers [-- 252 | paper]`, Xeon with
 /// AVX-512, 2 threads, alternated runs): lite 572 px, 64-256 channels on 30-104 px 124-177
-/// -> 172-213 GF/s; lite 252 px, 32-256 channels on 12-60 px 87-162 -> 120-240; paper,
-/// 256-1024 channels on 32-104 px 135-173 -> 157-194. It lost on wider maps (16-64 channels
-/// on 140-570 px: 94-157 against 151-190; its pixel-major copy of the output gradient is as
-/// large as the map), with 16 input channels (16 -> 32 on 124 px) and on 8 x 8 outputs
-/// (256 channels: 101-104 against 122-133, the unpacked GEMM).
+/// -> 172-213 GF/s, 16-64 channels on 138-284 px 161-184 -> 198-244; lite 252 px, 32-256
+/// channels on 12-60 px 87-162 -> 120-240; paper, 64-256 channels on 138-570 px 122-183 ->
+/// 209-261 (its weight gradients in all 1696 -> 1405 ms). It lost with 16 input channels on
+/// 124 px (16 -> 32: 113 against 128), with one input channel (46 against 79) and on 8 x 8
+/// outputs (256 channels: 101-104 against 122-133, the unpacked GEMM); with 16 output
+/// channels its vectors would be half empty.
 fn by_channels(s: &ConvShape) -> bool {
-    s.cin >= 32 && s.cout >= 32 && s.w <= 128 && s.ho() * s.wo() > 8 * 8
+    let plane = s.ho() * s.wo();
+    s.cout >= 32 && plane > 8 * 8 && (s.cin >= 32 || (s.cin >= 16 && plane > LOCAL_PLANE))
 }
 
 /// Whether the direct AVX2 kernel runs the forward pass of a convolution of this shape padded
@@ -1924,6 +1932,14 @@ mod tests {
                 cout: 37,
                 h: 7,
                 w: 15,
+            },
+            // ... by parts of a map of more than LOCAL_PLANE pixels (130 x 129), each part
+            // transposing its own bands;
+            ConvShape {
+                cin: 2,
+                cout: 35,
+                h: 132,
+                w: 131,
             },
             // ... and in 3 bands of pixels (532, bands starting mid-row).
             ConvShape {

@@ -797,6 +797,9 @@ pub fn weight_grad_channels(
 ) -> Vec<f32> {
     let (ho, wo) = check_weight_grad(x, dy, (cin, cout, h, w));
     let plane = ho * wo;
+    if plane > super::conv_cpu::LOCAL_PLANE {
+        return weight_grad_channels_by_parts(x, dy, (cin, cout, h, w));
+    }
     // dY pixel-major: pixel p's channels in `lines` consecutive lines (zero past `cout`).
     let lines = cout.div_ceil(16);
     let dyt = pixel_major(dy, cout, plane);
@@ -814,23 +817,25 @@ pub fn weight_grad_channels(
         let cis = k * per..((k + 1) * per).min(cin);
         // The block's sums by input channel, tap and channel: [ci][tap][32].
         let mut sums = vec![[0.0f32; WCO]; cis.len() * 9];
-        let two = (cb + 1) * 2 <= lines;
-        let g = dyt[2 * cb..].as_ptr().cast::<f32>();
+        let v = (lines - 2 * cb).min(2);
         for p0 in (0..plane).step_by(WBAND) {
             let band = (p0, (p0 + WBAND).min(plane));
+            let g = dyt[p0 * lines + 2 * cb..].as_ptr().cast::<f32>();
             for (i, ci) in cis.clone().enumerate() {
-                let at = &mut sums[i * 9..(i + 1) * 9];
-                let xc = x[ci * h * w..].as_ptr();
                 // SAFETY: AVX-512F is present (asserted); the kernel reads, of pixels
-                // band.0..band.1 (each (oy, ox) with oy < ho, ox < wo), the lines 2 cb (and
-                // 2 cb + 1 when `two`, then < lines) of `dyt` (pixels * lines lines), and
-                // the input of channel ci at rows oy..oy+3, columns ox..ox+3 (< h, w).
+                // band.0..band.1 (each (oy, ox) with oy < ho, ox < wo), the lines 2 cb ..
+                // 2 cb + v (<= lines) of `dyt` (pixels * lines lines), and the input of
+                // channel ci at rows oy..oy+3, columns ox..ox+3 (< h, w).
                 unsafe {
-                    if two {
-                        channel_sums::<2>(g, lines, xc, (wo, w), band, at);
-                    } else {
-                        channel_sums::<1>(g, lines, xc, (wo, w), band, at);
-                    }
+                    channel_sums_n(
+                        v,
+                        g,
+                        lines,
+                        &x[ci * h * w..],
+                        (wo, w),
+                        band,
+                        &mut sums[i * 9..],
+                    );
                 }
             }
         }
@@ -846,6 +851,111 @@ pub fn weight_grad_channels(
         }
     });
     dw
+}
+
+/// [`weight_grad_channels`] on a large map: tasks by blocks of 32 output channels and parts of
+/// the map (contiguous pixels), each transposing one band of [`WBAND`] pixels at a time into
+/// an L1-sized buffer and passing every input channel over it; the parts' sums are added up
+/// at the end.
+fn weight_grad_channels_by_parts(
+    x: &[f32],
+    dy: &[f32],
+    (cin, cout, h, w): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let (ho, wo) = (h - 2, w - 2);
+    let plane = ho * wo;
+    let blocks = cout.div_ceil(WCO);
+    // At least 4 tasks per thread, at least a band each.
+    let parts = (4 * rayon::current_num_threads())
+        .div_ceil(blocks)
+        .clamp(1, plane.div_ceil(WBAND));
+    let per = plane.div_ceil(parts);
+    let src = dy.as_ptr() as usize;
+    let partials: Vec<Vec<[f32; WCO]>> = (0..blocks * parts)
+        .into_par_iter()
+        .map(|t| {
+            let (cb, k) = (t / parts, t % parts);
+            let nco = WCO.min(cout - cb * WCO);
+            let lines = nco.div_ceil(16);
+            let mut band = vec![Line([0.0; 16]); WBAND * lines];
+            // By input channel, tap and channel: [ci][tap][32].
+            let mut sums = vec![[0.0f32; WCO]; cin * 9];
+            for p0 in (k * per..((k + 1) * per).min(plane)).step_by(WBAND) {
+                let p1 = (p0 + WBAND).min((k + 1) * per).min(plane);
+                for l in 0..lines {
+                    for q in (0..p1 - p0).step_by(16) {
+                        let at = (cb * WCO + 16 * l) * plane + p0 + q;
+                        // SAFETY: AVX-512F is present (asserted); the tile reads channels
+                        // cb * 32 + 16 l + c (< cout) at pixels p0 + q .. (< p1 <= plane) of
+                        // `dy` and writes line l of pixels q .. of `band` (< p1 - p0 <= WBAND).
+                        unsafe {
+                            transpose_tile(
+                                (src as *const f32).add(at),
+                                plane,
+                                (16.min(nco - 16 * l), 16.min(p1 - p0 - q)),
+                                band.as_mut_ptr().add(q * lines + l).cast(),
+                                lines,
+                            );
+                        }
+                    }
+                }
+                let g = band.as_ptr().cast::<f32>();
+                for ci in 0..cin {
+                    // SAFETY: AVX-512F is present; the kernel reads `lines` lines of each of
+                    // the band's p1 - p0 pixels (written above) and, of input channel ci, rows
+                    // oy..oy+3 and columns ox..ox+3 of each pixel (oy, ox) of the band.
+                    unsafe {
+                        channel_sums_n(
+                            lines,
+                            g,
+                            lines,
+                            &x[ci * h * w..],
+                            (wo, w),
+                            (p0, p1),
+                            &mut sums[ci * 9..],
+                        );
+                    }
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut dw = vec![0.0f32; cout * cin * 9];
+    dw.par_chunks_mut(cin * 9)
+        .enumerate()
+        .for_each(|(co, out)| {
+            let (cb, c) = (co / WCO, co % WCO);
+            for part in &partials[cb * parts..(cb + 1) * parts] {
+                for (o, taps) in out.iter_mut().zip(part.iter()) {
+                    *o += taps[c];
+                }
+            }
+        });
+    dw
+}
+
+/// [`channel_sums`] for `v` (1 or 2) vectors of channels.
+///
+/// # Safety
+/// As [`channel_sums`] (`x` is the input plane; `sums` holds at least 9 rows).
+unsafe fn channel_sums_n(
+    v: usize,
+    g: *const f32,
+    lines: usize,
+    x: &[f32],
+    shape: (usize, usize),
+    band: (usize, usize),
+    sums: &mut [[f32; WCO]],
+) {
+    let sums = &mut sums[..9];
+    // SAFETY: forwarded (caller).
+    unsafe {
+        if v >= 2 {
+            channel_sums::<2>(g, lines, x.as_ptr(), shape, band, sums);
+        } else {
+            channel_sums::<1>(g, lines, x.as_ptr(), shape, band, sums);
+        }
+    }
 }
 
 /// `dy` (`channels x pixels`) pixel-major: pixel `p`'s channel `c` at float `p * 16 L + c`
@@ -947,8 +1057,9 @@ fn transpose16(mut r: [__m512; 16]) -> [__m512; 16] {
 /// `band` (flat indices `oy wo + ox`) for `16 V` channels.
 ///
 /// # Safety
-/// AVX-512F; `g` points at pixel 0's first line of the block in a buffer of `lines` lines a
-/// pixel, aligned to 64 bytes, valid for `V` lines of every pixel of the band; `x` at the
+/// AVX-512F; `g` points at the first line of the block of pixel `band.0` in a buffer of
+/// `lines` lines a pixel, aligned to 64 bytes, valid for `V` lines of every pixel of the
+/// band; `x` at the
 /// input plane (rows of `w` floats), valid for rows `oy .. oy + 3` and columns `ox .. ox + 3`
 /// of every pixel `(oy, ox)` of the band.
 #[target_feature(enable = "avx512f")]
@@ -965,7 +1076,7 @@ unsafe fn channel_sums<const V: usize>(
     while p < p1 {
         let n = (wo - ox).min(p1 - p);
         let xr = x.wrapping_add(oy * w + ox);
-        let gr = g.wrapping_add(p * 16 * lines);
+        let gr = g.wrapping_add((p - p0) * 16 * lines);
         for i in 0..n {
             let mut gv = [_mm512_setzero_ps(); V];
             for (v, gv) in gv.iter_mut().enumerate() {
