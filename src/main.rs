@@ -11,12 +11,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> std::process::ExitCode {
-    // Freed memory goes back to the kernel only after 10 s without reuse (mimalloc: 10 ms,
+    // Freed memory goes back to the kernel only after a minute without reuse (mimalloc: 10 ms,
     // v3 1 s). Between two training iterations the activations are freed and allocated
     // again; returned to the kernel they came back as fresh pages that the kernel zeroes,
-    // which cost ~10 % of a training step (`clear_page_erms` in perf).
+    // which cost ~10 % of a training step (`clear_page_erms` in perf). With 10 s, an arena's
+    // purge still came due every few seconds of a long run and returned whatever was free at
+    // that moment: `bench --preset lite --tile 572 --repeats 40` faulted 8011 pages against
+    // 1206 with a longer delay (1210 with 10 repeats), ~4 % of a steady-state step in perf.
     // SAFETY: called before any other thread exists; the option is a plain integer.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) };
     // burn creates some tensors on `Device::default()` (a restored optimizer's state is
     // materialised there before it moves to its parameter's device). With the wgpu feature
     // that default is the wgpu device: creating it would register burn's own wgpu runtime
