@@ -319,8 +319,18 @@ pub(crate) fn spread_rows(
     origin: usize,
 ) -> Vec<f32> {
     let per = (rows * cols).max(1);
-    let mut dst = vec![0.0f32; src.len() / per * plane];
-    spread_into(src, (rows, cols), (plane, stride), origin, &mut dst);
+    let len = src.len() / per * plane;
+    let mut dst = Vec::with_capacity(len);
+    // One pass over the copy (a zeroed allocation was a second, serial one).
+    spread_uninit(
+        src,
+        (rows, cols),
+        (plane, stride),
+        origin,
+        &mut dst.spare_capacity_mut()[..len],
+    );
+    // SAFETY: `spread_uninit` wrote all `len` floats.
+    unsafe { dst.set_len(len) };
     dst
 }
 
@@ -328,21 +338,37 @@ pub(crate) fn spread_rows(
 /// zeros too.
 pub(crate) fn spread_into(
     src: &[f32],
-    (rows, cols): (usize, usize),
-    (plane, stride): (usize, usize),
+    rows_cols: (usize, usize),
+    plane_stride: (usize, usize),
     origin: usize,
     dst: &mut [f32],
 ) {
+    // SAFETY: only floats are written through the view, so `dst` stays initialised.
+    let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [MaybeUninit<f32>]) };
+    spread_uninit(src, rows_cols, plane_stride, origin, dst);
+}
+
+/// [`spread_into`] into memory that may start uninitialised.
+fn spread_uninit(
+    src: &[f32],
+    (rows, cols): (usize, usize),
+    (plane, stride): (usize, usize),
+    origin: usize,
+    dst: &mut [MaybeUninit<f32>],
+) {
     let per = (rows * cols).max(1);
-    let spread = |(from, to): (&[f32], &mut [f32])| {
+    let zero = |s: &mut [MaybeUninit<f32>]| s.fill(MaybeUninit::new(0.0));
+    let spread = |(from, to): (&[f32], &mut [MaybeUninit<f32>])| {
         let mut at = 0;
         for (r, row) in from.chunks_exact(cols).enumerate() {
             let start = origin + r * stride;
-            to[at..start].fill(0.0);
-            to[start..start + cols].copy_from_slice(row);
+            zero(&mut to[at..start]);
+            for (d, &v) in to[start..start + cols].iter_mut().zip(row) {
+                d.write(v);
+            }
             at = start + cols;
         }
-        to[at..].fill(0.0);
+        zero(&mut to[at..]);
     };
     // In parallel when large (a serial copy here held the other thread up).
     if dst.len() >= 1 << 16 {
@@ -809,7 +835,8 @@ pub fn weight_grad_channels(
         .div_ceil(blocks)
         .clamp(1, cin);
     let per = cin.div_ceil(chunks);
-    let mut dw = vec![0.0f32; cout * cin * 9];
+    // Every weight is written by one task (below), so not zeroed first.
+    let mut dw: Vec<f32> = Vec::with_capacity(cout * cin * 9);
     let out = SharedOut(dw.as_mut_ptr());
     // Output-channel blocks outermost: neighbouring tasks share their output gradient.
     (0..blocks * chunks).into_par_iter().for_each(|t| {
@@ -845,11 +872,17 @@ pub fn weight_grad_channels(
                 for (tap, by_channel) in taps.iter().enumerate() {
                     // SAFETY: weight (cb * 32 + c, ci, tap) of `dw`; each task writes those
                     // of its own output and input channels.
-                    unsafe { *out.at(((cb * WCO + c) * cin + ci) * 9 + tap) = by_channel[c] };
+                    unsafe {
+                        out.at(((cb * WCO + c) * cin + ci) * 9 + tap)
+                            .write(by_channel[c])
+                    };
                 }
             }
         }
     });
+    // SAFETY: the tasks wrote weights (co, ci, tap) for every output channel (blocks of 32
+    // up to `cout`), input channel (chunks up to `cin`) and tap.
+    unsafe { dw.set_len(cout * cin * 9) };
     dw
 }
 
@@ -920,17 +953,21 @@ fn weight_grad_channels_by_parts(
             sums
         })
         .collect();
-    let mut dw = vec![0.0f32; cout * cin * 9];
-    dw.par_chunks_mut(cin * 9)
+    let mut dw = Vec::with_capacity(cout * cin * 9);
+    dw.spare_capacity_mut()[..cout * cin * 9]
+        .par_chunks_mut(cin * 9)
         .enumerate()
         .for_each(|(co, out)| {
             let (cb, c) = (co / WCO, co % WCO);
-            for part in &partials[cb * parts..(cb + 1) * parts] {
-                for (o, taps) in out.iter_mut().zip(part.iter()) {
-                    *o += taps[c];
-                }
+            for (i, o) in out.iter_mut().enumerate() {
+                let sum = partials[cb * parts..(cb + 1) * parts]
+                    .iter()
+                    .fold(0.0f32, |s, part| s + part[i][c]);
+                o.write(sum);
             }
         });
+    // SAFETY: every weight was written above.
+    unsafe { dw.set_len(cout * cin * 9) };
     dw
 }
 
