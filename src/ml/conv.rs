@@ -421,11 +421,6 @@ impl FlexOut {
         &mut bytemuck::cast_slice_mut::<Quad, f32>(&mut self.quads)[..self.len]
     }
 
-    /// Item `b` of a batch of items of `per` values.
-    fn item(&mut self, b: usize, per: usize) -> &mut [f32] {
-        &mut self.values()[b * per..(b + 1) * per]
-    }
-
     /// The tensor of shape `dims` (`len` values).
     fn into_tensor(mut self, dims: [usize; 4]) -> FloatTensor<Flex> {
         debug_assert_eq!(dims.iter().product::<usize>(), self.len);
@@ -640,8 +635,8 @@ impl Conv3x3Backend for Flex {
             }
             _ => {
                 let (g_buf, _) = flex_values::<4>(&grad);
-                let mut dst = FlexOut::zeroed(ov.len());
-                dst.values().copy_from_slice(g_buf.get());
+                // A copy in one (parallel) pass, not zeroed first.
+                let mut dst = FlexOut::written(ov.len(), |d| copy_into(g_buf.get(), d));
                 let sums = relu_bias_grad_in_place(ov, dst.values(), h * w);
                 (dst.into_tensor([n, c, h, w]), sums)
             }
@@ -801,14 +796,12 @@ impl Conv3x3Backend for Flex {
             window: (h, w),
         };
         let (per_s, per_g) = (cs * sh * sw, c * h * w);
-        let mut ds = FlexOut::zeroed(n * per_s);
-        for b in 0..n {
-            uncrop_into(
-                &gv[b * per_g..b * per_g + cs * h * w],
-                &crop,
-                ds.item(b, per_s),
-            );
-        }
+        // Every value written (the zeros around the window too): not zeroed first.
+        let ds = FlexOut::written(n * per_s, |d| {
+            for (b, item) in d.chunks_exact_mut(per_s.max(1)).enumerate() {
+                uncrop_into(&gv[b * per_g..b * per_g + cs * h * w], &crop, item);
+            }
+        });
         // `up`'s gradient is the channels after the skip's: a view of `grad` (contiguous for a
         // batch of one), not a copy.
         let du = Self::float_slice(grad, &[0..n, cs..c, 0..h, 0..w].map(Slice::from));

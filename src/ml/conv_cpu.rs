@@ -1622,9 +1622,11 @@ fn write_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
 }
 
 /// The reverse of [`crop_into`]: each window plane of `src` into the window of a full plane of
-/// `dst`, zeros around it (all of `dst` overwritten). The gradient of the crop.
-pub fn uncrop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
+/// `dst`, zeros around it (all of `dst` written: it may start uninitialised). The gradient of
+/// the crop.
+pub fn uncrop_into(src: &[f32], c: &Crop, dst: &mut [MaybeUninit<f32>]) {
     let ((sh, sw), (h, w), (oy, ox)) = (c.full, c.window, c.origin());
+    let zero = MaybeUninit::new(0.0f32);
     dst.par_chunks_mut(sh * sw)
         .enumerate()
         .with_min_len(planes_per_task(sh * sw))
@@ -1632,11 +1634,11 @@ pub fn uncrop_into(src: &[f32], c: &Crop, dst: &mut [f32]) {
             for (y, out) in d.chunks_exact_mut(sw).enumerate() {
                 if (oy..oy + h).contains(&y) {
                     let at = (p * h + y - oy) * w;
-                    out[..ox].fill(0.0);
-                    out[ox..ox + w].copy_from_slice(&src[at..at + w]);
-                    out[ox + w..].fill(0.0);
+                    out[..ox].fill(zero);
+                    write_copy(&mut out[ox..ox + w], &src[at..at + w]);
+                    out[ox + w..].fill(zero);
                 } else {
-                    out.fill(0.0);
+                    out.fill(zero);
                 }
             }
         });
