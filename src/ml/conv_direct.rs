@@ -812,7 +812,8 @@ struct Line([f32; 16]);
 /// loads across two cache lines per 27 products) and reduce 27 vectors across lanes per band
 /// and channel pair, which on the deep levels' small maps cost about as much as the products.
 /// Tasks by blocks of 32 output channels and chunks of input channels; within a task, bands
-/// of [`WBAND`] pixels outside and input channels inside.
+/// of [`WBAND`] pixels outside and input channels inside. Maps of more than
+/// [`super::conv_cpu::LOCAL_PLANE`] outputs go by parts ([`weight_grad_channels_by_parts`]).
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F ([`available`]) or the sizes disagree.
