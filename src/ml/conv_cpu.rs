@@ -805,17 +805,17 @@ fn fastest_weight_grad(s: &ConvShape, isa: Isa) -> Kernel {
     }
 }
 
-/// Output maps of more pixels than this take [`super::conv_direct::weight_grad_channels`] by parts of the map, each
-/// task transposing its own bands of the output gradient: a pixel-major copy of the whole of
-/// it (10-80 MB on the top levels) went through memory.
+/// Output maps of more pixels than this take [`super::conv_direct::weight_grad_channels`] by
+/// parts of the map, each task transposing its own bands of the output gradient: a
+/// pixel-major copy of the whole of it (10-80 MB on the top levels) went through memory.
 pub(crate) const LOCAL_PLANE: usize = 128 * 128;
 
 /// Whether the weight gradient of this shape is computed by vectors of output channels
 /// ([`super::conv_direct::weight_grad_channels`]): at least 32 output channels on more than
 /// 8 x 8 outputs, with at least 32 input channels, or 16 on a map that the kernel takes by
-/// parts (more than [`LOCAL_PLANE`] outputs). Measured per layer against
-/// the kernels chosen before (`cargo bench --bench conv_layers [-- 252 | paper]`, Xeon with
-/// AVX-512, 2 threads, alternated runs): lite 572 px, 64-256 channels on 30-104 px 124-177
+/// parts (more than [`LOCAL_PLANE`] outputs). Measured per layer against the kernels chosen
+/// before (`cargo bench --bench conv_layers [-- 252 | paper]`, Xeon with AVX-512, 2
+/// threads, alternated runs): lite 572 px, 64-256 channels on 30-104 px 124-177
 /// -> 172-213 GF/s, 16-64 channels on 138-284 px 161-184 -> 198-244; lite 252 px, 32-256
 /// channels on 12-60 px 87-162 -> 120-240; paper, 64-256 channels on 138-570 px 122-183 ->
 /// 209-261 (its weight gradients in all 1696 -> 1405 ms). It lost with 16 input channels on

@@ -890,7 +890,7 @@ pub fn weight_grad_channels(
 /// [`weight_grad_channels`] on a large map: tasks by blocks of 32 output channels and parts of
 /// the map (contiguous pixels), each transposing one band of [`WBAND`] pixels at a time into
 /// an L1-sized buffer and passing every input channel over it; the parts' sums are added up
-/// at the end.
+/// at the end. Called by [`weight_grad_channels`] after its checks (sizes, AVX-512F).
 fn weight_grad_channels_by_parts(
     x: &[f32],
     dy: &[f32],
@@ -1097,9 +1097,8 @@ fn transpose16(mut r: [__m512; 16]) -> [__m512; 16] {
 /// # Safety
 /// AVX-512F; `g` points at the first line of the block of pixel `band.0` in a buffer of
 /// `lines` lines a pixel, aligned to 64 bytes, valid for `V` lines of every pixel of the
-/// band; `x` at the
-/// input plane (rows of `w` floats), valid for rows `oy .. oy + 3` and columns `ox .. ox + 3`
-/// of every pixel `(oy, ox)` of the band.
+/// band; `x` at the input plane (rows of `w` floats), valid for rows `oy .. oy + 3` and
+/// columns `ox .. ox + 3` of every pixel `(oy, ox)` of the band.
 #[target_feature(enable = "avx512f")]
 unsafe fn channel_sums<const V: usize>(
     g: *const f32,
