@@ -16,8 +16,8 @@ fn main() -> std::process::ExitCode {
     // again; returned to the kernel they came back as fresh pages that the kernel zeroes,
     // which cost ~10 % of a training step (`clear_page_erms` in perf). With 10 s, an arena's
     // purge still came due every few seconds of a long run and returned whatever was free at
-    // that moment: `bench --preset lite --tile 572 --repeats 40` faulted 8011 pages against
-    // 1206 with a longer delay (1210 with 10 repeats), ~4 % of a steady-state step in perf.
+    // that moment: `bench --preset lite --tile 572 --repeats 40` faulted 8011 pages, with
+    // 60 s 1190 (10 repeats: 1210, the start-up's), ~4 % of a steady-state step in perf.
     // SAFETY: called before any other thread exists; the option is a plain integer.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) };
     // burn creates some tensors on `Device::default()` (a restored optimizer's state is
