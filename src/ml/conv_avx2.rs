@@ -133,8 +133,8 @@ fn pack_weights(taps: Taps<'_>, cin: usize, cout: usize) -> Vec<f32> {
 /// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
 /// `Cin x H x W`, `weight` (`Cout x Cin x 3 x 3` in effect), into `y` (`Cout x (H+2pad-2) x
 /// (W+2pad-2)` values, every one written: it may start uninitialised) plus `bias`, through a
-/// ReLU when `relu`. (Padding 2 with [`Taps::Flipped`] weights is the input gradient.) Padding, or a map of fewer than 16
-/// flat outputs, takes a zero-bordered copy of the input.
+/// ReLU when `relu`. (Padding 2 with [`Taps::Flipped`] weights is the input gradient.)
+/// Padding, or a map of fewer than 16 flat outputs, takes a zero-bordered copy of the input.
 ///
 /// # Panics
 /// If the CPU lacks AVX2 or FMA ([`available`]) or the sizes disagree.

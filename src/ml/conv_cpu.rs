@@ -552,7 +552,7 @@ pub fn conv3x3_forward_uninit(
 ///
 /// # Safety
 /// Only initialised floats may be written through the result (`y` stays initialised).
-unsafe fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+pub(crate) unsafe fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // SAFETY: same layout; writes keep `y` initialised (caller).
     unsafe { &mut *(std::ptr::from_mut(y) as *mut [MaybeUninit<f32>]) }
 }
@@ -1614,7 +1614,7 @@ pub fn crop_into(src: &[f32], c: &Crop, dst: &mut [MaybeUninit<f32>]) {
 }
 
 /// `src` into `dst` (equal lengths), which may start uninitialised.
-fn write_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+pub(crate) fn write_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     assert_eq!(dst.len(), src.len(), "write_copy: lengths");
     for (d, &v) in dst.iter_mut().zip(src) {
         d.write(v);

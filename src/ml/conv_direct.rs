@@ -344,8 +344,9 @@ pub(crate) fn spread_into(
     dst: &mut [f32],
 ) {
     // SAFETY: only floats are written through the view, so `dst` stays initialised.
-    let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [MaybeUninit<f32>]) };
-    spread_uninit(src, rows_cols, plane_stride, origin, dst);
+    spread_uninit(src, rows_cols, plane_stride, origin, unsafe {
+        super::conv_cpu::as_uninit(dst)
+    });
 }
 
 /// [`spread_into`] into memory that may start uninitialised.
@@ -363,9 +364,7 @@ fn spread_uninit(
         for (r, row) in from.chunks_exact(cols).enumerate() {
             let start = origin + r * stride;
             zero(&mut to[at..start]);
-            for (d, &v) in to[start..start + cols].iter_mut().zip(row) {
-                d.write(v);
-            }
+            super::conv_cpu::write_copy(&mut to[start..start + cols], row);
             at = start + cols;
         }
         zero(&mut to[at..]);
@@ -904,35 +903,19 @@ fn weight_grad_channels_by_parts(
         .div_ceil(blocks)
         .clamp(1, plane.div_ceil(WBAND));
     let per = plane.div_ceil(parts);
-    let src = dy.as_ptr() as usize;
     let partials: Vec<Vec<[f32; WCO]>> = (0..blocks * parts)
         .into_par_iter()
         .map(|t| {
             let (cb, k) = (t / parts, t % parts);
             let nco = WCO.min(cout - cb * WCO);
             let lines = nco.div_ceil(16);
-            let mut band = vec![Line([0.0; 16]); WBAND * lines];
+            // Written by the transposition before the kernel reads it.
+            let mut band = vec![MaybeUninit::<Line>::uninit(); WBAND * lines];
             // By input channel, tap and channel: [ci][tap][32].
             let mut sums = vec![[0.0f32; WCO]; cin * 9];
             for p0 in (k * per..((k + 1) * per).min(plane)).step_by(WBAND) {
                 let p1 = (p0 + WBAND).min((k + 1) * per).min(plane);
-                for l in 0..lines {
-                    for q in (0..p1 - p0).step_by(16) {
-                        let at = (cb * WCO + 16 * l) * plane + p0 + q;
-                        // SAFETY: AVX-512F is present (asserted); the tile reads channels
-                        // cb * 32 + 16 l + c (< cout) at pixels p0 + q .. (< p1 <= plane) of
-                        // `dy` and writes line l of pixels q .. of `band` (< p1 - p0 <= WBAND).
-                        unsafe {
-                            transpose_tile(
-                                (src as *const f32).add(at),
-                                plane,
-                                (16.min(nco - 16 * l), 16.min(p1 - p0 - q)),
-                                band.as_mut_ptr().add(q * lines + l).cast(),
-                                lines,
-                            );
-                        }
-                    }
-                }
+                transpose_pixels(dy, plane, (cb * WCO, nco), (p0, p1 - p0), &mut band);
                 let g = band.as_ptr().cast::<f32>();
                 for ci in 0..cin {
                     // SAFETY: AVX-512F is present; the kernel reads `lines` lines of each of
@@ -1002,35 +985,53 @@ unsafe fn channel_sums_n(
 fn pixel_major(dy: &[f32], channels: usize, pixels: usize) -> Vec<Line> {
     const CHUNK: usize = 64;
     let lines = channels.div_ceil(16);
-    assert!(dy.len() >= channels * pixels, "pixel_major: dY too short");
     let mut t: Vec<Line> = Vec::with_capacity(pixels * lines);
-    let src = dy.as_ptr() as usize;
     t.spare_capacity_mut()[..pixels * lines]
         .par_chunks_mut(CHUNK * lines)
         .enumerate()
         .for_each(|(k, rows)| {
             let n = rows.len() / lines;
-            for l in 0..lines {
-                for q in (0..n).step_by(16) {
-                    let at = 16 * l * pixels + k * CHUNK + q;
-                    // SAFETY: AVX-512F is present (the callers assert it); the tile reads
-                    // channels 16 l .. 16 l + nc (< channels) at pixels k * CHUNK + q .. + np
-                    // (< pixels) of `dy`, and writes line l of the tile's np pixels of `rows`.
-                    unsafe {
-                        transpose_tile(
-                            (src as *const f32).add(at),
-                            pixels,
-                            (16.min(channels - 16 * l), 16.min(n - q)),
-                            rows.as_mut_ptr().add(q * lines + l),
-                            lines,
-                        );
-                    }
-                }
-            }
+            transpose_pixels(dy, pixels, (0, channels), (k * CHUNK, n), rows);
         });
     // SAFETY: every line of the first pixels * lines was written above.
     unsafe { t.set_len(pixels * lines) };
     t
+}
+
+/// Channels `c0 .. c0 + nc` of pixels `p0 .. p0 + n` of `dy` (`pixels` floats a channel),
+/// pixel-major into `dst`: pixel `q`'s channels in lines `q L .. q L + L` (`L = nc / 16`
+/// rounded up), zero past `nc`; by tiles of 16 channels x 16 pixels transposed in registers.
+///
+/// # Panics
+/// If the CPU lacks AVX-512F, or `dy` or `dst` are too short.
+fn transpose_pixels(
+    dy: &[f32],
+    pixels: usize,
+    (c0, nc): (usize, usize),
+    (p0, n): (usize, usize),
+    dst: &mut [MaybeUninit<Line>],
+) {
+    let lines = nc.div_ceil(16);
+    assert!(
+        available() && (c0 + nc) * pixels <= dy.len() && p0 + n <= pixels && n * lines <= dst.len(),
+        "transpose_pixels: sizes"
+    );
+    for l in 0..lines {
+        for q in (0..n).step_by(16) {
+            // SAFETY: AVX-512F is present (asserted); the tile reads channels c0 + 16 l ..
+            // (< c0 + nc) at pixels p0 + q .. (< p0 + n <= pixels) of `dy` and writes line l
+            // of pixels q .. (< n) of `dst`: inside both (asserted).
+            unsafe {
+                transpose_tile(
+                    dy.as_ptr().add((c0 + 16 * l) * pixels + p0 + q),
+                    pixels,
+                    (16.min(nc - 16 * l), 16.min(n - q)),
+                    dst.as_mut_ptr().add(q * lines + l),
+                    lines,
+                );
+            }
+        }
+    }
 }
 
 /// Writes line `q * lines` from `dst` for each pixel `q < np`: the values of channels
