@@ -496,6 +496,21 @@ fn narrow(s: &ConvShape, pad: usize) -> bool {
     s.w + 2 * pad <= 128 && s.cin <= 512
 }
 
+/// Whether Winograd's F(2x2, 3x3) ([`super::conv_winograd`]) runs the forward pass of a
+/// convolution of this shape padded by `pad` (also the input gradient, as the forward pass of
+/// its transposed shape) on a CPU with AVX-512: 16 or more input channels, outputs at least
+/// 56 px wide, and at most 128 x 128 channel pairs (their transformed weights, 1 MB, stay in
+/// the L2 cache while every group of tiles reads them). Measured per layer against the direct
+/// kernels (Xeon, 2 threads, best of 40 alternated runs): 16 -> 16 channels on 250 px 1.34 ->
+/// 1.00 ms, 16 -> 32 on 124 px 0.69 -> 0.46, 32 -> 32 on 122 px 1.25 -> 0.98, 16 -> 16 on 570
+/// px 6.1 -> 5.0, 32 -> 32 on 282 px 5.3 -> 4.1, 64 -> 64 on 138 px 5.3 -> 4.2, 128 -> 128 on
+/// 66 px 5.5 -> 4.4; even on 70-72 px with 16 output channels and on 58 px, and 1.4-4x slower
+/// on the deep levels' 24-40 px maps (few tile rows to share out, and the weights'
+/// transformation no longer amortised).
+fn winograd(s: &ConvShape, pad: usize) -> bool {
+    s.cin >= 16 && s.cin * s.cout <= 128 * 128 && s.w + 2 * pad >= 58
+}
+
 /// Whether the direct kernel computes the weight gradient of this shape: few channels, or a
 /// map of at least 30 x 30 output pixels (there it beat GEMM by 1.1-2.3x on every layer of
 /// both presets, e.g. the paper net's 512 -> 512 channels on 64 px: 92 -> 40 ms); on smaller
@@ -683,6 +698,10 @@ enum Path {
     /// passes by rows), else GEMM.
     #[cfg_attr(not(test), allow(dead_code))]
     Channels,
+    /// Winograd's F(2x2, 3x3) for the forward pass and the input gradient where the CPU has
+    /// AVX-512, else GEMM (the weight gradient: GEMM).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Winograd,
 }
 
 /// The kernel that computes a convolution (or, padded, an input gradient).
@@ -699,6 +718,8 @@ enum Kernel {
     /// The weight gradient by vectors of output channels
     /// ([`super::conv_direct::weight_grad_channels`]).
     Channels,
+    /// Winograd's F(2x2, 3x3) ([`super::conv_winograd::forward_into`]).
+    Winograd,
 }
 
 /// The direct kernels a CPU has.
@@ -731,7 +752,8 @@ impl Isa {
 /// The kernel set that `UNET_STUDIO_CONV` asks for, to measure one against another in the same
 /// run (`cargo bench --bench conv_layers`, `unet-studio bench`): `gemm` im2col + GEMM
 /// everywhere, `avx2` the AVX2 kernels (and their choice per shape) on a CPU that also has
-/// AVX-512; anything else (or unset) the fastest this CPU has.
+/// AVX-512, `direct` the direct kernels where Winograd's would run; anything else (or unset)
+/// the fastest this CPU has.
 fn conv_override() -> &'static str {
     static CHOICE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     CHOICE.get_or_init(|| std::env::var("UNET_STUDIO_CONV").unwrap_or_default())
@@ -747,6 +769,12 @@ fn avx2_forced() -> bool {
     conv_override() == "avx2"
 }
 
+/// Whether `UNET_STUDIO_CONV=direct` leaves Winograd's kernel out ([`conv_override`]): the
+/// direct kernels where they were chosen before it.
+fn winograd_excluded() -> bool {
+    conv_override() == "direct"
+}
+
 /// The kernel that `path` names, or for [`Path::Fastest`] the one `fastest` picks for the
 /// shape on this CPU's direct kernels; im2col + GEMM where the CPU lacks the kernel named.
 fn chosen(path: Path, fastest: impl FnOnce(Isa) -> Kernel) -> Kernel {
@@ -756,6 +784,7 @@ fn chosen(path: Path, fastest: impl FnOnce(Isa) -> Kernel) -> Kernel {
         (Path::Flat, Isa::Avx512) => Kernel::Flat,
         (Path::Avx2, Isa::Avx512 | Isa::Avx2) => Kernel::Avx2,
         (Path::Channels, Isa::Avx512) => Kernel::Channels,
+        (Path::Winograd, Isa::Avx512) => Kernel::Winograd,
         (Path::Fastest, Isa::Avx512 | Isa::Avx2) if !gemm_forced() => fastest(isa),
         _ => Kernel::Gemm,
     }
@@ -771,7 +800,9 @@ fn fastest_forward(s: &ConvShape, pad: usize, isa: Isa) -> Kernel {
             Kernel::Gemm
         };
     }
-    if narrow(s, pad) {
+    if winograd(s, pad) && !winograd_excluded() {
+        Kernel::Winograd
+    } else if narrow(s, pad) {
         Kernel::Flat
     } else if direct(s) {
         Kernel::Rows
@@ -886,6 +917,10 @@ fn run_kernel(
         Kernel::Flat => super::conv_direct::forward_flat_into(x, weight, bias, shape, pad, relu, y),
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 => super::conv_avx2::forward_into(x, weight, bias, shape, pad, relu, y),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Winograd => {
+            super::conv_winograd::forward_into(x, weight, bias, shape, pad, relu, y)
+        }
         _ => {
             let _ = shape;
             let weight = weight.effective(s.cout);
@@ -1972,6 +2007,7 @@ mod tests {
             Path::Flat,
             Path::Avx2,
             Path::Channels,
+            Path::Winograd,
             Path::Fastest,
         ] {
             check_path(s, path);

@@ -41,7 +41,7 @@ pub fn available() -> bool {
 }
 
 /// Mask of the first `n` lanes (all 16 for `n >= 16`).
-fn lanes(n: usize) -> __mmask16 {
+pub(crate) fn lanes(n: usize) -> __mmask16 {
     if n >= 16 {
         0xffff
     } else {

@@ -7,6 +7,8 @@ pub mod conv_avx2;
 pub mod conv_cpu;
 #[cfg(target_arch = "x86_64")]
 pub mod conv_direct;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_winograd;
 pub mod device;
 pub mod infer;
 pub mod loss;
