@@ -506,7 +506,11 @@ fn narrow(s: &ConvShape, pad: usize) -> bool {
 /// px 6.1 -> 5.0, 32 -> 32 on 282 px 5.3 -> 4.1, 64 -> 64 on 138 px 5.3 -> 4.2, 128 -> 128 on
 /// 66 px 5.5 -> 4.4; even on 70-72 px with 16 output channels and on 58 px, and 1.4-4x slower
 /// on the deep levels' 24-40 px maps (few tile rows to share out, and the weights'
-/// transformation no longer amortised).
+/// transformation no longer amortised). The paper net's layers (`conv_layers -- paper`, one
+/// run each): 64 -> 64 channels on 570 px 141.6 -> 87.5 ms, on 390 px 74.8 -> 46.7, 128 -> 128
+/// on 282 px 115.3 -> 101.9, 128 -> 64 on 392 px 126.8 -> 103.8; with 256 channels or more
+/// slower (256 -> 256 on 138 px 115.1 -> 141.5, 512 -> 512 on 66 px 81.5 -> 132.4: every
+/// group of 32 tiles reads all of their transformed weights, 4-16 MB).
 fn winograd(s: &ConvShape, pad: usize) -> bool {
     s.cin >= 16 && s.cin * s.cout <= 128 * 128 && s.w + 2 * pad >= 58
 }
