@@ -91,8 +91,9 @@ pub fn forward_into(
                 // `inverse_group` writes, of channels `cb * CO + c < cout`, output rows
                 // `2i, 2i + 1 < ho` at columns `< wo` (masked): inside `y`, and only this
                 // task writes tile row `i`.
+                let group = Group { i, j0, nv };
                 unsafe {
-                    input_group(&map, i, j0, nv, vb);
+                    input_group(&map, group, vb);
                     for cb in 0..coutp / CO {
                         let ub = u[cb * CO..].as_ptr();
                         if nv == 2 {
@@ -101,7 +102,6 @@ pub fn forward_into(
                             products::<1>(vb, ub, (cin, coutp), mb);
                         }
                         let nco = CO.min(cout - cb * CO);
-                        let group = Group { i, j0, nv };
                         let bias = &biases[cb * CO..][..CO];
                         let y = out.at(cb * CO * ho * wo);
                         inverse_group(mb, bias, relu, (ho, wo, nco), group, y);
@@ -122,12 +122,12 @@ fn transform_weights(weight: Taps<'_>, cin: usize, cout: usize, coutp: usize) ->
         .enumerate()
         .for_each(|(ci, uc)| {
             for co in 0..cout {
-                let g = |t: usize| weight.at((cin, cout), co, ci, t);
+                let g: [f32; 9] = std::array::from_fn(|t| weight.at((cin, cout), co, ci, t));
                 // G g (4 x 3), then (G g) G^T (4 x 4); G's rows: (1, 0, 0), (1, 1, 1) / 2,
                 // (1, -1, 1) / 2, (0, 0, 1).
                 let gg: [[f32; 3]; 4] = std::array::from_fn(|r| {
                     std::array::from_fn(|c| {
-                        let (a, b, d) = (g(c), g(3 + c), g(6 + c));
+                        let (a, b, d) = (g[c], g[3 + c], g[6 + c]);
                         match r {
                             0 => a,
                             1 => 0.5 * (a + b + d),
@@ -192,13 +192,14 @@ fn index(v: [i32; 16]) -> __m512i {
     )
 }
 
-/// Transforms the input of the tiles `j0 .. j0 + 16 nv` of tile row `i` for every channel:
+/// Transforms the input of the group's tiles for every channel:
 /// `V = B^T d B` into `vb` (row `xi * cin + ci` of [`GT`] floats, vectors of 16 tiles).
 ///
 /// # Safety
 /// AVX-512F; `vb` holds `XI * cin * GT` floats, 64-byte aligned.
 #[target_feature(enable = "avx512f")]
-unsafe fn input_group(map: &Map<'_>, i: usize, j0: usize, nv: usize, vb: &mut [f32]) {
+unsafe fn input_group(map: &Map<'_>, group: Group, vb: &mut [f32]) {
+    let Group { i, j0, nv } = group;
     let (cin, h, w) = map.dims;
     let even = index(std::array::from_fn(|k| 2 * k as i32));
     let odd = index(std::array::from_fn(|k| 2 * k as i32 + 1));
