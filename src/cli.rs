@@ -11,14 +11,16 @@ use crate::data::{
     LabelEncoding, LabelSlice, MaskStyle, Plane, encode_labels, load_label_stack, load_stack,
     write_f32_tiff, write_mask,
 };
+use crate::ml::infer::decide_classes;
+use crate::ml::train::{HeldOutSlice, LrSchedule, resume_dir};
 use crate::ml::{
     CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
-    TrainSet, UNetConfig, argmax_classes, effective_tile, load_checkpoint, predict_fitting,
-    select_device, train_fitting,
+    TrainSet, UNetConfig, effective_tile, load_checkpoint, predict_fitting, select_device,
+    train_fitting,
 };
 use crate::preprocess::{
-    AugmentConfig, DeformationField, ElasticConfig, Interpolation, TileGeometry, WeightMapConfig,
-    class_weights, normalize_percentile, warp_f32, warp_nearest, weight_map,
+    AugmentConfig, D4, DeformationField, ElasticConfig, Interpolation, TileGeometry,
+    WeightMapConfig, class_weights, normalize_percentile, warp_f32, warp_nearest, weight_map,
 };
 
 /// unet-studio: U-Net segmentation for microscopy (Ronneberger et al. 2015).
@@ -112,14 +114,23 @@ pub struct ExperimentArgs {
     /// Also train the paper preset for the wall time of the first run.
     #[arg(long)]
     paper_same_time: bool,
-    /// SGD learning rate (momentum 0.99).
+    /// Learning rate (Adam with a cosine schedule; the sgd run: SGD, momentum 0.99).
     #[arg(long, default_value_t = 0.001)]
     lr: f64,
+    /// Time budget of each run in minutes (the schedule follows it).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Validate on the held-out slices every N iterations, keeping the best network.
+    #[arg(long, default_value_t = 250)]
+    val_every: u64,
+    /// Test-time augmentation views when scoring (1 = off, up to 8).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
+    tta: u8,
     /// Also write the report here (for example docs/results.md).
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Only these runs (comma separated): full, no-elastic, no-border, sparse, sparse-adam.
-    /// Default: all but sparse-adam.
+    /// Only these runs (comma separated): full, no-elastic, no-border, sparse, sgd.
+    /// Default: all but sgd.
     #[arg(long, value_delimiter = ',')]
     runs: Vec<String>,
     /// Score the models already in --out instead of training (training times are not known
@@ -154,27 +165,48 @@ pub struct TrainArgs {
     /// paper | lite.
     #[arg(long, default_value = "lite")]
     preset: Preset,
-    /// Iterations (one tile each).
+    /// Iterations (one tile each) of this run; with --resume, this many more.
     #[arg(long, default_value_t = 1000)]
     iterations: u64,
+    /// Time budget in minutes: the run ends after this long or after --iterations,
+    /// whichever comes first (the learning-rate schedule follows the budget).
+    #[arg(long)]
+    minutes: Option<f64>,
     /// Output tile edge in pixels (rounded to a valid size).
     #[arg(long)]
     tile: Option<usize>,
     /// auto | gpu | cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Fully labelled slices held out for validation (images; with --val-labels, same
+    /// encoding as --labels): the run keeps the network with the lowest Rand error on them
+    /// and stores the decision threshold that gives it.
+    #[arg(long, requires = "val_labels")]
+    val_images: Option<PathBuf>,
+    /// Labels of --val-images.
+    #[arg(long, requires = "val_images")]
+    val_labels: Option<PathBuf>,
     /// Seed of sampling, augmentation and the validation split.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Fraction of labelled 64-px blocks held out for validation.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f32,
-    /// sgd (paper, momentum 0.99) | adam.
-    #[arg(long, default_value = "sgd")]
+    /// adam | sgd (the paper's: momentum 0.99).
+    #[arg(long, default_value = "adam")]
     optimizer: String,
-    /// Learning rate (default 0.001 for sgd, 0.001 for adam).
+    /// Learning rate (default 0.001 from scratch, 0.0001 when fine-tuning with --init).
     #[arg(long)]
     lr: Option<f64>,
+    /// Learning-rate schedule: cosine (warm-up, then decay to 1 %) | constant.
+    #[arg(long, default_value = "cosine")]
+    schedule: String,
+    /// Keep the last network, not the one of the best validation.
+    #[arg(long)]
+    keep_last: bool,
+    /// Turn off the class-frequency balancing of the weight map (w_c = 1).
+    #[arg(long)]
+    no_class_balance: bool,
     /// Turn off the elastic deformation (ablation).
     #[arg(long)]
     no_elastic: bool,
@@ -206,6 +238,14 @@ pub struct PredictArgs {
     /// Write 0/255 instead of class ids.
     #[arg(long)]
     binary: bool,
+    /// Test-time augmentation: the mean over this many of the 8 flips and quarter turns
+    /// (1 = off; each view costs one prediction).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
+    tta: u8,
+    /// Decision threshold of the cell (class 2) probability of a two-class model (default:
+    /// the one stored with the model, else the most probable class).
+    #[arg(long)]
+    threshold: Option<f32>,
     /// Output tile edge in pixels (rounded to a valid size).
     #[arg(long, default_value_t = 388)]
     tile: usize,
@@ -260,9 +300,24 @@ pub struct DeformArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Predicted mask(s) in the classes convention (0/255 masks are read as binary).
+    /// Predicted mask(s) in the classes convention (0/255 masks are read as binary), or a
+    /// float TIFF of cell probabilities (one page per slice, or `predict --probabilities`
+    /// output with one page per class and slice).
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    prediction: Option<PathBuf>,
+    /// Predict with this model instead (needs --images) and score its probabilities and the
+    /// mask `predict --binary` would write.
+    #[arg(long, requires = "images")]
+    model: Option<PathBuf>,
+    /// Images to predict with --model.
     #[arg(long)]
-    prediction: PathBuf,
+    images: Option<PathBuf>,
+    /// Test-time augmentation views with --model (1 = off, up to 8).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
+    tta: u8,
+    /// auto | gpu | cpu (with --model).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
     /// Ground-truth label image(s).
     #[arg(long)]
     truth: PathBuf,
@@ -382,27 +437,39 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             a.label_encoding
         );
     }
+    let held_out = match (&a.val_images, &a.val_labels) {
+        (Some(images), Some(labels)) => held_out_slices(images, labels, a.label_encoding)?,
+        _ => Vec::new(),
+    };
     let set = TrainSet {
         images: stack.slices.iter().map(normalize_percentile).collect(),
         labels,
+        held_out,
     };
     let device = select_device(a.device)?;
     eprintln!("device: {}", device.description);
     if let Some(r) = &device.fallback_reason {
         eprintln!("  (CPU chosen: {r})");
     }
+    let fine_tune = a.init.is_some();
     let optimizer = match a.optimizer.to_ascii_lowercase().as_str() {
         "sgd" => OptimizerConfig::Sgd {
             lr: a.lr.unwrap_or(0.001),
             momentum: 0.99,
         },
         "adam" => OptimizerConfig::Adam {
-            lr: a.lr.unwrap_or(1e-3),
+            lr: a.lr.unwrap_or(if fine_tune { 1e-4 } else { 1e-3 }),
         },
-        other => bail!("unknown optimizer '{other}': use sgd or adam"),
+        other => bail!("unknown optimizer '{other}': use adam or sgd"),
+    };
+    let schedule = match a.schedule.to_ascii_lowercase().as_str() {
+        "cosine" => LrSchedule::cosine(),
+        "constant" => LrSchedule::Constant,
+        other => bail!("unknown schedule '{other}': use cosine or constant"),
     };
     let start = if a.resume {
-        StartFrom::Resume(Box::new(load_checkpoint(&a.out).with_context(|| {
+        let dir = resume_dir(&a.out);
+        StartFrom::Resume(Box::new(load_checkpoint(&dir).with_context(|| {
             format!("--resume: no checkpoint to resume in {}", a.out.display())
         })?))
     } else if let Some(init) = &a.init {
@@ -422,6 +489,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     };
     let weights = WeightMapConfig {
         border: !a.no_border_weights,
+        balance_classes: !a.no_class_balance,
         ..WeightMapConfig::default()
     };
     let cfg = TrainConfig {
@@ -434,6 +502,9 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         augment,
         weights,
+        schedule,
+        minutes: a.minutes,
+        keep_best: !a.keep_last,
         ..TrainConfig::default()
     };
     let cancel = CancelToken::new();
@@ -462,10 +533,16 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             iteration,
             loss,
             pixel_error,
+            rand_error,
+            best,
         } => say(
             &pb,
             format!(
-                "iteration {iteration}: validation loss {loss:.4}, pixel error {pixel_error:.4}"
+                "iteration {iteration}: validation loss {loss:.4}, wrong px {pixel_error:.4}{}{}",
+                rand_error
+                    .map(|r| format!(", Rand error (held-out slices, best threshold) {r:.4}"))
+                    .unwrap_or_default(),
+                if best { " (best so far)" } else { "" }
             ),
         ),
         TrainEvent::Checkpoint { iteration, path } => say(
@@ -492,16 +569,63 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     pb.finish_and_clear();
     let tail = &out.losses[out.losses.len().saturating_sub(20)..];
     eprintln!(
-        "done: iteration {}, mean loss of the last {} steps {:.4}{}; model in {}",
+        "done: iteration {}, mean loss of the last {} steps {:.4}{}; model (iteration {}{}) in {}",
         out.iteration,
         tail.len(),
         tail.iter().sum::<f32>() / tail.len().max(1) as f32,
         out.validation
-            .map(|(l, e)| format!(", validation loss {l:.4} pixel error {e:.4}"))
+            .map(|(l, e)| format!(", validation loss {l:.4} wrong px {e:.4}"))
+            .unwrap_or_default(),
+        out.model_iteration,
+        out.threshold
+            .map(|t| format!(", threshold {t:.2}"))
             .unwrap_or_default(),
         a.out.display()
     );
     Ok(())
+}
+
+/// Fully labelled held-out slices for validation: normalised images and their cell masks.
+fn held_out_slices(
+    images: &Path,
+    labels: &Path,
+    encoding: LabelEncoding,
+) -> Result<Vec<HeldOutSlice>> {
+    let stack = load_stack(images)?;
+    let labels_read = load_labels(labels, encoding)?;
+    if labels_read.len() != stack.slices.len() {
+        bail!(
+            "{} has {} slices but {} has {}",
+            images.display(),
+            stack.slices.len(),
+            labels.display(),
+            labels_read.len()
+        );
+    }
+    let mut out = Vec::new();
+    for (i, (img, l)) in stack.slices.iter().zip(&labels_read).enumerate() {
+        if (l.classes.width, l.classes.height) != (img.width, img.height) {
+            bail!(
+                "{}: slice {i} is {}x{} but its image is {}x{}",
+                labels.display(),
+                l.classes.width,
+                l.classes.height,
+                img.width,
+                img.height
+            );
+        }
+        if l.classes.data.contains(&0) {
+            bail!(
+                "{}: slice {i} has unlabelled pixels; validation slices need full labels",
+                labels.display()
+            );
+        }
+        out.push(HeldOutSlice {
+            image: normalize_percentile(img),
+            cell: l.classes.map(|c| c >= 2),
+        });
+    }
+    Ok(out)
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {
@@ -516,6 +640,8 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
     let pb = bar(stack.slices.len() as u64, "predict");
     let mut masks = Vec::new();
     let mut prob_pages = Vec::new();
+    let views = &D4::all()[..usize::from(a.tta)];
+    let threshold = a.threshold.or(ckpt.meta.threshold);
     for slice in &stack.slices {
         // Out of device memory: this slice again with a smaller tile, kept for the next.
         let (used, probs) = predict_fitting(
@@ -532,9 +658,10 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
                 )
             },
             &mut |_, _| {},
+            views,
         )?;
         tile = used;
-        masks.push(argmax_classes(&probs));
+        masks.push(decide_classes(&probs, threshold));
         if a.probabilities.is_some() {
             prob_pages.extend(probs);
         }
@@ -637,42 +764,32 @@ fn cmd_deform(a: DeformArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `eval` prints: every measure with the definition it uses and its threshold.
+#[derive(serde::Serialize)]
+struct EvalReport {
+    /// The definitions of the measures below.
+    definitions: [&'static str; 4],
+    /// Scores of a class mask (`--prediction` holding a mask).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mask: Option<crate::metrics::Evaluation>,
+    /// Scores of cell probabilities over the challenge's thresholds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probabilities: Option<crate::metrics::ThresholdScores>,
+    /// The mask `predict --binary` writes with this model: its threshold (`None`: argmax)
+    /// and its scores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_mask: Option<(Option<f32>, crate::metrics::MaskScores)>,
+}
+
+const EVAL_DEFINITIONS: [&str; 4] = [
+    "pixel_error: 1 - F-score of cell pixels, counts pooled over slices (ISBI 2012 challenge, Fiji PixelError)",
+    "rand_error: 1 - foreground-restricted Rand F-score of 4-connected cell segments, proposal membrane pixels as singletons, counts pooled over slices (ISBI 2012 challenge, Fiji RandError)",
+    "vrand_thinned_error: 1 - the same Rand F-score after a seeded watershed thins the proposal's membranes to lines",
+    "wrong_px: fraction of pixels whose class differs; thresholds: a pixel is cell when p > t",
+];
+
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    let pred_raw = load_label_stack(&a.prediction)?;
     let truth = load_labels(&a.truth, a.label_encoding)?;
-    if pred_raw.len() != truth.len() {
-        bail!(
-            "{} has {} slices but {} has {}",
-            a.prediction.display(),
-            pred_raw.len(),
-            a.truth.display(),
-            truth.len()
-        );
-    }
-    // A 0/255 mask is read as binary (0 -> class 1, 255 -> class 2).
-    let is_binary = pred_raw
-        .iter()
-        .all(|p| p.data.iter().all(|&v| v == 0 || v == 255));
-    let mut preds = Vec::new();
-    for (i, (p, t)) in pred_raw.iter().zip(&truth).enumerate() {
-        if (p.width, p.height) != (t.classes.width, t.classes.height) {
-            bail!(
-                "{}: slice {i} is {}x{} but the truth is {}x{}",
-                a.prediction.display(),
-                p.width,
-                p.height,
-                t.classes.width,
-                t.classes.height
-            );
-        }
-        preds.push(p.map(|v| {
-            if is_binary {
-                if v == 0 { 1 } else { 2 }
-            } else {
-                v.min(u32::from(u16::MAX)) as u16
-            }
-        }));
-    }
     let classes = truth
         .iter()
         .map(|l| l.max_class() as usize)
@@ -680,9 +797,128 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         .unwrap_or(0)
         .max(2);
     let truth_classes: Vec<Plane<u8>> = truth.iter().map(|l| l.classes.clone()).collect();
-    let regions: Vec<Plane<u32>> = truth.iter().map(|l| l.objects.clone()).collect();
-    let ev = crate::metrics::evaluate(&preds, &truth_classes, Some(&regions), classes);
-    println!("{}", serde_json::to_string_pretty(&ev)?);
+    let truth_cell: Vec<Plane<bool>> = truth.iter().map(|l| l.classes.map(|c| c >= 2)).collect();
+    let mut report = EvalReport {
+        definitions: EVAL_DEFINITIONS,
+        mask: None,
+        probabilities: None,
+        model_mask: None,
+    };
+    if let (Some(model_dir), Some(images)) = (&a.model, &a.images) {
+        let ckpt = load_checkpoint(model_dir)?;
+        let stack = load_stack(images)?;
+        check_same_slices(images, stack.slices.len(), &a.truth, truth.len())?;
+        let device = select_device(a.device)?;
+        let model = ckpt.model(&device.device)?;
+        let geom = ckpt.meta.unet.geometry();
+        let views = &D4::all()[..usize::from(a.tta)];
+        let mut p_cell = Vec::new();
+        let mut masks = Vec::new();
+        for (i, slice) in stack.slices.iter().enumerate() {
+            let tile = effective_tile(&geom, 388, slice.width, slice.height);
+            let (_, probs) = predict_fitting(
+                &model,
+                &ckpt.meta.unet,
+                &normalize_percentile(slice),
+                tile,
+                &device.device,
+                &CancelToken::new(),
+                &mut |_, _| {},
+                &mut |_, _| {},
+                views,
+            )?;
+            check_size(images, i, (slice.width, slice.height), &truth_classes[i])?;
+            masks.push(decide_classes(&probs, ckpt.meta.threshold).map(|c| c >= 2));
+            if let Some(p) = probs.get(1) {
+                p_cell.push(p.clone());
+            }
+        }
+        report.model_mask = Some((
+            ckpt.meta.threshold,
+            crate::metrics::mask_scores(&masks, &truth_cell, None),
+        ));
+        if p_cell.len() == masks.len() {
+            report.probabilities = Some(crate::metrics::threshold_scores(
+                &p_cell,
+                &truth_cell,
+                &crate::metrics::challenge_thresholds(),
+                true,
+            ));
+        }
+    } else if let Some(prediction) = &a.prediction {
+        let stack = load_stack(prediction)?;
+        if stack.kind == crate::data::PixelKind::F32 {
+            let n = truth.len();
+            let p_cell: Vec<Plane<f32>> = if stack.slices.len() == n {
+                stack.slices
+            } else if stack.slices.len() == 2 * n {
+                // predict --probabilities: class 1 and class 2 of each slice in turn.
+                stack.slices.into_iter().skip(1).step_by(2).collect()
+            } else {
+                bail!(
+                    "{}: {} float pages, but {} has {n} slices (expected {n} cell probability pages, or {} of a two-class probability file)",
+                    prediction.display(),
+                    stack.slices.len(),
+                    a.truth.display(),
+                    2 * n
+                );
+            };
+            for (i, p) in p_cell.iter().enumerate() {
+                check_size(prediction, i, (p.width, p.height), &truth_classes[i])?;
+            }
+            report.probabilities = Some(crate::metrics::threshold_scores(
+                &p_cell,
+                &truth_cell,
+                &crate::metrics::challenge_thresholds(),
+                true,
+            ));
+        } else {
+            let pred_raw = load_label_stack(prediction)?;
+            check_same_slices(prediction, pred_raw.len(), &a.truth, truth.len())?;
+            // A 0/255 mask is read as binary (0 -> class 1, 255 -> class 2).
+            let is_binary = pred_raw
+                .iter()
+                .all(|p| p.data.iter().all(|&v| v == 0 || v == 255));
+            let mut preds = Vec::new();
+            for (i, p) in pred_raw.iter().enumerate() {
+                check_size(prediction, i, (p.width, p.height), &truth_classes[i])?;
+                preds.push(p.map(|v| {
+                    if is_binary {
+                        if v == 0 { 1 } else { 2 }
+                    } else {
+                        v.min(u32::from(u16::MAX)) as u16
+                    }
+                }));
+            }
+            report.mask = Some(crate::metrics::evaluate(&preds, &truth_classes, classes));
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn check_same_slices(a: &Path, na: usize, b: &Path, nb: usize) -> Result<()> {
+    if na != nb {
+        bail!(
+            "{} has {na} slices but {} has {nb}",
+            a.display(),
+            b.display()
+        );
+    }
+    Ok(())
+}
+
+fn check_size(path: &Path, i: usize, size: (usize, usize), truth: &Plane<u8>) -> Result<()> {
+    if size != (truth.width, truth.height) {
+        bail!(
+            "{}: slice {i} is {}x{} but the truth is {}x{}",
+            path.display(),
+            size.0,
+            size.1,
+            truth.width,
+            truth.height
+        );
+    }
     Ok(())
 }
 
@@ -698,6 +934,9 @@ fn cmd_experiment(a: ExperimentArgs) -> Result<()> {
         scribble_px: a.scribble_px,
         paper_same_time: a.paper_same_time,
         lr: a.lr,
+        minutes: a.minutes,
+        val_every: a.val_every,
+        tta: usize::from(a.tta),
         runs: a.runs.clone(),
         score_only: a.score_only,
     };

@@ -189,6 +189,7 @@ fn tiny_set() -> TrainSet {
     TrainSet {
         images: vec![img],
         labels: vec![lab],
+        held_out: Vec::new(),
     }
 }
 
@@ -383,6 +384,7 @@ fn empty_labels_are_refused() {
     let set = TrainSet {
         images: vec![img],
         labels: vec![lab],
+        held_out: Vec::new(),
     };
     let err = train(
         &set,
@@ -868,6 +870,9 @@ fn experiment_smoke_run_writes_every_row() {
         scribble_px: 100,
         paper_same_time: false,
         lr: 0.01,
+        minutes: None,
+        val_every: 0,
+        tta: 2,
         runs: Vec::new(),
         score_only: false,
     };
@@ -881,7 +886,7 @@ fn experiment_smoke_run_writes_every_row() {
     );
     assert_eq!(results[0].train_pixels, 2 * 512 * 512);
     for r in &results {
-        assert!(r.scores.pixel_error.0 >= 0.0 && r.scores.pixel_error.0 <= 1.0);
+        assert!(r.scores.pixel_error.value >= 0.0 && r.scores.pixel_error.value <= 1.0);
         assert!(load_checkpoint(&r.model).is_ok());
     }
     let md = markdown_report(&cfg, &results, "test", "test machine");

@@ -788,6 +788,7 @@ fn burn_computes_on_the_display_device() {
     let set = TrainSet {
         images: vec![img],
         labels: vec![lab],
+        held_out: Vec::new(),
     };
     let cfg = TrainConfig {
         iterations: 2,

@@ -12,7 +12,7 @@ use unet_studio::ml::{
     CancelToken, Checkpoint, CheckpointMeta, ComputeDevice, OptimizerConfig, Preset, StartFrom,
     TrainConfig, TrainSet, UNetConfig, predict_fitting, predict_probabilities, train_fitting,
 };
-use unet_studio::preprocess::normalize_percentile;
+use unet_studio::preprocess::{D4, normalize_percentile};
 
 const LIMIT: u64 = 16 << 20;
 
@@ -144,6 +144,7 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
         &cancel,
         &mut |from, to| told.push((from, to)),
         &mut |_, _| {},
+        &[D4::default()],
     )
     .unwrap();
     assert_eq!(Some(&used), tried.last());
@@ -154,6 +155,7 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
     let set = TrainSet {
         images: vec![img],
         labels: vec![encode_labels(&truth, LabelEncoding::Binary).unwrap()],
+        held_out: Vec::new(),
     };
     let cfg = TrainConfig {
         iterations: 1,

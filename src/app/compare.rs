@@ -10,7 +10,7 @@ use eframe::egui;
 use crate::data::Plane;
 use crate::jobs::Job;
 use crate::ml::{MlError, argmax_classes, load_checkpoint, predict_fitting};
-use crate::preprocess::normalize_percentile;
+use crate::preprocess::{D4, normalize_percentile};
 
 use super::StudioApp;
 use super::model::VersionInfo;
@@ -117,6 +117,7 @@ impl StudioApp {
                     &ctx.cancel,
                     &mut |_, _| {},
                     &mut |_, _| {},
+                    &[D4::default()],
                 )?;
                 let label_error = label_error(&argmax_classes(&probs), &labels);
                 Ok(CompareSide {

@@ -12,7 +12,7 @@ use crate::ml::{
     TrainEvent, TrainOutcome, TrainSet, UNet, UNetConfig, entropy, predict_fitting,
     save_checkpoint, train_fitting,
 };
-use crate::preprocess::{WeightMapConfig, class_weights, normalize_percentile, weight_map};
+use crate::preprocess::{D4, WeightMapConfig, class_weights, normalize_percentile, weight_map};
 
 use super::StudioApp;
 
@@ -145,6 +145,9 @@ pub struct ModelState {
     pub tile_predict: Option<usize>,
     /// What happened to the tile sizes, for the model panel.
     pub tile_note: String,
+    /// Views averaged by a prediction (test-time augmentation: 1 = off, up to the 8 flips
+    /// and quarter turns).
+    pub tta_views: usize,
 }
 
 /// Largest output tile of training on the CPU: 100 px keeps an iteration of the lite net near
@@ -182,6 +185,7 @@ impl ModelState {
             tile_train: None,
             tile_predict: None,
             tile_note: String::new(),
+            tta_views: 1,
         }
     }
 
@@ -282,6 +286,7 @@ impl StudioApp {
         let set = TrainSet {
             images: doc.stack.slices.iter().map(normalize_percentile).collect(),
             labels,
+            held_out: Vec::new(),
         };
         let classes = set.classes().max(doc.classes.len());
         let start = match &self.models.model {
@@ -348,6 +353,7 @@ impl StudioApp {
                 val_loss: out.validation.map(|v| v.0),
                 labels_hash: Some(set.labels_hash()),
                 note: format!("trained in the app on {}", device.description),
+                threshold: out.threshold,
             };
             let history = save_version(&model_dir, &meta, &out.model)?;
             Ok((out, history))
@@ -458,6 +464,7 @@ impl StudioApp {
         let (Some(doc), Some(m)) = (&self.doc, &self.models.model) else {
             return;
         };
+        let preview_run = preview.is_some();
         let model = preview.unwrap_or_else(|| m.model.clone());
         let unet = m.unet.clone();
         let slices: Vec<usize> = if all {
@@ -472,6 +479,14 @@ impl StudioApp {
         let device = self.models.compute.device.clone();
         let mut tile = self.models.tile_for(&unet, false);
         self.models.tile_predict = Some(tile);
+        // Live previews during training stay single-view; the user's predictions average
+        // the chosen number of flips and quarter turns.
+        let views_n = if preview_run {
+            1
+        } else {
+            self.models.tta_views
+        };
+        let views: Vec<D4> = D4::all()[..views_n.clamp(1, 8)].to_vec();
         self.models.predict_job = Some(Job::spawn("predict", self.waker.clone(), move |ctx| {
             let mut out = Vec::with_capacity(slices.len());
             let n = slices.len();
@@ -495,6 +510,7 @@ impl StudioApp {
                         let f = (i as f32 + done as f32 / total.max(1) as f32) / n as f32;
                         ctx.progress(f, format!("slice {} of {n}", i + 1));
                     },
+                    &views,
                 )?;
                 tile = used;
                 out.push((slice, probs));

@@ -44,6 +44,10 @@ pub struct CheckpointMeta {
     pub labels_hash: Option<String>,
     /// Free-form note (for example the device that trained it).
     pub note: String,
+    /// Decision threshold of the cell (class 2) probability of a two-class model, chosen on
+    /// validation slices; `None`: the most probable class.
+    #[serde(default)]
+    pub threshold: Option<f32>,
 }
 
 impl CheckpointMeta {
@@ -58,6 +62,7 @@ impl CheckpointMeta {
             val_loss: None,
             labels_hash: None,
             note: note.into(),
+            threshold: None,
         }
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 use crate::data::Plane;
 use crate::ml::unet::{UNet, UNetConfig};
 use crate::ml::{CancelToken, MlError, in_compute_pool};
-use crate::preprocess::{TileGeometry, tile_origins};
+use crate::preprocess::{D4, TileGeometry, tile_origins};
 
 /// The tile actually used for an image: the valid output edge nearest to `requested`, but no
 /// larger than the smallest valid edge that covers the whole image.
@@ -51,9 +51,10 @@ pub fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, MlError> 
         .map_err(|e| MlError::Backend(format!("reading a tensor back: {e:?}")))
 }
 
-/// [`predict_probabilities`], again with a smaller tile when the device runs out of memory
-/// (see [`crate::ml::memory::with_smaller_tiles`]; `on_retry(from, to)` is told first).
-/// Returns the tile that worked, to start the next image with, and the probabilities.
+/// [`predict_probabilities_tta`] over `views`, again with a smaller tile when the device
+/// runs out of memory (see [`crate::ml::memory::with_smaller_tiles`]; `on_retry(from, to)` is
+/// told first). Returns the tile that worked, to start the next image with, and the
+/// probabilities.
 #[allow(clippy::too_many_arguments)]
 pub fn predict_fitting(
     model: &UNet,
@@ -64,9 +65,11 @@ pub fn predict_fitting(
     cancel: &CancelToken,
     on_retry: &mut dyn FnMut(usize, usize),
     on_tile: &mut dyn FnMut(usize, usize),
+    views: &[D4],
 ) -> Result<(usize, Vec<Plane<f32>>), MlError> {
     crate::ml::memory::with_smaller_tiles(cfg, tile_out, on_retry, &mut |t| {
-        predict_probabilities(model, cfg, image, t, device, cancel, on_tile).map(|p| (t, p))
+        predict_probabilities_tta(model, cfg, image, t, device, cancel, on_tile, views)
+            .map(|p| (t, p))
     })
 }
 
@@ -153,6 +156,65 @@ pub fn predict_probabilities_where(
         }
     }
     Ok(out)
+}
+
+/// Test-time augmentation: the mean of the probabilities predicted for each symmetry in
+/// `views` of the image (each prediction mapped back), as the paper averaged over rotated
+/// inputs. Costs one prediction per view; `views = [D4::default()]` is a plain prediction.
+/// `on_tile(done, total)` counts tiles over all views.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_probabilities_tta(
+    model: &UNet,
+    cfg: &UNetConfig,
+    image: &Plane<f32>,
+    tile_out: usize,
+    device: &Device,
+    cancel: &CancelToken,
+    on_tile: &mut dyn FnMut(usize, usize),
+    views: &[D4],
+) -> Result<Vec<Plane<f32>>, MlError> {
+    let mut sum: Option<Vec<Plane<f32>>> = None;
+    let n = views.len().max(1);
+    for (v, view) in views.iter().enumerate() {
+        let probs = predict_probabilities(
+            model,
+            cfg,
+            &view.apply(image),
+            tile_out,
+            device,
+            cancel,
+            &mut |done, total| on_tile(v * total + done, n * total),
+        )?;
+        let back = view.inverse();
+        let probs: Vec<Plane<f32>> = probs.iter().map(|p| back.apply(p)).collect();
+        match &mut sum {
+            None => sum = Some(probs),
+            Some(acc) => {
+                for (a, p) in acc.iter_mut().zip(&probs) {
+                    for (x, y) in a.data.iter_mut().zip(&p.data) {
+                        *x += y;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = sum.unwrap_or_default();
+    let scale = 1.0 / n as f32;
+    for p in &mut out {
+        for x in &mut p.data {
+            *x *= scale;
+        }
+    }
+    Ok(out)
+}
+
+/// The class of every pixel: for a two-class model with a decision `threshold`, class 2
+/// where its probability exceeds the threshold; else the most probable class.
+pub fn decide_classes(probs: &[Plane<f32>], threshold: Option<f32>) -> Plane<u16> {
+    match (probs, threshold) {
+        ([_, p2], Some(t)) => p2.map(|p| if p > t { 2 } else { 1 }),
+        _ => argmax_classes(probs),
+    }
 }
 
 /// The most probable class of every pixel (class ids from 1).

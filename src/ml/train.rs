@@ -12,7 +12,9 @@ use burn::prelude::*;
 use crate::data::{LabelSlice, Plane};
 use crate::ml::checkpoint::{Checkpoint, CheckpointMeta, fnv1a_hex, now_unix_s, save_checkpoint};
 use crate::ml::device::ComputeDevice;
-use crate::ml::infer::{plane_tensor, predict_probabilities_where, tensor_values};
+use crate::ml::infer::{
+    plane_tensor, predict_probabilities, predict_probabilities_where, tensor_values,
+};
 use crate::ml::loss::weighted_cross_entropy;
 use crate::ml::optim::SgdMomentum;
 use crate::ml::unet::{UNet, UNetConfig};
@@ -50,6 +52,12 @@ impl OptimizerConfig {
         }
     }
 
+    /// The default recipe of the CLI, the app and `experiment`: Adam, lr 0.001 (with the
+    /// cosine schedule of [`LrSchedule::cosine`]). SGD collapsed on sparse scribbles.
+    pub fn default_recipe() -> Self {
+        Self::Adam { lr: 1e-3 }
+    }
+
     fn lr(&self) -> f64 {
         match *self {
             Self::Sgd { lr, .. } | Self::Adam { lr } => lr,
@@ -61,6 +69,54 @@ impl OptimizerConfig {
         match *self {
             Self::Sgd { momentum, .. } => ModuleOptimizer::from(SgdMomentum { momentum }),
             Self::Adam { .. } => AdamConfig::new().init(),
+        }
+    }
+}
+
+/// How the learning rate changes over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum LrSchedule {
+    /// The same rate throughout (what runs saved before schedules existed used).
+    #[default]
+    Constant,
+    /// A linear warm-up over `warmup` iterations, then a cosine decay to `final_factor` times
+    /// the rate at the end of the run (its iterations or its time budget, whichever ends
+    /// first).
+    Cosine {
+        /// Rate at the end, as a fraction of the configured rate.
+        final_factor: f64,
+        /// Iterations of linear warm-up from 0.
+        warmup: u64,
+    },
+}
+
+impl LrSchedule {
+    /// The default for new runs: warm-up over 50 iterations, cosine decay to 1 %.
+    pub fn cosine() -> Self {
+        Self::Cosine {
+            final_factor: 0.01,
+            warmup: 50,
+        }
+    }
+
+    /// The factor of the configured rate at `step` (0-based, within this run) when a fraction
+    /// `progress` (0..=1) of the run is done.
+    pub fn factor(&self, step: u64, progress: f64) -> f64 {
+        match *self {
+            Self::Constant => 1.0,
+            Self::Cosine {
+                final_factor,
+                warmup,
+            } => {
+                let warm = if warmup > 0 {
+                    ((step + 1) as f64 / warmup as f64).min(1.0)
+                } else {
+                    1.0
+                };
+                let p = progress.clamp(0.0, 1.0);
+                let cos = 0.5 * (1.0 + (std::f64::consts::PI * p).cos());
+                warm * (final_factor + (1.0 - final_factor) * cos)
+            }
         }
     }
 }
@@ -94,6 +150,16 @@ pub struct TrainConfig {
     /// (0: never), for live previews.
     #[serde(default)]
     pub preview_every: u64,
+    /// Learning-rate schedule over the run.
+    #[serde(default)]
+    pub schedule: LrSchedule,
+    /// Time budget of the run in minutes (`None`: only `iterations` ends it). Paused time
+    /// does not count.
+    #[serde(default)]
+    pub minutes: Option<f64>,
+    /// Hand back (and save as the model) the network of the best validation, not the last.
+    #[serde(default)]
+    pub keep_best: bool,
 }
 
 impl Default for TrainConfig {
@@ -101,7 +167,7 @@ impl Default for TrainConfig {
         Self {
             iterations: 1000,
             tile_out: 68,
-            optimizer: OptimizerConfig::paper(),
+            optimizer: OptimizerConfig::default_recipe(),
             seed: 0,
             val_fraction: 0.1,
             val_block_px: 64,
@@ -111,6 +177,9 @@ impl Default for TrainConfig {
             elastic: ElasticConfig::default(),
             weights: WeightMapConfig::default(),
             preview_every: 0,
+            schedule: LrSchedule::cosine(),
+            minutes: None,
+            keep_best: true,
         }
     }
 }
@@ -122,6 +191,18 @@ pub struct TrainSet {
     pub images: Vec<Plane<f32>>,
     /// Labels of each image (same size).
     pub labels: Vec<LabelSlice>,
+    /// Fully labelled slices held out for validation by the paper's measures (may be empty;
+    /// then validation uses the held-out blocks of `labels`).
+    pub held_out: Vec<HeldOutSlice>,
+}
+
+/// A normalised image and the cell (class 2) mask of its full labels.
+#[derive(Clone, Debug)]
+pub struct HeldOutSlice {
+    /// Normalised image.
+    pub image: Plane<f32>,
+    /// Where the truth is cell (class >= 2).
+    pub cell: Plane<bool>,
 }
 
 impl TrainSet {
@@ -176,6 +257,11 @@ pub enum TrainEvent {
         loss: f32,
         /// Fraction of held-out pixels whose argmax class is wrong.
         pixel_error: f32,
+        /// The paper's Rand error on the held-out slices at its best threshold, when the set
+        /// has held-out slices.
+        rand_error: Option<f64>,
+        /// Whether this is the best validation of the run so far (the one kept).
+        best: bool,
     },
     /// The network as trained so far (validation mode), for a live preview.
     Snapshot {
@@ -216,6 +302,11 @@ pub struct TrainOutcome {
     pub validation: Option<(f32, f32)>,
     /// Whether the run was cancelled before its last iteration.
     pub cancelled: bool,
+    /// Iteration of the network handed back (the best validation's, with `keep_best`).
+    pub model_iteration: u64,
+    /// The decision threshold of the cell probability chosen on the held-out slices (or the
+    /// starting checkpoint's).
+    pub threshold: Option<f32>,
 }
 
 /// Where the weights come from.
@@ -402,6 +493,10 @@ pub fn train(
     // Initial weights and dropout masks come from the device's generator: seed it too.
     device.device.seed(cfg.seed);
     let ad = device.device.clone().autodiff();
+    let start_threshold = match &start {
+        StartFrom::Scratch(_) => None,
+        StartFrom::FineTune(c) | StartFrom::Resume(c) => c.meta.threshold,
+    };
     let (unet, mut model, mut optim, first_iteration) = match start {
         StartFrom::Scratch(u) => {
             let m = u.init(&ad);
@@ -513,22 +608,27 @@ pub fn train(
     });
 
     let labels_hash = set.labels_hash();
-    let meta_for =
-        |iteration: u64, train_loss: Option<f32>, val: Option<(f32, f32)>| CheckpointMeta {
-            unet: unet.clone(),
-            train: Some(cfg.clone()),
-            iteration,
-            created_unix_s: now_unix_s(),
-            train_loss,
-            val_loss: val.map(|v| v.0),
-            labels_hash: Some(labels_hash.clone()),
-            note: format!("trained on {}", device.description),
-        };
+    let meta_for = |iteration: u64,
+                    train_loss: Option<f32>,
+                    val: Option<(f32, f32)>,
+                    threshold: Option<f32>| CheckpointMeta {
+        unet: unet.clone(),
+        train: Some(cfg.clone()),
+        iteration,
+        created_unix_s: now_unix_s(),
+        train_loss,
+        val_loss: val.map(|v| v.0),
+        labels_hash: Some(labels_hash.clone()),
+        note: format!("trained on {}", device.description),
+        threshold,
+    };
+    // The best validation so far: its score, iteration, network, threshold, (loss, error).
+    let mut best: Option<Best> = None;
     let mut rng = Rng::new(cfg.seed.wrapping_add(first_iteration.wrapping_mul(0x9E37)));
     let mut losses = Vec::with_capacity(cfg.iterations.min(100_000) as usize);
     let mut validation = None;
     let t0 = Instant::now();
-    let lr = cfg.optimizer.lr();
+    let budget_s = cfg.minutes.map(|m| (m * 60.0).max(0.0));
     let mut cancelled = false;
     let mut iteration = first_iteration;
     // Time spent paused does not count in the speed.
@@ -539,6 +639,13 @@ pub fn train(
             cancelled = true;
             break;
         }
+        let elapsed_s = t0.elapsed().saturating_sub(paused).as_secs_f64();
+        let time_progress = budget_s.map_or(0.0, |b| elapsed_s / b.max(1e-9));
+        if time_progress >= 1.0 {
+            break;
+        }
+        let progress = (step as f64 / cfg.iterations.max(1) as f64).max(time_progress);
+        let lr = cfg.optimizer.lr() * cfg.schedule.factor(step, progress);
         // Resample when augmentation pushed every labelled pixel out of the output tile.
         let mut sample = None;
         for _ in 0..9 {
@@ -586,29 +693,52 @@ pub fn train(
             loss: loss_value,
             its_per_s: (step + 1) as f32 / elapsed,
         });
-        let last = step + 1 == cfg.iterations;
+        let last = step + 1 == cfg.iterations
+            || budget_s.is_some_and(|b| t0.elapsed().saturating_sub(paused).as_secs_f64() >= b);
         if cfg.preview_every > 0 && (step + 1) % cfg.preview_every == 0 && !last {
             on_event(TrainEvent::Snapshot {
                 iteration,
                 model: Box::new(model.valid()),
             });
         }
-        if val_pixels > 0 && ((cfg.val_every > 0 && (step + 1) % cfg.val_every == 0) || last) {
-            let v = validate(
-                &model.valid(),
-                &unet,
-                set,
-                &full_weights,
-                &val_masks,
-                tile_out,
-                device,
-                cancel,
-            )?;
+        let can_validate = val_pixels > 0 || !set.held_out.is_empty();
+        if can_validate && ((cfg.val_every > 0 && (step + 1) % cfg.val_every == 0) || last) {
+            let valid = model.valid();
+            let v = if val_pixels > 0 {
+                validate(
+                    &valid,
+                    &unet,
+                    set,
+                    &full_weights,
+                    &val_masks,
+                    tile_out,
+                    device,
+                    cancel,
+                )?
+            } else {
+                (f32::NAN, f32::NAN)
+            };
+            let held = validate_held_out(&valid, &unet, &set.held_out, tile_out, device, cancel)?;
+            // Lower is better: the Rand error on held-out slices, else the loss on held-out
+            // blocks.
+            let score = held.map_or(f64::from(v.0), |(rand, _)| rand);
+            let is_best = best.as_ref().is_none_or(|b| score < b.score);
             validation = Some(v);
+            if is_best && cfg.keep_best {
+                best = Some(Best {
+                    score,
+                    iteration,
+                    model: valid,
+                    threshold: held.map(|(_, t)| t).or(start_threshold),
+                    validation: v,
+                });
+            }
             on_event(TrainEvent::Validation {
                 iteration,
                 loss: v.0,
                 pixel_error: v.1,
+                rand_error: held.map(|(rand, _)| rand),
+                best: is_best,
             });
         }
         if let Some(dir) = out_dir
@@ -616,26 +746,122 @@ pub fn train(
             && (step + 1) % cfg.checkpoint_every == 0
             && !last
         {
-            let meta = meta_for(iteration, recent_mean(&losses), validation);
-            let path = save_checkpoint(dir, &meta, &model.valid(), Some(&optim))?;
+            let last_meta = meta_for(iteration, recent_mean(&losses), validation, None);
+            let path = save_run(dir, last_meta, &model.valid(), &optim, best.as_ref())?;
             on_event(TrainEvent::Checkpoint { iteration, path });
+        }
+        if last {
+            break;
         }
     }
     if let Some(dir) = out_dir
         && !losses.is_empty()
     {
-        let meta = meta_for(iteration, recent_mean(&losses), validation);
-        let path = save_checkpoint(dir, &meta, &model.valid(), Some(&optim))?;
+        let last_meta = meta_for(iteration, recent_mean(&losses), validation, start_threshold);
+        let path = save_run(dir, last_meta, &model.valid(), &optim, best.as_ref())?;
         on_event(TrainEvent::Checkpoint { iteration, path });
     }
+    let (model, model_iteration, threshold, validation) = match best {
+        Some(b) => (b.model, b.iteration, b.threshold, Some(b.validation)),
+        None => (model.valid(), iteration, start_threshold, validation),
+    };
     Ok(TrainOutcome {
-        model: model.valid(),
+        model,
         unet,
         iteration,
         losses,
         validation,
         cancelled,
+        model_iteration,
+        threshold,
     })
+}
+
+/// The best validation of a run so far.
+struct Best {
+    /// Lower is better.
+    score: f64,
+    iteration: u64,
+    model: UNet,
+    threshold: Option<f32>,
+    /// `(loss, pixel error)` on the held-out blocks.
+    validation: (f32, f32),
+}
+
+/// The folder of a run's last state (weights and optimiser, to resume from) when the run keeps
+/// its best network as the model.
+pub const LAST_STATE_DIR: &str = "last";
+
+/// Where `--resume` finds the state of the run saved in `dir`.
+pub fn resume_dir(dir: &Path) -> PathBuf {
+    let last = dir.join(LAST_STATE_DIR);
+    if crate::ml::checkpoint::checkpoint_path(&last).exists() {
+        last
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Saves a run. With a best network: that network (weights only, its own iteration, loss
+/// and threshold) as the model in `dir`, and the last state with its optimiser in
+/// `dir/last`. Without: the last state in `dir`. Returns the model's path.
+fn save_run(
+    dir: &Path,
+    last_meta: CheckpointMeta,
+    last: &UNet,
+    optim: &ModuleOptimizer,
+    best: Option<&Best>,
+) -> Result<PathBuf, MlError> {
+    let Some(b) = best else {
+        return save_checkpoint(dir, &last_meta, last, Some(optim));
+    };
+    let reached = last_meta.iteration;
+    save_checkpoint(&dir.join(LAST_STATE_DIR), &last_meta, last, Some(optim))?;
+    let meta = CheckpointMeta {
+        iteration: b.iteration,
+        val_loss: Some(b.validation.0),
+        threshold: b.threshold,
+        note: format!(
+            "{}; best validation at iteration {} of {reached}",
+            last_meta.note, b.iteration
+        ),
+        ..last_meta
+    };
+    save_checkpoint(dir, &meta, &b.model, None)
+}
+
+/// The paper's Rand error of `model` on the held-out slices at its best threshold, and that
+/// threshold (a grid of 0.05 steps); `None` without held-out slices or for more than two
+/// classes.
+fn validate_held_out(
+    model: &UNet,
+    unet: &UNetConfig,
+    held_out: &[HeldOutSlice],
+    tile_out: usize,
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+) -> Result<Option<(f64, f32)>, MlError> {
+    if held_out.is_empty() || unet.classes != 2 {
+        return Ok(None);
+    }
+    let mut p_cell = Vec::with_capacity(held_out.len());
+    for h in held_out {
+        let mut probs = predict_probabilities(
+            model,
+            unet,
+            &h.image,
+            tile_out.max(unet.geometry().nearest_valid_output(196)),
+            &device.device,
+            cancel,
+            &mut |_, _| {},
+        )?;
+        p_cell.push(probs.swap_remove(1));
+    }
+    let truth: Vec<Plane<bool>> = held_out.iter().map(|h| h.cell.clone()).collect();
+    let grid: Vec<f32> = (1..20).map(|k| k as f32 / 20.0).collect();
+    let scores = crate::metrics::threshold_scores(&p_cell, &truth, &grid, false);
+    Ok(crate::metrics::decision_threshold(&scores)
+        .and_then(|t| scores.at(t).map(|s| (s.rand_error, t))))
 }
 
 fn recent_mean(losses: &[f32]) -> Option<f32> {

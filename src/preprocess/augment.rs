@@ -63,6 +63,27 @@ impl D4 {
         }
     }
 
+    /// All 8 symmetries, the identity first.
+    pub fn all() -> [Self; 8] {
+        std::array::from_fn(|i| Self {
+            flip: i >= 4,
+            rot90: (i % 4) as u8,
+        })
+    }
+
+    /// The symmetry that undoes this one. A reflection is its own inverse; a rotation by `r`
+    /// quarter turns is undone by `4 - r`.
+    pub fn inverse(&self) -> Self {
+        if self.flip {
+            *self
+        } else {
+            Self {
+                flip: false,
+                rot90: (4 - self.rot90 % 4) % 4,
+            }
+        }
+    }
+
     /// Applies the symmetry to a plane (rotations swap width and height).
     pub fn apply<T: Copy>(&self, p: &Plane<T>) -> Plane<T> {
         let mut cur = if self.flip {
@@ -152,6 +173,20 @@ mod tests {
         }
         .apply(&p);
         assert_eq!(full, p);
+    }
+
+    #[test]
+    fn every_symmetry_is_undone_by_its_inverse_and_all_differ() {
+        let p = Plane::from_vec(3, 2, vec![1, 2, 3, 4, 5, 6]).unwrap();
+        let all = D4::all();
+        assert_eq!(all[0], D4::default());
+        let images: Vec<Plane<i32>> = all.iter().map(|d| d.apply(&p)).collect();
+        for (i, (d, img)) in all.iter().zip(&images).enumerate() {
+            assert_eq!(d.inverse().apply(img), p, "{d:?}");
+            for other in &images[..i] {
+                assert_ne!(img, other, "{d:?} repeats another symmetry");
+            }
+        }
     }
 
     #[test]
