@@ -213,10 +213,19 @@ fn train_from_the_button_then_predict_and_overlay() {
         "one loss per iteration reached the UI"
     );
     let model = app.models.model.as_ref().expect("training left a model");
-    assert_eq!(model.iteration, 12);
+    // The run keeps the network of its best validation (lowest loss on the held-out strokes),
+    // not the last one.
+    let best = app
+        .models
+        .val_losses
+        .iter()
+        .min_by(|a, b| a[1].total_cmp(&b[1]))
+        .map(|v| v[0] as u64)
+        .expect("the run validated");
+    assert_eq!(model.iteration, best, "{:?}", app.models.val_losses);
     // The model was saved beside the labels, atomically, and loads back.
     let saved = unet_studio::ml::load_checkpoint(&dir.join("images/labels.unet.model")).unwrap();
-    assert_eq!(saved.meta.iteration, 12);
+    assert_eq!(saved.meta.iteration, best);
     // Training ended with a prediction of the shown slice: probabilities sum to one.
     let probs = app.models.probabilities[0]
         .as_ref()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::data::{DataError, MaskStyle, Plane, write_f32_tiff, write_mask, write_mask_coloured};
 use crate::jobs::Job;
 use crate::metrics::regions;
-use crate::ml::argmax_classes;
+use crate::ml::infer::decide_classes;
 
 use super::StudioApp;
 
@@ -70,12 +70,13 @@ fn write_export(
     kind: ExportKind,
     path: &Path,
     probs: &[Vec<Plane<f32>>],
+    threshold: Option<f32>,
     labels: &[Plane<u8>],
     colours: &[[u8; 3]],
 ) -> Result<(Vec<PathBuf>, String), DataError> {
     match kind {
         ExportKind::MaskClasses | ExportKind::MaskBinary => {
-            let masks: Vec<Plane<u16>> = probs.iter().map(|p| argmax_classes(p)).collect();
+            let masks: Vec<Plane<u16>> = probs.iter().map(|p| decide_classes(p, threshold)).collect();
             let style = if kind == ExportKind::MaskBinary {
                 MaskStyle::Binary
             } else {
@@ -89,7 +90,7 @@ fn write_export(
             let planes: Vec<Plane<u16>> = probs
                 .iter()
                 .map(|p| {
-                    let m = argmax_classes(p);
+                    let m = decide_classes(p, threshold);
                     let ids = regions(m.width, m.height, |i| m.data[i] >= 2);
                     total += ids.iter().copied().max().unwrap_or(0) as usize;
                     Plane {
@@ -146,9 +147,10 @@ impl StudioApp {
         };
         let labels = doc.labels.clone();
         let colours: Vec<[u8; 3]> = doc.classes.iter().map(|c| c.color).collect();
+        let threshold = self.models.model.as_ref().and_then(|m| m.threshold);
         self.status = format!("exporting to {}", path.display());
         self.export_job = Some(Job::spawn("export", self.waker.clone(), move |_| {
-            write_export(kind, &path, &probs, &labels, &colours)
+            write_export(kind, &path, &probs, threshold, &labels, &colours)
         }));
     }
 

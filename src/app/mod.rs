@@ -344,15 +344,9 @@ impl StudioApp {
             // A model given explicitly, else the one trained on this stack before.
             let dir = req.model.clone().unwrap_or_else(|| doc.model_dir());
             let (model, warning) = if crate::ml::checkpoint::checkpoint_path(&dir).exists() {
-                match crate::ml::load_checkpoint(&dir).and_then(|c| {
-                    let m = c.model(&device)?;
-                    Ok(LoadedModel {
-                        model: m,
-                        unet: c.meta.unet.clone(),
-                        iteration: c.meta.iteration,
-                        path: Some(dir.clone()),
-                    })
-                }) {
+                match crate::ml::load_checkpoint(&dir)
+                    .and_then(|c| LoadedModel::from_checkpoint(&c, &device, Some(dir.clone())))
+                {
                     Ok(m) => (Some(m), None),
                     Err(e) => (
                         None,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
 use crate::jobs::Job;
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
+use crate::ml::infer::decide_classes;
 use crate::ml::memory::largest_fitting_tile;
 use crate::ml::{
     Checkpoint, ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig,
@@ -27,6 +28,30 @@ pub struct LoadedModel {
     pub iteration: u64,
     /// Where it was loaded from or saved to.
     pub path: Option<PathBuf>,
+    /// Decision threshold of the cell probability stored with the model (`None`: argmax).
+    pub threshold: Option<f32>,
+}
+
+impl LoadedModel {
+    /// The network of a checkpoint on `device`, loaded from `path`.
+    pub fn from_checkpoint(
+        ckpt: &Checkpoint,
+        device: &burn::prelude::Device,
+        path: Option<PathBuf>,
+    ) -> Result<Self, MlError> {
+        Ok(Self {
+            model: ckpt.model(device)?,
+            unet: ckpt.meta.unet.clone(),
+            iteration: ckpt.meta.iteration,
+            path,
+            threshold: ckpt.meta.threshold,
+        })
+    }
+
+    /// The class of every pixel of `probs` by this model's decision rule.
+    pub fn classes(&self, probs: &[Plane<f32>]) -> Plane<u16> {
+        decide_classes(probs, self.threshold)
+    }
 }
 
 /// The output tile finally used, and the probabilities per predicted slice.
@@ -245,7 +270,7 @@ impl ModelState {
             Overlay::None | Overlay::WeightMap => None,
             Overlay::Probability => Some(probs[k].data.clone()),
             Overlay::Mask => {
-                let mask = crate::ml::argmax_classes(probs);
+                let mask = decide_classes(probs, self.model.as_ref().and_then(|m| m.threshold));
                 Some(
                     mask.data
                         .iter()
@@ -291,10 +316,11 @@ impl StudioApp {
         let classes = set.classes().max(doc.classes.len());
         let start = match &self.models.model {
             Some(m) if m.unet.classes >= set.classes() => {
-                match Checkpoint::of_model(
-                    CheckpointMeta::new(m.unet.clone(), m.iteration, ""),
-                    &m.model,
-                ) {
+                let meta = CheckpointMeta {
+                    threshold: m.threshold,
+                    ..CheckpointMeta::new(m.unet.clone(), m.iteration, "")
+                };
+                match Checkpoint::of_model(meta, &m.model) {
                     Ok(c) => StartFrom::FineTune(Box::new(c)),
                     Err(e) => {
                         self.error = Some(format!("cannot fine-tune the current model: {e}"));
@@ -312,7 +338,15 @@ impl StudioApp {
         let cfg = TrainConfig {
             iterations,
             tile_out: tile,
-            optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+            // Fine-tuning takes a tenth of the rate of training from scratch: at 1e-3 a
+            // short run on a few strokes washed out the shipped model's probabilities.
+            optimizer: OptimizerConfig::Adam {
+                lr: if matches!(start, StartFrom::FineTune(_)) {
+                    1e-4
+                } else {
+                    1e-3
+                },
+            },
             seed: self.models.seed,
             val_fraction: 0.1,
             val_block_px: 64,
@@ -344,10 +378,11 @@ impl StudioApp {
             // Keep the result on disk too (atomically): a crash later loses nothing.
             let mut out = out;
             out.iteration += base_iteration;
+            out.model_iteration += base_iteration;
             let meta = CheckpointMeta {
                 unet: out.unet.clone(),
                 train: Some(cfg.clone()),
-                iteration: out.iteration,
+                iteration: out.model_iteration,
                 created_unix_s: now_unix_s(),
                 train_loss: out.losses.last().copied(),
                 val_loss: out.validation.map(|v| v.0),
@@ -369,17 +404,12 @@ impl StudioApp {
         let current = self.doc.as_ref().map(|d| d.model_dir());
         self.models.load_job = Some(Job::spawn("load model", self.waker.clone(), move |_| {
             let ckpt = crate::ml::load_checkpoint(&dir)?;
-            let model = ckpt.model(&device)?;
+            let loaded = LoadedModel::from_checkpoint(&ckpt, &device, Some(dir))?;
             // The chosen version becomes the one reopened with the stack.
             if let Some(cur) = current {
-                save_checkpoint(&cur, &ckpt.meta, &model, None)?;
+                save_checkpoint(&cur, &ckpt.meta, &loaded.model, None)?;
             }
-            Ok(LoadedModel {
-                model,
-                unet: ckpt.meta.unet.clone(),
-                iteration: ckpt.meta.iteration,
-                path: Some(dir),
-            })
+            Ok(loaded)
         }));
     }
 
@@ -626,15 +656,17 @@ impl StudioApp {
                     Ok((out, history)) => {
                         self.models.history = history;
                         self.status = format!(
-                            "training {} at iteration {}",
+                            "training {} at iteration {}; kept the network of iteration {} (best validation)",
                             if out.cancelled { "stopped" } else { "finished" },
-                            out.iteration
+                            out.iteration,
+                            out.model_iteration
                         );
                         self.models.model = Some(LoadedModel {
                             model: out.model,
                             unet: out.unet,
-                            iteration: out.iteration,
+                            iteration: out.model_iteration,
                             path: self.doc.as_ref().map(|d| d.model_dir()),
+                            threshold: out.threshold,
                         });
                         self.predict_slice();
                     }
@@ -656,6 +688,7 @@ impl StudioApp {
                     unet,
                     iteration: 0,
                     path: None,
+                    threshold: None,
                 });
                 self.predict_slice();
             }
