@@ -538,9 +538,14 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         } => say(
             &pb,
             format!(
-                "iteration {iteration}: validation loss {loss:.4}, wrong px {pixel_error:.4}{}{}",
+                "iteration {iteration}: validation{}{}{}",
+                if loss.is_finite() {
+                    format!(" loss {loss:.4}, wrong px {pixel_error:.4} (held-out blocks)")
+                } else {
+                    String::new()
+                },
                 rand_error
-                    .map(|r| format!(", Rand error (held-out slices, best threshold) {r:.4}"))
+                    .map(|r| format!(" Rand error {r:.4} (held-out slices, best threshold)"))
                     .unwrap_or_default(),
                 if best { " (best so far)" } else { "" }
             ),

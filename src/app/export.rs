@@ -76,7 +76,8 @@ fn write_export(
 ) -> Result<(Vec<PathBuf>, String), DataError> {
     match kind {
         ExportKind::MaskClasses | ExportKind::MaskBinary => {
-            let masks: Vec<Plane<u16>> = probs.iter().map(|p| decide_classes(p, threshold)).collect();
+            let masks: Vec<Plane<u16>> =
+                probs.iter().map(|p| decide_classes(p, threshold)).collect();
             let style = if kind == ExportKind::MaskBinary {
                 MaskStyle::Binary
             } else {

@@ -493,9 +493,9 @@ pub fn train(
     // Initial weights and dropout masks come from the device's generator: seed it too.
     device.device.seed(cfg.seed);
     let ad = device.device.clone().autodiff();
-    let start_threshold = match &start {
-        StartFrom::Scratch(_) => None,
-        StartFrom::FineTune(c) | StartFrom::Resume(c) => c.meta.threshold,
+    let (start_threshold, from_checkpoint) = match &start {
+        StartFrom::Scratch(_) => (None, false),
+        StartFrom::FineTune(c) | StartFrom::Resume(c) => (c.meta.threshold, true),
     };
     let (unet, mut model, mut optim, first_iteration) = match start {
         StartFrom::Scratch(u) => {
@@ -624,9 +624,28 @@ pub fn train(
     };
     // The best validation so far: its score, iteration, network, threshold, (loss, error).
     let mut best: Option<Best> = None;
+    let mut validation = None;
+    let validator = Validator {
+        unet: &unet,
+        set,
+        weights: &full_weights,
+        masks: &val_masks,
+        val_pixels,
+        tile_out,
+        device,
+        cancel,
+        keep_best: cfg.keep_best,
+        start_threshold,
+    };
+    // A run from a checkpoint validates the starting network first, so that a run that only
+    // makes it worse hands the starting network back.
+    if from_checkpoint && cfg.keep_best && validator.can() {
+        let (v, event) = validator.round(model.valid(), first_iteration, &mut best)?;
+        validation = Some(v);
+        on_event(event);
+    }
     let mut rng = Rng::new(cfg.seed.wrapping_add(first_iteration.wrapping_mul(0x9E37)));
     let mut losses = Vec::with_capacity(cfg.iterations.min(100_000) as usize);
-    let mut validation = None;
     let t0 = Instant::now();
     let budget_s = cfg.minutes.map(|m| (m * 60.0).max(0.0));
     let mut cancelled = false;
@@ -701,45 +720,10 @@ pub fn train(
                 model: Box::new(model.valid()),
             });
         }
-        let can_validate = val_pixels > 0 || !set.held_out.is_empty();
-        if can_validate && ((cfg.val_every > 0 && (step + 1) % cfg.val_every == 0) || last) {
-            let valid = model.valid();
-            let v = if val_pixels > 0 {
-                validate(
-                    &valid,
-                    &unet,
-                    set,
-                    &full_weights,
-                    &val_masks,
-                    tile_out,
-                    device,
-                    cancel,
-                )?
-            } else {
-                (f32::NAN, f32::NAN)
-            };
-            let held = validate_held_out(&valid, &unet, &set.held_out, tile_out, device, cancel)?;
-            // Lower is better: the Rand error on held-out slices, else the loss on held-out
-            // blocks.
-            let score = held.map_or(f64::from(v.0), |(rand, _)| rand);
-            let is_best = best.as_ref().is_none_or(|b| score < b.score);
+        if validator.can() && ((cfg.val_every > 0 && (step + 1) % cfg.val_every == 0) || last) {
+            let (v, event) = validator.round(model.valid(), iteration, &mut best)?;
             validation = Some(v);
-            if is_best && cfg.keep_best {
-                best = Some(Best {
-                    score,
-                    iteration,
-                    model: valid,
-                    threshold: held.map(|(_, t)| t).or(start_threshold),
-                    validation: v,
-                });
-            }
-            on_event(TrainEvent::Validation {
-                iteration,
-                loss: v.0,
-                pixel_error: v.1,
-                rand_error: held.map(|(rand, _)| rand),
-                best: is_best,
-            });
+            on_event(event);
         }
         if let Some(dir) = out_dir
             && cfg.checkpoint_every > 0
@@ -775,6 +759,82 @@ pub fn train(
         model_iteration,
         threshold,
     })
+}
+
+/// What validation needs, and its rule for the best network.
+struct Validator<'a> {
+    unet: &'a UNetConfig,
+    set: &'a TrainSet,
+    /// Weight maps of the full labels.
+    weights: &'a [Plane<f32>],
+    /// Held-out blocks per slice.
+    masks: &'a [Plane<bool>],
+    /// Labelled pixels in the held-out blocks.
+    val_pixels: usize,
+    tile_out: usize,
+    device: &'a ComputeDevice,
+    cancel: &'a CancelToken,
+    keep_best: bool,
+    start_threshold: Option<f32>,
+}
+
+impl Validator<'_> {
+    /// Whether there is anything to validate on.
+    fn can(&self) -> bool {
+        self.val_pixels > 0 || !self.set.held_out.is_empty()
+    }
+
+    /// Validates `valid` (the network at `iteration`), makes it `best` when it scores lower
+    /// (the Rand error on held-out slices, else the loss on held-out blocks), and returns the
+    /// `(loss, wrong px)` on the blocks and the event to send.
+    fn round(
+        &self,
+        valid: UNet,
+        iteration: u64,
+        best: &mut Option<Best>,
+    ) -> Result<((f32, f32), TrainEvent), MlError> {
+        let v = if self.val_pixels > 0 {
+            validate(
+                &valid,
+                self.unet,
+                self.set,
+                self.weights,
+                self.masks,
+                self.tile_out,
+                self.device,
+                self.cancel,
+            )?
+        } else {
+            (f32::NAN, f32::NAN)
+        };
+        let held = validate_held_out(
+            &valid,
+            self.unet,
+            &self.set.held_out,
+            self.tile_out,
+            self.device,
+            self.cancel,
+        )?;
+        let score = held.map_or(f64::from(v.0), |(rand, _)| rand);
+        let is_best = best.as_ref().is_none_or(|b| score < b.score);
+        if is_best && self.keep_best {
+            *best = Some(Best {
+                score,
+                iteration,
+                model: valid,
+                threshold: held.map(|(_, t)| t).or(self.start_threshold),
+                validation: v,
+            });
+        }
+        let event = TrainEvent::Validation {
+            iteration,
+            loss: v.0,
+            pixel_error: v.1,
+            rand_error: held.map(|(rand, _)| rand),
+            best: is_best,
+        };
+        Ok((v, event))
+    }
 }
 
 /// The best validation of a run so far.
@@ -924,4 +984,26 @@ fn validate(
         (num / den.max(1e-12)) as f32,
         wrong as f32 / count.max(1) as f32,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_by_hand() {
+        assert_eq!(LrSchedule::Constant.factor(7, 0.9), 1.0);
+        let s = LrSchedule::Cosine {
+            final_factor: 0.01,
+            warmup: 4,
+        };
+        // Warm-up: (step + 1) / 4 of the cosine value (1 at the start).
+        assert!((s.factor(0, 0.0) - 0.25).abs() < 1e-12);
+        assert!((s.factor(3, 0.0) - 1.0).abs() < 1e-12);
+        // Half way: 0.01 + 0.99 * (1 + cos(pi / 2)) / 2 = 0.505.
+        assert!((s.factor(100, 0.5) - 0.505).abs() < 1e-12);
+        // The end, and past it (a time budget can overshoot): the final factor.
+        assert!((s.factor(100, 1.0) - 0.01).abs() < 1e-12);
+        assert!((s.factor(100, 1.5) - 0.01).abs() < 1e-12);
+    }
 }
