@@ -8,47 +8,8 @@ use egui_kittest::Harness;
 use unet_studio::app::{Document, OpenRequest, StudioApp};
 use unet_studio::data::{LabelEncoding, load_label_stack};
 
-fn copy_sample(tag: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012");
-    // No process id in the name: paths appear in the snapshot.
-    let dst = std::env::temp_dir().join(format!("unet-gui-{tag}"));
-    let _ = std::fs::remove_dir_all(&dst);
-    for sub in ["images", "scribbles"] {
-        std::fs::create_dir_all(dst.join(sub)).unwrap();
-        for e in std::fs::read_dir(src.join(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dst.join(sub).join(e.file_name())).unwrap();
-        }
-    }
-    dst
-}
-
-fn harness(dir: &Path) -> Harness<'static, StudioApp> {
-    let req = OpenRequest {
-        images: dir.join("images"),
-        labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
-        model: None,
-    };
-    harness_for(req, dir.join("config"))
-}
-
-/// The app on the CPU with its own configuration folder, after opening `req`.
-fn harness_for(req: OpenRequest, config: PathBuf) -> Harness<'static, StudioApp> {
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1100.0, 760.0))
-        .wgpu()
-        .build_eframe(move |cc| {
-            StudioApp::with_options(
-                cc,
-                Some(req),
-                unet_studio::ml::device::cpu_device(),
-                Some(config),
-            )
-        });
-    h.state_mut().finish_jobs();
-    h.run_steps(4);
-    h
-}
+mod common;
+use common::{copy_sample, harness, harness_for};
 
 #[test]
 fn paint_a_stroke_undo_it_and_autosave() {

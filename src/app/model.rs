@@ -173,6 +173,9 @@ pub struct ModelState {
     /// Views averaged by a prediction (test-time augmentation: 1 = off, up to the 8 flips
     /// and quarter turns).
     pub tta_views: usize,
+    /// Time limit of a training run in minutes (0: none; the learning-rate schedule follows
+    /// whichever of it and the iterations ends first).
+    pub minutes: f64,
 }
 
 /// Largest output tile of training on the CPU: 100 px keeps an iteration of the lite net near
@@ -211,6 +214,7 @@ impl ModelState {
             tile_predict: None,
             tile_note: String::new(),
             tta_views: 1,
+            minutes: 0.0,
         }
     }
 
@@ -354,6 +358,7 @@ impl StudioApp {
             checkpoint_every: 0,
             preview_every: (iterations / 10).max(10),
             weights: self.models.weights,
+            minutes: (self.models.minutes > 0.0).then_some(self.models.minutes),
             ..TrainConfig::default()
         };
         let device = self.models.compute.clone();

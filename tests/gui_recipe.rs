@@ -1,0 +1,117 @@
+//! The segmentation recipe from the app's model panel: test-time augmentation, the time
+//! limit, and fine-tuning that keeps the best validated network.
+
+use std::path::{Path, PathBuf};
+
+use egui_kittest::kittest::Queryable as _;
+use unet_studio::app::OpenRequest;
+use unet_studio::data::LabelEncoding;
+use unet_studio::ml::infer::predict_probabilities_tta;
+use unet_studio::ml::{CancelToken, load_checkpoint};
+use unet_studio::preprocess::{D4, normalize_percentile};
+
+mod common;
+use common::{copy_sample, harness_for};
+
+fn sample_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/model")
+}
+
+fn open_with_model(tag: &str) -> egui_kittest::Harness<'static, unet_studio::app::StudioApp> {
+    let dir = copy_sample(tag);
+    harness_for(
+        OpenRequest {
+            images: dir.join("images"),
+            labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
+            model: Some(sample_model()),
+        },
+        dir.join("config"),
+    )
+}
+
+#[test]
+fn the_tta_box_makes_predictions_average_the_eight_views() {
+    let mut h = open_with_model("tta");
+    assert_eq!(h.state().models.tta_views, 1);
+    h.get_by_label("Predict with 8 flips and rotations").click();
+    h.run_steps(2);
+    assert_eq!(h.state().models.tta_views, 8);
+    h.get_by_label("Predict slice").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let app = h.state();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    let got = app.models.probabilities[0]
+        .as_ref()
+        .expect("slice 0 predicted");
+    // The engine's 8-view mean of the same slice with the same tile.
+    let ckpt = load_checkpoint(&sample_model()).unwrap();
+    let cpu = unet_studio::ml::device::cpu_device();
+    let model = ckpt.model(&cpu.device).unwrap();
+    let doc = app.doc.as_ref().unwrap();
+    let want = predict_probabilities_tta(
+        &model,
+        &ckpt.meta.unet,
+        &normalize_percentile(&doc.stack.slices[0]),
+        app.models.tile_predict.expect("a prediction tile"),
+        &cpu.device,
+        &CancelToken::new(),
+        &mut |_, _| {},
+        &D4::all(),
+    )
+    .unwrap();
+    let diff = got[1]
+        .data
+        .iter()
+        .zip(&want[1].data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "{diff}");
+}
+
+#[test]
+fn a_short_fine_tune_on_scribbles_never_raises_the_validation_loss() {
+    let mut h = open_with_model("finetune");
+    let base = h.state().models.model.as_ref().unwrap().iteration;
+    h.state_mut().models.iterations = 10;
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(3);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let app = h.state();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    let val = &app.models.val_losses;
+    // The run validated the network it started from first (iteration 0 of the run).
+    assert_eq!(val.first().map(|v| v[0]), Some(0.0), "{val:?}");
+    let model = app.models.model.as_ref().unwrap();
+    let kept = model.iteration - base;
+    let kept_loss = val
+        .iter()
+        .find(|v| v[0] as u64 == kept)
+        .map(|v| v[1])
+        .expect("the kept network was validated");
+    assert!(kept_loss <= val[0][1], "{val:?}");
+    let min = val.iter().map(|v| v[1]).fold(f64::INFINITY, f64::min);
+    assert_eq!(kept_loss, min, "{val:?}");
+}
+
+#[test]
+fn the_time_limit_ends_a_training_run() {
+    let mut h = open_with_model("minutes");
+    h.state_mut().models.iterations = 100_000;
+    h.state_mut().models.minutes = 0.002;
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(3);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let app = h.state();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    assert!(!app.models.training());
+    let n = app.models.losses.len();
+    assert!(n > 0 && n < 100_000, "{n} iterations");
+}
