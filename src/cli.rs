@@ -18,6 +18,7 @@ use crate::ml::{
     TrainSet, UNetConfig, effective_tile, load_checkpoint, predict_fitting, select_device,
     train_fitting,
 };
+use crate::postprocess::{GapClosing, close_gaps};
 use crate::preprocess::{
     AugmentConfig, D4, DeformationField, ElasticConfig, Interpolation, TileGeometry,
     WeightMapConfig, class_weights, normalize_percentile, warp_f32, warp_nearest, weight_map,
@@ -246,6 +247,10 @@ pub struct PredictArgs {
     /// the one stored with the model, else the most probable class).
     #[arg(long)]
     threshold: Option<f32>,
+    /// Post-processing of a two-class model's mask: close gaps in membranes with watershed
+    /// lines between confident cell cores (cell probability > 0.9).
+    #[arg(long)]
+    close_gaps: bool,
     /// Output tile edge in pixels (rounded to a valid size).
     #[arg(long, default_value_t = 388)]
     tile: usize,
@@ -647,6 +652,13 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
     let mut prob_pages = Vec::new();
     let views = &D4::all()[..usize::from(a.tta)];
     let threshold = a.threshold.or(ckpt.meta.threshold);
+    if a.close_gaps && ckpt.meta.unet.classes != 2 {
+        bail!(
+            "--close-gaps needs a two-class model (membrane, cell); {} predicts {} classes",
+            a.model.display(),
+            ckpt.meta.unet.classes
+        );
+    }
     for slice in &stack.slices {
         // Out of device memory: this slice again with a smaller tile, kept for the next.
         let (used, probs) = predict_fitting(
@@ -666,7 +678,13 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
             views,
         )?;
         tile = used;
-        masks.push(decide_classes(&probs, threshold));
+        masks.push(match (&probs[..], a.close_gaps) {
+            ([_, p_cell], true) => {
+                close_gaps(p_cell, threshold.unwrap_or(0.5), &GapClosing::default())
+                    .map(|c| if c { 2 } else { 1 })
+            }
+            _ => decide_classes(&probs, threshold),
+        });
         if a.probabilities.is_some() {
             prob_pages.extend(probs);
         }
@@ -784,6 +802,9 @@ struct EvalReport {
     /// and its scores.
     #[serde(skip_serializing_if = "Option::is_none")]
     model_mask: Option<(Option<f32>, crate::metrics::MaskScores)>,
+    /// The same mask after gap closing (`predict --close-gaps`), a post-processing step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_mask_closed_gaps: Option<crate::metrics::MaskScores>,
 }
 
 const EVAL_DEFINITIONS: [&str; 4] = [
@@ -808,6 +829,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         mask: None,
         probabilities: None,
         model_mask: None,
+        model_mask_closed_gaps: None,
     };
     if let (Some(model_dir), Some(images)) = (&a.model, &a.images) {
         let ckpt = load_checkpoint(model_dir)?;
@@ -843,6 +865,13 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             crate::metrics::mask_scores(&masks, &truth_cell, None),
         ));
         if p_cell.len() == masks.len() {
+            let t = ckpt.meta.threshold.unwrap_or(0.5);
+            let closed: Vec<Plane<bool>> = p_cell
+                .iter()
+                .map(|p| close_gaps(p, t, &GapClosing::default()))
+                .collect();
+            report.model_mask_closed_gaps =
+                Some(crate::metrics::mask_scores(&closed, &truth_cell, None));
             report.probabilities = Some(crate::metrics::threshold_scores(
                 &p_cell,
                 &truth_cell,

@@ -1,7 +1,8 @@
 //! unet-studio: the U-Net of Ronneberger et al. (2015) for microscopy, as a library.
 //!
 //! Data flows one way: [`data`] (stacks, labels) -> [`preprocess`] (weight maps, deformation,
-//! tiles) -> [`ml`] (network, training, tiled inference) -> [`metrics`]. Lower layers never
+//! tiles) -> [`ml`] (network, training, tiled inference) -> [`postprocess`] (optional gap closing) ->
+//! [`metrics`]. Lower layers never
 //! import higher ones; nothing here prints.
 
 pub mod app;
@@ -12,5 +13,6 @@ pub mod experiment;
 pub mod jobs;
 pub mod metrics;
 pub mod ml;
+pub mod postprocess;
 pub mod preprocess;
 pub mod render;
