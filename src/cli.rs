@@ -339,6 +339,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 images: p,
                 labels: cli.labels.map(|l| (l, cli.label_encoding)),
                 model: cli.model,
+                ..Default::default()
             },
             None => crate::app::OpenRequest::sample(),
         };

@@ -725,6 +725,7 @@ fn burn_computes_on_the_display_device() {
         images: dir.join("images"),
         labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
         model: None,
+        ..Default::default()
     };
     let _h = Harness::builder()
         .with_size(egui::vec2(800.0, 600.0))
@@ -963,9 +964,11 @@ fn recent_files_are_remembered_and_reopen() {
 #[test]
 fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     let req = OpenRequest::sample();
-    assert!(req.model.is_some(), "samples/model is shipped");
+    assert!(req.initial_model.is_some(), "samples/model is shipped");
     let config =
         std::env::temp_dir().join(format!("unet-gui-sample-config-{}", std::process::id()));
+    // A fresh data folder: the sample starts from its bundled model.
+    let _ = std::fs::remove_dir_all(&config);
     let mut h = harness_for(req, config);
     assert!(h.state().models.model.is_some(), "{:?}", h.state().error);
     // Opening predicted the shown slice with it, without a click.

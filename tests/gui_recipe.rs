@@ -24,6 +24,7 @@ fn open_with_model(tag: &str) -> egui_kittest::Harness<'static, unet_studio::app
             images: dir.join("images"),
             labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
             model: Some(sample_model()),
+            ..Default::default()
         },
         dir.join("config"),
     )

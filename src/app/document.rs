@@ -110,6 +110,9 @@ pub struct Document {
     pub full_save_needed: bool,
     /// What opening restored from an autosave journal.
     pub recovered: Replay,
+    /// Where this stack's work is kept when not beside it (the bundled sample, a read-only
+    /// folder), said to the user.
+    pub work_note: Option<String>,
 }
 
 /// Book-keeping of every label change: the bounding box per slice since the renderer last
@@ -233,6 +236,70 @@ pub fn label_path_for(source: &Path) -> PathBuf {
     }
 }
 
+/// Where the labels (and model versions, journal, settings) of `source` are kept: beside the
+/// stack ([`label_path_for`]) when its folder is writable and `in_data_dir` is false;
+/// otherwise in `data_dir/stacks/<name>-<hash of the stack's path>/`, with a note for the
+/// user. Work saved earlier in either place is found again first. Without a data folder the
+/// work stays beside the stack (saving then fails with a message naming the file).
+pub fn work_label_path(
+    source: &Path,
+    data_dir: Option<&Path>,
+    in_data_dir: bool,
+) -> (PathBuf, Option<String>) {
+    let beside = label_path_for(source);
+    let Some(data) = data_dir else {
+        return (beside, None);
+    };
+    let canonical = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let name = canonical
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stack".into());
+    let hash = crate::ml::checkpoint::fnv1a_hex([canonical.to_string_lossy().as_bytes()]);
+    let kept = data.join("stacks").join(format!("{name}-{hash}"));
+    let in_data = kept.join(crate::data::io::FOLDER_LABELS);
+    let has_work = |p: &Path| p.exists() || journal::journal_path(p).exists();
+    let folder = if source.is_dir() {
+        source.to_path_buf()
+    } else {
+        source.parent().map_or_else(PathBuf::new, Path::to_path_buf)
+    };
+    // Saved work wins wherever it is, so that a stack always reopens with its own labels.
+    let why = if has_work(&beside) {
+        return (beside, None);
+    } else if has_work(&in_data) {
+        "saved there before".to_string()
+    } else if !folder_is_writable(&folder) {
+        format!("{} is read-only", folder.display())
+    } else if in_data_dir {
+        "the bundled sample stays as installed".to_string()
+    } else {
+        return (beside, None);
+    };
+    let note = format!(
+        "labels and models of this stack are kept in {} ({why})",
+        kept.display()
+    );
+    (in_data, Some(note))
+}
+
+/// Whether files can be created in `dir`: its permissions allow writing (even for root, who
+/// could write anyway, a folder without write bits is treated as read-only) and a probe file
+/// can be created and removed.
+fn folder_is_writable(dir: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    if meta.permissions().readonly() {
+        return false;
+    }
+    let probe = dir.join(format!(".unet-studio-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => std::fs::remove_file(&probe).is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// Reads a label image or stack for a stack of `slices` planes of `width x height`,
 /// converting it from `encoding` to classes (0 = unlabelled). Errors name the file.
 pub fn read_labels(
@@ -279,17 +346,30 @@ pub fn auto_window(stack: &Stack, slice: usize) -> (f32, f32) {
 }
 
 impl Document {
-    /// Opens a stack and, when present, its saved labels (or `labels` given explicitly with
-    /// an encoding, for importing masks).
+    /// Opens a stack and, when present, its saved labels beside it (or `labels` given
+    /// explicitly with an encoding, for importing masks).
     pub fn open(source: &Path, labels: Option<(&Path, LabelEncoding)>) -> Result<Self, DataError> {
+        Self::open_at(source, labels, label_path_for(source), None)
+    }
+
+    /// Opens a stack whose work is kept at `label_path` (see [`work_label_path`]): its saved
+    /// labels and journal, or `labels` to import instead, or, when the stack has no saved work
+    /// yet, the `initial` labels (the bundled sample's strokes).
+    pub fn open_at(
+        source: &Path,
+        labels: Option<(&Path, LabelEncoding)>,
+        label_path: PathBuf,
+        initial: Option<(&Path, LabelEncoding)>,
+    ) -> Result<Self, DataError> {
         let stack = load_stack(source)?;
-        let label_path = label_path_for(source);
         let (w, h) = (stack.width, stack.height);
         let mut doc_labels: Vec<Plane<u8>> = (0..stack.slices.len())
             .map(|_| Plane::filled(w, h, 0))
             .collect();
-        let importing = labels.is_some();
-        let import = match labels {
+        let saved_work = label_path.exists() || journal::journal_path(&label_path).exists();
+        let initial = initial.filter(|_| !saved_work);
+        let importing = labels.is_some() || initial.is_some();
+        let import = match labels.or(initial) {
             Some((p, enc)) => Some((p.to_path_buf(), enc)),
             None if label_path.exists() => Some((label_path.clone(), LabelEncoding::Classes)),
             None => None,
@@ -355,6 +435,7 @@ impl Document {
             journal_bytes,
             full_save_needed: importing,
             recovered,
+            work_note: None,
         })
     }
 

@@ -48,7 +48,7 @@ type OpenResult = Result<
 type ExportJob = Job<Result<(Vec<PathBuf>, String), DataError>>;
 
 /// What to open at start-up.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct OpenRequest {
     /// Image file, multipage TIFF or folder.
     pub images: PathBuf,
@@ -56,6 +56,13 @@ pub struct OpenRequest {
     pub labels: Option<(PathBuf, LabelEncoding)>,
     /// Model folder to load (otherwise the one saved beside the labels, if any).
     pub model: Option<PathBuf>,
+    /// Labels to start from when the stack has no saved work yet (never over saved labels).
+    pub initial_labels: Option<(PathBuf, LabelEncoding)>,
+    /// Model to start from when the stack has no saved model yet.
+    pub initial_model: Option<PathBuf>,
+    /// Keep this stack's work in the user's data folder even when its folder is writable
+    /// (the bundled sample; read-only folders go there anyway).
+    pub in_data_dir: bool,
 }
 
 impl OpenRequest {
@@ -76,8 +83,11 @@ impl OpenRequest {
         };
         Self {
             images: root.join("images"),
-            labels: Some((root.join("scribbles"), LabelEncoding::Classes)),
-            model,
+            labels: None,
+            model: None,
+            initial_labels: Some((root.join("scribbles"), LabelEncoding::Classes)),
+            initial_model: model,
+            in_data_dir: true,
         }
     }
 }
@@ -228,6 +238,8 @@ pub struct StudioApp {
     pub recent: Vec<PathBuf>,
     /// Where `recent.json` lives (none: nothing is remembered).
     pub config_dir: Option<PathBuf>,
+    /// Where the work on the bundled sample and on read-only stacks is kept.
+    pub data_dir: Option<PathBuf>,
     /// An opened stack to add to the recent list once the list job is free.
     remember_next: Option<PathBuf>,
     recent_job: Option<Job<Result<Vec<PathBuf>, DataError>>>,
@@ -257,13 +269,19 @@ impl StudioApp {
     }
 
     /// Like [`Self::new`] with an explicit compute device and configuration folder (tests
-    /// pin both).
+    /// pin both). The data folder is the user's ([`recent::data_dir`]) with the user's
+    /// configuration folder, else `data/` inside the given one.
     pub fn with_options(
         cc: &eframe::CreationContext<'_>,
         open: Option<OpenRequest>,
         compute: crate::ml::ComputeDevice,
         config_dir: Option<PathBuf>,
     ) -> Self {
+        let data_dir = if config_dir.is_some() && config_dir == recent::config_dir() {
+            recent::data_dir()
+        } else {
+            config_dir.as_ref().map(|c| c.join("data"))
+        };
         let ctx = cc.egui_ctx.clone();
         let waker: Waker = Arc::new(move || ctx.request_repaint());
         let (renderer_ready, adapter, max_texture_edge) = match cc.wgpu_render_state.as_ref() {
@@ -309,6 +327,7 @@ impl StudioApp {
             import: import::ImportView::default(),
             recent: Vec::new(),
             config_dir,
+            data_dir,
             remember_next: None,
             recent_job: None,
             saved_settings: None,
@@ -336,13 +355,27 @@ impl StudioApp {
     pub fn open(&mut self, req: OpenRequest) {
         self.status = format!("opening {}", req.images.display());
         let device = self.models.compute.device.clone();
+        let data_dir = self.data_dir.clone();
         self.open_job = Some(Job::spawn("open", self.waker.clone(), move |_| {
-            let doc = Document::open(
+            let (label_path, work_note) =
+                document::work_label_path(&req.images, data_dir.as_deref(), req.in_data_dir);
+            let mut doc = Document::open_at(
                 &req.images,
                 req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
+                label_path,
+                req.initial_labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
             )?;
-            // A model given explicitly, else the one trained on this stack before.
-            let dir = req.model.clone().unwrap_or_else(|| doc.model_dir());
+            doc.work_note = work_note;
+            // A model given explicitly, else the one trained on this stack before, else the
+            // one it comes with.
+            let own = doc.model_dir();
+            let dir = match (&req.model, &req.initial_model) {
+                (Some(m), _) => m.clone(),
+                (None, Some(initial)) if !crate::ml::checkpoint::checkpoint_path(&own).exists() => {
+                    initial.clone()
+                }
+                _ => own,
+            };
             let (model, warning) = if crate::ml::checkpoint::checkpoint_path(&dir).exists() {
                 match crate::ml::load_checkpoint(&dir)
                     .and_then(|c| LoadedModel::from_checkpoint(&c, &device, Some(dir.clone())))
@@ -408,6 +441,9 @@ impl StudioApp {
                     doc.stack.height,
                     doc.stack.kind
                 );
+                if let Some(note) = &doc.work_note {
+                    self.status.push_str(&format!("; {note}"));
+                }
                 if doc.recovered.records > 0 {
                     self.status.push_str(&format!(
                         "; restored {} autosaved stroke(s) from the journal",
@@ -699,6 +735,7 @@ impl eframe::App for StudioApp {
                 images: path,
                 labels: None,
                 model: None,
+                ..Default::default()
             });
         }
         panels::help_window(self, &ctx);

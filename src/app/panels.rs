@@ -19,6 +19,7 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                             images: p,
                             labels: None,
                             model: None,
+                            ..Default::default()
                         });
                     }
                 }
@@ -29,6 +30,7 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                             images: p,
                             labels: None,
                             model: None,
+                            ..Default::default()
                         });
                     }
                 }
@@ -48,6 +50,7 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                         images: p,
                         labels: None,
                         model: None,
+                        ..Default::default()
                     });
                 }
                 if ui.button("Open sample").clicked() {

@@ -20,6 +20,19 @@ pub fn config_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/unet-studio"))
 }
 
+/// The user's data folder, where the work on the bundled sample and on read-only stacks is
+/// kept: `$UNET_STUDIO_DATA_DIR`, else `$XDG_DATA_HOME/unet-studio`, else
+/// `~/.local/share/unet-studio`.
+pub fn data_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("UNET_STUDIO_DATA_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return Some(PathBuf::from(d).join("unet-studio"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/unet-studio"))
+}
+
 fn recent_file(dir: &Path) -> PathBuf {
     dir.join("recent.json")
 }

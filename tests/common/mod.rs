@@ -30,6 +30,7 @@ pub fn harness(dir: &Path) -> Harness<'static, StudioApp> {
         images: dir.join("images"),
         labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
         model: None,
+        ..Default::default()
     };
     harness_for(req, dir.join("config"))
 }

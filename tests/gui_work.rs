@@ -1,0 +1,146 @@
+//! Where the app keeps a stack's work, and that a restart resumes it: painted labels, the
+//! trained model and its history survive quitting and reopening the bundled sample; the
+//! install (the checkout's `samples/`) and read-only folders are never written.
+
+use std::path::{Path, PathBuf};
+
+use eframe::egui;
+use egui_kittest::kittest::Queryable as _;
+use unet_studio::app::OpenRequest;
+use unet_studio::data::{LabelEncoding, load_label_stack};
+
+mod common;
+use common::{copy_sample, harness_for};
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("unet-work-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Paints a short horizontal stroke of the active class through image pixel `(x, y)`.
+fn paint_at(h: &mut egui_kittest::Harness<'static, unet_studio::app::StudioApp>, x: f32, y: f32) {
+    let rect = h.state().canvas_rect;
+    let p = h.state().image_to_screen(rect, x, y);
+    h.drag_at(p);
+    h.step();
+    h.hover_at(p + egui::vec2(20.0, 0.0));
+    h.step();
+    h.drop_at(p + egui::vec2(20.0, 0.0));
+    h.run_steps(2);
+}
+
+#[test]
+fn the_sample_resumes_its_own_labels_and_model_after_a_restart() {
+    let config = tempdir("sample");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012/images");
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(&samples);
+
+    let mut h = harness_for(OpenRequest::sample(), config.clone());
+    let label_path = h
+        .state()
+        .doc
+        .as_ref()
+        .expect("the sample opened")
+        .label_path
+        .clone();
+    assert!(
+        label_path.starts_with(config.join("data")),
+        "the sample's work goes to the data folder: {}",
+        label_path.display()
+    );
+    assert!(h.state().status.contains("kept in"), "{}", h.state().status);
+    let scribbles = h.state().doc.as_ref().unwrap().labels.clone();
+    assert!(
+        scribbles[0].data.iter().any(|&v| v > 0),
+        "the sample's strokes"
+    );
+    assert!(h.state().models.model.is_some(), "the bundled model");
+    // Paint a stroke of class 2 where the slice is unlabelled, then quit (full save).
+    h.state_mut().active_class = 2;
+    paint_at(&mut h, 300.5, 420.5);
+    let painted = h.state().doc.as_ref().unwrap().labels.clone();
+    assert_ne!(painted, scribbles);
+    h.state_mut().finish_jobs();
+    // Fine-tune the bundled model a little: a version of this stack's own.
+    let bundled = h.state().models.model.as_ref().unwrap().iteration;
+    h.state_mut().models.iterations = 3;
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    let trained_history = h.state().models.history.len();
+    assert!(trained_history >= 1);
+    let version_dir = h.state().doc.as_ref().unwrap().model_dir();
+    let trained = unet_studio::ml::load_checkpoint(&version_dir).unwrap();
+    h.state_mut().flush_labels().unwrap();
+    drop(h);
+
+    // Restart on the sample: the painted labels come back, not the sample's strokes, and the
+    // stack's own model, not the bundled one.
+    let mut h = harness_for(OpenRequest::sample(), config.clone());
+    h.state_mut().finish_jobs();
+    assert_eq!(h.state().doc.as_ref().unwrap().labels, painted);
+    let model = h.state().models.model.as_ref().unwrap();
+    assert_eq!(model.path.as_deref(), Some(version_dir.as_path()));
+    assert_eq!(model.iteration, trained.meta.iteration);
+    assert!(model.iteration >= bundled);
+    assert_eq!(h.state().models.history.len(), trained_history);
+    // Quitting again keeps them.
+    h.state_mut().flush_labels().unwrap();
+    let saved = load_label_stack(&label_path).unwrap();
+    assert_eq!(saved[0].map(|v| v as u8), painted[0]);
+    // The checkout's sample folder was never written.
+    assert_eq!(listing(&samples), before);
+}
+
+#[test]
+fn a_read_only_folder_keeps_its_work_in_the_data_folder() {
+    let dir = copy_sample("read-only");
+    let config = tempdir("read-only-config");
+    let images = dir.join("images");
+    let mut perm = std::fs::metadata(&images).unwrap().permissions();
+    perm.set_readonly(true);
+    std::fs::set_permissions(&images, perm.clone()).unwrap();
+    let mut h = harness_for(
+        OpenRequest {
+            images: images.clone(),
+            labels: Some((dir.join("scribbles"), LabelEncoding::Classes)),
+            ..Default::default()
+        },
+        config.clone(),
+    );
+    let doc = h.state().doc.as_ref().expect("opened");
+    assert!(doc.label_path.starts_with(config.join("data")));
+    let status = h.state().status.clone();
+    assert!(
+        status.contains("read-only") && status.contains("kept in"),
+        "{status}"
+    );
+    h.state_mut().finish_jobs();
+    h.state_mut().flush_labels().unwrap();
+    assert!(!images.join("labels.unet.tif").exists());
+    perm.set_readonly(false);
+    std::fs::set_permissions(&images, perm).unwrap();
+    // Reopened without the import, the saved work is found again.
+    let h2 = harness_for(
+        OpenRequest {
+            images,
+            ..Default::default()
+        },
+        config,
+    );
+    drop(h);
+    let doc2 = h2.state().doc.as_ref().unwrap();
+    assert!(doc2.labels[0].data.iter().any(|&v| v > 0));
+}
