@@ -130,14 +130,17 @@ pub(super) fn status_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                 }
             });
         }
-        ui.horizontal(|ui| {
-            ui.label(&app.status);
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                ui.label(format!("display: {}", app.adapter));
-                if let Some(r) = &app.viewer_readout() {
-                    ui.separator();
-                    ui.label(r);
-                }
+        // The right-hand readout first; the status takes the rest of the row and is cut
+        // short (in full on hover) instead of running under the readout.
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            ui.label(format!("display: {}", app.adapter));
+            if let Some(r) = &app.viewer_readout() {
+                ui.separator();
+                ui.label(r);
+            }
+            ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                ui.add(egui::Label::new(app.status.as_str()).truncate())
+                    .on_hover_text(app.status.as_str());
             });
         });
     });
