@@ -688,25 +688,24 @@ impl Document {
         self.edits += 1;
     }
 
-    /// Undoes the last stroke (on whatever slice it was). Returns whether there was one.
-    pub fn undo(&mut self) -> bool {
+    /// Undoes the last stroke (on whatever slice it was). Returns the slices it changed, or
+    /// `None` when there was nothing to undo.
+    pub fn undo(&mut self) -> Option<BTreeSet<usize>> {
         self.end_stroke();
-        let Some(s) = self.undo.pop() else {
-            return false;
-        };
+        let s = self.undo.pop()?;
         self.apply(&s, false);
+        let slices = s.iter().map(|c| c.slice).collect();
         self.redo.push(s);
-        true
+        Some(slices)
     }
 
-    /// Redoes the last undone stroke.
-    pub fn redo(&mut self) -> bool {
-        let Some(s) = self.redo.pop() else {
-            return false;
-        };
+    /// Redoes the last undone stroke; returns the slices it changed, as [`Self::undo`].
+    pub fn redo(&mut self) -> Option<BTreeSet<usize>> {
+        let s = self.redo.pop()?;
         self.apply(&s, true);
+        let slices = s.iter().map(|c| c.slice).collect();
         self.undo.push(s);
-        true
+        Some(slices)
     }
 
     /// Whether there is something to undo / redo.
@@ -864,9 +863,9 @@ mod tests {
         assert!(painted >= 20, "{painted}");
         assert_eq!(doc.labels[0].at(7, 5), 2);
         assert_eq!(doc.labels[0].at(7, 0), 0);
-        assert!(doc.undo());
+        assert!(doc.undo().is_some());
         assert!(doc.labels[0].data.iter().all(|&v| v == 0));
-        assert!(doc.redo());
+        assert!(doc.redo().is_some());
         assert_eq!(
             doc.labels[0].data.iter().filter(|&&v| v == 2).count(),
             painted
@@ -923,7 +922,7 @@ mod tests {
         assert_eq!(n, 10 * 10, "the left part, 10 columns x 10 rows");
         assert_eq!(doc.labels[0].at(0, 9), 2);
         assert_eq!(doc.labels[0].at(15, 5), 0, "the wall stopped the fill");
-        assert!(doc.undo());
+        assert!(doc.undo().is_some());
         assert_eq!(doc.labels[0].at(0, 9), 0);
         // Lasso: a square outline from (12, 2) to (18, 8) fills its 6 x 6 inside.
         doc.begin_stroke();

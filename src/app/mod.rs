@@ -610,21 +610,29 @@ impl StudioApp {
         }));
     }
 
-    /// Undo the last stroke.
+    /// Undo the last stroke, bringing a slice it changed into view.
     pub fn undo(&mut self) {
-        if let Some(d) = &mut self.doc
-            && d.undo()
-        {
-            self.status = "undone".into();
+        if let Some(slices) = self.doc.as_mut().and_then(Document::undo) {
+            self.show_changed("undone", &slices);
         }
     }
 
-    /// Redo the last undone stroke.
+    /// Redo the last undone stroke, bringing a slice it changed into view.
     pub fn redo(&mut self) {
-        if let Some(d) = &mut self.doc
-            && d.redo()
-        {
-            self.status = "redone".into();
+        if let Some(slices) = self.doc.as_mut().and_then(Document::redo) {
+            self.show_changed("redone", &slices);
+        }
+    }
+
+    /// After an undo or redo: stays on the shown slice if it changed, else shows the first
+    /// slice that did, and says which.
+    fn show_changed(&mut self, what: &str, slices: &std::collections::BTreeSet<usize>) {
+        match slices.first() {
+            Some(&first) if !slices.contains(&self.view.slice) => {
+                self.set_slice(first);
+                self.status = format!("{what} on slice {first}");
+            }
+            _ => self.status = what.into(),
         }
     }
 

@@ -147,6 +147,7 @@ pub(super) fn status_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
 }
 
 pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
+    let (mut undo_clicked, mut redo_clicked) = (false, false);
     egui::Panel::left("tools")
         .resizable(true)
         .default_size(240.0)
@@ -232,18 +233,12 @@ pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
                 ui.checkbox(&mut app.show_labels, "Show labels");
                 ui.checkbox(&mut app.show_only_labelled, "Show only labelled");
                 ui.horizontal(|ui| {
-                    if ui
+                    undo_clicked = ui
                         .add_enabled(doc.can_undo(), egui::Button::new("Undo"))
-                        .clicked()
-                    {
-                        doc.undo();
-                    }
-                    if ui
+                        .clicked();
+                    redo_clicked = ui
                         .add_enabled(doc.can_redo(), egui::Button::new("Redo"))
-                        .clicked()
-                    {
-                        doc.redo();
-                    }
+                        .clicked();
                 });
                 ui.small(format!("Labels file: {}", doc.label_path.display()));
                 ui.small(if doc.dirty {
@@ -253,6 +248,13 @@ pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
                 });
             });
         });
+    // Through the app, which brings the changed slice into view.
+    if undo_clicked {
+        app.undo();
+    }
+    if redo_clicked {
+        app.redo();
+    }
 }
 
 pub(super) fn model_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
