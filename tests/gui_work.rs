@@ -144,3 +144,27 @@ fn a_read_only_folder_keeps_its_work_in_the_data_folder() {
     let doc2 = h2.state().doc.as_ref().unwrap();
     assert!(doc2.labels[0].data.iter().any(|&v| v > 0));
 }
+
+#[test]
+fn file_quit_saves_the_labels_and_closes_and_edit_follows_file() {
+    use egui_kittest::kittest::Queryable as _;
+    let dir = copy_sample("quit");
+    let mut h = common::harness(&dir);
+    // The menus read File, Edit, Export, Help.
+    let xs: Vec<f32> = ["File", "Edit", "Export", "Help"]
+        .iter()
+        .map(|m| h.get_by_label(m).rect().min.x)
+        .collect();
+    assert!(xs.windows(2).all(|w| w[0] < w[1]), "{xs:?}");
+    paint_at(&mut h, 300.5, 420.5);
+    let painted = h.state().doc.as_ref().unwrap().labels.clone();
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Quit").click();
+    h.run_steps(2);
+    assert!(h.state().quit_requested, "{:?}", h.state().error);
+    let label_file = dir.join("images/labels.unet.tif");
+    assert!(!unet_studio::data::journal::journal_path(&label_file).exists());
+    let saved = load_label_stack(&label_file).unwrap();
+    assert_eq!(saved[0].map(|v| v as u8), painted[0]);
+}

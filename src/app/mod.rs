@@ -250,6 +250,8 @@ pub struct StudioApp {
     save_job: Option<Job<Result<Saved, DataError>>>,
     /// File > Save labels was chosen: the next save writes the whole label file.
     full_save_requested: bool,
+    /// File > Quit saved the labels and asked the window to close.
+    pub quit_requested: bool,
     waker: Waker,
     viewer: viewer::ViewerState,
 }
@@ -337,6 +339,7 @@ impl StudioApp {
             open_job: None,
             save_job: None,
             full_save_requested: false,
+            quit_requested: false,
             waker,
             viewer: viewer::ViewerState::default(),
         };
@@ -523,6 +526,20 @@ impl StudioApp {
                 d.save_labels().map(|_| ())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// File > Quit: writes the whole label file now (a failure is shown and the window stays
+    /// open, so nothing is lost), then asks eframe to close the window.
+    pub fn quit(&mut self, ctx: &egui::Context) {
+        match self.flush_labels() {
+            Ok(()) => {
+                self.quit_requested = true;
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+            Err(e) => {
+                self.error = Some(format!("the labels could not be saved, not quitting: {e}"))
+            }
         }
     }
 

@@ -72,6 +72,29 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                     ui.close();
                     app.save_labels();
                 }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ui.close();
+                    app.quit(ui.ctx());
+                }
+            });
+            ui.menu_button("Edit", |ui| {
+                let (u, r) = app
+                    .doc
+                    .as_ref()
+                    .map_or((false, false), |d| (d.can_undo(), d.can_redo()));
+                if ui
+                    .add_enabled(u, egui::Button::new("Undo  (Ctrl+Z)"))
+                    .clicked()
+                {
+                    app.undo();
+                }
+                if ui
+                    .add_enabled(r, egui::Button::new("Redo  (Ctrl+Shift+Z)"))
+                    .clicked()
+                {
+                    app.redo();
+                }
             });
             ui.menu_button("Export", |ui| {
                 use crate::app::ExportKind;
@@ -96,24 +119,6 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                 if ui.button("Keyboard shortcuts  (?)").clicked() {
                     ui.close();
                     app.show_help = true;
-                }
-            });
-            ui.menu_button("Edit", |ui| {
-                let (u, r) = app
-                    .doc
-                    .as_ref()
-                    .map_or((false, false), |d| (d.can_undo(), d.can_redo()));
-                if ui
-                    .add_enabled(u, egui::Button::new("Undo  (Ctrl+Z)"))
-                    .clicked()
-                {
-                    app.undo();
-                }
-                if ui
-                    .add_enabled(r, egui::Button::new("Redo  (Ctrl+Shift+Z)"))
-                    .clicked()
-                {
-                    app.redo();
                 }
             });
         });
