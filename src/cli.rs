@@ -208,6 +208,10 @@ pub struct TrainArgs {
     /// Turn off the class-frequency balancing of the weight map (w_c = 1).
     #[arg(long)]
     no_class_balance: bool,
+    /// Names of the classes, in class order (for example membrane,cell), saved with the
+    /// model; the app names a new stack's classes after them.
+    #[arg(long, value_delimiter = ',')]
+    class_names: Vec<String>,
     /// Turn off the elastic deformation (ablation).
     #[arg(long)]
     no_elastic: bool,
@@ -482,6 +486,11 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         StartFrom::FineTune(Box::new(load_checkpoint(init)?))
     } else {
         StartFrom::Scratch(UNetConfig::preset(a.preset, set.classes()))
+    };
+    let start = if a.class_names.is_empty() {
+        start
+    } else {
+        start.with_class_names(a.class_names.clone())
     };
     let unet = start.unet().clone();
     let requested = a.tile.unwrap_or(match a.preset {

@@ -168,3 +168,54 @@ fn file_quit_saves_the_labels_and_closes_and_edit_follows_file() {
     let saved = load_label_stack(&label_file).unwrap();
     assert_eq!(saved[0].map(|v| v as u8), painted[0]);
 }
+
+#[test]
+fn a_new_stack_takes_its_class_names_from_its_model() {
+    use unet_studio::ml::{CheckpointMeta, Preset, UNetConfig, save_checkpoint};
+    let dir = copy_sample("class-names");
+    let cpu = unet_studio::ml::device::cpu_device();
+    let unet = UNetConfig {
+        class_names: vec!["membrane".into(), "cell".into()],
+        ..UNetConfig::preset(Preset::Lite, 2)
+    };
+    let model_dir = dir.join("model");
+    save_checkpoint(
+        &model_dir,
+        &CheckpointMeta::new(unet.clone(), 0, "test"),
+        &unet.init(&cpu.device),
+        None,
+    )
+    .unwrap();
+    let config = tempdir("class-names-config");
+    let open = |config: PathBuf| {
+        harness_for(
+            OpenRequest {
+                images: dir.join("images"),
+                model: Some(model_dir.clone()),
+                ..Default::default()
+            },
+            config,
+        )
+    };
+    let mut h = open(config.clone());
+    let names: Vec<String> = h
+        .state()
+        .doc
+        .as_ref()
+        .unwrap()
+        .classes
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(names, ["membrane", "cell"]);
+    // Names the user gives win over the model's in the next session.
+    h.state_mut().doc.as_mut().unwrap().classes[1].name = "cell interior".into();
+    h.run_steps(3);
+    h.state_mut().finish_jobs();
+    drop(h);
+    let h = open(config);
+    assert_eq!(
+        h.state().doc.as_ref().unwrap().classes[1].name,
+        "cell interior"
+    );
+}

@@ -113,6 +113,8 @@ pub struct Document {
     /// Where this stack's work is kept when not beside it (the bundled sample, a read-only
     /// folder), said to the user.
     pub work_note: Option<String>,
+    /// Whether class names, colours and contrast came from an earlier session.
+    pub settings_restored: bool,
 }
 
 /// Book-keeping of every label change: the bounding box per slice since the renderer last
@@ -407,7 +409,9 @@ impl Document {
         };
         // Settings of an earlier session: class names, colours and contrast.
         let settings_path = label_path.with_extension("json");
+        let mut settings_restored = false;
         if let Ok(bytes) = std::fs::read(&settings_path) {
+            settings_restored = true;
             let saved: ProjectSettings =
                 serde_json::from_slice(&bytes).map_err(|e| DataError::Invalid {
                     path: settings_path.clone(),
@@ -436,6 +440,7 @@ impl Document {
             full_save_needed: importing,
             recovered,
             work_note: None,
+            settings_restored,
         })
     }
 

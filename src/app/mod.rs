@@ -433,6 +433,15 @@ impl StudioApp {
                 if let Some(w) = warning {
                     self.error = Some(w);
                 }
+                let mut doc = doc;
+                // A new stack takes its class names from the model it opens with.
+                if !doc.settings_restored
+                    && let Some(m) = &model
+                {
+                    for (c, name) in doc.classes.iter_mut().zip(&m.unet.class_names) {
+                        c.name.clone_from(name);
+                    }
+                }
                 if model.is_some() {
                     self.models.model = model;
                 }

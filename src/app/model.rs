@@ -334,6 +334,8 @@ impl StudioApp {
             }
             _ => StartFrom::Scratch(UNetConfig::preset(self.models.preset, classes)),
         };
+        // The model learns what the classes are called in this stack.
+        let start = start.with_class_names(doc.classes.iter().map(|c| c.name.clone()).collect());
         let unet = start.unet().clone();
         self.models.training_unet = Some(unet.clone());
         let iterations = self.models.iterations.max(1);

@@ -204,7 +204,7 @@ pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
                         ui.radio_value(&mut app.active_class, id, format!("{id}"));
                         recolour |= ui.color_edit_button_srgb(&mut c.color).changed();
                         let name_label = ui.label("name");
-                        ui.add(egui::TextEdit::singleline(&mut c.name).desired_width(80.0))
+                        ui.add(egui::TextEdit::singleline(&mut c.name).desired_width(110.0))
                             .labelled_by(name_label.id);
                         ui.label(format!(
                             "{} px",

@@ -321,6 +321,15 @@ pub enum StartFrom {
 }
 
 impl StartFrom {
+    /// Names the network's classes (class k at index k - 1), keeping the weights.
+    pub fn with_class_names(mut self, names: Vec<String>) -> Self {
+        match &mut self {
+            Self::Scratch(u) => u.class_names = names,
+            Self::FineTune(c) | Self::Resume(c) => c.meta.unet.class_names = names,
+        }
+        self
+    }
+
     /// The network's configuration.
     pub fn unet(&self) -> &UNetConfig {
         match self {

@@ -28,6 +28,10 @@ pub struct UNetConfig {
     pub dropout: f64,
     /// Batch normalisation after every 3x3 convolution (not in the paper).
     pub batch_norm: bool,
+    /// What the classes are (class k at index k - 1, for example "membrane", "cell"); empty
+    /// when not known. The app names a new stack's classes after them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
 }
 
 /// What a layer does.
@@ -110,6 +114,7 @@ impl UNetConfig {
             padding: ConvPadding::Valid,
             dropout: 0.5,
             batch_norm: false,
+            class_names: Vec::new(),
         }
     }
 
