@@ -418,3 +418,19 @@ fn threshold_scores_of_the_truth_itself_are_perfect() {
         assert_eq!(m.wrong_px, 0.0);
     }
 }
+
+#[test]
+fn auto_never_computes_on_a_software_adapter() {
+    // The command line's `--device auto` follows the app's rule: a software adapter
+    // (lavapipe here and in CI) is declined for the CPU backend, with the reason.
+    use unet_studio::ml::{DeviceChoice, select_device};
+    let auto = select_device(DeviceChoice::Auto).unwrap();
+    assert!(!(auto.is_gpu && auto.software), "{}", auto.description);
+    if let Ok(gpu) = select_device(DeviceChoice::Gpu)
+        && gpu.software
+    {
+        assert!(!auto.is_gpu);
+        let why = auto.fallback_reason.expect("the reason is given");
+        assert!(why.contains("software renderer"), "{why}");
+    }
+}

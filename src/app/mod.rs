@@ -117,10 +117,7 @@ pub fn shared_compute_device(
     let info = rs.adapter.get_info();
     if info.device_type == eframe::wgpu::DeviceType::Cpu && !allow_software {
         let mut cpu = crate::ml::device::cpu_device();
-        cpu.fallback_reason = Some(format!(
-            "the display adapter ({}) is a software renderer; the CPU backend is faster",
-            info.name
-        ));
+        cpu.fallback_reason = Some(crate::ml::device::software_adapter_reason(&info.name));
         return cpu;
     }
     let setup = burn::tensor::wgpu::WgpuSetup {

@@ -9,7 +9,9 @@ use super::memory::MemoryLimits;
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
-    /// The GPU when an adapter exists, the CPU otherwise.
+    /// The GPU when a hardware adapter exists, the CPU otherwise (a software adapter such as
+    /// lavapipe is slower than the CPU backend: the same rule as the app's, see
+    /// [`software_adapter_reason`]).
     #[default]
     Auto,
     /// The wgpu backend; an error when no adapter exists.
@@ -106,6 +108,12 @@ pub fn cpu_device() -> ComputeDevice {
     }
 }
 
+/// Why the CPU is chosen over a software adapter named `adapter` (the app and the command
+/// line decide by this one rule).
+pub fn software_adapter_reason(adapter: &str) -> String {
+    format!("the adapter ({adapter}) is a software renderer; the CPU backend is faster")
+}
+
 /// Resolves a [`DeviceChoice`].
 pub fn select_device(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError> {
     match choice {
@@ -122,6 +130,13 @@ pub fn select_device(choice: DeviceChoice) -> Result<ComputeDevice, DeviceError>
             })
         }
         DeviceChoice::Auto => match gpu() {
+            Ok((_, description, true, _)) => {
+                let mut cpu = cpu_device();
+                cpu.fallback_reason = Some(software_adapter_reason(
+                    description.trim_start_matches("GPU: "),
+                ));
+                Ok(cpu)
+            }
             Ok((device, description, software, memory)) => Ok(ComputeDevice {
                 device,
                 is_gpu: true,
