@@ -434,3 +434,56 @@ fn auto_never_computes_on_a_software_adapter() {
         assert!(why.contains("software renderer"), "{why}");
     }
 }
+
+#[test]
+fn a_crafted_model_config_is_refused_naming_the_file_and_the_field() {
+    // dropout 2.0 made burn assert; depth 12 or huge base channels ran out of memory.
+    let dir = tempdir("bad-config");
+    let cpu = cpu_device();
+    let good = lite();
+    let model = good.init(&cpu.device);
+    for (bad, field) in [
+        (
+            UNetConfig {
+                dropout: 2.0,
+                ..good.clone()
+            },
+            "dropout 2",
+        ),
+        (
+            UNetConfig {
+                depth: 12,
+                ..good.clone()
+            },
+            "depth 12",
+        ),
+        (
+            UNetConfig {
+                base_channels: 4096,
+                ..good.clone()
+            },
+            "base_channels 4096",
+        ),
+        (
+            UNetConfig {
+                classes: 0,
+                ..good.clone()
+            },
+            "classes 0",
+        ),
+    ] {
+        // Weights of the good net under a bad config: what a hand-edited file holds.
+        let bytes = unet_studio::ml::checkpoint::encode_checkpoint(
+            &CheckpointMeta::new(bad, 0, "crafted"),
+            &model,
+            None,
+        )
+        .unwrap();
+        let path = dir.join("model.unet");
+        std::fs::write(&path, bytes).unwrap();
+        let e = load_checkpoint(&dir).unwrap_err().to_string();
+        assert!(e.contains("model.unet") && e.contains(field), "{e}");
+    }
+    assert!(good.validate().is_ok());
+    assert!(UNetConfig::preset(Preset::Paper, 2).validate().is_ok());
+}

@@ -73,7 +73,8 @@ impl RawSlice {
     }
 }
 
-/// Loads an image file, a multipage TIFF or a folder of images (sorted by name) as a stack.
+/// Loads an image file, a multipage TIFF or a folder of images (in natural name order, hidden
+/// files skipped) as a stack.
 ///
 /// Colour images are converted to grey (the first channel when all channels are equal, the
 /// Rec. 601 luma otherwise). Every slice must have the same size; NaN and infinite values are
@@ -193,12 +194,18 @@ fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
             .map_err(|e| DataError::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
+                // Hidden files (macOS `._name` metadata among them) are not slices.
+                let hidden = p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
                 p.is_file()
+                    && !hidden
                     && has_image_extension(p)
                     && p.file_name().is_none_or(|n| n != FOLDER_LABELS)
             })
             .collect();
-        files.sort();
+        // Natural order, as Fiji's: s1, s2, s10.
+        files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
         if files.is_empty() {
             return Err(DataError::invalid(
                 path,
@@ -249,6 +256,38 @@ fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
         }
     }
     Ok((slices, sources))
+}
+
+/// Compares names with runs of digits taken as numbers (`s2` before `s10`); equal numbers
+/// with different zero padding, and everything else, compare as text.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a, b);
+    loop {
+        let (Some(cx), Some(cy)) = (x.chars().next(), y.chars().next()) else {
+            return x.len().cmp(&y.len()).then_with(|| a.cmp(b));
+        };
+        if cx.is_ascii_digit() && cy.is_ascii_digit() {
+            let dx = x.len() - x.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let dy = y.len() - y.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let (nx, ny) = (
+                x[..dx].trim_start_matches('0'),
+                y[..dy].trim_start_matches('0'),
+            );
+            let by_value = nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny));
+            if by_value != Ordering::Equal {
+                return by_value;
+            }
+            x = &x[dx..];
+            y = &y[dy..];
+        } else {
+            if cx != cy {
+                return cx.cmp(&cy);
+            }
+            x = &x[cx.len_utf8()..];
+            y = &y[cy.len_utf8()..];
+        }
+    }
 }
 
 fn has_image_extension(p: &Path) -> bool {
@@ -756,4 +795,44 @@ pub fn write_f32_tiff(path: &Path, pages: &[Plane<f32>], channels: usize) -> Res
         }
     }
     write_atomic(path, &cursor.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_in_natural_order() {
+        let mut names = vec![
+            "s10.png", "s2.png", "s1.png", "s02b.png", "a.png", "s002.png",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "a.png", "s1.png", "s002.png", "s2.png", "s02b.png", "s10.png"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_folder_reads_in_natural_order_without_hidden_files() {
+        let dir = std::env::temp_dir().join(format!("unet-io-natural-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for (name, v) in [
+            ("s1.png", 10u8),
+            ("s10.png", 30),
+            ("s2.png", 20),
+            ("._s3.png", 99),
+        ] {
+            image::GrayImage::from_pixel(2, 2, image::Luma([v]))
+                .save_with_format(dir.join(name), image::ImageFormat::Png)
+                .unwrap();
+        }
+        let stack = load_stack(&dir).unwrap();
+        let firsts: Vec<f32> = stack.slices.iter().map(|s| s.data[0]).collect();
+        assert_eq!(firsts, [10.0, 20.0, 30.0]);
+        assert!(stack.sources.iter().all(|p| !p.ends_with("._s3.png")));
+    }
 }

@@ -152,6 +152,10 @@ pub fn neighbours8(x: usize, y: usize, w: usize, h: usize) -> impl Iterator<Item
 /// 4-connected components of the pixels of each class >= 2 (pixels of different classes are
 /// never joined). Returns 0 for background/unlabelled pixels and ids 1..=n otherwise.
 fn components_of_foreground(classes: &Plane<u8>) -> Plane<u32> {
+    // imageproc's labelling panics on a 1x1 image; one pixel is its own component.
+    if let [c] = classes.data[..] {
+        return Plane::filled(classes.width, classes.height, u32::from(c >= 2));
+    }
     let fg: ImageBuffer<Luma<u8>, Vec<u8>> =
         ImageBuffer::from_fn(classes.width as u32, classes.height as u32, |x, y| {
             let c = classes.at(x as usize, y as usize);
@@ -171,6 +175,15 @@ mod tests {
 
     fn plane(w: usize, rows: &[u32]) -> Plane<u32> {
         Plane::from_vec(w, rows.len() / w, rows.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_one_pixel_label_image_is_one_object_or_none() {
+        // imageproc's labelling panicked on 1x1 images (train, weights and eval did).
+        for (v, objects) in [(255u32, 1u32), (0, 0)] {
+            let l = encode_labels(&plane(1, &[v]), LabelEncoding::Binary).unwrap();
+            assert_eq!(l.objects.data, vec![objects]);
+        }
     }
 
     #[test]

@@ -166,6 +166,14 @@ pub fn decode_checkpoint(path: &Path, bytes: &[u8]) -> Result<Checkpoint, MlErro
     }
     let meta: CheckpointMeta =
         serde_json::from_slice(&sections[0]).map_err(|e| bad(&format!("metadata: {e}")))?;
+    meta.unet
+        .validate()
+        .map_err(|e| bad(&format!("network config: {e}")))?;
+    if let Some(t) = meta.threshold
+        && !(t > 0.0 && t < 1.0)
+    {
+        return Err(bad(&format!("threshold {t} is not between 0 and 1")));
+    }
     let optimizer = sections.pop().unwrap_or_default();
     let weights = sections.pop().unwrap_or_default();
     Ok(Checkpoint {

@@ -118,6 +118,40 @@ impl UNetConfig {
         }
     }
 
+    /// Checks every field against what the network can be built and run with (a crafted
+    /// or damaged config must give an error, not a panic or an allocation without bound).
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
+        check(
+            (1..=4).contains(&self.in_channels),
+            format!("in_channels {} (1 to 4)", self.in_channels),
+        )?;
+        check(
+            (2..=255).contains(&self.classes),
+            format!("classes {} (2 to 255)", self.classes),
+        )?;
+        check(
+            (1..=6).contains(&self.depth),
+            format!("depth {} (1 to 6)", self.depth),
+        )?;
+        check(
+            (1..=128).contains(&self.base_channels),
+            format!("base_channels {} (1 to 128)", self.base_channels),
+        )?;
+        check(
+            self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout),
+            format!("dropout {} (0 to below 1)", self.dropout),
+        )?;
+        check(
+            self.class_names.len() <= self.classes,
+            format!(
+                "{} class names for {} classes",
+                self.class_names.len(),
+                self.classes
+            ),
+        )
+    }
+
     /// The tile geometry of this network.
     pub fn geometry(&self) -> TileGeometry {
         TileGeometry {
