@@ -648,9 +648,109 @@ fn held_out_slices(
     Ok(out)
 }
 
+/// A path made absolute and, as far as it exists, free of `..` and links, for comparing
+/// outputs with inputs.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Checks an output before any work is done: its ending is one of `endings`, its folder
+/// exists, and none of the files it stands for (`files`) is an input or lies in an input
+/// folder (where the next run would read it as a slice). Messages name both paths.
+fn check_output(
+    output: &Path,
+    endings: &[&str],
+    files: &[PathBuf],
+    inputs: &[&Path],
+) -> Result<()> {
+    let ending = output
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if !ending.as_deref().is_some_and(|e| endings.contains(&e)) {
+        bail!(
+            "{}: cannot write this kind of file; use {}",
+            output.display(),
+            endings
+                .iter()
+                .map(|e| format!(".{e}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+    }
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = parent
+        && !p.is_dir()
+    {
+        bail!(
+            "{}: the folder {} {}",
+            output.display(),
+            p.display(),
+            if p.exists() {
+                "is a file"
+            } else {
+                "does not exist"
+            }
+        );
+    }
+    for input in inputs {
+        let inp = resolved(input);
+        for f in files {
+            let f = resolved(f);
+            if f == inp {
+                bail!(
+                    "{} would overwrite the input {}; choose another output",
+                    output.display(),
+                    input.display()
+                );
+            }
+            if input.is_dir() && f.parent() == Some(inp.as_path()) {
+                bail!(
+                    "{} would be written into the input folder {}, where the next run would read it as a slice; choose another folder",
+                    output.display(),
+                    input.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn cmd_predict(a: PredictArgs) -> Result<()> {
     let ckpt = load_checkpoint(&a.model)?;
     let stack = load_stack(&a.input)?;
+    let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
+        Some(crate::data::ImageFormat::Png) => {
+            crate::data::io::png_slice_paths(&a.output, stack.slices.len())
+        }
+        _ => vec![a.output.clone()],
+    };
+    check_output(
+        &a.output,
+        &["tif", "tiff", "png"],
+        &mask_files,
+        &[&a.input, &a.model],
+    )?;
+    if let Some(p) = &a.probabilities {
+        check_output(
+            p,
+            &["tif", "tiff"],
+            std::slice::from_ref(p),
+            &[&a.input, &a.model],
+        )?;
+        if mask_files.contains(p) {
+            bail!("--probabilities {} is also the mask output", p.display());
+        }
+    }
     let device = select_device(a.device)?;
     eprintln!("device: {}", device.description);
     let model = ckpt.model(&device.device)?;
@@ -719,6 +819,12 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
 
 fn cmd_weights(a: WeightsArgs) -> Result<()> {
     let labels = load_labels(&a.labels, a.label_encoding)?;
+    check_output(
+        &a.output,
+        &["tif", "tiff"],
+        std::slice::from_ref(&a.output),
+        &[&a.labels],
+    )?;
     let classes = labels
         .iter()
         .map(|l| l.max_class() as usize)
@@ -748,6 +854,62 @@ fn cmd_weights(a: WeightsArgs) -> Result<()> {
 
 fn cmd_deform(a: DeformArgs) -> Result<()> {
     let stack = load_stack(&a.image)?;
+    let outputs: Vec<PathBuf> = ["image.tif", "labels.tif", "field.tif", "field.json"]
+        .iter()
+        .map(|n| a.output_dir.join(n))
+        .collect();
+    let mut inputs: Vec<&Path> = vec![&a.image];
+    if let Some(l) = &a.labels {
+        inputs.push(l);
+    }
+    for input in &inputs {
+        let inp = resolved(input);
+        let holder = if input.is_dir() {
+            Some(inp.as_path())
+        } else {
+            inp.parent()
+        };
+        if holder == Some(resolved(&a.output_dir).as_path())
+            || outputs.iter().any(|o| resolved(o) == inp)
+        {
+            bail!(
+                "--output-dir {} holds the input {}; choose another folder",
+                a.output_dir.display(),
+                input.display()
+            );
+        }
+    }
+    // The labels are checked before anything is written.
+    let labels = match &a.labels {
+        Some(lp) => {
+            let raw = load_label_stack(lp)?;
+            if raw.len() != stack.slices.len() {
+                bail!(
+                    "{} has {} slices but {} has {}",
+                    lp.display(),
+                    raw.len(),
+                    a.image.display(),
+                    stack.slices.len()
+                );
+            }
+            if let Some((i, r)) = raw
+                .iter()
+                .enumerate()
+                .find(|(_, r)| (r.width, r.height) != (stack.width, stack.height))
+            {
+                bail!(
+                    "{}: slice {i} is {}x{} but the image is {}x{}",
+                    lp.display(),
+                    r.width,
+                    r.height,
+                    stack.width,
+                    stack.height
+                );
+            }
+            Some(raw)
+        }
+        None => None,
+    };
     let cfg = ElasticConfig {
         grid: a.grid,
         sigma_px: a.sigma,
@@ -767,23 +929,11 @@ fn cmd_deform(a: DeformArgs) -> Result<()> {
     std::fs::create_dir_all(&a.output_dir)
         .with_context(|| format!("creating {}", a.output_dir.display()))?;
     write_f32_tiff(&a.output_dir.join("image.tif"), &warped, 1)?;
-    if let Some(lp) = &a.labels {
-        let raw = load_label_stack(lp)?;
+    if let Some(raw) = &labels {
         let out: Vec<Plane<u16>> = raw
             .iter()
             .map(|r| warp_nearest(r, &dx, &dy).map(|v| v.min(u32::from(u16::MAX)) as u16))
             .collect();
-        if out
-            .iter()
-            .any(|p| (p.width, p.height) != (stack.width, stack.height))
-        {
-            bail!(
-                "{}: labels are not {}x{} like the image",
-                lp.display(),
-                stack.width,
-                stack.height
-            );
-        }
         write_mask(&a.output_dir.join("labels.tif"), &out, MaskStyle::Classes)?;
     }
     write_f32_tiff(&a.output_dir.join("field.tif"), &[dx, dy], 2)?;

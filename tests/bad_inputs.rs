@@ -274,3 +274,137 @@ proptest! {
         let _ = decode_stack_bytes(Path::new("mutated"), &bytes);
     }
 }
+
+/// A copy of a sample slice and its labels in a fresh folder.
+fn scratch_copy(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("unet-outputs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012");
+    std::fs::copy(
+        sample.join("images/slice00.png"),
+        dir.join("images/slice00.png"),
+    )
+    .unwrap();
+    let labels = load_label_stack(&sample.join("labels/slice00.png")).unwrap();
+    let labels: Vec<Plane<u16>> = labels.iter().map(|p| p.map(|v| v as u16)).collect();
+    write_mask(&dir.join("labels.tif"), &labels, MaskStyle::Classes).unwrap();
+    dir
+}
+
+#[test]
+fn outputs_over_inputs_and_bad_outputs_are_refused_before_any_work() {
+    let dir = scratch_copy("refuse");
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let image = s(dir.join("images/slice00.png"));
+    let folder = s(dir.join("images"));
+    let labels = s(dir.join("labels.tif"));
+    let model = s(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/model"));
+    let before = std::fs::read(dir.join("images/slice00.png")).unwrap();
+    let predict = |input: &str, extra: &[&str]| {
+        let mut args = vec![
+            "predict", "--device", "cpu", "--model", &model, "--input", input,
+        ];
+        args.extend_from_slice(extra);
+        run_cli(&args)
+    };
+    let cases: Vec<((bool, String), &str)> = vec![
+        (
+            predict(&image, &["--output", &image]),
+            "would overwrite the input",
+        ),
+        (
+            predict(&folder, &["--output", &s(dir.join("images/mask.png"))]),
+            "input folder",
+        ),
+        (
+            predict(
+                &image,
+                &[
+                    "--output",
+                    &s(dir.join("m.tif")),
+                    "--probabilities",
+                    &s(dir.join("p.png")),
+                ],
+            ),
+            "use .tif or .tiff",
+        ),
+        (
+            predict(&image, &["--output", &s(dir.join("m.jpg"))]),
+            "cannot write this kind of file",
+        ),
+        (
+            predict(&image, &["--output", &s(dir.join("missing/m.tif"))]),
+            "does not exist",
+        ),
+        (
+            run_cli(&[
+                "weights",
+                "--labels",
+                &labels,
+                "--label-encoding",
+                "binary",
+                "--output",
+                &labels,
+            ]),
+            "would overwrite the input",
+        ),
+        (
+            run_cli(&[
+                "deform",
+                "--image",
+                &image,
+                "--seed",
+                "1",
+                "--output-dir",
+                &folder,
+            ]),
+            "holds the input",
+        ),
+    ];
+    for ((ok, err), want) in &cases {
+        assert!(!ok, "accepted; expected '{want}'");
+        assert!(err.contains(want), "expected '{want}' in: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Nothing was touched or written.
+    assert_eq!(
+        std::fs::read(dir.join("images/slice00.png")).unwrap(),
+        before
+    );
+    assert!(!dir.join("m.tif").exists() && !dir.join("images/mask.png").exists());
+    assert!(!dir.join("images/image.tif").exists());
+}
+
+#[test]
+fn deform_checks_the_labels_before_writing_anything() {
+    let dir = scratch_copy("deform");
+    let out = dir.join("out");
+    let image = dir.join("images/slice00.png");
+    // Labels larger than the image: an index out of bounds once, after image.tif was written.
+    let big = dir.join("big.png");
+    image::GrayImage::new(600, 512).save(&big).unwrap();
+    // A 2-slice label stack for a 1-slice image.
+    let two = dir.join("two.tif");
+    write_mask(
+        &two,
+        &[Plane::filled(512, 512, 1u16), Plane::filled(512, 512, 2u16)],
+        MaskStyle::Classes,
+    )
+    .unwrap();
+    for (labels, want) in [(&big, "600x512"), (&two, "2 slices")] {
+        let (ok, err) = run_cli(&[
+            "deform",
+            "--image",
+            &image.to_string_lossy(),
+            "--labels",
+            &labels.to_string_lossy(),
+            "--seed",
+            "1",
+            "--output-dir",
+            &out.to_string_lossy(),
+        ]);
+        assert!(!ok && err.contains(want), "{err}");
+        assert!(!out.join("image.tif").exists(), "written before the check");
+    }
+}
