@@ -447,6 +447,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             a.label_encoding
         );
     }
+    check_plausible_classes(&a.labels, &labels, a.label_encoding)?;
     let held_out = match (&a.val_images, &a.val_labels) {
         (Some(images), Some(labels)) => held_out_slices(images, labels, a.label_encoding)?,
         _ => Vec::new(),
@@ -602,6 +603,40 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             .unwrap_or_default(),
         a.out.display()
     );
+    Ok(())
+}
+
+/// Refuses labels whose classes look like a misread encoding: only 0 and 255 in the
+/// `classes` encoding (a binary mask: 255 classes would be trained), or more than 32 classes.
+fn check_plausible_classes(
+    path: &Path,
+    labels: &[LabelSlice],
+    encoding: LabelEncoding,
+) -> Result<()> {
+    if encoding != LabelEncoding::Classes {
+        return Ok(());
+    }
+    let mut used = [false; 256];
+    for l in labels {
+        for &c in &l.classes.data {
+            used[usize::from(c)] = true;
+        }
+    }
+    let classes: Vec<usize> = (1..256).filter(|&c| used[c]).collect();
+    if classes == [255] {
+        bail!(
+            "{}: the labels hold only 0 and 255, which the 'classes' encoding reads as unlabelled and class 255 (a 255-class network); for a binary mask use --label-encoding binary (0 = class 1, 255 = class 2)",
+            path.display()
+        );
+    }
+    if let Some(&max) = classes.last()
+        && max > 32
+    {
+        bail!(
+            "{}: class {max} in the 'classes' encoding would train a {max}-class network; classes are 1, 2, 3, ... (0 = unlabelled); for instance ids use --label-encoding instances",
+            path.display()
+        );
+    }
     Ok(())
 }
 

@@ -408,3 +408,27 @@ fn deform_checks_the_labels_before_writing_anything() {
         assert!(!out.join("image.tif").exists(), "written before the check");
     }
 }
+
+#[test]
+fn train_refuses_a_binary_mask_read_as_classes() {
+    let dir = scratch_copy("binary-as-classes");
+    let mask = dir.join("mask.png");
+    image::GrayImage::from_fn(512, 512, |x, _| {
+        image::Luma([if x < 256 { 0 } else { 255 }])
+    })
+    .save(&mask)
+    .unwrap();
+    let (ok, err) = run_cli(&[
+        "train",
+        "--device",
+        "cpu",
+        "--images",
+        &dir.join("images/slice00.png").to_string_lossy(),
+        "--labels",
+        &mask.to_string_lossy(),
+        "--out",
+        &dir.join("model").to_string_lossy(),
+    ]);
+    assert!(!ok && err.contains("--label-encoding binary"), "{err}");
+    assert!(!dir.join("model").exists());
+}
