@@ -387,6 +387,13 @@ fn predict_stack_then_export_every_kind_and_read_back() {
     let masks = load_label_stack(&out.join("masks.tif")).unwrap();
     let binary = load_label_stack(&out.join("masks_0-255.tif")).unwrap();
     let instances = load_label_stack(&out.join("instances.tif")).unwrap();
+    // "Instance labels (16-bit)" are 16-bit even when the ids would fit in 8 bits.
+    assert_eq!(
+        unet_studio::data::load_stack(&out.join("instances.tif"))
+            .unwrap()
+            .kind,
+        unet_studio::data::PixelKind::U16
+    );
     for s in 0..3 {
         let expect = argmax_classes(&probs[s]);
         assert!(

@@ -104,7 +104,7 @@ fn write_export(
                     }
                 })
                 .collect();
-            let files = write_mask(path, &planes, MaskStyle::Classes)?;
+            let files = write_mask(path, &planes, MaskStyle::Instances16)?;
             Ok((files, format!("{total} objects in {} slices", planes.len())))
         }
         ExportKind::Probabilities => {

@@ -557,6 +557,9 @@ pub enum MaskStyle {
     Classes,
     /// 0 for class 1 (background), 255 for every other class.
     Binary,
+    /// Object ids as they are, always 16-bit (what instance-label readers expect, whatever
+    /// the largest id).
+    Instances16,
 }
 
 /// Writes `data` to `path` atomically: a temporary file in the same folder, synced, then
@@ -634,7 +637,7 @@ pub fn write_mask_coloured(
     let styled: Vec<Plane<u16>> = slices
         .iter()
         .map(|p| match style {
-            MaskStyle::Classes => p.clone(),
+            MaskStyle::Classes | MaskStyle::Instances16 => p.clone(),
             MaskStyle::Binary => p.map(|v| if v >= 2 { 255 } else { 0 }),
         })
         .collect();
@@ -643,7 +646,7 @@ pub fn write_mask_coloured(
         .flat_map(|p| p.data.iter().copied())
         .max()
         .unwrap_or(0);
-    let eight_bit = max <= 255;
+    let eight_bit = max <= 255 && style != MaskStyle::Instances16;
     match format {
         ImageFormat::Png => {
             let paths = png_slice_paths(path, styled.len());
