@@ -130,7 +130,7 @@ pub(super) fn status_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
         if let Some(e) = app.error.clone() {
             ui.horizontal(|ui| {
                 ui.colored_label(egui::Color32::from_rgb(230, 80, 80), format!("Error: {e}"));
-                if ui.small_button("Dismiss").clicked() {
+                if ui.button("Dismiss").clicked() {
                     app.error = None;
                 }
             });
@@ -245,8 +245,8 @@ pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
                         .add_enabled(doc.can_redo(), egui::Button::new("Redo"))
                         .clicked();
                 });
-                ui.small(format!("Labels file: {}", doc.label_path.display()));
-                ui.small(if doc.dirty {
+                ui.label(format!("Labels file: {}", doc.label_path.display()));
+                ui.label(if doc.dirty {
                     "unsaved changes"
                 } else {
                     "saved"
@@ -278,14 +278,14 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     use crate::app::Overlay;
     use crate::ml::Preset;
     ui.heading("Model");
-    ui.small(format!("compute: {}", app.models.compute.description));
+    ui.label(format!("compute: {}", app.models.compute.description));
     if let Some(why) = &app.models.compute.fallback_reason {
-        ui.small(format!("(CPU because {why})"));
+        ui.label(format!("(CPU because {why})"));
     }
     let mem = app.models.compute.memory;
     let tile = |t: Option<usize>| t.map_or("auto".to_string(), |t| format!("{t} px"));
     // The memory figures differ between machines: on hover only.
-    ui.small(format!(
+    ui.label(format!(
         "tiles: training {}, prediction {}",
         tile(app.models.tile_train),
         tile(app.models.tile_predict),
@@ -297,7 +297,7 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         mem.max_tensor_bytes.min(mem.budget_bytes) as f64 / 1e6
     ));
     if !app.models.tile_note.is_empty() {
-        ui.small(app.models.tile_note.as_str());
+        ui.label(app.models.tile_note.as_str());
     }
     let m = &mut app.models;
     match &m.model {
@@ -442,7 +442,7 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
                 }
             });
         if let Some(&[_, last]) = m.losses.last() {
-            ui.small(format!("last loss {last:.4}"));
+            ui.label(format!("last loss {last:.4}"));
         }
     }
     ui.label("Overlay");
@@ -459,10 +459,10 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         let (lo, hi) = m.overlay_range();
         heat_legend(ui, lo, hi);
         if m.weights_pending() {
-            ui.small("computing…");
+            ui.label("computing…");
         } else if let Some((_, w)) = &m.weight_map {
             let max = w.data.iter().copied().fold(0.0f32, f32::max);
-            ui.small(format!("max weight on this slice {max:.2}"));
+            ui.label(format!("max weight on this slice {max:.2}"));
         }
     }
     ui.add(egui::Slider::new(&mut m.overlay_class, 1..=8).text("overlay class"));
@@ -493,9 +493,9 @@ fn heat_legend(ui: &mut egui::Ui, lo: f32, hi: f32) {
         ui.painter().rect_filled(r, 0.0, heat(t0 + 0.5 / n as f32));
     }
     ui.horizontal(|ui| {
-        ui.small(format!("{lo:.1}"));
+        ui.label(format!("{lo:.1}"));
         ui.add_space(150.0);
-        ui.small(format!("{hi:.1}"));
+        ui.label(format!("{hi:.1}"));
     });
 }
 
