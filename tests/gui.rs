@@ -243,6 +243,9 @@ fn pause_resume_and_stop_a_training_from_the_buttons() {
         "no iteration while paused"
     );
     assert!(h.state().models.training());
+    // The progress bar says paused instead of a time left that does not pass.
+    assert!(h.query_by_label_contains(", paused").is_some());
+    assert!(h.query_by_label_contains(" s left").is_none());
     h.get_by_label("Resume").click();
     step_until(&mut h, "iterations after resuming", |a| {
         a.models.losses.len() > held + 1

@@ -405,11 +405,14 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     if let Some(job) = &app.models.predict_job {
         ui.add(egui::ProgressBar::new(job.progress).text(job.message.clone()));
     }
+    let paused = app.training_paused();
     let m = &mut app.models;
     if training {
         let done = m.losses.len() as f32;
         let total = m.iterations.max(1) as f32;
-        let eta = if m.its_per_s > 0.0 {
+        let eta = if paused {
+            ", paused".to_string()
+        } else if m.its_per_s > 0.0 {
             format!(", {:.0} s left", (total - done) / m.its_per_s)
         } else {
             String::new()
