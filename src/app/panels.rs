@@ -434,14 +434,16 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
             .allow_drag(false)
             .allow_zoom(false)
             .x_axis_label("iteration of this run")
+            .y_axis_label("loss (log10)")
             .legend(egui_plot::Legend::default())
             .show(ui, |p| {
-                p.line(egui_plot::Line::new("training loss", m.losses.clone()));
+                // A log axis: one early spike would flatten a linear plot to a line at 0.
+                let log = |v: &[[f64; 2]]| -> Vec<[f64; 2]> {
+                    v.iter().map(|&[x, y]| [x, y.max(1e-6).log10()]).collect()
+                };
+                p.line(egui_plot::Line::new("training loss", log(&m.losses)));
                 if !m.val_losses.is_empty() {
-                    p.line(egui_plot::Line::new(
-                        "validation loss",
-                        m.val_losses.clone(),
-                    ));
+                    p.line(egui_plot::Line::new("validation loss", log(&m.val_losses)));
                 }
             });
         if let Some(&[_, last]) = m.losses.last() {
