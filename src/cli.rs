@@ -244,9 +244,10 @@ pub struct PredictArgs {
     #[arg(long)]
     binary: bool,
     /// Test-time augmentation: the mean over this many of the 8 flips and quarter turns
-    /// (1 = off; each view costs one prediction).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
-    tta: u8,
+    /// (1 = off; each view costs one prediction). Default: the views the model's threshold
+    /// was chosen with, else 8.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    tta: Option<u8>,
     /// Decision threshold of the cell (class 2) probability of a two-class model (default:
     /// the one stored with the model, else the most probable class).
     #[arg(long)]
@@ -321,9 +322,9 @@ pub struct EvalArgs {
     /// Images to predict with --model.
     #[arg(long)]
     images: Option<PathBuf>,
-    /// Test-time augmentation views with --model (1 = off, up to 8).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
-    tta: u8,
+    /// Test-time augmentation views with --model (1 = off, up to 8; default as `predict`).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    tta: Option<u8>,
     /// auto | gpu | cpu (with --model).
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
@@ -570,6 +571,16 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             &pb,
             format!("iteration {iteration}: saved {}", path.display()),
         ),
+        TrainEvent::Threshold {
+            threshold,
+            views,
+            rand_error,
+        } => say(
+            &pb,
+            format!(
+                "threshold of the kept network with {views} test-time views: {threshold:.2} (Rand error {rand_error:.4} on the held-out slices)"
+            ),
+        ),
         TrainEvent::Snapshot { .. } | TrainEvent::TileReduced { .. } => {}
     };
     let out = train_fitting(
@@ -595,6 +606,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         tail.len(),
         tail.iter().sum::<f32>() / tail.len().max(1) as f32,
         out.validation
+            .filter(|(l, _)| l.is_finite())
             .map(|(l, e)| format!(", validation loss {l:.4} wrong px {e:.4}"))
             .unwrap_or_default(),
         out.model_iteration,
@@ -681,6 +693,16 @@ fn held_out_slices(
         });
     }
     Ok(out)
+}
+
+/// The test-time views of a prediction: as asked, else the views the model's threshold was
+/// chosen with (one for a threshold of an older model), else all 8.
+fn default_views(asked: Option<u8>, meta: &crate::ml::CheckpointMeta) -> usize {
+    let n = asked.unwrap_or(match (meta.threshold, meta.threshold_views) {
+        (Some(_), views) => views.unwrap_or(1),
+        (None, _) => 8,
+    });
+    usize::from(n.clamp(1, 8))
 }
 
 /// A path made absolute and, as far as it exists, free of `..` and links, for comparing
@@ -795,7 +817,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
     let pb = bar(stack.slices.len() as u64, "predict");
     let mut masks = Vec::new();
     let mut prob_pages = Vec::new();
-    let views = &D4::all()[..usize::from(a.tta)];
+    let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
     let threshold = a.threshold.or(ckpt.meta.threshold);
     if a.close_gaps && ckpt.meta.unet.classes != 2 {
         bail!(
@@ -1033,7 +1055,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         let device = select_device(a.device)?;
         let model = ckpt.model(&device.device)?;
         let geom = ckpt.meta.unet.geometry();
-        let views = &D4::all()[..usize::from(a.tta)];
+        let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
         let mut p_cell = Vec::new();
         let mut masks = Vec::new();
         for (i, slice) in stack.slices.iter().enumerate() {

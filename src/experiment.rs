@@ -418,6 +418,7 @@ fn one_run(
             labels_hash: Some(set.labels_hash()),
             note: format!("experiment run '{name}' on {}", device.description),
             threshold: outcome.threshold,
+            threshold_views: outcome.threshold_views,
         };
         save_checkpoint(&dir, &meta, &outcome.model, None)?;
         (

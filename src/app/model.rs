@@ -396,6 +396,7 @@ impl StudioApp {
                 labels_hash: Some(set.labels_hash()),
                 note: format!("trained in the app on {}", device.description),
                 threshold: out.threshold,
+                threshold_views: out.threshold_views,
             };
             let history = save_version(&model_dir, &meta, &out.model)?;
             Ok((out, history))
@@ -653,7 +654,9 @@ impl StudioApp {
                     m.losses.clear();
                     m.val_losses.clear();
                 }
-                TrainEvent::Started { .. } | TrainEvent::Checkpoint { .. } => {}
+                TrainEvent::Started { .. }
+                | TrainEvent::Checkpoint { .. }
+                | TrainEvent::Threshold { .. } => {}
             });
             if done.is_none() {
                 self.models.train_job = Some(job);

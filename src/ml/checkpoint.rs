@@ -48,6 +48,10 @@ pub struct CheckpointMeta {
     /// validation slices; `None`: the most probable class.
     #[serde(default)]
     pub threshold: Option<f32>,
+    /// The test-time views the threshold was chosen with (`None`: one, the plain
+    /// prediction); `predict` averages as many by default.
+    #[serde(default)]
+    pub threshold_views: Option<u8>,
 }
 
 impl CheckpointMeta {
@@ -63,6 +67,7 @@ impl CheckpointMeta {
             labels_hash: None,
             note: note.into(),
             threshold: None,
+            threshold_views: None,
         }
     }
 }
