@@ -575,10 +575,12 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             threshold,
             views,
             rand_error,
+            other_views,
+            other_rand_error,
         } => say(
             &pb,
             format!(
-                "threshold of the kept network with {views} test-time views: {threshold:.2} (Rand error {rand_error:.4} on the held-out slices)"
+                "predict will use {views} view(s) and threshold {threshold:.2}: Rand error {rand_error:.4} on the held-out slices ({other_views} view(s): {other_rand_error:.4})"
             ),
         ),
         TrainEvent::Snapshot { .. } | TrainEvent::TileReduced { .. } => {}

@@ -143,7 +143,9 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
                 threshold,
                 views,
                 rand_error,
-            } => chosen = Some((threshold, views, rand_error)),
+                other_views,
+                other_rand_error,
+            } => chosen = Some((threshold, views, rand_error, other_views, other_rand_error)),
             _ => {}
         },
     )
@@ -153,7 +155,7 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
         vec![5, 10, 15, 20, 25, 30, 35, 40]
     );
     // The kept network is the first one with the lowest Rand error, not the last.
-    let (best_it, _, _) = events
+    let (best_it, best_rand, _) = events
         .iter()
         .copied()
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -162,13 +164,20 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     // the CPU kernels' parallel sums make the exact course differ between runs.)
     assert_eq!(out.model_iteration, best_it, "{events:?}");
     assert_eq!(out.iteration, 40);
-    // Its threshold is chosen again with the 8 views `predict` averages by default.
-    let (t, views, rand_at_t) = chosen.expect("a threshold chosen on the held-out slices");
-    assert_eq!(views, 8);
+    // predict's default: one view or the mean of 8, whichever validated better, with the
+    // threshold for it.
+    let (t, views, rand_at_t, other_views, other_rand) =
+        chosen.expect("views and threshold chosen on the held-out slices");
+    assert!(views == 1 || views == 8);
+    assert_eq!(other_views, 9 - views);
+    assert!(rand_at_t <= other_rand, "{rand_at_t} > {other_rand}");
+    if views == 1 {
+        assert_eq!(rand_at_t, best_rand);
+    }
     assert_eq!(out.threshold, Some(t));
-    assert_eq!(out.threshold_views, Some(8));
+    assert_eq!(out.threshold_views, Some(views as u8));
     assert!(t > 0.0 && t < 1.0, "{t}");
-    // The kept network's 8-view mask at that threshold scores exactly the reported error.
+    // The kept network's mask with those views at that threshold scores exactly the error.
     let cpu = cpu_device();
     let probs = predict_probabilities_tta(
         &out.model,
@@ -178,7 +187,7 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
         &cpu.device,
         &CancelToken::new(),
         &mut |_, _| {},
-        &D4::all(),
+        &D4::all()[..views],
     )
     .unwrap();
     let mask = decide_classes(&probs, Some(t)).map(|c| c >= 2);
@@ -189,7 +198,7 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     let model = load_checkpoint(&dir).unwrap();
     assert_eq!(model.meta.iteration, best_it);
     assert_eq!(model.meta.threshold, Some(t));
-    assert_eq!(model.meta.threshold_views, Some(8));
+    assert_eq!(model.meta.threshold_views, Some(views as u8));
     assert!(model.optimizer.is_empty());
     let last = load_checkpoint(&dir.join(LAST_STATE_DIR)).unwrap();
     assert_eq!(last.meta.iteration, 40);
