@@ -208,6 +208,10 @@ pub struct TrainArgs {
     /// Turn off the class-frequency balancing of the weight map (w_c = 1).
     #[arg(long)]
     no_class_balance: bool,
+    /// Class weights w_c of classes 1, 2, ... instead of the labels' frequencies (default with
+    /// --init: the ones the model was trained with, when it records them).
+    #[arg(long, value_delimiter = ',')]
+    class_weights: Vec<f32>,
     /// Names of the classes, in class order (for example membrane,cell), saved with the
     /// model; the app names a new stack's classes after them.
     #[arg(long, value_delimiter = ',')]
@@ -504,10 +508,24 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         elastic: !a.no_elastic,
         ..AugmentConfig::default()
     };
+    let inherited = match &start {
+        StartFrom::FineTune(c) | StartFrom::Resume(c) => c
+            .meta
+            .train
+            .as_ref()
+            .map(|t| t.class_weights.clone())
+            .unwrap_or_default(),
+        StartFrom::Scratch(_) => Vec::new(),
+    };
     let weights = WeightMapConfig {
         border: !a.no_border_weights,
         balance_classes: !a.no_class_balance,
         ..WeightMapConfig::default()
+    };
+    let class_weights = if a.class_weights.is_empty() {
+        inherited
+    } else {
+        a.class_weights.clone()
     };
     let cfg = TrainConfig {
         iterations: a.iterations,
@@ -522,6 +540,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         schedule,
         minutes: a.minutes,
         keep_best: !a.keep_last,
+        class_weights,
         ..TrainConfig::default()
     };
     let cancel = CancelToken::new();

@@ -160,6 +160,12 @@ pub struct TrainConfig {
     /// Hand back (and save as the model) the network of the best validation, not the last.
     #[serde(default)]
     pub keep_best: bool,
+    /// `w_c` of classes 1..=K as given instead of computed from the labels' frequencies
+    /// (empty: computed; ignored without `weights.balance_classes`). A fine-tune on a few
+    /// strokes keeps the class balance its network was trained with: the strokes' own
+    /// frequencies say nothing about the image's. The weights a run used are saved here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_weights: Vec<f32>,
 }
 
 impl Default for TrainConfig {
@@ -180,6 +186,7 @@ impl Default for TrainConfig {
             schedule: LrSchedule::cosine(),
             minutes: None,
             keep_best: true,
+            class_weights: Vec::new(),
         }
     }
 }
@@ -569,7 +576,29 @@ pub fn train(
             l
         })
         .collect();
-    let cw = class_weights(&train_labels, unet.classes);
+    let cw = match &cfg.class_weights[..] {
+        _ if !cfg.weights.balance_classes => class_weights(&train_labels, unet.classes),
+        [] => class_weights(&train_labels, unet.classes),
+        fixed if fixed.len() == unet.classes && fixed.iter().all(|w| w.is_finite() && *w > 0.0) => {
+            std::iter::once(0.0).chain(fixed.iter().copied()).collect()
+        }
+        fixed => {
+            return Err(MlError::NoLabels(format!(
+                "{} fixed class weights for {} classes (each must be positive)",
+                fixed.len(),
+                unet.classes
+            )));
+        }
+    };
+    // The class weights actually used go with every checkpoint (a fine-tune can keep them).
+    let cfg = &TrainConfig {
+        class_weights: if cfg.weights.balance_classes {
+            cw[1..].to_vec()
+        } else {
+            Vec::new()
+        },
+        ..cfg.clone()
+    };
     let full_weights: Vec<Plane<f32>> = set
         .labels
         .iter()
