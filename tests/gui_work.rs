@@ -65,6 +65,17 @@ fn the_sample_resumes_its_own_labels_and_model_after_a_restart() {
         "the sample's strokes"
     );
     assert!(h.state().models.model.is_some(), "the bundled model");
+    // The sample's classes are named by its model: class 1 membrane, class 2 cell.
+    let names: Vec<String> = h
+        .state()
+        .doc
+        .as_ref()
+        .unwrap()
+        .classes
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(names, ["membrane", "cell"]);
     // Paint a stroke of class 2 where the slice is unlabelled, then quit (full save).
     h.state_mut().active_class = 2;
     paint_at(&mut h, 300.5, 420.5);
