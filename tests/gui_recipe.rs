@@ -30,6 +30,16 @@ fn open_with_model(tag: &str) -> egui_kittest::Harness<'static, unet_studio::app
     )
 }
 
+/// Presses Train and waits for the run, its saving and the prediction after it.
+fn train_from_the_button(h: &mut egui_kittest::Harness<'static, unet_studio::app::StudioApp>) {
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(3);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+}
+
 #[test]
 fn the_tta_box_makes_predictions_average_the_eight_views() {
     let mut h = open_with_model("tta");
@@ -76,12 +86,7 @@ fn a_short_fine_tune_on_scribbles_never_raises_the_validation_loss() {
     let mut h = open_with_model("finetune");
     let base = h.state().models.model.as_ref().unwrap().iteration;
     h.state_mut().models.iterations = 10;
-    h.get_by_label("Train").click();
-    h.run_steps(2);
-    h.state_mut().finish_jobs();
-    h.run_steps(3);
-    h.state_mut().finish_jobs();
-    h.run_steps(2);
+    train_from_the_button(&mut h);
     let app = h.state();
     assert!(app.error.is_none(), "{:?}", app.error);
     let val = &app.models.val_losses;
@@ -104,12 +109,7 @@ fn the_time_limit_ends_a_training_run() {
     let mut h = open_with_model("minutes");
     h.state_mut().models.iterations = 100_000;
     h.state_mut().models.minutes = 0.002;
-    h.get_by_label("Train").click();
-    h.run_steps(2);
-    h.state_mut().finish_jobs();
-    h.run_steps(3);
-    h.state_mut().finish_jobs();
-    h.run_steps(2);
+    train_from_the_button(&mut h);
     let app = h.state();
     assert!(app.error.is_none(), "{:?}", app.error);
     assert!(!app.models.training());

@@ -31,6 +31,12 @@ fn paint_at(h: &mut egui_kittest::Harness<'static, unet_studio::app::StudioApp>,
     h.run_steps(2);
 }
 
+/// The names of the open stack's classes.
+fn class_names(h: &egui_kittest::Harness<'static, unet_studio::app::StudioApp>) -> Vec<String> {
+    let doc = h.state().doc.as_ref().expect("a stack is open");
+    doc.classes.iter().map(|c| c.name.clone()).collect()
+}
+
 #[test]
 fn the_sample_resumes_its_own_labels_and_model_after_a_restart() {
     let config = tempdir("sample");
@@ -66,16 +72,7 @@ fn the_sample_resumes_its_own_labels_and_model_after_a_restart() {
     );
     assert!(h.state().models.model.is_some(), "the bundled model");
     // The sample's classes are named by its model: class 1 membrane, class 2 cell.
-    let names: Vec<String> = h
-        .state()
-        .doc
-        .as_ref()
-        .unwrap()
-        .classes
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
-    assert_eq!(names, ["membrane", "cell"]);
+    assert_eq!(class_names(&h), ["membrane", "cell"]);
     // Paint a stroke of class 2 where the slice is unlabelled, then quit (full save).
     h.state_mut().active_class = 2;
     paint_at(&mut h, 300.5, 420.5);
@@ -209,16 +206,7 @@ fn a_new_stack_takes_its_class_names_from_its_model() {
         )
     };
     let mut h = open(config.clone());
-    let names: Vec<String> = h
-        .state()
-        .doc
-        .as_ref()
-        .unwrap()
-        .classes
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
-    assert_eq!(names, ["membrane", "cell"]);
+    assert_eq!(class_names(&h), ["membrane", "cell"]);
     // Names the user gives win over the model's in the next session.
     h.state_mut().doc.as_mut().unwrap().classes[1].name = "cell interior".into();
     h.run_steps(3);
