@@ -178,7 +178,7 @@ fn file_quit_saves_the_labels_and_closes_and_edit_follows_file() {
 }
 
 #[test]
-fn a_new_stack_takes_its_class_names_from_its_model() {
+fn a_new_stack_takes_its_class_names_and_views_from_its_model() {
     use unet_studio::ml::{CheckpointMeta, Preset, UNetConfig, save_checkpoint};
     let dir = copy_sample("class-names");
     let cpu = unet_studio::ml::device::cpu_device();
@@ -189,7 +189,11 @@ fn a_new_stack_takes_its_class_names_from_its_model() {
     let model_dir = dir.join("model");
     save_checkpoint(
         &model_dir,
-        &CheckpointMeta::new(unet.clone(), 0, "test"),
+        &CheckpointMeta {
+            threshold: Some(0.5),
+            threshold_views: Some(8),
+            ..CheckpointMeta::new(unet.clone(), 0, "test")
+        },
         &unet.init(&cpu.device),
         None,
     )
@@ -207,6 +211,8 @@ fn a_new_stack_takes_its_class_names_from_its_model() {
     };
     let mut h = open(config.clone());
     assert_eq!(class_names(&h), ["membrane", "cell"]);
+    // Its threshold was chosen for the mean of 8 views: predictions use 8.
+    assert_eq!(h.state().models.tta_views, 8);
     // Names the user gives win over the model's in the next session.
     h.state_mut().doc.as_mut().unwrap().classes[1].name = "cell interior".into();
     h.run_steps(3);

@@ -439,8 +439,8 @@ impl StudioApp {
                         c.name.clone_from(name);
                     }
                 }
-                if model.is_some() {
-                    self.models.model = model;
+                if let Some(m) = model {
+                    self.models.set_model(m);
                 }
                 self.status = format!(
                     "opened {} ({} slices, {}x{}, {:?})",

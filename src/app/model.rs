@@ -30,6 +30,8 @@ pub struct LoadedModel {
     pub path: Option<PathBuf>,
     /// Decision threshold of the cell probability stored with the model (`None`: argmax).
     pub threshold: Option<f32>,
+    /// The test-time views the threshold was chosen with (`None`: one).
+    pub threshold_views: Option<u8>,
 }
 
 impl LoadedModel {
@@ -45,6 +47,7 @@ impl LoadedModel {
             iteration: ckpt.meta.iteration,
             path,
             threshold: ckpt.meta.threshold,
+            threshold_views: ckpt.meta.threshold_views,
         })
     }
 
@@ -216,6 +219,13 @@ impl ModelState {
             tta_views: 1,
             minutes: 0.0,
         }
+    }
+
+    /// Makes `m` the current model; predictions then use the views its threshold was chosen
+    /// with (the "8 flips and rotations" box follows).
+    pub fn set_model(&mut self, m: LoadedModel) {
+        self.tta_views = usize::from(m.threshold_views.unwrap_or(1)).clamp(1, 8);
+        self.model = Some(m);
     }
 
     /// The output tile for `unet` on the compute device: the largest that fits its memory,
@@ -602,7 +612,7 @@ impl StudioApp {
                             .map(|p| p.display().to_string())
                             .unwrap_or_default()
                     );
-                    self.models.model = Some(m);
+                    self.models.set_model(m);
                     self.models.probabilities.iter_mut().for_each(|p| *p = None);
                     self.models.generation += 1;
                     self.predict_slice();
@@ -677,6 +687,7 @@ impl StudioApp {
                             iteration: out.model_iteration,
                             path: self.doc.as_ref().map(|d| d.model_dir()),
                             threshold: out.threshold,
+                            threshold_views: out.threshold_views,
                         });
                         self.predict_slice();
                     }
@@ -699,6 +710,7 @@ impl StudioApp {
                     iteration: 0,
                     path: None,
                     threshold: None,
+                    threshold_views: None,
                 });
                 self.predict_slice();
             }
