@@ -79,6 +79,7 @@ fn through_the_app(path: &Path, edge: usize, tile_edge: u32) {
         images: path.to_path_buf(),
         labels: None,
         model: None,
+        ..Default::default()
     };
     let config = path.with_extension("config");
     let mut h = Harness::builder()

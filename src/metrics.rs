@@ -283,10 +283,9 @@ pub fn mask_scores(
         let truth_seg = regions(w, h, |i| t.data[i]);
         let pred_seg = regions(w, h, |i| p.data[i]);
         rand.add(&truth_seg, &pred_seg);
-        let flat = vec![0.0f32; 0];
         let score = cell_score
             .and_then(|c| c.get(s))
-            .map_or(&flat[..], |c| &c.data[..]);
+            .map_or(&[][..], |c| &c.data[..]);
         thinned.add(&truth_seg, &thin_membranes(&pred_seg, score, w, h));
     }
     MaskScores {
@@ -681,7 +680,7 @@ mod tests {
     fn evaluate_adds_the_paper_measures_for_full_labels() {
         let truth = Plane::from_vec(7, 1, vec![2u8, 2, 2, 1, 2, 2, 2]).unwrap();
         let pred = Plane::from_vec(7, 1, vec![2u16, 2, 1, 1, 1, 2, 2]).unwrap();
-        let ev = evaluate(&[pred.clone()], &[truth], 2);
+        let ev = evaluate(std::slice::from_ref(&pred), &[truth], 2);
         let paper = ev.paper.expect("full labels");
         assert!((paper.rand_error - 2.0 / 7.0).abs() < 1e-12);
         assert!((ev.wrong_px - 2.0 / 7.0).abs() < 1e-12);

@@ -117,9 +117,8 @@ fn a_read_only_folder_keeps_its_work_in_the_data_folder() {
     let dir = copy_sample("read-only");
     let config = tempdir("read-only-config");
     let images = dir.join("images");
-    let mut perm = std::fs::metadata(&images).unwrap().permissions();
-    perm.set_readonly(true);
-    std::fs::set_permissions(&images, perm.clone()).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o555)).unwrap();
     let mut h = harness_for(
         OpenRequest {
             images: images.clone(),
@@ -138,8 +137,7 @@ fn a_read_only_folder_keeps_its_work_in_the_data_folder() {
     h.state_mut().finish_jobs();
     h.state_mut().flush_labels().unwrap();
     assert!(!images.join("labels.unet.tif").exists());
-    perm.set_readonly(false);
-    std::fs::set_permissions(&images, perm).unwrap();
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Reopened without the import, the saved work is found again.
     let h2 = harness_for(
         OpenRequest {

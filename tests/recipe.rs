@@ -191,7 +191,7 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     )
     .unwrap();
     let mask = decide_classes(&probs, Some(t)).map(|c| c >= 2);
-    let s = mask_scores(&[mask], &[held.cell.clone()], None);
+    let s = mask_scores(&[mask], std::slice::from_ref(&held.cell), None);
     assert!((s.rand_error - rand_at_t).abs() < 1e-9, "{s:?} {rand_at_t}");
     // On disk: the kept network is the model; the last state (with the optimiser) is in last/,
     // where --resume finds it.
