@@ -271,10 +271,11 @@ pub fn work_label_path(
         return (beside, None);
     } else if has_work(&in_data) {
         "saved there before".to_string()
+    } else if in_data_dir {
+        // Checked before probing the folder: nothing, not even a probe file, goes there.
+        "the bundled sample stays as installed".to_string()
     } else if !folder_is_writable(&folder) {
         format!("{} is read-only", folder.display())
-    } else if in_data_dir {
-        "the bundled sample stays as installed".to_string()
     } else {
         return (beside, None);
     };
