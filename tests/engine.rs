@@ -1,39 +1,19 @@
 //! End-to-end checks of the engine: tiled inference, CPU/GPU agreement, training on real
 //! data, cancellation, checkpoints, the loss's treatment of unlabelled pixels.
 
-use std::path::{Path, PathBuf};
-
 use burn::prelude::*;
-use unet_studio::data::{
-    LabelEncoding, LabelSlice, Plane, encode_labels, load_label_stack, load_stack,
-};
+use unet_studio::data::Plane;
 use unet_studio::ml::checkpoint::{Checkpoint, CheckpointMeta, encode_checkpoint};
 use unet_studio::ml::device::cpu_device;
 use unet_studio::ml::infer::{plane_tensor, tensor_values};
 use unet_studio::ml::{
-    CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
-    TrainSet, UNetConfig, load_checkpoint, predict_probabilities, save_checkpoint, select_device,
-    train, weighted_cross_entropy,
+    CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainEvent, TrainSet,
+    UNetConfig, load_checkpoint, predict_probabilities, save_checkpoint, select_device, train,
+    weighted_cross_entropy,
 };
-use unet_studio::preprocess::normalize_percentile;
 
-fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012")
-}
-
-/// A real EM crop (ISBI 2012 slice 0) and its full binary labels.
-fn em_crop(x0: usize, y0: usize, size: usize) -> (Plane<f32>, LabelSlice) {
-    let stack = load_stack(&sample_dir().join("images/slice00.png")).unwrap();
-    let labels = load_label_stack(&sample_dir().join("labels/slice00.png")).unwrap();
-    let img =
-        normalize_percentile(&stack.slices[0]).crop_mirrored(x0 as isize, y0 as isize, size, size);
-    let lab = labels[0].crop_mirrored(x0 as isize, y0 as isize, size, size);
-    (img, encode_labels(&lab, LabelEncoding::Binary).unwrap())
-}
-
-fn lite() -> UNetConfig {
-    UNetConfig::preset(Preset::Lite, 2)
-}
+mod common;
+use common::engine::{em_crop, lite, quick_cfg, sample_dir, tempdir};
 
 #[test]
 fn tiled_prediction_equals_whole_image_prediction() {
@@ -41,7 +21,7 @@ fn tiled_prediction_equals_whole_image_prediction() {
     let cfg = lite();
     let model = cfg.init(&cpu.device);
     // 100 is a valid output edge of the lite net: one tile covers the whole image.
-    let (img, _) = em_crop(100, 80, 100);
+    let (img, _) = em_crop(0, 100, 80, 100);
     let cancel = CancelToken::new();
     let whole = predict_probabilities(
         &model,
@@ -157,7 +137,7 @@ fn cpu_and_gpu_forward_agree() {
     // The same weights on the GPU, through a checkpoint (also exercises the record path).
     let ck = Checkpoint::of_model(CheckpointMeta::new(cfg.clone(), 0, ""), &model_cpu).unwrap();
     let model_gpu = ck.model(&gpu.device).unwrap();
-    let (img, _) = em_crop(0, 0, 188);
+    let (img, _) = em_crop(0, 0, 0, 188);
     let a = tensor_values(model_cpu.forward(plane_tensor(&img, &cpu.device))).unwrap();
     let b = tensor_values(model_gpu.forward(plane_tensor(&img, &gpu.device))).unwrap();
     assert_close(&a, &b, 1e-3, "CPU vs GPU logits");
@@ -185,7 +165,7 @@ fn assert_close(a: &[f32], e: &[f32], tol: f32, what: &str) {
 }
 
 fn tiny_set() -> TrainSet {
-    let (img, lab) = em_crop(128, 128, 160);
+    let (img, lab) = em_crop(0, 128, 128, 160);
     TrainSet {
         images: vec![img],
         labels: vec![lab],
@@ -193,24 +173,11 @@ fn tiny_set() -> TrainSet {
     }
 }
 
-fn quick_cfg(iterations: u64) -> TrainConfig {
-    TrainConfig {
-        iterations,
-        tile_out: 36,
-        optimizer: OptimizerConfig::Adam { lr: 1e-3 },
-        seed: 3,
-        val_fraction: 0.0,
-        val_every: 0,
-        checkpoint_every: 0,
-        ..TrainConfig::default()
-    }
-}
-
 #[test]
 fn training_lowers_the_loss_on_real_em_data() {
     let set = tiny_set();
     let cpu = cpu_device();
-    let mut cfg = quick_cfg(60);
+    let mut cfg = quick_cfg(60, 3);
     cfg.augment.elastic = true;
     let out = train(
         &set,
@@ -235,7 +202,7 @@ fn training_lowers_the_loss_on_real_em_data() {
 fn paper_sgd_momentum_trains_too() {
     let set = tiny_set();
     let cpu = cpu_device();
-    let mut cfg = quick_cfg(60);
+    let mut cfg = quick_cfg(60, 3);
     cfg.optimizer = OptimizerConfig::paper();
     let out = train(
         &set,
@@ -265,7 +232,7 @@ fn cancelling_stops_within_one_iteration_and_keeps_a_checkpoint() {
     let mut seen = Vec::new();
     let out = train(
         &set,
-        &quick_cfg(50),
+        &quick_cfg(50, 3),
         StartFrom::Scratch(lite()),
         &cpu,
         Some(&dir),
@@ -295,7 +262,7 @@ fn pausing_holds_training_between_iterations_until_resumed() {
     let run = std::thread::spawn(move || {
         train(
             &tiny_set(),
-            &quick_cfg(5),
+            &quick_cfg(5, 3),
             StartFrom::Scratch(lite()),
             &cpu_device(),
             None,
@@ -332,7 +299,7 @@ fn checkpoint_round_trips_bit_exactly_and_resumes() {
     let dir = tempdir("roundtrip");
     let out = train(
         &set,
-        &quick_cfg(4),
+        &quick_cfg(4, 3),
         StartFrom::Scratch(lite()),
         &cpu,
         Some(&dir),
@@ -346,14 +313,14 @@ fn checkpoint_round_trips_bit_exactly_and_resumes() {
     let again = encode_checkpoint(&meta, &loaded, None).unwrap();
     let orig = encode_checkpoint(&meta, &out.model, None).unwrap();
     assert_eq!(again, orig, "weights differ after a save/load round trip");
-    let (img, _) = em_crop(0, 0, 188);
+    let (img, _) = em_crop(0, 0, 0, 188);
     let a = tensor_values(out.model.forward(plane_tensor(&img, &cpu.device))).unwrap();
     let b = tensor_values(loaded.forward(plane_tensor(&img, &cpu.device))).unwrap();
     assert_eq!(a, b);
     // Resume continues the iteration count with the saved optimiser state.
     let resumed = train(
         &set,
-        &quick_cfg(2),
+        &quick_cfg(2, 3),
         StartFrom::Resume(Box::new(ck)),
         &cpu,
         Some(&dir),
@@ -379,7 +346,7 @@ fn checkpoint_round_trips_bit_exactly_and_resumes() {
 
 #[test]
 fn empty_labels_are_refused() {
-    let (img, mut lab) = em_crop(0, 0, 64);
+    let (img, mut lab) = em_crop(0, 0, 0, 64);
     lab.classes.data.iter_mut().for_each(|c| *c = 0);
     let set = TrainSet {
         images: vec![img],
@@ -388,7 +355,7 @@ fn empty_labels_are_refused() {
     };
     let err = train(
         &set,
-        &quick_cfg(2),
+        &quick_cfg(2, 3),
         StartFrom::Scratch(lite()),
         &cpu_device(),
         None,
@@ -397,13 +364,6 @@ fn empty_labels_are_refused() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("no labelled pixels"), "{err}");
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("unet-studio-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Gradients through the convolution extension equal burn's own `conv2d` gradients.
@@ -843,7 +803,7 @@ fn convolution_extension_and_training_step_on_gpu() {
     // Two real training steps on the GPU: autodiff routing, optimiser, read-back.
     let out = train(
         &tiny_set(),
-        &quick_cfg(2),
+        &quick_cfg(2, 3),
         StartFrom::Scratch(lite()),
         &gpu,
         None,

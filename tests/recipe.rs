@@ -3,12 +3,9 @@
 //! fine-tuning that never hands back a worse network, test-time augmentation, and the
 //! threshold reaching `predict --binary`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use unet_studio::data::{
-    LabelEncoding, LabelSlice, Plane, encode_labels, load_label_stack, load_stack,
-};
+use unet_studio::data::{Plane, load_label_stack, load_stack};
 use unet_studio::metrics::{mask_scores, threshold_scores};
 use unet_studio::ml::checkpoint::{Checkpoint, CheckpointMeta};
 use unet_studio::ml::device::cpu_device;
@@ -20,44 +17,8 @@ use unet_studio::ml::{
 };
 use unet_studio::preprocess::{D4, normalize_percentile};
 
-fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012")
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("unet-recipe-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A real EM crop of sample slice `s` and its full binary labels.
-fn em_crop(s: usize, x0: usize, y0: usize, size: usize) -> (Plane<f32>, LabelSlice) {
-    let name = format!("slice{s:02}.png");
-    let stack = load_stack(&sample_dir().join("images").join(&name)).unwrap();
-    let labels = load_label_stack(&sample_dir().join("labels").join(&name)).unwrap();
-    let img =
-        normalize_percentile(&stack.slices[0]).crop_mirrored(x0 as isize, y0 as isize, size, size);
-    let lab = labels[0].crop_mirrored(x0 as isize, y0 as isize, size, size);
-    (img, encode_labels(&lab, LabelEncoding::Binary).unwrap())
-}
-
-fn lite() -> UNetConfig {
-    UNetConfig::preset(Preset::Lite, 2)
-}
-
-fn quick_cfg(iterations: u64) -> TrainConfig {
-    TrainConfig {
-        iterations,
-        tile_out: 36,
-        optimizer: OptimizerConfig::Adam { lr: 1e-3 },
-        seed: 5,
-        val_fraction: 0.0,
-        val_every: 0,
-        checkpoint_every: 0,
-        ..TrainConfig::default()
-    }
-}
+mod common;
+use common::engine::{em_crop, lite, quick_cfg, sample_dir, tempdir};
 
 fn one_slice_set(held_out: Vec<HeldOutSlice>) -> TrainSet {
     let (img, lab) = em_crop(0, 128, 128, 160);
@@ -73,7 +34,7 @@ fn a_time_budget_ends_the_run() {
     let set = one_slice_set(Vec::new());
     let cfg = TrainConfig {
         minutes: Some(0.0),
-        ..quick_cfg(100_000)
+        ..quick_cfg(100_000, 5)
     };
     let out = train(
         &set,
@@ -88,7 +49,7 @@ fn a_time_budget_ends_the_run() {
     assert_eq!(out.iteration, 0, "a zero budget trains nothing");
     let cfg = TrainConfig {
         minutes: Some(0.02),
-        ..quick_cfg(100_000)
+        ..quick_cfg(100_000, 5)
     };
     let out = train(
         &set,
@@ -121,7 +82,7 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
         val_every: 5,
         optimizer: OptimizerConfig::Adam { lr: 5e-3 },
         schedule: LrSchedule::Constant,
-        ..quick_cfg(40)
+        ..quick_cfg(40, 5)
     };
     let mut events = Vec::new();
     let mut chosen = None;
@@ -214,7 +175,7 @@ fn fine_tuning_never_hands_back_a_worse_network() {
     let cpu = cpu_device();
     let base = train(
         &set,
-        &quick_cfg(40),
+        &quick_cfg(40, 5),
         StartFrom::Scratch(lite()),
         &cpu,
         None,
@@ -228,7 +189,7 @@ fn fine_tuning_never_hands_back_a_worse_network() {
         val_fraction: 0.3,
         val_block_px: 32,
         val_every: 4,
-        ..quick_cfg(12)
+        ..quick_cfg(12, 5)
     };
     let mut losses = Vec::new();
     let out = train(

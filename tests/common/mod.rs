@@ -1,6 +1,8 @@
 //! Helpers shared by the GUI tests: a copy of the sample and the app in a kittest harness.
 #![allow(dead_code)]
 
+pub mod engine;
+
 use std::path::{Path, PathBuf};
 
 use eframe::egui;
