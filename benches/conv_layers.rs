@@ -5,9 +5,8 @@
 
 use std::time::Instant;
 
-use unet_studio::ml::conv_cpu::{
-    ConvShape, conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad,
-};
+use unet_studio::kernels::common::ConvShape;
+use unet_studio::kernels::conv3x3::{conv3x3_forward, conv3x3_input_grad, conv3x3_weight_grad};
 
 fn best_ms(mut f: impl FnMut()) -> f64 {
     f();

@@ -11,8 +11,9 @@ use crate::data::{
     LabelEncoding, LabelSlice, MaskStyle, Plane, encode_labels, load_label_stack, load_stack,
     write_f32_tiff, write_mask,
 };
+use crate::ml::config::LrSchedule;
 use crate::ml::infer::decide_classes;
-use crate::ml::train::{HeldOutSlice, LrSchedule, resume_dir};
+use crate::ml::train::{HeldOutSlice, resume_dir};
 use crate::ml::{
     CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
     TrainSet, UNetConfig, effective_tile, load_checkpoint, predict_fitting, select_device,

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod data;
 pub mod experiment;
 pub mod jobs;
+pub mod kernels;
 pub mod metrics;
 pub mod ml;
 pub mod postprocess;

@@ -381,9 +381,9 @@ fn extension_matches_burn_conv(device: &Device) {
         let b = Tensor::<1>::random([4], Distribution::Normal(0.0, 0.5), &ad).require_grad();
         let r = Tensor::<4>::random([2, 4, 11, 9], Distribution::Normal(0.0, 1.0), &ad);
         let ours = if fused {
-            unet_studio::ml::conv::conv3x3_relu(x.clone(), w.clone(), b.clone())
+            unet_studio::ml::ops::conv3x3_relu(x.clone(), w.clone(), b.clone())
         } else {
-            unet_studio::ml::conv::conv3x3(x.clone(), w.clone(), b.clone())
+            unet_studio::ml::ops::conv3x3(x.clone(), w.clone(), b.clone())
         };
         let reference = conv2d(
             x.clone(),
@@ -447,7 +447,7 @@ fn up_extension_matches_burn(device: &burn::prelude::Device) {
     let w = Tensor::<4>::random([5, 3, 2, 2], Distribution::Normal(0.0, 0.5), &ad).require_grad();
     let b = Tensor::<1>::random([3], Distribution::Normal(0.0, 0.5), &ad).require_grad();
     let r = Tensor::<4>::random([2, 3, 12, 14], Distribution::Normal(0.0, 1.0), &ad);
-    let ours = unet_studio::ml::conv::up2x2(x.clone(), w.clone(), b.clone());
+    let ours = unet_studio::ml::ops::up2x2(x.clone(), w.clone(), b.clone());
     let reference = conv_transpose2d(
         x.clone(),
         w.clone(),
@@ -490,7 +490,7 @@ fn pool_extension_matches_burn(device: &Device) {
     let ad = device.clone().autodiff();
     let x = Tensor::<4>::random([2, 3, 9, 8], Distribution::Normal(0.0, 1.0), &ad).require_grad();
     let r = Tensor::<4>::random([2, 3, 4, 4], Distribution::Normal(0.0, 1.0), &ad);
-    let ours = unet_studio::ml::conv::max_pool2x2(x.clone());
+    let ours = unet_studio::ml::ops::max_pool2x2(x.clone());
     let reference = max_pool2d(x.clone(), MaxPoolOptions::new([2, 2]));
     assert_eq!(ours.dims(), reference.dims());
     let close = |a, e, what: &str| assert_tensors_close(a, e, 1e-6, what);
@@ -550,7 +550,7 @@ fn crop_cat_matches_burn(device: &Device) {
         // One graph per backward pass (burn frees the tape it runs).
         let up = || leaf.clone().mul_scalar(2.0).exp();
         let r = Tensor::<4>::random([n, 5, 6, 8], Distribution::Normal(0.0, 1.0), &ad);
-        let ours = unet_studio::ml::conv::crop_cat(skip.clone(), up());
+        let ours = unet_studio::ml::ops::crop_cat(skip.clone(), up());
         // Margins 5 and 4: the window starts at row 2, column 2.
         let window = skip.clone().narrow(2, 2, 6).narrow(3, 2, 8);
         let reference = Tensor::cat(vec![window, up()], 1);
@@ -620,7 +620,7 @@ fn skip_connection_gradient_matches_burn(device: &Device) {
     use burn::tensor::Distribution;
     use burn::tensor::module::max_pool2d;
     use burn::tensor::ops::MaxPoolOptions;
-    use unet_studio::ml::conv::{crop_cat, max_pool2x2};
+    use unet_studio::ml::ops::{crop_cat, max_pool2x2};
     let ad = device.clone().autodiff();
     for n in [1, 2] {
         let leaf = Tensor::<4>::random([n, 3, 13, 14], Distribution::Normal(0.0, 1.0), &ad);
@@ -655,7 +655,7 @@ fn dropout_masks_like_burn(device: &Device) {
     use burn::module::Module as _;
     use burn::nn::DropoutConfig;
     use burn::tensor::Distribution;
-    use unet_studio::ml::conv::dropout;
+    use unet_studio::ml::ops::dropout;
     let d = DropoutConfig::new(0.25).init();
     let keep = 0.75f32;
     let ad = device.clone().autodiff();
@@ -704,7 +704,7 @@ fn sgd_momentum_matches_burn_sgd(device: &Device) {
     use burn::optim::momentum::MomentumConfig;
     use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::Distribution;
-    use unet_studio::ml::conv::Conv3x3;
+    use unet_studio::ml::layers::Conv3x3;
     let ad = device.clone().autodiff();
     // More weights than one parallel chunk of the CPU update (16 K).
     let w = Tensor::<4>::random([64, 32, 3, 3], Distribution::Normal(0.0, 0.1), device).to_data();

@@ -8,9 +8,10 @@ use std::process::Command;
 use unet_studio::data::{Plane, load_label_stack, load_stack};
 use unet_studio::metrics::{mask_scores, threshold_scores};
 use unet_studio::ml::checkpoint::{Checkpoint, CheckpointMeta};
+use unet_studio::ml::config::LrSchedule;
 use unet_studio::ml::device::cpu_device;
 use unet_studio::ml::infer::{decide_classes, predict_probabilities_tta};
-use unet_studio::ml::train::{HeldOutSlice, LAST_STATE_DIR, LrSchedule, resume_dir};
+use unet_studio::ml::train::{HeldOutSlice, LAST_STATE_DIR, resume_dir};
 use unet_studio::ml::{
     CancelToken, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent, TrainSet, UNetConfig,
     load_checkpoint, predict_probabilities, save_checkpoint, train,

@@ -16,7 +16,7 @@ use burn::tensor::Bytes;
 
 use crate::data::write_atomic;
 use crate::ml::MlError;
-use crate::ml::train::TrainConfig;
+use crate::ml::config::TrainConfig;
 use crate::ml::unet::{UNet, UNetConfig};
 
 const MAGIC: &[u8; 8] = b"UNETSTD1";

@@ -1,5 +1,5 @@
 //! The paper's optimiser, SGD with (undampened) momentum, as one fused update per parameter
-//! ([`conv::sgd_momentum`]). burn's `Sgd` computes the same update in five element-wise
+//! ([`super::ops::sgd_momentum`]). burn's `Sgd` computes the same update in five element-wise
 //! operations, each a single-threaded pass on the CPU and two of them into fresh buffers:
 //! 1.5 ms of the lite preset's ~20 ms training step at 252 px, against 0.8 ms fused.
 //!
@@ -9,7 +9,7 @@
 use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource, join_path};
 use burn::prelude::*;
 
-use super::conv;
+use super::ops;
 
 /// SGD with momentum: `v = momentum v + g`, `theta -= lr v` (Caffe's and the paper's rule).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,7 +62,7 @@ impl Optimizer for SgdMomentum {
         let velocity = state
             .and_then(|s| s.velocity)
             .unwrap_or_else(|| grad.zeros_like());
-        let (tensor, velocity) = conv::sgd_momentum(tensor, grad, velocity, lr, self.momentum);
+        let (tensor, velocity) = ops::sgd_momentum(tensor, grad, velocity, lr, self.momentum);
         (
             tensor,
             Some(SgdMomentumState {

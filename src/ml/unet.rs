@@ -8,7 +8,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::ml::conv::Conv3x3;
+use crate::ml::layers::Conv3x3;
 use crate::preprocess::{ConvPadding, TileGeometry};
 
 /// Network hyper-parameters. Saved next to every checkpoint.
@@ -423,9 +423,9 @@ impl UNet {
             skips.push(x.clone());
             // The extension's pooling: burn's took 15 ms on the CPU for the first level of a
             // 572 px tile, and its backward kept the indices of every maximum.
-            x = crate::ml::conv::max_pool2x2(x);
+            x = crate::ml::ops::max_pool2x2(x);
         }
-        x = crate::ml::conv::dropout(&self.dropout, self.bottom.forward(x));
+        x = crate::ml::ops::dropout(&self.dropout, self.bottom.forward(x));
         for ((up, block), skip) in self
             .up
             .iter()
@@ -439,9 +439,9 @@ impl UNet {
                 Some(b) => b.val(),
                 None => Tensor::zeros([weight.dims()[1]], &x.device()),
             };
-            x = crate::ml::conv::up2x2(x, weight, bias);
+            x = crate::ml::ops::up2x2(x, weight, bias);
             // Crop-and-concat: the centre of the contracting path's map, then the up path's.
-            x = block.forward(crate::ml::conv::crop_cat(skip, x));
+            x = block.forward(crate::ml::ops::crop_cat(skip, x));
         }
         classify(&self.head, x)
     }

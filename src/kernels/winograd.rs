@@ -16,9 +16,9 @@
 //!
 //! A padding of `pad` pixels is implicit (masked loads), so the input gradient (the forward
 //! pass of `dY` padded by 2 with [`Taps::Flipped`] weights) runs here as well. Results equal
-//! the definition up to rounding (the transforms add and halve values; `conv_cpu`'s tests run
+//! the definition up to rounding (the transforms add and halve values; `conv3x3`'s tests run
 //! this kernel on all their shapes against the definition). Layouts are those of
-//! [`super::conv_cpu`], which chooses this kernel where it was measured faster.
+//! [`super::conv3x3`], which chooses this kernel where it was measured faster.
 
 use std::arch::x86_64::{
     __m512, __m512i, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_load_ps, _mm512_loadu_ps,
@@ -29,8 +29,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::conv_cpu::Taps;
-use super::conv_direct::{SharedOut, lanes};
+use super::avx512::lanes;
+use super::common::SharedOut;
+use super::common::Taps;
 
 /// Output channels per register block.
 const CO: usize = 8;
@@ -43,7 +44,7 @@ const XI: usize = 16;
 
 /// Whether this CPU runs this module's kernel.
 pub fn available() -> bool {
-    super::conv_direct::available()
+    super::avx512::available()
 }
 
 /// Forward pass of one image with `pad` pixels of implicit zero padding on every side: `x`
@@ -62,8 +63,8 @@ pub fn forward_into(
     relu: bool,
     y: &mut [MaybeUninit<f32>],
 ) {
-    assert!(available(), "conv_winograd: the CPU lacks AVX-512F");
-    let (ho, wo) = super::conv_cpu::check_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    assert!(available(), "winograd: the CPU lacks AVX-512F");
+    let (ho, wo) = super::common::check_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
     let coutp = cout.next_multiple_of(CO);
     let u = transform_weights(weight, cin, cout, coutp);
     let mut biases = vec![0.0f32; coutp];

@@ -1,5 +1,5 @@
 //! Direct 3x3 valid convolution kernels for x86-64 CPUs with AVX2 and FMA (and no AVX-512,
-//! where [`super::conv_direct`] runs instead): on such a CPU (e.g. Zen 3) the U-Net's layers
+//! where [`super::avx512`] runs instead): on such a CPU (e.g. Zen 3) the U-Net's layers
 //! with 16-64 channels spent as much time building im2col buffers and packing them for the
 //! GEMM as multiplying, because their reduction is only `9 Cin` long. These kernels read the
 //! image in place.
@@ -24,7 +24,7 @@
 //!   channels x 4 pairs of 8-pixel vectors, ran at 100-145 GF/s, below im2col + GEMM on most
 //!   layers: 7 unaligned loads per 12 multiply-adds, and sums across lanes per chunk.)
 //!
-//! Layouts and results are those of [`super::conv_cpu`], which chooses these kernels.
+//! Layouts and results are those of [`super::conv3x3`], which chooses these kernels.
 
 use std::arch::x86_64::{
     __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
@@ -35,8 +35,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::conv_cpu::Taps;
-use super::conv_direct::{SharedOut, block_biases, spread_into};
+use super::common::Taps;
+use super::common::{SharedOut, block_biases, spread_into};
 
 /// Output channels per register block of the forward kernel.
 const CO: usize = 6;
@@ -147,8 +147,8 @@ pub fn forward_into(
     relu: bool,
     y: &mut [MaybeUninit<f32>],
 ) {
-    assert!(available(), "conv_avx2: the CPU lacks AVX2 or FMA");
-    let (ho, wo) = super::conv_cpu::check_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
+    assert!(available(), "avx2: the CPU lacks AVX2 or FMA");
+    let (ho, wo) = super::common::check_forward(x, weight, bias, (cin, cout, h, w), pad, y.len());
     let (hp, wp) = (ho + 2, wo + 2);
     if cout == 0 {
         return;
@@ -184,7 +184,7 @@ fn forward_flat(
     let len = (ho - 1) * wp + wo;
     assert!(
         x.len() >= cin * plane && plane >= len.max(PX) + 2 * wp + 2,
-        "conv_avx2: input layout"
+        "avx2: input layout"
     );
     let panel = pack_weights(weight, cin, cout);
     let biases = block_biases::<CO>(bias, cout);
@@ -338,7 +338,7 @@ fn with_spread<R>(
     let len = src.len() / per * plane;
     assert!(
         cols <= stride && origin + (rows.max(1) - 1) * stride + cols <= plane,
-        "conv_avx2: layout"
+        "avx2: layout"
     );
     with_spare(
         len,
@@ -355,7 +355,7 @@ fn with_spare<R>(len: usize, fill: impl FnOnce(&mut [f32]), f: impl FnOnce(&[f32
         .map(|mut kept| std::mem::take(&mut *kept))
         .unwrap_or_default();
     if buf.len() < len {
-        buf = super::conv_cpu::filled_in_parallel(len, 0.0);
+        buf = super::common::filled_in_parallel(len, 0.0);
     }
     fill(&mut buf[..len]);
     let r = f(&buf[..len]);
@@ -386,8 +386,8 @@ pub fn weight_grad(
     dy: &[f32],
     (cin, cout, h, w): (usize, usize, usize, usize),
 ) -> Vec<f32> {
-    assert!(available(), "conv_avx2: the CPU lacks AVX2 or FMA");
-    let (ho, wo) = super::conv_cpu::check_weight_grad(x, dy, (cin, cout, h, w));
+    assert!(available(), "avx2: the CPU lacks AVX2 or FMA");
+    let (ho, wo) = super::common::check_weight_grad(x, dy, (cin, cout, h, w));
     let k = cin * 9;
     if k == 0 || cout == 0 {
         return vec![0.0f32; cout * k];
@@ -507,7 +507,7 @@ impl OuterOperands<'_> {
     ) {
         assert!(
             k0 < k1 && k1 <= self.k && j0 < j1 && j1 <= self.len && out.len() == (k1 - k0) * OCO,
-            "conv_avx2: gradient block"
+            "avx2: gradient block"
         );
         let d = &self.dyt[(cb * self.len + j0) * OCO..(cb * self.len + j1) * OCO];
         for (g, sums) in out.chunks_mut(OK * OCO).enumerate() {

@@ -1,0 +1,12 @@
+//! Training: what a run trains on ([`set`]), how it starts and reports ([`events`]), its
+//! validation ([`validate`]) and the loop itself ([`run`]). Its configuration is
+//! [`crate::ml::config`].
+
+pub mod events;
+pub mod run;
+pub mod set;
+pub mod validate;
+
+pub use events::{StartFrom, TrainEvent, TrainOutcome};
+pub use run::{LAST_STATE_DIR, resume_dir, train, train_fitting};
+pub use set::{HeldOutSlice, Sample, TrainSet, target_tensors};

@@ -1,0 +1,631 @@
+//! The training loop: batch 1 of the largest tile, random tiles centred on labelled pixels,
+//! elastic deformation and other augmentation on the fly, weighted loss, SGD with momentum
+//! 0.99 (paper) or Adam on a learning-rate schedule, validation with keep-best, atomic
+//! checkpoints of the best network and of the last state.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use burn::module::Module as _;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+
+use crate::data::{LabelSlice, Plane};
+use crate::ml::cancel::CancelToken;
+use crate::ml::checkpoint::{CheckpointMeta, now_unix_s, save_checkpoint};
+use crate::ml::compute_pool::in_compute_pool;
+use crate::ml::config::TrainConfig;
+use crate::ml::device::ComputeDevice;
+use crate::ml::error::MlError;
+use crate::ml::infer::{plane_tensor, tensor_values};
+use crate::ml::loss::weighted_cross_entropy;
+use crate::ml::unet::{UNet, UNetConfig};
+use crate::preprocess::{D4, Rng, class_weights, weight_map};
+
+use super::events::{StartFrom, TrainEvent, TrainOutcome};
+use super::set::{Sample, TrainSet, draw_sample, target_tensors, validation_masks};
+use super::validate::{Best, Validator, validate_held_out};
+
+/// [`train`], started again with a smaller tile when the device runs out of memory (see
+/// [`crate::ml::memory::with_smaller_tiles`]); `on_retry(from, to)` is told first.
+#[allow(clippy::too_many_arguments)]
+pub fn train_fitting(
+    set: &TrainSet,
+    cfg: &TrainConfig,
+    start: StartFrom,
+    device: &ComputeDevice,
+    out_dir: Option<&Path>,
+    cancel: &CancelToken,
+    on_retry: &mut dyn FnMut(usize, usize),
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, MlError> {
+    let unet = start.unet().clone();
+    crate::ml::memory::with_smaller_tiles(&unet, cfg.tile_out, on_retry, &mut |tile| {
+        let cfg = TrainConfig {
+            tile_out: tile,
+            ..cfg.clone()
+        };
+        train(set, &cfg, start.clone(), device, out_dir, cancel, on_event)
+    })
+}
+
+/// Trains a U-Net. Checkpoints go to `out_dir` (when given) every `checkpoint_every`
+/// iterations and at the end, also when cancelled; a non-finite loss stops the run with an
+/// error and leaves the last checkpoint as it was.
+pub fn train(
+    set: &TrainSet,
+    cfg: &TrainConfig,
+    start: StartFrom,
+    device: &ComputeDevice,
+    out_dir: Option<&Path>,
+    cancel: &CancelToken,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, MlError> {
+    check_set(set)?;
+    // Initial weights and dropout masks come from the device's generator: seed it too.
+    device.device.seed(cfg.seed);
+    let ad = device.device.clone().autodiff();
+    let begin = Begin::new(start, cfg, &ad)?;
+    if set.classes() > begin.unet.classes {
+        return Err(MlError::NoLabels(format!(
+            "the labels use class {} but the network predicts {} classes",
+            set.classes(),
+            begin.unet.classes
+        )));
+    }
+    let geom = begin.unet.geometry();
+    let tile_out = geom.nearest_valid_output(cfg.tile_out.max(1));
+    let tile_in = geom
+        .input_size(tile_out)
+        .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile_out} px output")))?;
+    let data = Prepared::new(set, cfg, begin.unet.classes)?;
+    let cfg = &data.cfg;
+    on_event(TrainEvent::Started {
+        device: device.description.clone(),
+        tile_out,
+        tile_in,
+        train_pixels: data.train_pixels,
+        val_pixels: data.val_pixels,
+        first_iteration: begin.first_iteration,
+    });
+    let validator = Validator {
+        unet: &begin.unet,
+        set,
+        weights: &data.full_weights,
+        masks: &data.val_masks,
+        val_pixels: data.val_pixels,
+        tile_out,
+        device,
+        cancel,
+        keep_best: cfg.keep_best,
+        start_threshold: begin.threshold,
+    };
+    let mut run = Run {
+        set,
+        cfg,
+        data: &data,
+        tiles: (tile_out, tile_in),
+        device,
+        labels_hash: set.labels_hash(),
+        unet: begin.unet.clone(),
+        model: begin.model,
+        optim: begin.optim,
+        iteration: begin.first_iteration,
+        losses: Vec::with_capacity(cfg.iterations.min(100_000) as usize),
+        best: None,
+        validation: None,
+    };
+    // A run from a checkpoint validates the starting network first, so that a run that only
+    // makes it worse hands the starting network back.
+    if begin.from_checkpoint && cfg.keep_best && validator.can() {
+        let (v, event) = validator.round(run.model.valid(), run.iteration, &mut run.best)?;
+        run.validation = Some(v);
+        on_event(event);
+    }
+    let (mut run, cancelled) = run.steps(&ad, &validator, out_dir, cancel, on_event)?;
+    let views = run.choose_views(&validator, cancel, on_event)?;
+    let threshold_views = views.or(begin.threshold_views);
+    if let Some(dir) = out_dir
+        && (!run.losses.is_empty() || run.best.is_some())
+    {
+        let mut last_meta = run.meta(begin.threshold);
+        last_meta.threshold_views = threshold_views;
+        let path = run.save(dir, last_meta)?;
+        on_event(TrainEvent::Checkpoint {
+            iteration: run.iteration,
+            path,
+        });
+    }
+    let (model, model_iteration, threshold, validation) = match run.best {
+        Some(b) => (b.model, b.iteration, b.threshold, Some(b.validation)),
+        None => (
+            run.model.valid(),
+            run.iteration,
+            begin.threshold,
+            run.validation,
+        ),
+    };
+    Ok(TrainOutcome {
+        model,
+        unet: run.unet,
+        iteration: run.iteration,
+        losses: run.losses,
+        validation,
+        cancelled,
+        model_iteration,
+        threshold,
+        threshold_views,
+    })
+}
+
+/// Refuses a set without images, or with labels of another size than their image.
+fn check_set(set: &TrainSet) -> Result<(), MlError> {
+    if set.images.is_empty() || set.images.len() != set.labels.len() {
+        return Err(MlError::NoLabels(
+            "training needs at least one image with labels".into(),
+        ));
+    }
+    for (i, (im, l)) in set.images.iter().zip(&set.labels).enumerate() {
+        if (im.width, im.height) != (l.classes.width, l.classes.height) {
+            return Err(MlError::NoLabels(format!(
+                "slice {i}: image is {}x{} but labels are {}x{}",
+                im.width, im.height, l.classes.width, l.classes.height
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where a run starts: the network, its optimiser and iteration, and what the starting
+/// checkpoint says about its threshold.
+struct Begin {
+    unet: UNetConfig,
+    model: UNet,
+    optim: ModuleOptimizer,
+    first_iteration: u64,
+    threshold: Option<f32>,
+    threshold_views: Option<u8>,
+    from_checkpoint: bool,
+}
+
+impl Begin {
+    fn new(start: StartFrom, cfg: &TrainConfig, ad: &Device) -> Result<Self, MlError> {
+        let fresh = || cfg.optimizer.init_optimizer();
+        Ok(match start {
+            StartFrom::Scratch(u) => Self {
+                model: u.init(ad),
+                unet: u,
+                optim: fresh(),
+                first_iteration: 0,
+                threshold: None,
+                threshold_views: None,
+                from_checkpoint: false,
+            },
+            StartFrom::FineTune(c) => Self {
+                model: c.model(ad)?,
+                unet: c.meta.unet.clone(),
+                optim: fresh(),
+                first_iteration: 0,
+                threshold: c.meta.threshold,
+                threshold_views: c.meta.threshold_views,
+                from_checkpoint: true,
+            },
+            StartFrom::Resume(c) => Self {
+                optim: c.restore_optimizer(fresh())?,
+                model: c.model(ad)?,
+                unet: c.meta.unet.clone(),
+                first_iteration: c.meta.iteration,
+                threshold: c.meta.threshold,
+                threshold_views: c.meta.threshold_views,
+                from_checkpoint: true,
+            },
+        })
+    }
+}
+
+/// The labels split into training and held-out blocks, the class weights, the weight maps
+/// (computed once, before training, as in the paper) and the pixels tiles are centred on.
+struct Prepared {
+    /// The run's config with the class weights it uses (saved with every checkpoint, so a
+    /// fine-tune can keep them).
+    cfg: TrainConfig,
+    val_masks: Vec<Plane<bool>>,
+    full_weights: Vec<Plane<f32>>,
+    train_weights: Vec<Plane<f32>>,
+    /// Per slice, the training pixels (weight > 0).
+    pixels: Vec<Vec<u32>>,
+    /// Running totals of `pixels`' lengths.
+    cumulative: Vec<usize>,
+    train_pixels: usize,
+    val_pixels: usize,
+}
+
+impl Prepared {
+    fn new(set: &TrainSet, cfg: &TrainConfig, classes: usize) -> Result<Self, MlError> {
+        let val_masks = validation_masks(set, cfg);
+        let masked = |l: &LabelSlice, m: &Plane<bool>| {
+            let mut l = l.clone();
+            for (c, &v) in l.classes.data.iter_mut().zip(&m.data) {
+                if v {
+                    *c = 0;
+                }
+            }
+            l
+        };
+        let train_labels: Vec<LabelSlice> = set
+            .labels
+            .iter()
+            .zip(&val_masks)
+            .map(|(l, m)| masked(l, m))
+            .collect();
+        let cw = run_class_weights(cfg, &train_labels, classes)?;
+        let cfg = TrainConfig {
+            class_weights: if cfg.weights.balance_classes {
+                cw[1..].to_vec()
+            } else {
+                Vec::new()
+            },
+            ..cfg.clone()
+        };
+        let full_weights: Vec<Plane<f32>> = set
+            .labels
+            .iter()
+            .map(|l| weight_map(l, &cw, &cfg.weights))
+            .collect();
+        let train_weights: Vec<Plane<f32>> = full_weights
+            .iter()
+            .zip(&val_masks)
+            .map(|(w, m)| {
+                let mut w = w.clone();
+                for (x, &v) in w.data.iter_mut().zip(&m.data) {
+                    if v {
+                        *x = 0.0;
+                    }
+                }
+                w
+            })
+            .collect();
+        let pixels: Vec<Vec<u32>> = train_weights
+            .iter()
+            .map(|w| {
+                let labelled = w.data.iter().enumerate().filter(|(_, v)| **v > 0.0);
+                labelled.map(|(i, _)| i as u32).collect()
+            })
+            .collect();
+        let cumulative: Vec<usize> = pixels
+            .iter()
+            .scan(0, |acc, p| {
+                *acc += p.len();
+                Some(*acc)
+            })
+            .collect();
+        let train_pixels = cumulative.last().copied().unwrap_or(0);
+        if train_pixels == 0 {
+            return Err(MlError::NoLabels(
+                "no labelled pixels to train on (all pixels are 0 = unlabelled, or all were held out)"
+                    .into(),
+            ));
+        }
+        let val_pixels = set
+            .labels
+            .iter()
+            .zip(&val_masks)
+            .map(|(l, m)| {
+                let held = l.classes.data.iter().zip(&m.data);
+                held.filter(|(c, v)| **c > 0 && **v).count()
+            })
+            .sum();
+        Ok(Self {
+            cfg,
+            val_masks,
+            full_weights,
+            train_weights,
+            pixels,
+            cumulative,
+            train_pixels,
+            val_pixels,
+        })
+    }
+}
+
+/// The class weights `w_c` (index 0: unlabelled) of a run: fixed ones from the config, else
+/// computed from the training labels' frequencies.
+fn run_class_weights(
+    cfg: &TrainConfig,
+    train_labels: &[LabelSlice],
+    classes: usize,
+) -> Result<Vec<f32>, MlError> {
+    match &cfg.class_weights[..] {
+        _ if !cfg.weights.balance_classes => Ok(class_weights(train_labels, classes)),
+        [] => Ok(class_weights(train_labels, classes)),
+        fixed if fixed.len() == classes && fixed.iter().all(|w| w.is_finite() && *w > 0.0) => {
+            Ok(std::iter::once(0.0).chain(fixed.iter().copied()).collect())
+        }
+        fixed => Err(MlError::NoLabels(format!(
+            "{} fixed class weights for {} classes (each must be positive)",
+            fixed.len(),
+            classes
+        ))),
+    }
+}
+
+/// The state of a run between steps.
+struct Run<'a> {
+    set: &'a TrainSet,
+    cfg: &'a TrainConfig,
+    data: &'a Prepared,
+    /// Output and input tile edges.
+    tiles: (usize, usize),
+    device: &'a ComputeDevice,
+    labels_hash: String,
+    unet: UNetConfig,
+    model: UNet,
+    optim: ModuleOptimizer,
+    iteration: u64,
+    losses: Vec<f32>,
+    /// The best validation so far.
+    best: Option<Best>,
+    /// The last validation's `(loss, wrong px)` on the held-out blocks.
+    validation: Option<(f32, f32)>,
+}
+
+impl Run<'_> {
+    /// Runs the steps until the iterations or the time budget end, or cancellation (then
+    /// returns `true`), validating and checkpointing on the way.
+    fn steps(
+        mut self,
+        ad: &Device,
+        validator: &Validator<'_>,
+        out_dir: Option<&Path>,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<(Self, bool), MlError> {
+        let cfg = self.cfg;
+        let first_iteration = self.iteration;
+        let mut rng = Rng::new(cfg.seed.wrapping_add(first_iteration.wrapping_mul(0x9E37)));
+        let t0 = Instant::now();
+        let budget_s = cfg.minutes.map(|m| (m * 60.0).max(0.0));
+        // Time spent paused does not count in the speed.
+        let mut paused = Duration::ZERO;
+        let running_s = |paused: Duration| t0.elapsed().saturating_sub(paused).as_secs_f64();
+        for step in 0..cfg.iterations {
+            paused += cancel.wait_while_paused();
+            if cancel.is_cancelled() {
+                return Ok((self, true));
+            }
+            let time_progress = budget_s.map_or(0.0, |b| running_s(paused) / b.max(1e-9));
+            if time_progress >= 1.0 {
+                break;
+            }
+            let progress = (step as f64 / cfg.iterations.max(1) as f64).max(time_progress);
+            let lr = cfg.optimizer.lr() * cfg.schedule.factor(step, progress);
+            let Some(sample) = self.sample(&mut rng) else {
+                break;
+            };
+            // The network moves into the step and back: a clone would share its tensors and
+            // keep the optimiser from updating them in place.
+            let (model, loss) = train_step(
+                self.model,
+                &mut self.optim,
+                ad,
+                (&sample, self.unet.classes),
+                lr,
+                self.iteration,
+            )?;
+            self.model = model;
+            self.iteration += 1;
+            self.losses.push(loss);
+            on_event(TrainEvent::Iteration {
+                iteration: self.iteration,
+                loss,
+                its_per_s: (step + 1) as f32 / running_s(paused).max(1e-6) as f32,
+            });
+            let last =
+                step + 1 == cfg.iterations || budget_s.is_some_and(|b| running_s(paused) >= b);
+            let every = |n: u64| n > 0 && (step + 1) % n == 0;
+            if every(cfg.preview_every) && !last {
+                on_event(TrainEvent::Snapshot {
+                    iteration: self.iteration,
+                    model: Box::new(self.model.valid()),
+                });
+            }
+            if validator.can() && (every(cfg.val_every) || last) {
+                let (v, event) =
+                    validator.round(self.model.valid(), self.iteration, &mut self.best)?;
+                self.validation = Some(v);
+                on_event(event);
+            }
+            if let Some(dir) = out_dir
+                && every(cfg.checkpoint_every)
+                && !last
+            {
+                let path = self.save(dir, self.meta(None))?;
+                on_event(TrainEvent::Checkpoint {
+                    iteration: self.iteration,
+                    path,
+                });
+            }
+            if last {
+                break;
+            }
+        }
+        Ok((self, false))
+    }
+
+    /// A training sample; drawn again (up to 9 times) when augmentation pushed every
+    /// labelled pixel out of the output tile.
+    fn sample(&self, rng: &mut Rng) -> Option<Sample> {
+        let d = self.data;
+        let (tile_out, tile_in) = self.tiles;
+        let mut sample = None;
+        for _ in 0..9 {
+            let s = draw_sample(
+                self.set,
+                &d.train_weights,
+                &d.pixels,
+                &d.cumulative,
+                tile_out,
+                tile_in,
+                self.cfg,
+                rng,
+            );
+            let usable = s.weights.data.iter().any(|&w| w > 0.0);
+            sample = Some(s);
+            if usable {
+                break;
+            }
+        }
+        sample
+    }
+
+    /// How `predict` should use the kept network by default: one view, or the mean of the 8
+    /// flips and rotations (which smooths the probabilities and shifts the best threshold),
+    /// whichever gives the lower Rand error on the held-out slices, with its own threshold.
+    /// On ISBI 2012 either has won, depending on the network (docs/results.md).
+    fn choose_views(
+        &mut self,
+        validator: &Validator<'_>,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Option<u8>, MlError> {
+        let Some(b) = &mut self.best else {
+            return Ok(None);
+        };
+        if self.set.held_out.is_empty() || cancel.is_cancelled() {
+            return Ok(None);
+        }
+        let Some((rand8, t8)) = validate_held_out(
+            &b.model,
+            &self.unet,
+            &self.set.held_out,
+            validator.tile_out,
+            self.device,
+            cancel,
+            &D4::all(),
+        )?
+        else {
+            return Ok(None);
+        };
+        let eight = D4::all().len();
+        let one = (b.threshold.unwrap_or(t8), 1, b.score);
+        let all = (t8, eight, rand8);
+        let (chosen, other) = if rand8 < b.score {
+            (all, one)
+        } else {
+            (one, all)
+        };
+        b.threshold = Some(chosen.0);
+        on_event(TrainEvent::Threshold {
+            threshold: chosen.0,
+            views: chosen.1,
+            rand_error: chosen.2,
+            other_views: other.1,
+            other_rand_error: other.2,
+        });
+        Ok(Some(chosen.1 as u8))
+    }
+
+    /// The checkpoint metadata of the current state.
+    fn meta(&self, threshold: Option<f32>) -> CheckpointMeta {
+        CheckpointMeta {
+            unet: self.unet.clone(),
+            train: Some(self.cfg.clone()),
+            iteration: self.iteration,
+            created_unix_s: now_unix_s(),
+            train_loss: recent_mean(&self.losses),
+            val_loss: self.validation.map(|v| v.0),
+            labels_hash: Some(self.labels_hash.clone()),
+            note: format!("trained on {}", self.device.description),
+            threshold,
+            threshold_views: None,
+        }
+    }
+
+    /// [`save_run`] of the current state.
+    fn save(&self, dir: &Path, last_meta: CheckpointMeta) -> Result<PathBuf, MlError> {
+        save_run(
+            dir,
+            last_meta,
+            &self.model.valid(),
+            &self.optim,
+            self.best.as_ref(),
+        )
+    }
+}
+
+/// One optimisation step of `model` on `sample` at learning rate `lr` (the step after
+/// `iteration`); returns the updated network and the step's loss.
+fn train_step(
+    model: UNet,
+    optim: &mut ModuleOptimizer,
+    ad: &Device,
+    (sample, classes): (&Sample, usize),
+    lr: f64,
+    iteration: u64,
+) -> Result<(UNet, f32), MlError> {
+    in_compute_pool(|| {
+        let x = plane_tensor(&sample.image, ad);
+        let (target, weights) = target_tensors(&sample.classes, &sample.weights, classes, ad);
+        let logits = model.forward(x);
+        let loss = weighted_cross_entropy(logits, target, weights);
+        let loss_value = tensor_values(loss.clone())?
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN);
+        if !loss_value.is_finite() {
+            return Err(MlError::Diverged {
+                iteration: iteration + 1,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        Ok((optim.step(lr, model, grads), loss_value))
+    })
+}
+
+/// The folder of a run's last state (weights and optimiser, to resume from) when the run keeps
+/// its best network as the model.
+pub const LAST_STATE_DIR: &str = "last";
+
+/// Where `--resume` finds the state of the run saved in `dir`.
+pub fn resume_dir(dir: &Path) -> PathBuf {
+    let last = dir.join(LAST_STATE_DIR);
+    if crate::ml::checkpoint::checkpoint_path(&last).exists() {
+        last
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Saves a run. With a best network: that network (weights only, its own iteration, loss
+/// and threshold) as the model in `dir`, and the last state with its optimiser in
+/// `dir/last`. Without: the last state in `dir`. Returns the model's path.
+fn save_run(
+    dir: &Path,
+    last_meta: CheckpointMeta,
+    last: &UNet,
+    optim: &ModuleOptimizer,
+    best: Option<&Best>,
+) -> Result<PathBuf, MlError> {
+    let Some(b) = best else {
+        return save_checkpoint(dir, &last_meta, last, Some(optim));
+    };
+    let reached = last_meta.iteration;
+    save_checkpoint(&dir.join(LAST_STATE_DIR), &last_meta, last, Some(optim))?;
+    let meta = CheckpointMeta {
+        iteration: b.iteration,
+        val_loss: Some(b.validation.0),
+        threshold: b.threshold,
+        threshold_views: last_meta.threshold_views,
+        note: format!(
+            "{}; best validation at iteration {} of {reached}",
+            last_meta.note, b.iteration
+        ),
+        ..last_meta
+    };
+    save_checkpoint(dir, &meta, &b.model, None)
+}
+
+fn recent_mean(losses: &[f32]) -> Option<f32> {
+    let tail = &losses[losses.len().saturating_sub(20)..];
+    (!tail.is_empty()).then(|| tail.iter().sum::<f32>() / tail.len() as f32)
+}

@@ -1,0 +1,162 @@
+//! What a run trains on: the training set ([`TrainSet`]), the blocks of labels held out for
+//! validation, the weight maps and the random, augmented tiles drawn from them.
+
+use burn::prelude::*;
+
+use crate::data::{LabelSlice, Plane};
+use crate::ml::checkpoint::fnv1a_hex;
+use crate::ml::config::TrainConfig;
+use crate::ml::infer::plane_tensor;
+use crate::preprocess::{
+    D4, DeformationField, GreyJitter, Interpolation, Rng, warp_f32, warp_nearest,
+};
+
+/// Training images (normalised) and their labels, slice by slice.
+#[derive(Clone, Debug)]
+pub struct TrainSet {
+    /// Normalised images.
+    pub images: Vec<Plane<f32>>,
+    /// Labels of each image (same size).
+    pub labels: Vec<LabelSlice>,
+    /// Fully labelled slices held out for validation by the paper's measures (may be empty;
+    /// then validation uses the held-out blocks of `labels`).
+    pub held_out: Vec<HeldOutSlice>,
+}
+
+impl TrainSet {
+    /// Number of classes the labels use (at least 2).
+    pub fn classes(&self) -> usize {
+        self.labels
+            .iter()
+            .map(|l| l.max_class() as usize)
+            .max()
+            .unwrap_or(0)
+            .max(2)
+    }
+
+    /// FNV-1a hash of all label classes.
+    pub fn labels_hash(&self) -> String {
+        fnv1a_hex(self.labels.iter().map(|l| &l.classes.data[..]))
+    }
+}
+
+/// A normalised image and the cell (class 2) mask of its full labels.
+#[derive(Clone, Debug)]
+pub struct HeldOutSlice {
+    /// Normalised image.
+    pub image: Plane<f32>,
+    /// Where the truth is cell (class >= 2).
+    pub cell: Plane<bool>,
+}
+
+/// One training sample: input tile, classes and weights of the output tile.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// `tile_in x tile_in` normalised image.
+    pub image: Plane<f32>,
+    /// `tile_out x tile_out` classes (0 = unlabelled).
+    pub classes: Plane<u8>,
+    /// `tile_out x tile_out` weights.
+    pub weights: Plane<f32>,
+}
+
+/// Per-slice masks of the held-out validation blocks.
+pub(crate) fn validation_masks(set: &TrainSet, cfg: &TrainConfig) -> Vec<Plane<bool>> {
+    let mut rng = Rng::new(cfg.seed ^ 0x7A11_DA7E);
+    let b = cfg.val_block_px.max(8);
+    set.labels
+        .iter()
+        .map(|l| {
+            let (w, h) = (l.classes.width, l.classes.height);
+            let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
+            let blocks: Vec<bool> = (0..bw * bh)
+                .map(|_| rng.uniform() < f64::from(cfg.val_fraction))
+                .collect();
+            let mut m = Plane::filled(w, h, false);
+            for y in 0..h {
+                for x in 0..w {
+                    m.set(x, y, blocks[(y / b) * bw + x / b]);
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+/// Draws one augmented training sample centred near a random training pixel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn draw_sample(
+    set: &TrainSet,
+    weights: &[Plane<f32>],
+    pixels: &[Vec<u32>],
+    cumulative: &[usize],
+    tile_out: usize,
+    tile_in: usize,
+    cfg: &TrainConfig,
+    rng: &mut Rng,
+) -> Sample {
+    let total = cumulative.last().copied().unwrap_or(0);
+    let pick = rng.below(total.max(1));
+    let s = cumulative.partition_point(|&c| c <= pick);
+    let s = s.min(set.images.len() - 1);
+    let list = &pixels[s];
+    let idx = list[rng.below(list.len())] as usize;
+    let img = &set.images[s];
+    let (px, py) = (idx % img.width, idx / img.width);
+    let jitter = (tile_out / 4).max(1);
+    let margin = (tile_in - tile_out) / 2;
+    let ox =
+        px as isize - (tile_out / 2) as isize + rng.below(2 * jitter) as isize - jitter as isize;
+    let oy =
+        py as isize - (tile_out / 2) as isize + rng.below(2 * jitter) as isize - jitter as isize;
+    let (ix, iy) = (ox - margin as isize, oy - margin as isize);
+    let mut image = img.crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut classes = set.labels[s]
+        .classes
+        .crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut wmap = weights[s].crop_mirrored(ix, iy, tile_in, tile_in);
+    let aug = &cfg.augment;
+    if aug.elastic {
+        let field = DeformationField::random(tile_in, tile_in, &cfg.elastic, rng.next_u64());
+        let (dx, dy) = field.dense();
+        image = warp_f32(&image, &dx, &dy, Interpolation::Bicubic);
+        classes = warp_nearest(&classes, &dx, &dy);
+        wmap = warp_nearest(&wmap, &dx, &dy);
+    }
+    if aug.flips_rotations {
+        let d4 = D4::random(rng);
+        image = d4.apply(&image);
+        classes = d4.apply(&classes);
+        wmap = d4.apply(&wmap);
+    }
+    if aug.brightness > 0.0 || aug.contrast > 0.0 || aug.gamma > 0.0 {
+        GreyJitter::random(aug, rng).apply(&mut image);
+    }
+    let m = margin as isize;
+    Sample {
+        image,
+        classes: classes.crop_mirrored(m, m, tile_out, tile_out),
+        weights: wmap.crop_mirrored(m, m, tile_out, tile_out),
+    }
+}
+
+/// One-hot `[1, K, H, W]` targets (all zero at unlabelled pixels) and `[1, 1, H, W]` weights.
+pub fn target_tensors(
+    classes: &Plane<u8>,
+    weights: &Plane<f32>,
+    n_classes: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let n = classes.data.len();
+    let mut onehot = vec![0.0f32; n_classes * n];
+    for (i, &c) in classes.data.iter().enumerate() {
+        if c >= 1 && (c as usize) <= n_classes {
+            onehot[(c as usize - 1) * n + i] = 1.0;
+        }
+    }
+    let (h, w) = (classes.height, classes.width);
+    (
+        Tensor::from_data(TensorData::new(onehot, [1, n_classes, h, w]), device),
+        plane_tensor(weights, device),
+    )
+}
