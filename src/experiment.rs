@@ -15,6 +15,7 @@ use crate::metrics::{
 use crate::ml::checkpoint::save_checkpoint;
 use crate::ml::infer::{decide_classes, predict_probabilities_tta};
 use crate::ml::train::HeldOutSlice;
+use crate::ml::unet::UNet;
 use crate::ml::{
     CancelToken, ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig,
     TrainEvent, TrainSet, UNetConfig, train,
@@ -200,17 +201,10 @@ pub fn load_split(data: &Path, val_slices: usize) -> Result<SplitData, MlError> 
     })
 }
 
-/// Runs every configuration, one after the other; `log` receives progress lines.
-pub fn run_experiment(
-    cfg: &ExperimentConfig,
-    device: &ComputeDevice,
-    cancel: &CancelToken,
-    log: &mut dyn FnMut(String),
-) -> Result<Vec<RunResult>, MlError> {
-    let split = load_split(&cfg.data, cfg.val_slices)?;
-    let sparse: Vec<LabelSlice> = split
-        .train_labels
-        .iter()
+/// Simulated scribbles of every training slice, with the painted parts of the objects (for
+/// the weight map).
+fn sparse_labels(cfg: &ExperimentConfig, full: &[LabelSlice]) -> Vec<LabelSlice> {
+    full.iter()
         .enumerate()
         .map(|(i, l)| {
             let classes = simulate_scribbles(&l.classes, cfg.scribble_px, cfg.seed + i as u64);
@@ -228,25 +222,18 @@ pub fn run_experiment(
             };
             LabelSlice { classes, objects }
         })
-        .collect();
-    let base = TrainConfig {
-        iterations: cfg.iterations,
-        tile_out: cfg.tile,
-        optimizer: OptimizerConfig::Adam { lr: cfg.lr },
-        seed: cfg.seed,
-        val_fraction: 0.0,
-        val_every: cfg.val_every,
-        checkpoint_every: 0,
-        minutes: cfg.minutes,
-        ..TrainConfig::default()
-    };
-    let runs: Vec<(&str, Preset, TrainConfig, &Vec<LabelSlice>)> = vec![
-        (
-            "full labels, paper recipe",
-            cfg.preset,
-            base.clone(),
-            &split.train_labels,
-        ),
+        .collect()
+}
+
+/// The runs of the experiment, in the order of [`RUN_KEYS`]: name, preset, config, labels.
+fn run_list<'a>(
+    cfg: &ExperimentConfig,
+    base: &TrainConfig,
+    full: &'a [LabelSlice],
+    sparse: &'a [LabelSlice],
+) -> Vec<(&'static str, Preset, TrainConfig, &'a [LabelSlice])> {
+    vec![
+        ("full labels, paper recipe", cfg.preset, base.clone(), full),
         (
             "no elastic deformation",
             cfg.preset,
@@ -257,7 +244,7 @@ pub fn run_experiment(
                 },
                 ..base.clone()
             },
-            &split.train_labels,
+            full,
         ),
         (
             "no border weights (w0 = 0)",
@@ -269,9 +256,9 @@ pub fn run_experiment(
                 },
                 ..base.clone()
             },
-            &split.train_labels,
+            full,
         ),
-        ("sparse scribbles", cfg.preset, base.clone(), &sparse),
+        ("sparse scribbles", cfg.preset, base.clone(), sparse),
         (
             "full labels, the paper's SGD (momentum 0.99)",
             cfg.preset,
@@ -282,9 +269,32 @@ pub fn run_experiment(
                 },
                 ..base.clone()
             },
-            &split.train_labels,
+            full,
         ),
-    ];
+    ]
+}
+
+/// Runs every configuration, one after the other; `log` receives progress lines.
+pub fn run_experiment(
+    cfg: &ExperimentConfig,
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+    log: &mut dyn FnMut(String),
+) -> Result<Vec<RunResult>, MlError> {
+    let split = load_split(&cfg.data, cfg.val_slices)?;
+    let sparse = sparse_labels(cfg, &split.train_labels);
+    let base = TrainConfig {
+        iterations: cfg.iterations,
+        tile_out: cfg.tile,
+        optimizer: OptimizerConfig::Adam { lr: cfg.lr },
+        seed: cfg.seed,
+        val_fraction: 0.0,
+        val_every: cfg.val_every,
+        checkpoint_every: 0,
+        minutes: cfg.minutes,
+        ..TrainConfig::default()
+    };
+    let runs = run_list(cfg, &base, &split.train_labels, &sparse);
     let wanted = |i: usize| {
         let key = RUN_KEYS[i];
         if cfg.runs.is_empty() {
@@ -359,8 +369,6 @@ fn one_run(
     };
     let dir = cfg.out.join(format!("run{index}"));
     let unet = UNetConfig::preset(preset, 2);
-    let t0 = Instant::now();
-    let run_cancel = CancelToken::new();
     let (model, iteration, train_seconds, train_pixels, threshold) = if cfg.score_only {
         let ckpt = crate::ml::load_checkpoint(&dir)?;
         let model = ckpt.model(&device.device)?;
@@ -373,80 +381,26 @@ fn one_run(
             ckpt.meta.threshold,
         )
     } else {
-        let mut train_pixels = 0;
-        let mut last_log = Instant::now();
-        let outcome = train(
+        train_and_save(
             &set,
             tcfg,
-            StartFrom::Scratch(unet.clone()),
-            device,
-            None,
-            &run_cancel,
-            &mut |e| match e {
-                TrainEvent::Started {
-                    train_pixels: p, ..
-                } => train_pixels = p,
-                TrainEvent::Iteration {
-                    iteration,
-                    loss,
-                    its_per_s,
-                } => {
-                    if cancel.is_cancelled()
-                        || budget_s.is_some_and(|b| t0.elapsed().as_secs_f64() >= b)
-                    {
-                        run_cancel.cancel();
-                    }
-                    if last_log.elapsed().as_secs() >= 30 {
-                        last_log = Instant::now();
-                        log(format!(
-                            "  [{name}] iteration {iteration}: loss {loss:.4}, {its_per_s:.2} it/s"
-                        ));
-                    }
-                }
-                _ => {}
-            },
-        )?;
-        let train_seconds = t0.elapsed().as_secs_f64();
-        // Keep the weights only (no optimiser state): this is what gets shipped.
-        let meta = crate::ml::CheckpointMeta {
-            unet: unet.clone(),
-            train: Some(tcfg.clone()),
-            iteration: outcome.model_iteration,
-            created_unix_s: crate::ml::checkpoint::now_unix_s(),
-            train_loss: outcome.losses.last().copied(),
-            val_loss: None,
-            labels_hash: Some(set.labels_hash()),
-            note: format!("experiment run '{name}' on {}", device.description),
-            threshold: outcome.threshold,
-            threshold_views: outcome.threshold_views,
-        };
-        save_checkpoint(&dir, &meta, &outcome.model, None)?;
-        (
-            outcome.model,
-            outcome.model_iteration,
-            train_seconds,
-            train_pixels,
-            outcome.threshold,
-        )
-    };
-    let mut p_fg = Vec::new();
-    let mut masks = Vec::new();
-    for img in &split.val_images {
-        let mut probs = predict_probabilities_tta(
-            &model,
             &unet,
-            img,
-            unet.geometry().nearest_valid_output(388),
-            &device.device,
+            &dir,
+            (name, budget_s),
+            device,
             cancel,
-            &mut |_, _| {},
-            &D4::all()[..cfg.tta.clamp(1, 8)],
-        )?;
-        masks.push(decide_classes(&probs, threshold).map(|c| c >= 2));
-        p_fg.push(probs.swap_remove(1));
-    }
-    let scores = threshold_scores(&p_fg, &split.val_truth, &challenge_thresholds(), true);
-    let mask = mask_scores(&masks, &split.val_truth, None);
+            log,
+        )?
+    };
+    let (scores, mask) = score(
+        cfg,
+        &split.val_images,
+        &split.val_truth,
+        (&model, &unet),
+        threshold,
+        device,
+        cancel,
+    )?;
     log(format!(
         "{name}: {} iterations in {train_seconds:.0} s; Rand error {:.4} (t {}), pixel error {:.4} (t {}), V_rand thinned error {:.4}, warping {:.6}, wrong px {:.4}",
         iteration,
@@ -473,6 +427,112 @@ fn one_run(
         mask,
         model: dir,
     })
+}
+
+/// Trains one run from scratch (stopped by `cancel` or after `budget_s`) and saves its kept
+/// network in `dir`; returns the network, its iteration, the training time, the training
+/// pixels and the threshold.
+#[allow(clippy::too_many_arguments)]
+fn train_and_save(
+    set: &TrainSet,
+    tcfg: &TrainConfig,
+    unet: &UNetConfig,
+    dir: &Path,
+    (name, budget_s): (&str, Option<f64>),
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+    log: &mut dyn FnMut(String),
+) -> Result<(UNet, u64, f64, usize, Option<f32>), MlError> {
+    let t0 = Instant::now();
+    let run_cancel = CancelToken::new();
+    let mut train_pixels = 0;
+    let mut last_log = Instant::now();
+    let outcome = train(
+        set,
+        tcfg,
+        StartFrom::Scratch(unet.clone()),
+        device,
+        None,
+        &run_cancel,
+        &mut |e| match e {
+            TrainEvent::Started {
+                train_pixels: p, ..
+            } => train_pixels = p,
+            TrainEvent::Iteration {
+                iteration,
+                loss,
+                its_per_s,
+            } => {
+                if cancel.is_cancelled()
+                    || budget_s.is_some_and(|b| t0.elapsed().as_secs_f64() >= b)
+                {
+                    run_cancel.cancel();
+                }
+                if last_log.elapsed().as_secs() >= 30 {
+                    last_log = Instant::now();
+                    log(format!(
+                        "  [{name}] iteration {iteration}: loss {loss:.4}, {its_per_s:.2} it/s"
+                    ));
+                }
+            }
+            _ => {}
+        },
+    )?;
+    let train_seconds = t0.elapsed().as_secs_f64();
+    // Keep the weights only (no optimiser state): this is what gets shipped.
+    let meta = crate::ml::CheckpointMeta {
+        unet: unet.clone(),
+        train: Some(tcfg.clone()),
+        iteration: outcome.model_iteration,
+        created_unix_s: crate::ml::checkpoint::now_unix_s(),
+        train_loss: outcome.losses.last().copied(),
+        val_loss: None,
+        labels_hash: Some(set.labels_hash()),
+        note: format!("experiment run '{name}' on {}", device.description),
+        threshold: outcome.threshold,
+        threshold_views: outcome.threshold_views,
+    };
+    save_checkpoint(dir, &meta, &outcome.model, None)?;
+    Ok((
+        outcome.model,
+        outcome.model_iteration,
+        train_seconds,
+        train_pixels,
+        outcome.threshold,
+    ))
+}
+
+/// The challenge's scores of the network on the validation slices: over thresholds of its
+/// probabilities, and of its mask at `threshold`.
+#[allow(clippy::too_many_arguments)]
+fn score(
+    cfg: &ExperimentConfig,
+    images: &[Plane<f32>],
+    truth: &[Plane<bool>],
+    (model, unet): (&UNet, &UNetConfig),
+    threshold: Option<f32>,
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+) -> Result<(ThresholdScores, MaskScores), MlError> {
+    let mut p_fg = Vec::new();
+    let mut masks = Vec::new();
+    for img in images {
+        let mut probs = predict_probabilities_tta(
+            model,
+            unet,
+            img,
+            unet.geometry().nearest_valid_output(388),
+            &device.device,
+            cancel,
+            &mut |_, _| {},
+            &D4::all()[..cfg.tta.clamp(1, 8)],
+        )?;
+        masks.push(decide_classes(&probs, threshold).map(|c| c >= 2));
+        p_fg.push(probs.swap_remove(1));
+    }
+    let scores = threshold_scores(&p_fg, truth, &challenge_thresholds(), true);
+    let mask = mask_scores(&masks, truth, None);
+    Ok((scores, mask))
 }
 
 /// The report: our runs beside the paper's Table 1.

@@ -15,7 +15,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{DataError, Plane};
+use crate::data::error::DataError;
+use crate::data::plane::Plane;
 
 /// Edge of a journal block in pixels.
 pub const BLOCK: usize = 64;

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use image::{ImageBuffer, Luma};
 use imageproc::region_labelling::{Connectivity, connected_components};
 
-use super::Plane;
+use crate::data::plane::Plane;
 
 /// How the integers of a label image are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

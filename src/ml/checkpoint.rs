@@ -15,8 +15,8 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 
 use crate::data::write_atomic;
-use crate::ml::MlError;
 use crate::ml::config::TrainConfig;
+use crate::ml::error::MlError;
 use crate::ml::unet::{UNet, UNetConfig};
 
 const MAGIC: &[u8; 8] = b"UNETSTD1";

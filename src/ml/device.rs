@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 
 use burn::prelude::Device;
 
+use super::error::DeviceError;
 use super::memory::MemoryLimits;
 
 /// What the user asked for.
@@ -49,14 +50,6 @@ pub struct ComputeDevice {
     pub software: bool,
     /// What the device can hold (tile sizes follow it).
     pub memory: MemoryLimits,
-}
-
-/// Why no device could be had.
-#[derive(Debug, thiserror::Error, Clone)]
-pub enum DeviceError {
-    /// `--device gpu` without a usable adapter.
-    #[error("no GPU adapter could be initialised: {0}")]
-    NoAdapter(String),
 }
 
 /// The GPU device of this process: burn's wgpu runtime can be initialised once only.

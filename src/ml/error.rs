@@ -8,7 +8,7 @@ pub enum MlError {
     Data(#[from] crate::data::DataError),
     /// No usable device.
     #[error(transparent)]
-    Device(#[from] crate::ml::device::DeviceError),
+    Device(#[from] DeviceError),
     /// A checkpoint is unreadable or does not fit.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
@@ -32,4 +32,12 @@ pub enum MlError {
     /// The computation was cancelled.
     #[error("cancelled")]
     Cancelled,
+}
+
+/// Why no device could be had.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum DeviceError {
+    /// `--device gpu` without a usable adapter.
+    #[error("no GPU adapter could be initialised: {0}")]
+    NoAdapter(String),
 }

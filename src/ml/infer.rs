@@ -5,8 +5,10 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use crate::data::Plane;
+use crate::ml::cancel::CancelToken;
+use crate::ml::compute_pool::in_compute_pool;
+use crate::ml::error::MlError;
 use crate::ml::unet::{UNet, UNetConfig};
-use crate::ml::{CancelToken, MlError, in_compute_pool};
 use crate::preprocess::{D4, TileGeometry, tile_origins};
 
 /// The tile actually used for an image: the valid output edge nearest to `requested`, but no

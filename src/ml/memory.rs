@@ -14,7 +14,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use burn::tensor::wgpu::wgpu;
 
-use super::{MlError, UNetConfig};
+use crate::ml::error::MlError;
+use crate::ml::unet::UNetConfig;
 
 /// GPU memory assumed when the adapter does not say (wgpu reports limits, not capacity).
 pub const ASSUMED_GPU_BYTES: u64 = 2 << 30;
@@ -177,7 +178,7 @@ pub fn with_smaller_tiles<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ml::Preset;
+    use crate::ml::unet::Preset;
 
     #[test]
     fn tiles_follow_the_memory_limits() {

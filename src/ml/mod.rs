@@ -31,6 +31,7 @@ pub use checkpoint::{Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoin
 pub use compute_pool::in_compute_pool;
 pub use config::{LrSchedule, OptimizerConfig, TrainConfig};
 pub use device::{ComputeDevice, DeviceChoice, select_device};
+pub use error::DeviceError;
 pub use error::MlError;
 pub use infer::{argmax_classes, effective_tile, entropy, predict_fitting, predict_probabilities};
 pub use loss::weighted_cross_entropy;

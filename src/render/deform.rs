@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use eframe::egui_wgpu::{self, wgpu};
 
-use super::{
+use super::gpu::{
     bind_group, create_texture, fullscreen_pipeline, texture_entry, uniform_buffer, uniform_entry,
     write_texture,
 };

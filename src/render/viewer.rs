@@ -4,7 +4,7 @@
 
 use eframe::egui_wgpu::{self, wgpu};
 
-use super::{
+use super::gpu::{
     bind_group, create_texture, fullscreen_pipeline, texture_entry, uniform_buffer, uniform_entry,
     write_texture,
 };

@@ -1,0 +1,184 @@
+//! What the subcommands share: labels loaded and encoded, progress bars, tile and output
+//! checks, plausibility warnings.
+
+use crate::data::{LabelEncoding, LabelSlice, encode_labels, load_label_stack};
+use crate::preprocess::TileGeometry;
+use anyhow::{Context as _, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Loads label images and encodes them.
+pub fn load_labels(path: &Path, encoding: LabelEncoding) -> Result<Vec<LabelSlice>> {
+    let raw = load_label_stack(path)?;
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            encode_labels(r, encoding).with_context(|| format!("{}: slice {i}", path.display()))
+        })
+        .collect()
+}
+
+/// Prints a line above the progress bar, or plainly when the bar is hidden (no terminal).
+pub(crate) fn say(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
+}
+
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = if std::env::var_os("UNET_STUDIO_NO_PROGRESS").is_some() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(500));
+    pb
+}
+
+/// Checks a requested output tile edge and rounds it to the nearest valid one, saying so.
+pub(crate) fn valid_tile(geom: &TileGeometry, requested: usize) -> Result<usize> {
+    let smallest = geom
+        .valid_outputs(4 << geom.depth)
+        .first()
+        .copied()
+        .unwrap_or(1);
+    if requested < smallest {
+        bail!(
+            "--tile {requested} px is smaller than the smallest output tile ({smallest} px) of this net"
+        );
+    }
+    let tile = geom.nearest_valid_output(requested);
+    if tile != requested {
+        eprintln!("tile: {requested} px is not a valid output size for this net; using {tile} px");
+    }
+    Ok(tile)
+}
+
+/// Refuses labels whose classes look like a misread encoding: only 0 and 255 in the
+/// `classes` encoding (a binary mask: 255 classes would be trained), or more than 32 classes.
+pub(crate) fn check_plausible_classes(
+    path: &Path,
+    labels: &[LabelSlice],
+    encoding: LabelEncoding,
+) -> Result<()> {
+    if encoding != LabelEncoding::Classes {
+        return Ok(());
+    }
+    let mut used = [false; 256];
+    for l in labels {
+        for &c in &l.classes.data {
+            used[usize::from(c)] = true;
+        }
+    }
+    let classes: Vec<usize> = (1..256).filter(|&c| used[c]).collect();
+    if classes == [255] {
+        bail!(
+            "{}: the labels hold only 0 and 255, which the 'classes' encoding reads as unlabelled and class 255 (a 255-class network); for a binary mask use --label-encoding binary (0 = class 1, 255 = class 2)",
+            path.display()
+        );
+    }
+    if let Some(&max) = classes.last()
+        && max > 32
+    {
+        bail!(
+            "{}: class {max} in the 'classes' encoding would train a {max}-class network; classes are 1, 2, 3, ... (0 = unlabelled); for instance ids use --label-encoding instances",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The test-time views of a prediction: as asked, else the views the model's threshold was
+/// chosen with (one for a threshold of an older model), else all 8.
+pub(crate) fn default_views(asked: Option<u8>, meta: &crate::ml::CheckpointMeta) -> usize {
+    let n = asked.unwrap_or(match (meta.threshold, meta.threshold_views) {
+        (Some(_), views) => views.unwrap_or(1),
+        (None, _) => 8,
+    });
+    usize::from(n.clamp(1, 8))
+}
+
+/// A path made absolute and, as far as it exists, free of `..` and links, for comparing
+/// outputs with inputs.
+pub(crate) fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Checks an output before any work is done: its ending is one of `endings`, its folder
+/// exists, and none of the files it stands for (`files`) is an input or lies in an input
+/// folder (where the next run would read it as a slice). Messages name both paths.
+pub(crate) fn check_output(
+    output: &Path,
+    endings: &[&str],
+    files: &[PathBuf],
+    inputs: &[&Path],
+) -> Result<()> {
+    let ending = output
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if !ending.as_deref().is_some_and(|e| endings.contains(&e)) {
+        bail!(
+            "{}: cannot write this kind of file; use {}",
+            output.display(),
+            endings
+                .iter()
+                .map(|e| format!(".{e}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+    }
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = parent
+        && !p.is_dir()
+    {
+        bail!(
+            "{}: the folder {} {}",
+            output.display(),
+            p.display(),
+            if p.exists() {
+                "is a file"
+            } else {
+                "does not exist"
+            }
+        );
+    }
+    for input in inputs {
+        let inp = resolved(input);
+        for f in files {
+            let f = resolved(f);
+            if f == inp {
+                bail!(
+                    "{} would overwrite the input {}; choose another output",
+                    output.display(),
+                    input.display()
+                );
+            }
+            if input.is_dir() && f.parent() == Some(inp.as_path()) {
+                bail!(
+                    "{} would be written into the input folder {}, where the next run would read it as a slice; choose another folder",
+                    output.display(),
+                    input.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! `unet-studio predict`: masks, probabilities or instances of a stack with a trained model.
+
+use super::common::{bar, check_output, default_views, say, valid_tile};
+use crate::data::{MaskStyle, load_stack, write_f32_tiff, write_mask};
+use crate::ml::infer::decide_classes;
+use crate::ml::{
+    CancelToken, DeviceChoice, effective_tile, load_checkpoint, predict_fitting, select_device,
+};
+use crate::postprocess::{GapClosing, close_gaps};
+use crate::preprocess::{D4, normalize_percentile};
+use anyhow::{Result, bail};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Model folder (or model.unet file).
+    #[arg(long)]
+    model: PathBuf,
+    /// Image file, multipage TIFF or folder.
+    #[arg(long)]
+    input: PathBuf,
+    /// Mask to write: .png (one per slice) or .tif (multipage).
+    #[arg(long)]
+    output: PathBuf,
+    /// Also write class probabilities as a float TIFF.
+    #[arg(long)]
+    probabilities: Option<PathBuf>,
+    /// Write 0/255 instead of class ids.
+    #[arg(long)]
+    binary: bool,
+    /// Test-time augmentation: the mean over this many of the 8 flips and quarter turns
+    /// (1 = off; each view costs one prediction). Default: the views the model's threshold
+    /// was chosen with, else 8.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    tta: Option<u8>,
+    /// Decision threshold of the cell (class 2) probability of a two-class model (default:
+    /// the one stored with the model, else the most probable class).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Post-processing of a two-class model's mask: close gaps in membranes with watershed
+    /// lines between confident cell cores (cell probability > 0.9).
+    #[arg(long)]
+    close_gaps: bool,
+    /// Output tile edge in pixels (rounded to a valid size).
+    #[arg(long, default_value_t = 388)]
+    tile: usize,
+    /// auto | gpu | cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
+    let ckpt = load_checkpoint(&a.model)?;
+    let stack = load_stack(&a.input)?;
+    let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
+        Some(crate::data::ImageFormat::Png) => {
+            crate::data::io::png_slice_paths(&a.output, stack.slices.len())
+        }
+        _ => vec![a.output.clone()],
+    };
+    check_output(
+        &a.output,
+        &["tif", "tiff", "png"],
+        &mask_files,
+        &[&a.input, &a.model],
+    )?;
+    if let Some(p) = &a.probabilities {
+        check_output(
+            p,
+            &["tif", "tiff"],
+            std::slice::from_ref(p),
+            &[&a.input, &a.model],
+        )?;
+        if mask_files.contains(p) {
+            bail!("--probabilities {} is also the mask output", p.display());
+        }
+    }
+    let device = select_device(a.device)?;
+    eprintln!("device: {}", device.description);
+    let model = ckpt.model(&device.device)?;
+    let geom = ckpt.meta.unet.geometry();
+    let mut tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
+    let cancel = CancelToken::new();
+    let pb = bar(stack.slices.len() as u64, "predict");
+    let mut masks = Vec::new();
+    let mut prob_pages = Vec::new();
+    let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
+    let threshold = a.threshold.or(ckpt.meta.threshold);
+    if a.close_gaps && ckpt.meta.unet.classes != 2 {
+        bail!(
+            "--close-gaps needs a two-class model (membrane, cell); {} predicts {} classes",
+            a.model.display(),
+            ckpt.meta.unet.classes
+        );
+    }
+    for slice in &stack.slices {
+        // Out of device memory: this slice again with a smaller tile, kept for the next.
+        let (used, probs) = predict_fitting(
+            &model,
+            &ckpt.meta.unet,
+            &normalize_percentile(slice),
+            tile,
+            &device.device,
+            &cancel,
+            &mut |from, to| {
+                say(
+                    &pb,
+                    format!("out of device memory with {from} px tiles: retrying with {to} px"),
+                )
+            },
+            &mut |_, _| {},
+            views,
+        )?;
+        tile = used;
+        masks.push(match (&probs[..], a.close_gaps) {
+            ([_, p_cell], true) => {
+                close_gaps(p_cell, threshold.unwrap_or(0.5), &GapClosing::default())
+                    .map(|c| if c { 2 } else { 1 })
+            }
+            _ => decide_classes(&probs, threshold),
+        });
+        if a.probabilities.is_some() {
+            prob_pages.extend(probs);
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let style = if a.binary {
+        MaskStyle::Binary
+    } else {
+        MaskStyle::Classes
+    };
+    let written = write_mask(&a.output, &masks, style)?;
+    for w in &written {
+        eprintln!("wrote {}", w.display());
+    }
+    if let Some(p) = &a.probabilities {
+        write_f32_tiff(p, &prob_pages, ckpt.meta.unet.classes)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}

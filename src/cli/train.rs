@@ -1,0 +1,387 @@
+//! `unet-studio train`: train, fine-tune or resume a U-Net from the command line.
+
+use super::common::{bar, check_plausible_classes, load_labels, say, valid_tile};
+use crate::data::{LabelEncoding, load_stack};
+use crate::ml::config::LrSchedule;
+use crate::ml::train::{HeldOutSlice, resume_dir};
+use crate::ml::{
+    CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
+    TrainSet, UNetConfig, load_checkpoint, select_device, train_fitting,
+};
+use crate::preprocess::{AugmentConfig, WeightMapConfig, normalize_percentile};
+use indicatif::ProgressBar;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Image file, multipage TIFF or folder.
+    #[arg(long)]
+    images: PathBuf,
+    /// Label image(s), same layout as --images.
+    #[arg(long)]
+    labels: PathBuf,
+    /// classes | binary | instances.
+    #[arg(long, default_value = "classes")]
+    label_encoding: LabelEncoding,
+    /// Model folder to write (config.json, model.unet).
+    #[arg(long)]
+    out: PathBuf,
+    /// Start from this model's weights (fine-tune).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Continue the run saved in --out (weights, optimiser state, iteration count).
+    #[arg(long)]
+    resume: bool,
+    /// paper | lite.
+    #[arg(long, default_value = "lite")]
+    preset: Preset,
+    /// Iterations (one tile each) of this run; with --resume, this many more.
+    #[arg(long, default_value_t = 1000)]
+    iterations: u64,
+    /// Time budget in minutes: the run ends after this long or after --iterations,
+    /// whichever comes first (the learning-rate schedule follows the budget).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Output tile edge in pixels (rounded to a valid size).
+    #[arg(long)]
+    tile: Option<usize>,
+    /// auto | gpu | cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Fully labelled slices held out for validation (images; with --val-labels, same
+    /// encoding as --labels): the run keeps the network with the lowest Rand error on them
+    /// and stores the decision threshold that gives it.
+    #[arg(long, requires = "val_labels")]
+    val_images: Option<PathBuf>,
+    /// Labels of --val-images.
+    #[arg(long, requires = "val_images")]
+    val_labels: Option<PathBuf>,
+    /// Seed of sampling, augmentation and the validation split.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of labelled 64-px blocks held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f32,
+    /// adam | sgd (the paper's: momentum 0.99).
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    /// Learning rate (default 0.001 from scratch, 0.0001 when fine-tuning with --init).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Learning-rate schedule: cosine (warm-up, then decay to 1 %) | constant.
+    #[arg(long, default_value = "cosine")]
+    schedule: String,
+    /// Keep the last network, not the one of the best validation.
+    #[arg(long)]
+    keep_last: bool,
+    /// Turn off the class-frequency balancing of the weight map (w_c = 1).
+    #[arg(long)]
+    no_class_balance: bool,
+    /// Class weights w_c of classes 1, 2, ... instead of the labels' frequencies (default with
+    /// --init: the ones the model was trained with, when it records them).
+    #[arg(long, value_delimiter = ',')]
+    class_weights: Vec<f32>,
+    /// Names of the classes, in class order (for example membrane,cell), saved with the
+    /// model; the app names a new stack's classes after them.
+    #[arg(long, value_delimiter = ',')]
+    class_names: Vec<String>,
+    /// Turn off the elastic deformation (ablation).
+    #[arg(long)]
+    no_elastic: bool,
+    /// Turn off the border term of the weight map (ablation).
+    #[arg(long)]
+    no_border_weights: bool,
+    /// Validate every N iterations.
+    #[arg(long, default_value_t = 100)]
+    val_every: u64,
+    /// Checkpoint every N iterations.
+    #[arg(long, default_value_t = 200)]
+    checkpoint_every: u64,
+}
+
+pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
+    let set = training_set(&a)?;
+    let device = select_device(a.device)?;
+    eprintln!("device: {}", device.description);
+    if let Some(r) = &device.fallback_reason {
+        eprintln!("  (CPU chosen: {r})");
+    }
+    let start = start_from(&a, &set)?;
+    let cfg = train_config(&a, &start)?;
+    let cancel = CancelToken::new();
+    let pb = bar(a.iterations, "train");
+    let mut on_event = |e: TrainEvent| report(&pb, e);
+    let out = train_fitting(
+        &set,
+        &cfg,
+        start,
+        &device,
+        Some(&a.out),
+        &cancel,
+        &mut |from, to| {
+            say(
+                &pb,
+                format!("out of device memory with {from} px tiles: starting again with {to} px"),
+            )
+        },
+        &mut on_event,
+    )?;
+    pb.finish_and_clear();
+    let tail = &out.losses[out.losses.len().saturating_sub(20)..];
+    eprintln!(
+        "done: iteration {}, mean loss of the last {} steps {:.4}{}; model (iteration {}{}) in {}",
+        out.iteration,
+        tail.len(),
+        tail.iter().sum::<f32>() / tail.len().max(1) as f32,
+        out.validation
+            .filter(|(l, _)| l.is_finite())
+            .map(|(l, e)| format!(", validation loss {l:.4} wrong px {e:.4}"))
+            .unwrap_or_default(),
+        out.model_iteration,
+        out.threshold
+            .map(|t| format!(", threshold {t:.2}"))
+            .unwrap_or_default(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// The images (normalised) and labels of `--images`/`--labels`, checked against each other,
+/// with the held-out slices of `--val-images`/`--val-labels`.
+fn training_set(a: &TrainArgs) -> Result<TrainSet> {
+    let stack = load_stack(&a.images)?;
+    let labels = load_labels(&a.labels, a.label_encoding)?;
+    if labels.len() != stack.slices.len() {
+        bail!(
+            "{} has {} slices but {} has {}",
+            a.images.display(),
+            stack.slices.len(),
+            a.labels.display(),
+            labels.len()
+        );
+    }
+    for (i, l) in labels.iter().enumerate() {
+        if (l.classes.width, l.classes.height) != (stack.width, stack.height) {
+            bail!(
+                "{}: slice {i} is {}x{} but the images ({}) are {}x{}",
+                a.labels.display(),
+                l.classes.width,
+                l.classes.height,
+                a.images.display(),
+                stack.width,
+                stack.height
+            );
+        }
+    }
+    if labels.iter().all(|l| l.labelled_count() == 0) {
+        bail!(
+            "{}: no labelled pixels (every value is 0 = unlabelled in the '{}' encoding)",
+            a.labels.display(),
+            a.label_encoding
+        );
+    }
+    check_plausible_classes(&a.labels, &labels, a.label_encoding)?;
+    let held_out = match (&a.val_images, &a.val_labels) {
+        (Some(images), Some(labels)) => held_out_slices(images, labels, a.label_encoding)?,
+        _ => Vec::new(),
+    };
+    Ok(TrainSet {
+        images: stack.slices.iter().map(normalize_percentile).collect(),
+        labels,
+        held_out,
+    })
+}
+
+/// Where the run starts: `--resume`, `--init` or a fresh network of `--preset`.
+fn start_from(a: &TrainArgs, set: &TrainSet) -> Result<StartFrom> {
+    let start = if a.resume {
+        let dir = resume_dir(&a.out);
+        StartFrom::Resume(Box::new(load_checkpoint(&dir).with_context(|| {
+            format!("--resume: no checkpoint to resume in {}", a.out.display())
+        })?))
+    } else if let Some(init) = &a.init {
+        StartFrom::FineTune(Box::new(load_checkpoint(init)?))
+    } else {
+        StartFrom::Scratch(UNetConfig::preset(a.preset, set.classes()))
+    };
+    Ok(if a.class_names.is_empty() {
+        start
+    } else {
+        start.with_class_names(a.class_names.clone())
+    })
+}
+
+/// The run's configuration from the flags (and, for a fine-tune or resume, the class weights
+/// its checkpoint was trained with).
+fn train_config(a: &TrainArgs, start: &StartFrom) -> Result<TrainConfig> {
+    let fine_tune = a.init.is_some();
+    let optimizer = match a.optimizer.to_ascii_lowercase().as_str() {
+        "sgd" => OptimizerConfig::Sgd {
+            lr: a.lr.unwrap_or(0.001),
+            momentum: 0.99,
+        },
+        "adam" => OptimizerConfig::Adam {
+            lr: a.lr.unwrap_or(if fine_tune { 1e-4 } else { 1e-3 }),
+        },
+        other => bail!("unknown optimizer '{other}': use adam or sgd"),
+    };
+    let schedule = match a.schedule.to_ascii_lowercase().as_str() {
+        "cosine" => LrSchedule::cosine(),
+        "constant" => LrSchedule::Constant,
+        other => bail!("unknown schedule '{other}': use cosine or constant"),
+    };
+    let unet = start.unet().clone();
+    let requested = a.tile.unwrap_or(match a.preset {
+        Preset::Lite => 196,
+        Preset::Paper => 388,
+    });
+    let tile = valid_tile(&unet.geometry(), requested)?;
+    let augment = AugmentConfig {
+        elastic: !a.no_elastic,
+        ..AugmentConfig::default()
+    };
+    let inherited = match &start {
+        StartFrom::FineTune(c) | StartFrom::Resume(c) => c
+            .meta
+            .train
+            .as_ref()
+            .map(|t| t.class_weights.clone())
+            .unwrap_or_default(),
+        StartFrom::Scratch(_) => Vec::new(),
+    };
+    let weights = WeightMapConfig {
+        border: !a.no_border_weights,
+        balance_classes: !a.no_class_balance,
+        ..WeightMapConfig::default()
+    };
+    let class_weights = if a.class_weights.is_empty() {
+        inherited
+    } else {
+        a.class_weights.clone()
+    };
+    Ok(TrainConfig {
+        iterations: a.iterations,
+        tile_out: tile,
+        optimizer,
+        seed: a.seed,
+        val_fraction: a.val_fraction,
+        val_every: a.val_every,
+        checkpoint_every: a.checkpoint_every,
+        augment,
+        weights,
+        schedule,
+        minutes: a.minutes,
+        keep_best: !a.keep_last,
+        class_weights,
+        ..TrainConfig::default()
+    })
+}
+
+/// Shows a training event on the progress bar.
+fn report(pb: &ProgressBar, e: TrainEvent) {
+    match e {
+        TrainEvent::Started {
+            tile_in,
+            tile_out,
+            train_pixels,
+            val_pixels,
+            first_iteration,
+            ..
+        } => say(
+            pb,
+            format!(
+                "tile {tile_in} -> {tile_out} px, {train_pixels} training / {val_pixels} validation pixels, from iteration {first_iteration}"
+            ),
+        ),
+        TrainEvent::Iteration {
+            loss, its_per_s, ..
+        } => {
+            pb.inc(1);
+            pb.set_message(format!("loss {loss:.4} {its_per_s:.2} it/s"));
+        }
+        TrainEvent::Validation {
+            iteration,
+            loss,
+            pixel_error,
+            rand_error,
+            best,
+        } => say(
+            pb,
+            format!(
+                "iteration {iteration}: validation{}{}{}",
+                if loss.is_finite() {
+                    format!(" loss {loss:.4}, wrong px {pixel_error:.4} (held-out blocks)")
+                } else {
+                    String::new()
+                },
+                rand_error
+                    .map(|r| format!(" Rand error {r:.4} (held-out slices, best threshold)"))
+                    .unwrap_or_default(),
+                if best { " (best so far)" } else { "" }
+            ),
+        ),
+        TrainEvent::Checkpoint { iteration, path } => say(
+            pb,
+            format!("iteration {iteration}: saved {}", path.display()),
+        ),
+        TrainEvent::Threshold {
+            threshold,
+            views,
+            rand_error,
+            other_views,
+            other_rand_error,
+        } => say(
+            pb,
+            format!(
+                "predict will use {views} view(s) and threshold {threshold:.2}: Rand error {rand_error:.4} on the held-out slices ({other_views} view(s): {other_rand_error:.4})"
+            ),
+        ),
+        TrainEvent::Snapshot { .. } | TrainEvent::TileReduced { .. } => {}
+    }
+}
+
+/// Fully labelled held-out slices for validation: normalised images and their cell masks.
+fn held_out_slices(
+    images: &Path,
+    labels: &Path,
+    encoding: LabelEncoding,
+) -> Result<Vec<HeldOutSlice>> {
+    let stack = load_stack(images)?;
+    let labels_read = load_labels(labels, encoding)?;
+    if labels_read.len() != stack.slices.len() {
+        bail!(
+            "{} has {} slices but {} has {}",
+            images.display(),
+            stack.slices.len(),
+            labels.display(),
+            labels_read.len()
+        );
+    }
+    let mut out = Vec::new();
+    for (i, (img, l)) in stack.slices.iter().zip(&labels_read).enumerate() {
+        if (l.classes.width, l.classes.height) != (img.width, img.height) {
+            bail!(
+                "{}: slice {i} is {}x{} but its image is {}x{}",
+                labels.display(),
+                l.classes.width,
+                l.classes.height,
+                img.width,
+                img.height
+            );
+        }
+        if l.classes.data.contains(&0) {
+            bail!(
+                "{}: slice {i} has unlabelled pixels; validation slices need full labels",
+                labels.display()
+            );
+        }
+        out.push(HeldOutSlice {
+            image: normalize_percentile(img),
+            cell: l.classes.map(|c| c >= 2),
+        });
+    }
+    Ok(out)
+}

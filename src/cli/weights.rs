@@ -1,0 +1,62 @@
+//! `unet-studio weights`: the paper's weight map of label images.
+
+use super::common::{check_output, load_labels};
+use crate::data::{LabelEncoding, Plane, write_f32_tiff};
+use crate::preprocess::{WeightMapConfig, class_weights, weight_map};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct WeightsArgs {
+    /// Label image(s).
+    #[arg(long)]
+    labels: PathBuf,
+    /// classes | binary | instances.
+    #[arg(long, default_value = "classes")]
+    label_encoding: LabelEncoding,
+    /// Float TIFF to write.
+    #[arg(long)]
+    output: PathBuf,
+    /// Border amplitude.
+    #[arg(long, default_value_t = 10.0)]
+    w0: f32,
+    /// Border width in pixels.
+    #[arg(long, default_value_t = 5.0)]
+    sigma: f32,
+}
+
+pub(crate) fn cmd_weights(a: WeightsArgs) -> Result<()> {
+    let labels = load_labels(&a.labels, a.label_encoding)?;
+    check_output(
+        &a.output,
+        &["tif", "tiff"],
+        std::slice::from_ref(&a.output),
+        &[&a.labels],
+    )?;
+    let classes = labels
+        .iter()
+        .map(|l| l.max_class() as usize)
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    let cfg = WeightMapConfig {
+        w0: a.w0,
+        sigma_px: a.sigma,
+        ..WeightMapConfig::default()
+    };
+    let cw = class_weights(&labels, classes);
+    let maps: Vec<Plane<f32>> = labels.iter().map(|l| weight_map(l, &cw, &cfg)).collect();
+    write_f32_tiff(&a.output, &maps, 1)?;
+    let max = maps
+        .iter()
+        .flat_map(|m| m.data.iter().copied())
+        .fold(0.0f32, f32::max);
+    eprintln!(
+        "wrote {} ({} slices; class weights {:?}; max weight {max:.3})",
+        a.output.display(),
+        maps.len(),
+        &cw[1..]
+    );
+    Ok(())
+}

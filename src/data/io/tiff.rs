@@ -1,0 +1,87 @@
+//! TIFF writing: 16-bit pages with the ImageJ description and lookup-table tags, so Fiji and
+//! tifffile read stacks and their colours back.
+
+use crate::data::error::DataError;
+use crate::data::plane::Plane;
+use std::io::Cursor;
+use std::path::Path;
+use tiff::encoder::{Compression, TiffEncoder, colortype};
+use tiff::tags::Tag;
+
+/// ImageJ's description tag, so that Fiji opens the pages as a stack (or hyperstack).
+pub(crate) fn imagej_description(
+    slices: usize,
+    channels: usize,
+    range: Option<(f64, f64)>,
+) -> String {
+    let mut s = format!("ImageJ=1.54f\nimages={}\n", slices * channels);
+    if channels > 1 {
+        s += &format!("channels={channels}\nslices={slices}\nhyperstack=true\nmode=grayscale\n");
+    } else if slices > 1 {
+        s += &format!("slices={slices}\n");
+    }
+    if let Some((lo, hi)) = range {
+        s += &format!("min={lo}\nmax={hi}\n");
+    }
+    s
+}
+
+/// ImageJ's private tags (50838 byte counts, 50839 data) holding one colour table, written
+/// little-endian as the tiff crate writes: magic "IJIJ" and type "luts" as little-endian ints.
+fn imagej_lut_tags(lut: &[[u8; 256]; 3]) -> ([u32; 2], Vec<u8>) {
+    let mut data = Vec::with_capacity(12 + 768);
+    data.extend_from_slice(&0x494a_494a_u32.to_le_bytes());
+    data.extend_from_slice(&u32::from_be_bytes(*b"luts").to_le_bytes());
+    data.extend_from_slice(&1u32.to_le_bytes());
+    for channel in lut {
+        data.extend_from_slice(channel);
+    }
+    ([12, 768], data)
+}
+
+pub(crate) fn encode_tiff_u16(
+    path: &Path,
+    slices: &[Plane<u16>],
+    eight_bit: bool,
+    max: u16,
+    lut: Option<[[u8; 256]; 3]>,
+) -> Result<Vec<u8>, DataError> {
+    let err = |e: tiff::TiffError| DataError::decode(path, format!("TIFF encoding failed: {e}"));
+    let mut cursor = Cursor::new(Vec::new());
+    {
+        let mut enc = TiffEncoder::new(&mut cursor)
+            .map_err(err)?
+            .with_compression(Compression::Deflate(Default::default()));
+        // Display range: small class ids would otherwise look all black in Fiji. With a colour
+        // table the range is 0..255 so that value k shows colour k.
+        let range_max = if lut.is_some() { 255 } else { max.max(1) };
+        let desc = imagej_description(slices.len(), 1, Some((0.0, f64::from(range_max))));
+        for (i, plane) in slices.iter().enumerate() {
+            let (w, h) = (plane.width as u32, plane.height as u32);
+            if eight_bit {
+                let px: Vec<u8> = plane.data.iter().map(|&v| v as u8).collect();
+                let mut img = enc.new_image::<colortype::Gray8>(w, h).map_err(err)?;
+                img.encoder()
+                    .write_tag(Tag::ImageDescription, desc.as_str())
+                    .map_err(err)?;
+                if let Some(lut) = lut.as_ref().filter(|_| i == 0) {
+                    let (counts, data) = imagej_lut_tags(lut);
+                    img.encoder()
+                        .write_tag(Tag::Unknown(50838), &counts[..])
+                        .map_err(err)?;
+                    img.encoder()
+                        .write_tag(Tag::Unknown(50839), &data[..])
+                        .map_err(err)?;
+                }
+                img.write_data(&px).map_err(err)?;
+            } else {
+                let mut img = enc.new_image::<colortype::Gray16>(w, h).map_err(err)?;
+                img.encoder()
+                    .write_tag(Tag::ImageDescription, desc.as_str())
+                    .map_err(err)?;
+                img.write_data(&plane.data).map_err(err)?;
+            }
+        }
+    }
+    Ok(cursor.into_inner())
+}
