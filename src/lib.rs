@@ -2,11 +2,12 @@
 //!
 //! Data flows one way: [`data`] (stacks, labels) -> [`preprocess`] (weight maps, deformation,
 //! tiles) -> [`ml`] (network, training, tiled inference) -> [`postprocess`] (optional gap closing) ->
-//! [`metrics`]. Lower layers never
-//! import higher ones; nothing here prints.
+//! [`metrics`]; the CPU kernels below [`ml`] are plain functions in [`kernels`]. Lower layers
+//! never import higher ones (README, architecture; `tests/architecture.rs`). Only the
+//! application edge shows or prints: [`app`] (the window) and [`cli`] (the commands, their
+//! progress bars and the benchmarks); everything below returns values and errors.
 
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod experiment;

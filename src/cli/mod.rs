@@ -1,5 +1,6 @@
 //! The command-line front end (the application edge: `anyhow` errors, progress bars).
 
+mod bench;
 mod common;
 mod deform;
 mod eval;
@@ -61,7 +62,7 @@ pub enum Command {
     /// Compare a predicted mask with ground truth (prints JSON).
     Eval(EvalArgs),
     /// Measure forward and training-step speed against the machine's GEMM peak.
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Reproduce the paper's EM experiment (ISBI 2012) with ablations and sparse labels.
     Experiment(ExperimentArgs),
     /// Simulate sparse labels: brush strokes drawn inside full labels (for experiments).
@@ -88,7 +89,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Weights(a) => weights::cmd_weights(a),
         Command::Deform(a) => deform::cmd_deform(a),
         Command::Eval(a) => eval::cmd_eval(a),
-        Command::Bench(a) => crate::bench::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Experiment(a) => experiment::cmd_experiment(a),
         Command::Scribble(a) => scribble::cmd_scribble(a),
     }

@@ -42,7 +42,7 @@ pub struct BenchArgs {
 }
 
 /// The PyTorch version of the reference rows (`benches/pytorch_unet.py`).
-const PYTORCH_SCRIPT: &str = include_str!("../benches/pytorch_unet.py");
+const PYTORCH_SCRIPT: &str = include_str!("../../benches/pytorch_unet.py");
 
 /// One row measured with PyTorch.
 #[derive(Clone, Debug, serde::Deserialize)]
