@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod ml;
 pub mod postprocess;
 pub mod preprocess;
+pub mod project;
 pub mod render;

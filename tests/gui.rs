@@ -954,7 +954,7 @@ fn recent_files_are_remembered_and_reopen() {
     {
         let _first = harness(&dir);
     }
-    let list = unet_studio::app::recent::load(&dir.join("config")).unwrap();
+    let list = unet_studio::project::recent::load(&dir.join("config")).unwrap();
     let images = std::fs::canonicalize(dir.join("images")).unwrap();
     assert_eq!(list.first(), Some(&images));
     // A new session lists it in File > Recent, and choosing it opens it.

@@ -82,7 +82,7 @@ fn label_image(p: &Plane<u8>, colours: &[[u8; 3]]) -> egui::ColorImage {
                 let c = colours
                     .get(l as usize - 1)
                     .copied()
-                    .unwrap_or_else(|| super::document::class_color(l as usize));
+                    .unwrap_or_else(|| crate::project::settings::class_color(l as usize));
                 egui::Color32::from_rgb(c[0], c[1], c[2])
             }
         })

@@ -13,7 +13,7 @@ use crate::ml::{MlError, argmax_classes, load_checkpoint, predict_fitting};
 use crate::preprocess::{D4, normalize_percentile};
 
 use super::StudioApp;
-use super::model::VersionInfo;
+use crate::project::models::VersionInfo;
 
 /// One side of a comparison.
 #[derive(Clone, Debug)]

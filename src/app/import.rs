@@ -10,7 +10,7 @@ use crate::data::{DataError, LabelEncoding, Plane};
 use crate::jobs::Job;
 
 use super::StudioApp;
-use super::document::read_labels;
+use crate::project::work::read_labels;
 
 /// What the import job returns: the file and its labels as classes.
 type ImportResult = Result<(PathBuf, Vec<Plane<u8>>), DataError>;

@@ -3,12 +3,10 @@
 
 pub mod augment_view;
 pub mod compare;
-pub mod document;
 pub mod export;
 pub mod import;
 pub mod model;
 mod panels;
-pub mod recent;
 mod viewer;
 
 use std::path::{Path, PathBuf};
@@ -16,9 +14,10 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-pub use document::{ClassInfo, Document, Saved};
+pub use crate::project::LoadedModel;
+pub use crate::project::{ClassInfo, Document, Saved};
 pub use export::ExportKind;
-pub use model::{LoadedModel, ModelState, Overlay};
+pub use model::{ModelState, Overlay};
 pub use panels::SHORTCUTS;
 
 use crate::data::{DataError, LabelEncoding};
@@ -39,7 +38,7 @@ type OpenResult = Result<
         Document,
         Option<LoadedModel>,
         Option<String>,
-        Vec<model::VersionInfo>,
+        Vec<crate::project::VersionInfo>,
     ),
     DataError,
 >;
@@ -229,7 +228,7 @@ pub struct StudioApp {
     /// File > Import labels.
     pub import: import::ImportView,
     /// Settings last written (to save them again only when they change).
-    saved_settings: Option<document::ProjectSettings>,
+    saved_settings: Option<crate::project::ProjectSettings>,
     settings_job: Option<Job<Result<(), DataError>>>,
     /// Recently opened stacks, most recent first.
     pub recent: Vec<PathBuf>,
@@ -264,11 +263,11 @@ impl StudioApp {
             .map_or_else(crate::ml::device::cpu_device, |rs| {
                 shared_compute_device(rs, false)
             });
-        Self::with_options(cc, open, compute, recent::config_dir())
+        Self::with_options(cc, open, compute, crate::project::recent::config_dir())
     }
 
     /// Like [`Self::new`] with an explicit compute device and configuration folder (tests
-    /// pin both). The data folder is the user's ([`recent::data_dir`]) with the user's
+    /// pin both). The data folder is the user's ([`crate::project::recent::data_dir`]) with the user's
     /// configuration folder, else `data/` inside the given one.
     pub fn with_options(
         cc: &eframe::CreationContext<'_>,
@@ -276,8 +275,9 @@ impl StudioApp {
         compute: crate::ml::ComputeDevice,
         config_dir: Option<PathBuf>,
     ) -> Self {
-        let data_dir = if config_dir.is_some() && config_dir == recent::config_dir() {
-            recent::data_dir()
+        let data_dir = if config_dir.is_some() && config_dir == crate::project::recent::config_dir()
+        {
+            crate::project::recent::data_dir()
         } else {
             config_dir.as_ref().map(|c| c.join("data"))
         };
@@ -342,7 +342,7 @@ impl StudioApp {
         };
         if let Some(dir) = app.config_dir.clone() {
             app.recent_job = Some(Job::spawn("recent files", app.waker.clone(), move |_| {
-                recent::load(&dir)
+                crate::project::recent::load(&dir)
             }));
         }
         if let Some(req) = open {
@@ -357,8 +357,11 @@ impl StudioApp {
         let device = self.models.compute.device.clone();
         let data_dir = self.data_dir.clone();
         self.open_job = Some(Job::spawn("open", self.waker.clone(), move |_| {
-            let (label_path, work_note) =
-                document::work_label_path(&req.images, data_dir.as_deref(), req.in_data_dir);
+            let (label_path, work_note) = crate::project::work::work_label_path(
+                &req.images,
+                data_dir.as_deref(),
+                req.in_data_dir,
+            );
             let mut doc = Document::open_at(
                 &req.images,
                 req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
@@ -392,7 +395,7 @@ impl StudioApp {
             } else {
                 (None, None)
             };
-            let history = model::list_versions(&doc.model_dir());
+            let history = crate::project::list_versions(&doc.model_dir());
             Ok((doc, model, warning, history))
         }));
     }
@@ -582,7 +585,7 @@ impl StudioApp {
             && let Some(opened) = self.remember_next.take()
         {
             self.recent_job = Some(Job::spawn("recent files", self.waker.clone(), move |_| {
-                recent::remember(&dir, &opened)
+                crate::project::recent::remember(&dir, &opened)
             }));
         }
         // Jobs that ended without a result: say so, keep everything else as it was.

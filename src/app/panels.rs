@@ -3,7 +3,7 @@
 use eframe::egui;
 
 use super::{OpenRequest, StudioApp, Tool};
-use crate::app::document::{ClassInfo, auto_window, class_color};
+use crate::project::settings::{ClassInfo, auto_window, class_color};
 
 pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
     egui::Panel::top("menu").show(ui, |ui| {

@@ -85,7 +85,7 @@ fn palette(app: &StudioApp) -> Box<[[u8; 4]; 256]> {
             p[i + 1] = [c.color[0], c.color[1], c.color[2], 255];
         }
         for (id, slot) in p.iter_mut().enumerate().skip(d.classes.len() + 1) {
-            let c = crate::app::document::class_color(id);
+            let c = crate::project::settings::class_color(id);
             *slot = [c[0], c[1], c[2], 255];
         }
     }

@@ -1,0 +1,16 @@
+//! The headless project layer: an open stack with its labels, settings and saved work
+//! ([`document`], [`settings`], [`work`]), the model versions trained on it ([`models`]) and the
+//! recently opened stacks ([`recent`]). The app drives it; nothing here knows egui.
+//!
+//! This file only declares and re-exports.
+
+pub mod document;
+pub mod models;
+pub mod recent;
+pub mod settings;
+pub mod work;
+
+pub use document::Document;
+pub use models::{LoadedModel, VersionInfo, list_versions, save_version};
+pub use settings::{ClassInfo, ProjectSettings, class_color};
+pub use work::{SaveWork, Saved};

@@ -1,0 +1,87 @@
+//! The networks an app session works with: a loaded model with its decision rule, and the
+//! versions trained on a stack (each saved in its own folder with its metadata).
+
+use crate::data::Plane;
+use crate::ml::checkpoint::CheckpointMeta;
+use crate::ml::infer::decide_classes;
+use crate::ml::{Checkpoint, MlError, UNet, UNetConfig, save_checkpoint};
+use std::path::PathBuf;
+
+/// A network the app can predict with.
+#[derive(Clone, Debug)]
+pub struct LoadedModel {
+    /// Weights (on the compute device, validation mode).
+    pub model: UNet,
+    /// Its config.
+    pub unet: UNetConfig,
+    /// Iterations it was trained for.
+    pub iteration: u64,
+    /// Where it was loaded from or saved to.
+    pub path: Option<PathBuf>,
+    /// Decision threshold of the cell probability stored with the model (`None`: argmax).
+    pub threshold: Option<f32>,
+    /// The test-time views the threshold was chosen with (`None`: one).
+    pub threshold_views: Option<u8>,
+}
+
+impl LoadedModel {
+    /// The network of a checkpoint on `device`, loaded from `path`.
+    pub fn from_checkpoint(
+        ckpt: &Checkpoint,
+        device: &burn::prelude::Device,
+        path: Option<PathBuf>,
+    ) -> Result<Self, MlError> {
+        Ok(Self {
+            model: ckpt.model(device)?,
+            unet: ckpt.meta.unet.clone(),
+            iteration: ckpt.meta.iteration,
+            path,
+            threshold: ckpt.meta.threshold,
+            threshold_views: ckpt.meta.threshold_views,
+        })
+    }
+
+    /// The class of every pixel of `probs` by this model's decision rule.
+    pub fn classes(&self, probs: &[Plane<f32>]) -> Plane<u16> {
+        decide_classes(probs, self.threshold)
+    }
+}
+
+/// One saved model version (every training run in the app makes one).
+#[derive(Clone, Debug)]
+pub struct VersionInfo {
+    /// Its folder (`<labels>.model/versions/vNNNN`).
+    pub dir: PathBuf,
+    /// Its metadata (config, iterations, losses, labels hash, date).
+    pub meta: CheckpointMeta,
+}
+
+/// The saved versions under a model folder, oldest first.
+pub fn list_versions(model_dir: &std::path::Path) -> Vec<VersionInfo> {
+    let Ok(entries) = std::fs::read_dir(model_dir.join("versions")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<VersionInfo> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter_map(|dir| {
+            let meta = crate::ml::load_checkpoint(&dir).ok()?.meta;
+            Some(VersionInfo { dir, meta })
+        })
+        .collect();
+    v.sort_by(|a, b| a.dir.cmp(&b.dir));
+    v
+}
+
+/// Saves `model` as the next version under `model_dir` and as its current model.
+pub fn save_version(
+    model_dir: &std::path::Path,
+    meta: &CheckpointMeta,
+    model: &UNet,
+) -> Result<Vec<VersionInfo>, MlError> {
+    let n = list_versions(model_dir).len() + 1;
+    let dir = model_dir.join("versions").join(format!("v{n:04}"));
+    save_checkpoint(&dir, meta, model, None)?;
+    save_checkpoint(model_dir, meta, model, None)?;
+    Ok(list_versions(model_dir))
+}
