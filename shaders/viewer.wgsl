@@ -3,20 +3,26 @@
 // each tile draws the image pixels of its core rectangle and discards the others. A tile's
 // textures hold its core plus a one-pixel halo, so bilinear taps across a border are exact.
 
+// Mirrors `ViewUniforms` of src/render/viewer.rs field by field (96 bytes; every vec2 at a
+// multiple of 8, tile_core at 64): change both together.
 struct View {
-    // rect_min_px.xy (framebuffer pixels), zoom (framebuffer px per image px), gamma
-    a: vec4<f32>,
-    // origin.xy (image coordinates shown at rect_min), image width, image height
-    b: vec4<f32>,
-    // window min, window max, label opacity, flags (1 = show labels, 2 = dim unlabelled,
-    // 4 = show the map overlay)
-    c: vec4<f32>,
-    // map opacity, map value shown cold, map value shown hot, unused
-    d: vec4<f32>,
-    // core rectangle of this tile in image pixels: x0, y0, x1, y1 (exclusive)
-    e: vec4<f32>,
-    // image coordinates of the tile textures' first texel, 1 = this tile draws the background
-    f: vec4<f32>,
+    rect_min: vec2<f32>,     // callback rect min in framebuffer pixels
+    zoom: f32,               // framebuffer px per image px
+    gamma: f32,
+    origin: vec2<f32>,       // image coordinates shown at rect_min
+    image_size: vec2<f32>,   // image width, height
+    window_min: f32,         // contrast window
+    window_max: f32,
+    label_opacity: f32,
+    flags: u32,              // 1 = show labels, 2 = dim unlabelled, 4 = show the map overlay
+    map_opacity: f32,
+    map_cold: f32,           // map value shown cold
+    map_hot: f32,            // map value shown hot
+    _pad0: f32,
+    tile_core: vec4<f32>,    // the image pixels this tile draws: x0, y0, x1, y1 (exclusive)
+    tile_origin: vec2<f32>,  // image coordinates of the tile textures' first texel
+    background: u32,         // 1 = this tile draws the background outside the image
+    _pad1: u32,
 };
 
 @group(0) @binding(0) var<uniform> view: View;
@@ -41,23 +47,23 @@ fn vs_main(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
 // Raw value at image pixel p (clamped to the tile's texels: the image border, or the halo).
 fn raw_at(p: vec2<i32>) -> f32 {
     let size = vec2<i32>(textureDimensions(image_tex));
-    let local = p - vec2<i32>(view.f.xy);
+    let local = p - vec2<i32>(view.tile_origin);
     return textureLoad(image_tex, clamp(local, vec2<i32>(0, 0), size - vec2<i32>(1, 1)), 0).r;
 }
 
 @fragment
 fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
-    let zoom = view.a.z;
-    let ip = view.b.xy + (pos.xy - view.a.xy) / zoom;
-    let size = view.b.zw;
+    let zoom = view.zoom;
+    let ip = view.origin + (pos.xy - view.rect_min) / zoom;
+    let size = view.image_size;
     if (ip.x < 0.0 || ip.y < 0.0 || ip.x >= size.x || ip.y >= size.y) {
-        if (view.f.z < 0.5) {
+        if (view.background == 0u) {
             discard;
         }
         return vec4<f32>(0.08, 0.08, 0.09, 1.0);
     }
     let pixel = floor(ip);
-    if (pixel.x < view.e.x || pixel.y < view.e.y || pixel.x >= view.e.z || pixel.y >= view.e.w) {
+    if (pixel.x < view.tile_core.x || pixel.y < view.tile_core.y || pixel.x >= view.tile_core.z || pixel.y >= view.tile_core.w) {
         discard;
     }
     var raw: f32;
@@ -74,15 +80,15 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
         let bottom = mix(raw_at(p0 + vec2<i32>(0, 1)), raw_at(p0 + vec2<i32>(1, 1)), f.x);
         raw = mix(top, bottom, f.y);
     }
-    let span = max(view.c.y - view.c.x, 1e-20);
-    let t = clamp((raw - view.c.x) / span, 0.0, 1.0);
-    var colour = vec3<f32>(pow(t, view.a.w));
-    let flags = u32(view.c.w + 0.5);
-    let texel = vec2<i32>(pixel) - vec2<i32>(view.f.xy);
+    let span = max(view.window_max - view.window_min, 1e-20);
+    let t = clamp((raw - view.window_min) / span, 0.0, 1.0);
+    var colour = vec3<f32>(pow(t, view.gamma));
+    let flags = view.flags;
+    let texel = vec2<i32>(pixel) - vec2<i32>(view.tile_origin);
     if ((flags & 4u) != 0u) {
         let m = textureLoad(map_tex, texel, 0).r;
-        let span_m = max(view.d.z - view.d.y, 1e-20);
-        colour = mix(colour, heat((m - view.d.y) / span_m), view.d.x);
+        let span_m = max(view.map_hot - view.map_cold, 1e-20);
+        colour = mix(colour, heat((m - view.map_cold) / span_m), view.map_opacity);
     }
     let label = textureLoad(label_tex, texel, 0).r;
     if ((flags & 2u) != 0u && label == 0u) {
@@ -90,7 +96,7 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
     }
     if ((flags & 1u) != 0u && label > 0u) {
         let pc = textureLoad(palette_tex, vec2<i32>(i32(label), 0), 0).rgb;
-        colour = mix(colour, pc, view.c.z);
+        colour = mix(colour, pc, view.label_opacity);
     }
     return vec4<f32>(colour, 1.0);
 }

@@ -5,6 +5,9 @@ use eframe::egui;
 use eframe::egui_wgpu;
 
 use super::{StudioApp, Tool};
+use bytemuck::Zeroable as _;
+
+use crate::render::viewer::{DIM_UNLABELLED, SHOW_LABELS, SHOW_MAP};
 use crate::render::{Upload, UploadQueue, ViewUniforms, ViewerCallback};
 
 /// What the GPU already holds, so that only changes are uploaded.
@@ -310,25 +313,32 @@ pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         }
     }
     let ppp = ui.ctx().pixels_per_point();
-    let flags = u32::from(app.show_labels)
-        | (u32::from(app.show_only_labelled) << 1)
-        | (u32::from(app.viewer.map_shown) << 2);
+    let mut flags = 0;
+    for (on, bit) in [
+        (app.show_labels, SHOW_LABELS),
+        (app.show_only_labelled, DIM_UNLABELLED),
+        (app.viewer.map_shown, SHOW_MAP),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    let (map_cold, map_hot) = app.models.overlay_range();
     let uniforms = ViewUniforms {
-        a: [
-            rect.min.x * ppp,
-            rect.min.y * ppp,
-            app.view.zoom * ppp,
-            display.gamma,
-        ],
-        b: [app.view.origin.x, app.view.origin.y, w, h],
-        c: [display.min, display.max, app.label_opacity, flags as f32],
-        d: {
-            let (lo, hi) = app.models.overlay_range();
-            [app.models.overlay_opacity, lo, hi, 0.0]
-        },
+        rect_min: [rect.min.x * ppp, rect.min.y * ppp],
+        zoom: app.view.zoom * ppp,
+        gamma: display.gamma,
+        origin: [app.view.origin.x, app.view.origin.y],
+        image_size: [w, h],
+        window_min: display.min,
+        window_max: display.max,
+        label_opacity: app.label_opacity,
+        flags,
+        map_opacity: app.models.overlay_opacity,
+        map_cold,
+        map_hot,
         // Per texture tile, filled by the renderer.
-        e: [0.0; 4],
-        f: [0.0; 4],
+        ..ViewUniforms::zeroed()
     };
     if !uploads.is_empty() {
         app.viewer

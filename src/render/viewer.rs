@@ -9,25 +9,54 @@ use super::gpu::{
     write_texture,
 };
 
-/// Uniforms of `shaders/viewer.wgsl` (six `vec4<f32>`, 96 bytes). The app fills `a`..`d`;
-/// the renderer sets `e` and `f` per texture tile.
+/// `flags` bit: draw the label overlay.
+pub const SHOW_LABELS: u32 = 1;
+/// `flags` bit: dim pixels without a label.
+pub const DIM_UNLABELLED: u32 = 2;
+/// `flags` bit: draw the map overlay (probability, uncertainty or weight map).
+pub const SHOW_MAP: u32 = 4;
+
+/// Uniforms of `shaders/viewer.wgsl`, mirrored field by field by its `struct View` (96
+/// bytes: every field 4-byte aligned and every `[f32; 2]` at a multiple of 8, so this
+/// `#[repr(C)]` layout is the WGSL one; `tile_core` sits at 64, a multiple of 16). The app
+/// fills the view; the renderer sets the `tile_*` fields and `background` per texture tile.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ViewUniforms {
-    /// Callback rect min in framebuffer pixels, zoom (framebuffer px per image px), gamma.
-    pub a: [f32; 4],
-    /// Image coordinates at the rect min, image width, image height.
-    pub b: [f32; 4],
-    /// Window min, window max, label opacity, flags (1 = show labels, 2 = dim unlabelled,
-    /// 4 = map overlay).
-    pub c: [f32; 4],
-    /// Map opacity, map value shown cold, map value shown hot, unused.
-    pub d: [f32; 4],
+    /// Callback rect min in framebuffer pixels.
+    pub rect_min: [f32; 2],
+    /// Framebuffer pixels per image pixel.
+    pub zoom: f32,
+    /// Gamma of the grey values.
+    pub gamma: f32,
+    /// Image coordinates shown at `rect_min`.
+    pub origin: [f32; 2],
+    /// Image width and height.
+    pub image_size: [f32; 2],
+    /// Contrast window: the raw value shown black.
+    pub window_min: f32,
+    /// Contrast window: the raw value shown white.
+    pub window_max: f32,
+    /// Opacity of the label overlay.
+    pub label_opacity: f32,
+    /// [`SHOW_LABELS`], [`DIM_UNLABELLED`], [`SHOW_MAP`].
+    pub flags: u32,
+    /// Opacity of the map overlay.
+    pub map_opacity: f32,
+    /// Map value shown cold.
+    pub map_cold: f32,
+    /// Map value shown hot.
+    pub map_hot: f32,
+    /// Padding (WGSL: `_pad0`).
+    pub _pad0: f32,
     /// The image pixels this tile draws: x0, y0, x1, y1 (exclusive).
-    pub e: [f32; 4],
-    /// Image coordinates of the tile texture's first texel, 1 when this tile draws the
-    /// background outside the image, unused.
-    pub f: [f32; 4],
+    pub tile_core: [f32; 4],
+    /// Image coordinates of the tile textures' first texel.
+    pub tile_origin: [f32; 2],
+    /// 1 when this tile draws the background outside the image, else 0.
+    pub background: u32,
+    /// Padding (WGSL: `_pad1`).
+    pub _pad1: u32,
 }
 
 /// One texture tile of a slice: the image pixels it draws (`core`) and the pixels its
@@ -359,13 +388,9 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
                 for (i, t) in s.tiles.iter().enumerate() {
                     let [cx0, cy0, cx1, cy1] = t.rect.core;
                     let mut u = self.uniforms;
-                    u.e = [cx0 as f32, cy0 as f32, cx1 as f32, cy1 as f32];
-                    u.f = [
-                        t.rect.tex[0] as f32,
-                        t.rect.tex[1] as f32,
-                        f32::from(u8::from(i == 0)),
-                        0.0,
-                    ];
+                    u.tile_core = [cx0 as f32, cy0 as f32, cx1 as f32, cy1 as f32];
+                    u.tile_origin = [t.rect.tex[0] as f32, t.rect.tex[1] as f32];
+                    u.background = u32::from(i == 0);
                     queue.write_buffer(&t.uniforms, 0, bytemuck::bytes_of(&u));
                 }
             }
@@ -398,7 +423,9 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
                 let [x0, y0, x1, y1] = if i == 0 {
                     clip
                 } else {
-                    let to_px = |v: u32, axis: usize| u.a[axis] + (v as f32 - u.b[axis]) * u.a[2];
+                    let to_px = |v: u32, axis: usize| {
+                        u.rect_min[axis] + (v as f32 - u.origin[axis]) * u.zoom
+                    };
                     let [cx0, cy0, cx1, cy1] = t.rect.core;
                     [
                         (to_px(cx0, 0).floor() as i32 - 1).max(clip[0]),
@@ -426,6 +453,52 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The WGSL `struct View` has the fields of [`ViewUniforms`], in order, at the same
+    /// offsets, and the same size (naga lays the shader's struct out).
+    #[test]
+    fn the_shader_mirrors_the_uniform_struct() {
+        use std::mem::offset_of;
+        let rust = [
+            ("rect_min", offset_of!(ViewUniforms, rect_min)),
+            ("zoom", offset_of!(ViewUniforms, zoom)),
+            ("gamma", offset_of!(ViewUniforms, gamma)),
+            ("origin", offset_of!(ViewUniforms, origin)),
+            ("image_size", offset_of!(ViewUniforms, image_size)),
+            ("window_min", offset_of!(ViewUniforms, window_min)),
+            ("window_max", offset_of!(ViewUniforms, window_max)),
+            ("label_opacity", offset_of!(ViewUniforms, label_opacity)),
+            ("flags", offset_of!(ViewUniforms, flags)),
+            ("map_opacity", offset_of!(ViewUniforms, map_opacity)),
+            ("map_cold", offset_of!(ViewUniforms, map_cold)),
+            ("map_hot", offset_of!(ViewUniforms, map_hot)),
+            ("_pad0", offset_of!(ViewUniforms, _pad0)),
+            ("tile_core", offset_of!(ViewUniforms, tile_core)),
+            ("tile_origin", offset_of!(ViewUniforms, tile_origin)),
+            ("background", offset_of!(ViewUniforms, background)),
+            ("_pad1", offset_of!(ViewUniforms, _pad1)),
+        ];
+        let module = wgpu::naga::front::wgsl::parse_str(include_str!("../../shaders/viewer.wgsl"))
+            .expect("viewer.wgsl parses");
+        let (members, span) = module
+            .types
+            .iter()
+            .find_map(|(_, ty)| match (&ty.name, &ty.inner) {
+                (Some(name), wgpu::naga::TypeInner::Struct { members, span }) if name == "View" => {
+                    Some((members.clone(), *span))
+                }
+                _ => None,
+            })
+            .expect("struct View in viewer.wgsl");
+        let wgsl: Vec<(String, usize)> = members
+            .iter()
+            .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+            .collect();
+        let rust: Vec<(String, usize)> = rust.iter().map(|(n, o)| (n.to_string(), *o)).collect();
+        assert_eq!(wgsl, rust);
+        assert_eq!(span as usize, std::mem::size_of::<ViewUniforms>());
+        assert_eq!(UNIFORM_BYTES, 96);
+    }
 
     #[test]
     fn one_tile_when_the_image_fits() {
