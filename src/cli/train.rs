@@ -84,6 +84,11 @@ pub struct TrainArgs {
     /// --init: the ones the model was trained with, when it records them).
     #[arg(long, value_delimiter = ',')]
     class_weights: Vec<f32>,
+    /// With --init: weight (relative to the class weights) of the model's own confident
+    /// predictions (p >= 0.9) on the unlabelled pixels, learnt beside the labels so that a
+    /// fine-tune on a few strokes does not unlearn the rest of the image; 0 turns it off.
+    #[arg(long, default_value_t = 0.05)]
+    parent_weight: f32,
     /// Names of the classes, in class order (for example membrane,cell), saved with the
     /// model; the app names a new stack's classes after them.
     #[arg(long, value_delimiter = ',')]
@@ -217,6 +222,12 @@ fn start_from(a: &TrainArgs, set: &TrainSet) -> Result<StartFrom> {
 /// The run's configuration from the flags (and, for a fine-tune or resume, the class weights
 /// its checkpoint was trained with).
 fn train_config(a: &TrainArgs, start: &StartFrom) -> Result<TrainConfig> {
+    if !(a.parent_weight.is_finite() && (0.0..=10.0).contains(&a.parent_weight)) {
+        bail!(
+            "--parent-weight {} is outside 0..=10 (0 turns it off)",
+            a.parent_weight
+        );
+    }
     let fine_tune = a.init.is_some();
     let optimizer = match a.optimizer.to_ascii_lowercase().as_str() {
         "sgd" => OptimizerConfig::Sgd {
@@ -276,6 +287,7 @@ fn train_config(a: &TrainArgs, start: &StartFrom) -> Result<TrainConfig> {
         minutes: a.minutes,
         keep_best: !a.keep_last,
         class_weights,
+        parent_weight: a.parent_weight,
         ..TrainConfig::default()
     })
 }

@@ -149,6 +149,21 @@ pub struct TrainConfig {
     /// frequencies say nothing about the image's. The weights a run used are saved here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_weights: Vec<f32>,
+    /// Fine-tunes only: the weight, relative to the class weights, of the starting network's
+    /// own confident predictions (probability at least [`PARENT_CONFIDENCE`]) on the pixels
+    /// the user left unlabelled, learnt as labels beside the user's strokes, so that a few
+    /// strokes correct the network where they are without unlearning it everywhere else
+    /// (0: off). The user's labels always win where they exist.
+    #[serde(default = "default_parent_weight")]
+    pub parent_weight: f32,
+}
+
+/// The probability from which the starting network's prediction of an unlabelled pixel is
+/// kept as a label in a fine-tune ([`TrainConfig::parent_weight`]).
+pub const PARENT_CONFIDENCE: f32 = 0.9;
+
+fn default_parent_weight() -> f32 {
+    0.05
 }
 
 impl Default for TrainConfig {
@@ -170,6 +185,7 @@ impl Default for TrainConfig {
             minutes: None,
             keep_best: true,
             class_weights: Vec::new(),
+            parent_weight: default_parent_weight(),
         }
     }
 }

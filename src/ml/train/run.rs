@@ -14,10 +14,10 @@ use crate::data::{LabelSlice, Plane};
 use crate::ml::cancel::CancelToken;
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s, save_checkpoint};
 use crate::ml::compute_pool::in_compute_pool;
-use crate::ml::config::TrainConfig;
+use crate::ml::config::{PARENT_CONFIDENCE, TrainConfig};
 use crate::ml::device::ComputeDevice;
 use crate::ml::error::MlError;
-use crate::ml::infer::{plane_tensor, tensor_values};
+use crate::ml::infer::{plane_tensor, predict_probabilities, tensor_values};
 use crate::ml::loss::weighted_cross_entropy;
 use crate::ml::unet::{UNet, UNetConfig};
 use crate::preprocess::{D4, Rng, class_weights, weight_map};
@@ -78,7 +78,8 @@ pub fn train(
     let tile_in = geom
         .input_size(tile_out)
         .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile_out} px output")))?;
-    let data = Prepared::new(set, cfg, begin.unet.classes)?;
+    let parent = parent_predictions(set, cfg, &begin, tile_out, device, cancel)?;
+    let data = Prepared::new(set, cfg, begin.unet.classes, parent.as_deref())?;
     let cfg = &data.cfg;
     on_event(TrainEvent::Started {
         device: device.description.clone(),
@@ -186,6 +187,8 @@ struct Begin {
     threshold: Option<f32>,
     threshold_views: Option<u8>,
     from_checkpoint: bool,
+    /// Started from a checkpoint's weights with a fresh optimiser.
+    fine_tune: bool,
 }
 
 impl Begin {
@@ -200,6 +203,7 @@ impl Begin {
                 threshold: None,
                 threshold_views: None,
                 from_checkpoint: false,
+                fine_tune: false,
             },
             StartFrom::FineTune(c) => Self {
                 model: c.model(ad)?,
@@ -209,6 +213,7 @@ impl Begin {
                 threshold: c.meta.threshold,
                 threshold_views: c.meta.threshold_views,
                 from_checkpoint: true,
+                fine_tune: true,
             },
             StartFrom::Resume(c) => Self {
                 optim: c.restore_optimizer(fresh())?,
@@ -218,6 +223,7 @@ impl Begin {
                 threshold: c.meta.threshold,
                 threshold_views: c.meta.threshold_views,
                 from_checkpoint: true,
+                fine_tune: false,
             },
         })
     }
@@ -230,6 +236,9 @@ struct Prepared {
     /// fine-tune can keep them).
     cfg: TrainConfig,
     val_masks: Vec<Plane<bool>>,
+    /// The classes trained on: the labels outside the held-out blocks, and in a fine-tune
+    /// the starting network's confident predictions where the user labelled nothing.
+    train_classes: Vec<Plane<u8>>,
     full_weights: Vec<Plane<f32>>,
     train_weights: Vec<Plane<f32>>,
     /// Per slice, the training pixels (weight > 0).
@@ -241,7 +250,12 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(set: &TrainSet, cfg: &TrainConfig, classes: usize) -> Result<Self, MlError> {
+    fn new(
+        set: &TrainSet,
+        cfg: &TrainConfig,
+        classes: usize,
+        parent: Option<&[Vec<Plane<f32>>]>,
+    ) -> Result<Self, MlError> {
         let val_masks = validation_masks(set, cfg);
         let masked = |l: &LabelSlice, m: &Plane<bool>| {
             let mut l = l.clone();
@@ -272,7 +286,7 @@ impl Prepared {
             .iter()
             .map(|l| weight_map(l, &cw, &cfg.weights))
             .collect();
-        let train_weights: Vec<Plane<f32>> = full_weights
+        let mut train_weights: Vec<Plane<f32>> = full_weights
             .iter()
             .zip(&val_masks)
             .map(|(w, m)| {
@@ -285,6 +299,9 @@ impl Prepared {
                 w
             })
             .collect();
+        let mut train_classes: Vec<Plane<u8>> =
+            train_labels.iter().map(|l| l.classes.clone()).collect();
+        // Tiles are centred on the user's labels only; the parent's labels fill the rest.
         let pixels: Vec<Vec<u32>> = train_weights
             .iter()
             .map(|w| {
@@ -300,6 +317,16 @@ impl Prepared {
             })
             .collect();
         let train_pixels = cumulative.last().copied().unwrap_or(0);
+        if let Some(parent) = parent {
+            let held_out = (&val_masks[..], &set.labels[..]);
+            add_parent_labels(
+                parent,
+                held_out,
+                &cw,
+                &cfg,
+                (&mut train_classes, &mut train_weights),
+            );
+        }
         if train_pixels == 0 {
             return Err(MlError::NoLabels(
                 "no labelled pixels to train on (all pixels are 0 = unlabelled, or all were held out)"
@@ -318,6 +345,7 @@ impl Prepared {
         Ok(Self {
             cfg,
             val_masks,
+            train_classes,
             full_weights,
             train_weights,
             pixels,
@@ -325,6 +353,64 @@ impl Prepared {
             train_pixels,
             val_pixels,
         })
+    }
+}
+
+/// In a fine-tune with [`TrainConfig::parent_weight`] > 0: the starting network's class
+/// probabilities of every training slice (`None` otherwise).
+fn parent_predictions(
+    set: &TrainSet,
+    cfg: &TrainConfig,
+    begin: &Begin,
+    tile_out: usize,
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+) -> Result<Option<Vec<Vec<Plane<f32>>>>, MlError> {
+    if !begin.fine_tune || cfg.parent_weight <= 0.0 {
+        return Ok(None);
+    }
+    let parent = begin.model.valid();
+    let tile = tile_out.max(begin.unet.geometry().nearest_valid_output(196));
+    let mut out = Vec::with_capacity(set.images.len());
+    for image in &set.images {
+        out.push(predict_probabilities(
+            &parent,
+            &begin.unet,
+            image,
+            tile,
+            &device.device,
+            cancel,
+            &mut |_, _| {},
+        )?);
+    }
+    Ok(Some(out))
+}
+
+/// Labels the unlabelled pixels (outside the held-out blocks and the user's labels) with
+/// the starting network's class where it is at least [`PARENT_CONFIDENCE`] sure, at
+/// `parent_weight` times that class's weight.
+fn add_parent_labels(
+    parent: &[Vec<Plane<f32>>],
+    (val_masks, labels): (&[Plane<bool>], &[LabelSlice]),
+    cw: &[f32],
+    cfg: &TrainConfig,
+    (classes, weights): (&mut [Plane<u8>], &mut [Plane<f32>]),
+) {
+    for (s, probs) in parent.iter().enumerate() {
+        for i in 0..classes[s].data.len() {
+            if labels[s].classes.data[i] != 0 || val_masks[s].data[i] {
+                continue;
+            }
+            let best =
+                (0..probs.len()).max_by(|&a, &b| probs[a].data[i].total_cmp(&probs[b].data[i]));
+            if let Some(c) = best
+                && probs[c].data[i] >= PARENT_CONFIDENCE
+                && c + 1 < cw.len()
+            {
+                classes[s].data[i] = (c + 1) as u8;
+                weights[s].data[i] = cfg.parent_weight * cw[c + 1];
+            }
+        }
     }
 }
 
@@ -461,7 +547,7 @@ impl Run<'_> {
         for _ in 0..9 {
             let s = draw_sample(
                 self.set,
-                &d.train_weights,
+                (&d.train_classes, &d.train_weights),
                 &d.pixels,
                 &d.cumulative,
                 tile_out,

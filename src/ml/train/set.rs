@@ -87,7 +87,7 @@ pub(crate) fn validation_masks(set: &TrainSet, cfg: &TrainConfig) -> Vec<Plane<b
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn draw_sample(
     set: &TrainSet,
-    weights: &[Plane<f32>],
+    (labels, weights): (&[Plane<u8>], &[Plane<f32>]),
     pixels: &[Vec<u32>],
     cumulative: &[usize],
     tile_out: usize,
@@ -111,9 +111,7 @@ pub(crate) fn draw_sample(
         py as isize - (tile_out / 2) as isize + rng.below(2 * jitter) as isize - jitter as isize;
     let (ix, iy) = (ox - margin as isize, oy - margin as isize);
     let mut image = img.crop_mirrored(ix, iy, tile_in, tile_in);
-    let mut classes = set.labels[s]
-        .classes
-        .crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut classes = labels[s].crop_mirrored(ix, iy, tile_in, tile_in);
     let mut wmap = weights[s].crop_mirrored(ix, iy, tile_in, tile_in);
     let aug = &cfg.augment;
     if aug.elastic {
