@@ -82,26 +82,38 @@ fn the_tta_box_makes_predictions_average_the_eight_views() {
 }
 
 #[test]
-fn a_short_fine_tune_on_scribbles_never_raises_the_validation_loss() {
+fn a_short_fine_tune_on_scribbles_never_makes_the_model_worse() {
+    // The sample's strokes mostly agree with the shipped model: the run validates the model
+    // first (iteration 0 of the run, against its own segmentation with the strokes over it)
+    // and keeps it unless a fine-tuned network segments the labelled slices better.
     let mut h = open_with_model("finetune");
     let base = h.state().models.model.as_ref().unwrap().iteration;
     h.state_mut().models.iterations = 10;
     train_from_the_button(&mut h);
     let app = h.state();
     assert!(app.error.is_none(), "{:?}", app.error);
-    let val = &app.models.val_losses;
-    // The run validated the network it started from first (iteration 0 of the run).
+    let val = &app.models.val_rand;
     assert_eq!(val.first().map(|v| v[0]), Some(0.0), "{val:?}");
+    assert!(
+        val[0][1] < 0.05,
+        "the model nearly agrees with itself: {val:?}"
+    );
     let model = app.models.model.as_ref().unwrap();
     let kept = model.iteration - base;
-    let kept_loss = val
+    let kept_rand = val
         .iter()
         .find(|v| v[0] as u64 == kept)
         .map(|v| v[1])
         .expect("the kept network was validated");
-    assert!(kept_loss <= val[0][1], "{val:?}");
     let min = val.iter().map(|v| v[1]).fold(f64::INFINITY, f64::min);
-    assert_eq!(kept_loss, min, "{val:?}");
+    assert_eq!(kept_rand, min, "{val:?}");
+    if kept == 0 {
+        assert!(
+            app.status.contains("the model is unchanged"),
+            "{}",
+            app.status
+        );
+    }
 }
 
 #[test]

@@ -13,8 +13,8 @@ use unet_studio::ml::device::cpu_device;
 use unet_studio::ml::infer::{decide_classes, predict_probabilities_tta};
 use unet_studio::ml::train::{HeldOutSlice, LAST_STATE_DIR, resume_dir};
 use unet_studio::ml::{
-    CancelToken, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent, TrainSet, UNetConfig,
-    load_checkpoint, predict_probabilities, save_checkpoint, train,
+    CancelToken, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent, TrainOutcome,
+    TrainSet, UNetConfig, load_checkpoint, predict_probabilities, save_checkpoint, train,
 };
 use unet_studio::preprocess::{D4, normalize_percentile};
 
@@ -168,23 +168,55 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     assert_eq!(resume_dir(&dir), dir.join(LAST_STATE_DIR));
 }
 
-#[test]
-fn fine_tuning_never_hands_back_a_worse_network() {
-    // A network trained a little, then fine-tuned with a rate far too high: the run starts
-    // by validating the network it was given and keeps whichever validated best.
-    let set = one_slice_set(Vec::new());
-    let cpu = cpu_device();
+/// A network trained a little, for the fine-tune tests.
+fn base_network(set: &TrainSet) -> Checkpoint {
     let base = train(
-        &set,
+        set,
         &quick_cfg(40, 5),
         StartFrom::Scratch(lite()),
-        &cpu,
+        &cpu_device(),
         None,
         &CancelToken::new(),
         &mut |_| {},
     )
     .unwrap();
-    let ckpt = Checkpoint::of_model(CheckpointMeta::new(lite(), 40, "base"), &base.model).unwrap();
+    Checkpoint::of_model(CheckpointMeta::new(lite(), 40, "base"), &base.model).unwrap()
+}
+
+/// The validations of a fine-tune: `(iteration, loss on held-out blocks, Rand error)`.
+type Rounds = Vec<(u64, f32, Option<f64>)>;
+
+fn fine_tune(set: &TrainSet, ckpt: Checkpoint, cfg: &TrainConfig) -> (TrainOutcome, Rounds) {
+    let mut rounds = Vec::new();
+    let out = train(
+        set,
+        cfg,
+        StartFrom::FineTune(Box::new(ckpt)),
+        &cpu_device(),
+        None,
+        &CancelToken::new(),
+        &mut |e| {
+            if let TrainEvent::Validation {
+                iteration,
+                loss,
+                rand_error,
+                ..
+            } = e
+            {
+                rounds.push((iteration, loss, rand_error));
+            }
+        },
+    )
+    .unwrap();
+    (out, rounds)
+}
+
+#[test]
+fn fine_tuning_never_hands_back_a_worse_network() {
+    // Fine-tuned with a rate far too high: the run validates the network it was given first,
+    // on its own segmentation of the slice with the labels over it (the Rand error), and
+    // keeps whichever validated best.
+    let set = one_slice_set(Vec::new());
     let cfg = TrainConfig {
         optimizer: OptimizerConfig::Adam { lr: 0.02 },
         val_fraction: 0.3,
@@ -192,30 +224,93 @@ fn fine_tuning_never_hands_back_a_worse_network() {
         val_every: 4,
         ..quick_cfg(12, 5)
     };
-    let mut losses = Vec::new();
-    let out = train(
-        &set,
-        &cfg,
-        StartFrom::FineTune(Box::new(ckpt)),
-        &cpu,
-        None,
+    let (out, rounds) = fine_tune(&set, base_network(&set), &cfg);
+    assert_eq!(rounds.first().map(|r| r.0), Some(0), "{rounds:?}");
+    assert!(
+        rounds.iter().all(|r| r.2.is_some()),
+        "every round scores the Rand error: {rounds:?}"
+    );
+    let rand = |it: u64| rounds.iter().find(|r| r.0 == it).and_then(|r| r.2);
+    let kept = rand(out.model_iteration).expect("the kept network was validated");
+    let best = rounds
+        .iter()
+        .filter_map(|r| r.2)
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(kept, best, "{rounds:?}");
+    assert!(kept <= rand(0).unwrap(), "{rounds:?}");
+}
+
+#[test]
+fn a_fine_tune_on_labels_the_network_already_gets_right_keeps_it() {
+    // Labels painted where the network is already right (its own confident calls on a
+    // sparse grid of pixels): training on them can only move the network away from its own
+    // segmentation, which the validation sees, so the network comes back unchanged.
+    let (img, _) = em_crop(1, 100, 140, 160);
+    let probe = one_slice_set(Vec::new());
+    let ckpt = base_network(&probe);
+    let cpu = cpu_device();
+    let model = ckpt.model(&cpu.device).unwrap();
+    let probs = predict_probabilities(
+        &model,
+        &lite(),
+        &img,
+        68,
+        &cpu.device,
         &CancelToken::new(),
-        &mut |e| {
-            if let TrainEvent::Validation {
-                iteration, loss, ..
-            } = e
-            {
-                losses.push((iteration, loss));
-            }
-        },
+        &mut |_, _| {},
     )
     .unwrap();
-    assert_eq!(losses.first().map(|l| l.0), Some(0), "{losses:?}");
-    let start = losses[0].1;
-    let kept = out.validation.expect("validated").0;
-    assert!(kept <= start, "kept {kept} > start {start}: {losses:?}");
-    let min = losses.iter().map(|l| l.1).fold(f32::INFINITY, f32::min);
-    assert_eq!(kept, min, "{losses:?}");
+    let mut labels = Plane::filled(img.width, img.height, 0u8);
+    for y in (4..img.height).step_by(9) {
+        for x in (4..img.width).step_by(9) {
+            let p = probs[1].at(x, y);
+            if !(0.2..=0.8).contains(&p) {
+                labels.set(x, y, if p > 0.5 { 2 } else { 1 });
+            }
+        }
+    }
+    assert!(labels.data.contains(&1) && labels.data.contains(&2));
+    let set = TrainSet {
+        images: vec![img.clone()],
+        labels: vec![unet_studio::data::LabelSlice {
+            objects: labels.map(|c| u32::from(c == 2)),
+            classes: labels,
+        }],
+        held_out: Vec::new(),
+    };
+    let cfg = TrainConfig {
+        optimizer: OptimizerConfig::Adam { lr: 0.01 },
+        val_fraction: 0.0,
+        val_every: 5,
+        ..quick_cfg(15, 7)
+    };
+    let (out, rounds) = fine_tune(&set, ckpt, &cfg);
+    assert_eq!(
+        rounds.first().map(|r| (r.0, r.2)),
+        Some((0, Some(0.0))),
+        "{rounds:?}"
+    );
+    assert_eq!(out.model_iteration, 0);
+    let after = predict_probabilities(
+        &out.model,
+        &lite(),
+        &img,
+        68,
+        &cpu.device,
+        &CancelToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let diff = after
+        .iter()
+        .zip(&probs)
+        .flat_map(|(a, b)| a.data.iter().zip(&b.data))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff < 1e-6,
+        "the network came back unchanged (max difference {diff})"
+    );
 }
 
 #[test]

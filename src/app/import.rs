@@ -91,6 +91,7 @@ pub(super) fn import_window(app: &mut StudioApp, ctx: &egui::Context) {
     }
     let mut open = true;
     let mut start = false;
+    let mut browse = false;
     egui::Window::new("Import labels")
         .open(&mut open)
         .resizable(false)
@@ -99,12 +100,8 @@ pub(super) fn import_window(app: &mut StudioApp, ctx: &egui::Context) {
             ui.horizontal(|ui| {
                 ui.label("file");
                 ui.text_edit_singleline(&mut v.path);
-                if ui.button("Browse…").clicked()
-                    && let Some(p) = rfd::FileDialog::new()
-                        .add_filter("label images", crate::data::io::IMAGE_EXTENSIONS)
-                        .pick_file()
-                {
-                    v.path = p.display().to_string();
+                if ui.button("Browse…").clicked() {
+                    browse = true;
                 }
             });
             ui.label("How the file's values are read:");
@@ -139,6 +136,13 @@ pub(super) fn import_window(app: &mut StudioApp, ctx: &egui::Context) {
             }
         });
     app.import.open &= open;
+    if browse {
+        use crate::app::dialogs::{Pick, Purpose, image_filters};
+        app.ask_path(
+            Purpose::ImportLabels,
+            Pick::File(image_filters("label images")),
+        );
+    }
     if start {
         app.start_import();
     }

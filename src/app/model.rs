@@ -50,6 +50,11 @@ fn weight_key(slice: usize, edits: u64, cfg: &WeightMapConfig) -> WeightKey {
 pub struct ModelState {
     /// The current network.
     pub model: Option<LoadedModel>,
+    /// The running (or last) training started from the current network.
+    pub fine_tuning: bool,
+    /// `[iteration of the run, Rand error]` of each validation on whole slices (a fine-tune:
+    /// against the starting model's segmentation with the labels over it).
+    pub val_rand: Vec<[f64; 2]>,
     /// Where training and prediction run.
     pub compute: ComputeDevice,
     /// Preset of a network trained from scratch.
@@ -135,6 +140,8 @@ impl ModelState {
             weight_map: None,
             weights_job: None,
             training_unet: None,
+            fine_tuning: false,
+            val_rand: Vec::new(),
             tile_train: None,
             tile_predict: None,
             tile_note: String::new(),
@@ -299,8 +306,11 @@ impl StudioApp {
         let model_dir = doc.model_dir();
         // Fine-tuning continues the count of the model it started from.
         let base_iteration = self.models.model.as_ref().map_or(0, |m| m.iteration);
+        let fine_tune = matches!(start, StartFrom::FineTune(_));
+        self.models.fine_tuning = fine_tune;
         self.models.losses.clear();
         self.models.val_losses.clear();
+        self.models.val_rand.clear();
         self.status = format!("training on {}", device.description);
         self.models.train_job = Some(Job::spawn("train", self.waker.clone(), move |ctx| {
             // Out of device memory: the same run again with a smaller tile.
@@ -330,7 +340,12 @@ impl StudioApp {
                 threshold: out.threshold,
                 threshold_views: out.threshold_views,
             };
-            let history = save_version(&model_dir, &meta, &out.model)?;
+            // A fine-tune that kept its starting network adds no version.
+            let history = if fine_tune && out.model_iteration == base_iteration {
+                crate::project::models::list_versions(&model_dir)
+            } else {
+                save_version(&model_dir, &meta, &out.model)?
+            };
             Ok((out, history))
         }));
     }
@@ -573,9 +588,15 @@ impl StudioApp {
                     m.its_per_s = its_per_s;
                 }
                 TrainEvent::Validation {
-                    iteration, loss, ..
+                    iteration,
+                    loss,
+                    rand_error,
+                    ..
                 } => {
                     m.val_losses.push([iteration as f64, f64::from(loss)]);
+                    if let Some(r) = rand_error {
+                        m.val_rand.push([iteration as f64, r]);
+                    }
                 }
                 TrainEvent::Snapshot { model, .. } => snapshot = Some(*model),
                 TrainEvent::TileReduced { from, to } => {
@@ -597,12 +618,21 @@ impl StudioApp {
                 match res {
                     Ok((out, history)) => {
                         self.models.history = history;
-                        self.status = format!(
-                            "training {} at iteration {}; kept the network of iteration {} (best validation)",
-                            if out.cancelled { "stopped" } else { "finished" },
-                            out.iteration,
-                            out.model_iteration
-                        );
+                        let ended = if out.cancelled { "stopped" } else { "finished" };
+                        let unchanged = self.models.fine_tuning
+                            && self.models.model.as_ref().map(|m| m.iteration)
+                                == Some(out.model_iteration);
+                        self.status = if unchanged {
+                            format!(
+                                "training {ended} at iteration {}; the model is unchanged: every fine-tuned network segmented the labelled slices worse than it (measured against its own segmentation with your labels over it). Paint where the model is wrong to correct it",
+                                out.iteration
+                            )
+                        } else {
+                            format!(
+                                "training {ended} at iteration {}; kept the network of iteration {} (best validation)",
+                                out.iteration, out.model_iteration
+                            )
+                        };
                         self.models.model = Some(LoadedModel {
                             model: out.model,
                             unet: out.unet,

@@ -3,6 +3,7 @@
 use eframe::egui;
 
 use super::{OpenRequest, StudioApp, Tool};
+use crate::app::dialogs::{Pick, Purpose, export_filters, image_filters};
 use crate::project::settings::{ClassInfo, auto_window, class_color};
 
 pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -11,28 +12,11 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
             ui.menu_button("File", |ui| {
                 if ui.button("Open image or stack…").clicked() {
                     ui.close();
-                    if let Some(p) = rfd::FileDialog::new()
-                        .add_filter("images", crate::data::io::IMAGE_EXTENSIONS)
-                        .pick_file()
-                    {
-                        app.open(OpenRequest {
-                            images: p,
-                            labels: None,
-                            model: None,
-                            ..Default::default()
-                        });
-                    }
+                    app.ask_path(Purpose::OpenStack, Pick::File(image_filters("images")));
                 }
                 if ui.button("Open folder as stack…").clicked() {
                     ui.close();
-                    if let Some(p) = rfd::FileDialog::new().pick_folder() {
-                        app.open(OpenRequest {
-                            images: p,
-                            labels: None,
-                            model: None,
-                            ..Default::default()
-                        });
-                    }
+                    app.ask_path(Purpose::OpenFolder, Pick::Folder);
                 }
                 let mut reopen = None;
                 ui.add_enabled_ui(!app.recent.is_empty(), |ui| {
@@ -104,14 +88,10 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                         .clicked()
                     {
                         ui.close();
-                        if let Some(p) = rfd::FileDialog::new()
-                            .set_file_name(kind.default_name())
-                            .add_filter("TIFF stack", &["tif", "tiff"])
-                            .add_filter("PNG per slice", &["png"])
-                            .save_file()
-                        {
-                            app.export(kind, p);
-                        }
+                        app.ask_path(
+                            Purpose::Export(kind),
+                            Pick::Save(kind.default_name().into(), export_filters()),
+                        );
                     }
                 }
             });
@@ -598,9 +578,8 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
             .add_enabled(!app.models.training(), egui::Button::new("Load model…"))
             .on_hover_text("a model folder saved by unet-studio (app or command line)")
             .clicked()
-            && let Some(dir) = rfd::FileDialog::new().pick_folder()
         {
-            app.use_version(dir);
+            app.ask_path(Purpose::LoadModel, Pick::Folder);
         }
         if ui
             .add_enabled(
@@ -608,9 +587,8 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
                 egui::Button::new("Save model as…"),
             )
             .clicked()
-            && let Some(dir) = rfd::FileDialog::new().pick_folder()
         {
-            app.save_model_to(dir);
+            app.ask_path(Purpose::SaveModel, Pick::Folder);
         }
         if ui
             .add_enabled(

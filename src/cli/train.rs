@@ -84,10 +84,10 @@ pub struct TrainArgs {
     /// --init: the ones the model was trained with, when it records them).
     #[arg(long, value_delimiter = ',')]
     class_weights: Vec<f32>,
-    /// With --init: weight (relative to the class weights) of the model's own confident
-    /// predictions (p >= 0.9) on the unlabelled pixels, learnt beside the labels so that a
-    /// fine-tune on a few strokes does not unlearn the rest of the image; 0 turns it off.
-    #[arg(long, default_value_t = 0.05)]
+    /// With --init: weight (relative to the class weights) of the model's own predictions on
+    /// the unlabelled pixels, learnt as soft targets beside the labels (distillation) so that
+    /// a fine-tune on a few strokes does not unlearn the rest of the image; 0 turns it off.
+    #[arg(long, default_value_t = 0.2)]
     parent_weight: f32,
     /// Names of the classes, in class order (for example membrane,cell), saved with the
     /// model; the app names a new stack's classes after them.
@@ -115,6 +115,11 @@ pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
         eprintln!("  (CPU chosen: {r})");
     }
     let start = start_from(&a, &set)?;
+    if a.init.is_some() && set.held_out.is_empty() && !a.keep_last {
+        eprintln!(
+            "validation: the starting model's segmentation of the training slices, corrected by the labels (no --val-images)"
+        );
+    }
     let cfg = train_config(&a, &start)?;
     let cancel = CancelToken::new();
     let pb = bar(a.iterations, "train");

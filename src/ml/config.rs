@@ -150,20 +150,16 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_weights: Vec<f32>,
     /// Fine-tunes only: the weight, relative to the class weights, of the starting network's
-    /// own confident predictions (probability at least [`PARENT_CONFIDENCE`]) on the pixels
-    /// the user left unlabelled, learnt as labels beside the user's strokes, so that a few
+    /// own predictions (its class probabilities as soft targets, i.e. distillation) on the
+    /// pixels the user left unlabelled, learnt beside the user's strokes, so that a few
     /// strokes correct the network where they are without unlearning it everywhere else
     /// (0: off). The user's labels always win where they exist.
     #[serde(default = "default_parent_weight")]
     pub parent_weight: f32,
 }
 
-/// The probability from which the starting network's prediction of an unlabelled pixel is
-/// kept as a label in a fine-tune ([`TrainConfig::parent_weight`]).
-pub const PARENT_CONFIDENCE: f32 = 0.9;
-
 fn default_parent_weight() -> f32 {
-    0.05
+    0.2
 }
 
 impl Default for TrainConfig {

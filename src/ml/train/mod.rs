@@ -9,4 +9,4 @@ pub mod validate;
 
 pub use events::{StartFrom, TrainEvent, TrainOutcome};
 pub use run::{LAST_STATE_DIR, resume_dir, train, train_fitting};
-pub use set::{HeldOutSlice, Sample, TrainSet, target_tensors};
+pub use set::{HeldOutSlice, Sample, TrainSet, target_tensors, target_tensors_with};

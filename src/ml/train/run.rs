@@ -14,16 +14,19 @@ use crate::data::{LabelSlice, Plane};
 use crate::ml::cancel::CancelToken;
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s, save_checkpoint};
 use crate::ml::compute_pool::in_compute_pool;
-use crate::ml::config::{PARENT_CONFIDENCE, TrainConfig};
+use crate::ml::config::TrainConfig;
 use crate::ml::device::ComputeDevice;
 use crate::ml::error::MlError;
-use crate::ml::infer::{plane_tensor, predict_probabilities, tensor_values};
+use crate::ml::infer::{decide_classes, plane_tensor, predict_probabilities, tensor_values};
 use crate::ml::loss::weighted_cross_entropy;
 use crate::ml::unet::{UNet, UNetConfig};
 use crate::preprocess::{D4, Rng, class_weights, weight_map};
 
 use super::events::{StartFrom, TrainEvent, TrainOutcome};
-use super::set::{Sample, TrainSet, draw_sample, target_tensors, validation_masks};
+use super::set::{
+    HeldOutSlice, Sample, SliceTargets, TrainSet, draw_sample, target_tensors_with,
+    validation_masks,
+};
 use super::validate::{Best, Validator, validate_held_out};
 
 /// [`train`], started again with a smaller tile when the device runs out of memory (see
@@ -78,8 +81,24 @@ pub fn train(
     let tile_in = geom
         .input_size(tile_out)
         .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile_out} px output")))?;
-    let parent = parent_predictions(set, cfg, &begin, tile_out, device, cancel)?;
-    let data = Prepared::new(set, cfg, begin.unet.classes, parent.as_deref())?;
+    let parent = parent_predictions(set, &begin, tile_out, device, cancel)?;
+    // A fine-tune without held-out slices is validated on the starting network's own
+    // segmentation of the training slices, corrected by the user's labels: the labels alone
+    // (thin strokes, away from boundaries) cannot see a network that opens gaps in membranes
+    // elsewhere, and a network that does is then not kept.
+    let with_truth;
+    let set = match &parent {
+        Some(p) if set.held_out.is_empty() && cfg.keep_best && begin.unet.classes == 2 => {
+            with_truth = TrainSet {
+                held_out: parent_truth(set, p, begin.threshold),
+                ..set.clone()
+            };
+            &with_truth
+        }
+        _ => set,
+    };
+    let parent = parent.filter(|_| cfg.parent_weight > 0.0);
+    let data = Prepared::new(set, cfg, begin.unet.classes, parent)?;
     let cfg = &data.cfg;
     on_event(TrainEvent::Started {
         device: device.description.clone(),
@@ -236,9 +255,11 @@ struct Prepared {
     /// fine-tune can keep them).
     cfg: TrainConfig,
     val_masks: Vec<Plane<bool>>,
-    /// The classes trained on: the labels outside the held-out blocks, and in a fine-tune
-    /// the starting network's confident predictions where the user labelled nothing.
+    /// The classes trained on: the labels outside the held-out blocks.
     train_classes: Vec<Plane<u8>>,
+    /// In a fine-tune, the starting network's class probabilities of every slice: the soft
+    /// targets of the pixels the user left unlabelled (empty otherwise).
+    parent: Vec<Vec<Plane<f32>>>,
     full_weights: Vec<Plane<f32>>,
     train_weights: Vec<Plane<f32>>,
     /// Per slice, the training pixels (weight > 0).
@@ -254,7 +275,7 @@ impl Prepared {
         set: &TrainSet,
         cfg: &TrainConfig,
         classes: usize,
-        parent: Option<&[Vec<Plane<f32>>]>,
+        parent: Option<Vec<Vec<Plane<f32>>>>,
     ) -> Result<Self, MlError> {
         let val_masks = validation_masks(set, cfg);
         let masked = |l: &LabelSlice, m: &Plane<bool>| {
@@ -299,9 +320,9 @@ impl Prepared {
                 w
             })
             .collect();
-        let mut train_classes: Vec<Plane<u8>> =
+        let train_classes: Vec<Plane<u8>> =
             train_labels.iter().map(|l| l.classes.clone()).collect();
-        // Tiles are centred on the user's labels only; the parent's labels fill the rest.
+        // Tiles are centred on the user's labels only; the parent's predictions fill the rest.
         let pixels: Vec<Vec<u32>> = train_weights
             .iter()
             .map(|w| {
@@ -317,16 +338,9 @@ impl Prepared {
             })
             .collect();
         let train_pixels = cumulative.last().copied().unwrap_or(0);
-        if let Some(parent) = parent {
-            let held_out = (&val_masks[..], &set.labels[..]);
-            add_parent_labels(
-                parent,
-                held_out,
-                &cw,
-                &cfg,
-                (&mut train_classes, &mut train_weights),
-            );
-        }
+        let parent = parent.unwrap_or_default();
+        let held_out = (&val_masks[..], &set.labels[..]);
+        weigh_parent_pixels(&parent, held_out, &cw, &cfg, &mut train_weights);
         if train_pixels == 0 {
             return Err(MlError::NoLabels(
                 "no labelled pixels to train on (all pixels are 0 = unlabelled, or all were held out)"
@@ -346,6 +360,7 @@ impl Prepared {
             cfg,
             val_masks,
             train_classes,
+            parent,
             full_weights,
             train_weights,
             pixels,
@@ -356,17 +371,16 @@ impl Prepared {
     }
 }
 
-/// In a fine-tune with [`TrainConfig::parent_weight`] > 0: the starting network's class
-/// probabilities of every training slice (`None` otherwise).
+/// In a fine-tune: the starting network's class probabilities of every training slice
+/// (`None` otherwise).
 fn parent_predictions(
     set: &TrainSet,
-    cfg: &TrainConfig,
     begin: &Begin,
     tile_out: usize,
     device: &ComputeDevice,
     cancel: &CancelToken,
 ) -> Result<Option<Vec<Vec<Plane<f32>>>>, MlError> {
-    if !begin.fine_tune || cfg.parent_weight <= 0.0 {
+    if !begin.fine_tune {
         return Ok(None);
     }
     let parent = begin.model.valid();
@@ -386,30 +400,57 @@ fn parent_predictions(
     Ok(Some(out))
 }
 
-/// Labels the unlabelled pixels (outside the held-out blocks and the user's labels) with
-/// the starting network's class where it is at least [`PARENT_CONFIDENCE`] sure, at
-/// `parent_weight` times that class's weight.
-fn add_parent_labels(
+/// The training slices as held-out slices whose truth is the starting network's segmentation
+/// (cell where its probabilities say so at its `threshold`, else by the argmax) with the
+/// user's labels put over it.
+fn parent_truth(
+    set: &TrainSet,
+    parent: &[Vec<Plane<f32>>],
+    threshold: Option<f32>,
+) -> Vec<HeldOutSlice> {
+    set.images
+        .iter()
+        .zip(&set.labels)
+        .zip(parent)
+        .map(|((image, labels), probs)| {
+            let mut cell = decide_classes(probs, threshold).map(|c| c >= 2);
+            for (t, &l) in cell.data.iter_mut().zip(&labels.classes.data) {
+                match l {
+                    0 => {}
+                    1 => *t = false,
+                    _ => *t = true,
+                }
+            }
+            HeldOutSlice {
+                image: image.clone(),
+                cell,
+            }
+        })
+        .collect()
+}
+
+/// Gives the unlabelled pixels (outside the held-out blocks and the user's labels) the weight
+/// `parent_weight` times the class weight the starting network expects there (its
+/// probabilities times the class weights), so that they learn its predictions as soft
+/// targets ([`super::set::target_tensors_with`]).
+fn weigh_parent_pixels(
     parent: &[Vec<Plane<f32>>],
     (val_masks, labels): (&[Plane<bool>], &[LabelSlice]),
     cw: &[f32],
     cfg: &TrainConfig,
-    (classes, weights): (&mut [Plane<u8>], &mut [Plane<f32>]),
+    weights: &mut [Plane<f32>],
 ) {
     for (s, probs) in parent.iter().enumerate() {
-        for i in 0..classes[s].data.len() {
+        for i in 0..weights[s].data.len() {
             if labels[s].classes.data[i] != 0 || val_masks[s].data[i] {
                 continue;
             }
-            let best =
-                (0..probs.len()).max_by(|&a, &b| probs[a].data[i].total_cmp(&probs[b].data[i]));
-            if let Some(c) = best
-                && probs[c].data[i] >= PARENT_CONFIDENCE
-                && c + 1 < cw.len()
-            {
-                classes[s].data[i] = (c + 1) as u8;
-                weights[s].data[i] = cfg.parent_weight * cw[c + 1];
-            }
+            let expected: f32 = probs
+                .iter()
+                .enumerate()
+                .map(|(c, p)| p.data[i] * cw.get(c + 1).copied().unwrap_or(1.0))
+                .sum();
+            weights[s].data[i] = cfg.parent_weight * expected;
         }
     }
 }
@@ -547,7 +588,11 @@ impl Run<'_> {
         for _ in 0..9 {
             let s = draw_sample(
                 self.set,
-                (&d.train_classes, &d.train_weights),
+                &SliceTargets {
+                    classes: &d.train_classes,
+                    weights: &d.train_weights,
+                    parent: &d.parent,
+                },
                 &d.pixels,
                 &d.cumulative,
                 tile_out,
@@ -651,7 +696,8 @@ fn train_step(
 ) -> Result<(UNet, f32), MlError> {
     in_compute_pool(|| {
         let x = plane_tensor(&sample.image, ad);
-        let (target, weights) = target_tensors(&sample.classes, &sample.weights, classes, ad);
+        let (target, weights) =
+            target_tensors_with(&sample.classes, &sample.soft, &sample.weights, classes, ad);
         let logits = model.forward(x);
         let loss = weighted_cross_entropy(logits, target, weights);
         let loss_value = tensor_values(loss.clone())?

@@ -58,6 +58,9 @@ pub struct Sample {
     pub classes: Plane<u8>,
     /// `tile_out x tile_out` weights.
     pub weights: Plane<f32>,
+    /// `tile_out x tile_out` class probabilities of the starting network, one plane per class,
+    /// the targets of the unlabelled pixels in a fine-tune (empty otherwise).
+    pub soft: Vec<Plane<f32>>,
 }
 
 /// Per-slice masks of the held-out validation blocks.
@@ -83,11 +86,23 @@ pub(crate) fn validation_masks(set: &TrainSet, cfg: &TrainConfig) -> Vec<Plane<b
         .collect()
 }
 
-/// Draws one augmented training sample centred near a random training pixel.
+/// What a run trains each slice towards.
+pub(crate) struct SliceTargets<'a> {
+    /// Classes (0 = unlabelled).
+    pub(crate) classes: &'a [Plane<u8>],
+    /// Pixel weights.
+    pub(crate) weights: &'a [Plane<f32>],
+    /// The starting network's class probabilities (fine-tunes; empty otherwise).
+    pub(crate) parent: &'a [Vec<Plane<f32>>],
+}
+
+/// Draws one augmented training sample centred near a random training pixel: the image, the
+/// classes, weights and (in a fine-tune) the starting network's probabilities of each slice
+/// (`parent`, empty otherwise) cropped, deformed and turned alike.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn draw_sample(
     set: &TrainSet,
-    (labels, weights): (&[Plane<u8>], &[Plane<f32>]),
+    targets: &SliceTargets<'_>,
     pixels: &[Vec<u32>],
     cumulative: &[usize],
     tile_out: usize,
@@ -111,8 +126,17 @@ pub(crate) fn draw_sample(
         py as isize - (tile_out / 2) as isize + rng.below(2 * jitter) as isize - jitter as isize;
     let (ix, iy) = (ox - margin as isize, oy - margin as isize);
     let mut image = img.crop_mirrored(ix, iy, tile_in, tile_in);
-    let mut classes = labels[s].crop_mirrored(ix, iy, tile_in, tile_in);
-    let mut wmap = weights[s].crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut classes = targets.classes[s].crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut wmap = targets.weights[s].crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut soft: Vec<Plane<f32>> = targets
+        .parent
+        .get(s)
+        .map(|p| {
+            p.iter()
+                .map(|c| c.crop_mirrored(ix, iy, tile_in, tile_in))
+                .collect()
+        })
+        .unwrap_or_default();
     let aug = &cfg.augment;
     if aug.elastic {
         let field = DeformationField::random(tile_in, tile_in, &cfg.elastic, rng.next_u64());
@@ -120,12 +144,14 @@ pub(crate) fn draw_sample(
         image = warp_f32(&image, &dx, &dy, Interpolation::Bicubic);
         classes = warp_nearest(&classes, &dx, &dy);
         wmap = warp_nearest(&wmap, &dx, &dy);
+        soft = soft.iter().map(|c| warp_nearest(c, &dx, &dy)).collect();
     }
     if aug.flips_rotations {
         let d4 = D4::random(rng);
         image = d4.apply(&image);
         classes = d4.apply(&classes);
         wmap = d4.apply(&wmap);
+        soft = soft.iter().map(|c| d4.apply(c)).collect();
     }
     if aug.brightness > 0.0 || aug.contrast > 0.0 || aug.gamma > 0.0 {
         GreyJitter::random(aug, rng).apply(&mut image);
@@ -135,6 +161,10 @@ pub(crate) fn draw_sample(
         image,
         classes: classes.crop_mirrored(m, m, tile_out, tile_out),
         weights: wmap.crop_mirrored(m, m, tile_out, tile_out),
+        soft: soft
+            .iter()
+            .map(|c| c.crop_mirrored(m, m, tile_out, tile_out))
+            .collect(),
     }
 }
 
@@ -145,11 +175,28 @@ pub fn target_tensors(
     n_classes: usize,
     device: &Device,
 ) -> (Tensor<4>, Tensor<4>) {
+    target_tensors_with(classes, &[], weights, n_classes, device)
+}
+
+/// [`target_tensors`] whose unlabelled pixels take the class probabilities `soft` (one plane
+/// per class; none when empty) as targets: the cross-entropy to them is the distillation of
+/// the network that predicted them.
+pub fn target_tensors_with(
+    classes: &Plane<u8>,
+    soft: &[Plane<f32>],
+    weights: &Plane<f32>,
+    n_classes: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
     let n = classes.data.len();
     let mut onehot = vec![0.0f32; n_classes * n];
     for (i, &c) in classes.data.iter().enumerate() {
         if c >= 1 && (c as usize) <= n_classes {
             onehot[(c as usize - 1) * n + i] = 1.0;
+        } else if c == 0 && soft.len() == n_classes {
+            for (k, plane) in soft.iter().enumerate() {
+                onehot[k * n + i] = plane.data[i];
+            }
         }
     }
     let (h, w) = (classes.height, classes.width);
