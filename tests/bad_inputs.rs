@@ -432,3 +432,84 @@ fn train_refuses_a_binary_mask_read_as_classes() {
     assert!(!ok && err.contains("--label-encoding binary"), "{err}");
     assert!(!dir.join("model").exists());
 }
+
+/// A stack that would not fit in memory is refused from its headers, before anything is
+/// decoded, naming the file, what it needs and what is available; with enough memory the
+/// same command runs. (`UNET_STUDIO_MEMORY_LIMIT` stands in for a small machine: the issue's
+/// case was 8 Deflate pages of 16384 x 16384 in a 2 MB file, which took 12-23 GB.)
+#[test]
+fn stacks_too_large_for_the_memory_are_refused_before_decoding() {
+    let dir = scratch_copy("memory");
+    // 4 pages of 512 x 512: 1 Mpx, so `weights` needs about 12 MB.
+    let labels: Vec<Plane<u16>> = (0..4)
+        .map(|i| {
+            Plane::from_vec(
+                512,
+                512,
+                (0..512 * 512).map(|p| ((p / 97 + i) % 3) as u16).collect(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let big = dir.join("big_labels.tif");
+    write_mask(&big, &labels, MaskStyle::Classes).unwrap();
+    let run = |limit: &str, cmd: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_unet-studio"))
+            .args(cmd)
+            .env("UNET_STUDIO_NO_PROGRESS", "1")
+            .env("UNET_STUDIO_MEMORY_LIMIT", limit)
+            .output()
+            .expect("run the binary");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let out = dir.join("w.tif");
+    let (ok, err) = run(
+        "4000000",
+        &[
+            "weights",
+            "--labels",
+            big.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "refused with 4 MB: {err}");
+    assert!(err.contains("big_labels.tif"), "{err}");
+    assert!(
+        err.contains("needs about") && err.contains("available"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing was written");
+    // The loader itself asks first too: `eval` of the same file against itself.
+    let (ok, err) = run(
+        "4000000",
+        &[
+            "eval",
+            "--prediction",
+            big.to_str().unwrap(),
+            "--truth",
+            big.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && err.contains("big_labels.tif") && err.contains("memory"),
+        "{err}"
+    );
+    // With memory to spare the same command works.
+    let (ok, err) = run(
+        "4000000000",
+        &[
+            "weights",
+            "--labels",
+            big.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -182,3 +182,28 @@ pub(crate) fn check_output(
     }
     Ok(())
 }
+
+/// Bytes per pixel of the stack that each command holds at its peak (measured on a stack of
+/// 8 pages of 16384 x 16384 before these checks: `predict` 6, `weights` 10, `deform` 8.4;
+/// `train` and `eval` past 11), so that it is refused before decoding when the machine
+/// cannot hold it.
+pub(crate) mod bytes_per_pixel {
+    /// `predict`: the stack, the masks, one slice's probabilities at a time.
+    pub const PREDICT: u64 = 8;
+    /// `weights`: labels, objects and the weight map.
+    pub const WEIGHTS: u64 = 12;
+    /// `deform`: image and labels, before and after, and the displacement field.
+    pub const DEFORM: u64 = 12;
+    /// `train`: images, labels, weight maps and held-out masks.
+    pub const TRAIN: u64 = 24;
+    /// `eval`: the prediction (or its probabilities) and the truth.
+    pub const EVAL: u64 = 16;
+}
+
+/// Refuses `what` when the stack at `path`, at `per_pixel` bytes per pixel, needs more memory
+/// than the machine has (from the files' headers: nothing is decoded).
+pub(crate) fn check_task_memory(path: &Path, per_pixel: u64, what: &str) -> Result<()> {
+    let info = crate::data::io::probe_stack(path)?;
+    crate::data::io::check_memory(path, (info.pixels as u64).saturating_mul(per_pixel), what)?;
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! `unet-studio deform`: a seeded elastic deformation of an image and its labels.
 
-use super::common::resolved;
+use super::common::{bytes_per_pixel, check_task_memory, resolved};
 use crate::data::{MaskStyle, Plane, load_label_stack, load_stack, write_f32_tiff, write_mask};
 use crate::preprocess::{DeformationField, ElasticConfig, Interpolation, warp_f32, warp_nearest};
 use anyhow::{Context as _, Result, bail};
@@ -33,6 +33,7 @@ pub struct DeformArgs {
 }
 
 pub(crate) fn cmd_deform(a: DeformArgs) -> Result<()> {
+    check_task_memory(&a.image, bytes_per_pixel::DEFORM, "deform")?;
     let stack = load_stack(&a.image)?;
     let outputs: Vec<PathBuf> = ["image.tif", "labels.tif", "field.tif", "field.json"]
         .iter()

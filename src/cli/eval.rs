@@ -1,7 +1,7 @@
 //! `unet-studio eval`: a mask, probability map or model scored against ground truth with the
 //! ISBI 2012 challenge's definitions.
 
-use super::common::{default_views, load_labels};
+use super::common::{bytes_per_pixel, check_task_memory, default_views, load_labels};
 use crate::data::{LabelEncoding, Plane, load_label_stack, load_stack};
 use crate::ml::infer::decide_classes;
 use crate::ml::{
@@ -69,6 +69,7 @@ const EVAL_DEFINITIONS: [&str; 4] = [
 ];
 
 pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
+    check_task_memory(&a.truth, bytes_per_pixel::EVAL, "eval")?;
     let truth = load_labels(&a.truth, a.label_encoding)?;
     let classes = truth
         .iter()

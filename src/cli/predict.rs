@@ -1,6 +1,8 @@
 //! `unet-studio predict`: masks, probabilities or instances of a stack with a trained model.
 
-use super::common::{bar, check_output, default_views, say, valid_tile};
+use super::common::{
+    bar, bytes_per_pixel, check_output, check_task_memory, default_views, say, valid_tile,
+};
 use crate::data::{MaskStyle, load_stack, write_f32_tiff, write_mask};
 use crate::ml::infer::decide_classes;
 use crate::ml::{
@@ -52,6 +54,7 @@ pub struct PredictArgs {
 
 pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     let ckpt = load_checkpoint(&a.model)?;
+    check_task_memory(&a.input, bytes_per_pixel::PREDICT, "predict")?;
     let stack = load_stack(&a.input)?;
     let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
         Some(crate::data::ImageFormat::Png) => {

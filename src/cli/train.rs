@@ -1,6 +1,8 @@
 //! `unet-studio train`: train, fine-tune or resume a U-Net from the command line.
 
-use super::common::{bar, check_plausible_classes, load_labels, say, valid_tile};
+use super::common::{
+    bar, bytes_per_pixel, check_plausible_classes, check_task_memory, load_labels, say, valid_tile,
+};
 use crate::data::{LabelEncoding, load_stack};
 use crate::ml::config::LrSchedule;
 use crate::ml::train::{HeldOutSlice, resume_dir};
@@ -162,6 +164,7 @@ pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
 /// The images (normalised) and labels of `--images`/`--labels`, checked against each other,
 /// with the held-out slices of `--val-images`/`--val-labels`.
 fn training_set(a: &TrainArgs) -> Result<TrainSet> {
+    check_task_memory(&a.images, bytes_per_pixel::TRAIN, "train")?;
     let stack = load_stack(&a.images)?;
     let labels = load_labels(&a.labels, a.label_encoding)?;
     if labels.len() != stack.slices.len() {

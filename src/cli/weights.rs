@@ -1,6 +1,6 @@
 //! `unet-studio weights`: the paper's weight map of label images.
 
-use super::common::{check_output, load_labels};
+use super::common::{bytes_per_pixel, check_output, check_task_memory, load_labels};
 use crate::data::{LabelEncoding, Plane, write_f32_tiff};
 use crate::preprocess::{WeightMapConfig, class_weights, weight_map};
 use anyhow::Result;
@@ -27,6 +27,7 @@ pub struct WeightsArgs {
 }
 
 pub(crate) fn cmd_weights(a: WeightsArgs) -> Result<()> {
+    check_task_memory(&a.labels, bytes_per_pixel::WEIGHTS, "weights")?;
     let labels = load_labels(&a.labels, a.label_encoding)?;
     check_output(
         &a.output,

@@ -32,7 +32,7 @@ pub struct MemoryLimits {
 impl MemoryLimits {
     /// The CPU: half of the memory the system reports available (4 GiB when unknown).
     pub fn cpu() -> Self {
-        let budget = available_system_bytes().map_or(4 << 30, |b| b / 2);
+        let budget = crate::data::io::probe::available_memory().map_or(4 << 30, |b| b / 2);
         Self {
             budget_bytes: budget,
             max_tensor_bytes: budget,
@@ -61,14 +61,6 @@ impl MemoryLimits {
             adapter.get_info().device_type == wgpu::DeviceType::Cpu,
         )
     }
-}
-
-/// `MemAvailable` of `/proc/meminfo` in bytes (Linux), if it can be read.
-fn available_system_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// The largest valid output tile of at most `max_out` pixels whose pass fits `limits`

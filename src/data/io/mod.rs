@@ -1,14 +1,15 @@
 //! Reading image stacks (PNG/JPEG/BMP, single and multipage TIFF, folders) and writing masks
 //! and float maps (PNG, multipage TIFF with ImageJ metadata). All writes are atomic.
 
+pub mod files;
+pub mod probe;
 pub mod read;
 pub mod tiff;
 pub mod write;
 
-pub use read::{
-    FOLDER_LABELS, IMAGE_EXTENSIONS, PixelKind, Stack, decode_stack_bytes, load_label_stack,
-    load_stack,
-};
+pub use files::{FOLDER_LABELS, IMAGE_EXTENSIONS, MAX_EDGE, MAX_SLICE_PIXELS, natural_cmp};
+pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
+pub use read::{PixelKind, Stack, decode_stack_bytes, load_label_stack, load_stack};
 pub use write::{
     ImageFormat, MaskStyle, png_slice_paths, write_atomic, write_f32_tiff, write_mask,
     write_mask_coloured,

@@ -2,23 +2,15 @@
 //! order, hidden files skipped), within size limits checked before decoding.
 
 use crate::data::error::DataError;
+use crate::data::io::files::{
+    MAX_EDGE, MAX_SLICE_PIXELS, MAX_STACK_PIXELS, check_size, stack_files,
+};
+use crate::data::io::probe::{check_memory, probe_bytes};
 use crate::data::plane::Plane;
 use std::fs;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use tiff::decoder::{Decoder as TiffDecoder, DecodingResult, Limits as TiffLimits};
-
-/// Largest slice the loaders accept: 16384 x 16384 pixels (1 GiB as `f32`).
-pub const MAX_SLICE_PIXELS: usize = 16384 * 16384;
-
-/// Largest edge the loaders accept.
-pub const MAX_EDGE: usize = 65535;
-
-/// Largest whole stack the loaders accept, in pixels (8 GiB as `f32`).
-pub const MAX_STACK_PIXELS: usize = 1 << 31;
-
-/// File endings read when a folder is opened as a stack.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "tif", "tiff", "jpg", "jpeg", "bmp"];
 
 /// The sample type a stack was stored with; it decides the display range and export depth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -184,46 +176,20 @@ pub fn load_label_stack(path: &Path) -> Result<Vec<Plane<u32>>, DataError> {
         .collect()
 }
 
-/// The label file the app keeps inside an image folder; never read as one of its images.
-pub const FOLDER_LABELS: &str = "labels.unet.tif";
-
 fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
-    let meta = fs::metadata(path).map_err(|e| DataError::io(path, e))?;
-    let files = if meta.is_dir() {
-        let mut files: Vec<PathBuf> = fs::read_dir(path)
-            .map_err(|e| DataError::io(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                // Hidden files (macOS `._name` metadata among them) are not slices.
-                let hidden = p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-                p.is_file()
-                    && !hidden
-                    && has_image_extension(p)
-                    && p.file_name().is_none_or(|n| n != FOLDER_LABELS)
-            })
-            .collect();
-        // Natural order, as Fiji's: s1, s2, s10.
-        files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
-        if files.is_empty() {
-            return Err(DataError::invalid(
-                path,
-                format!(
-                    "the folder holds no images (looked for {})",
-                    IMAGE_EXTENSIONS.join(", ")
-                ),
-            ));
-        }
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
+    let files = stack_files(path)?;
+    // Decoded, every pixel takes its samples and then 4 bytes as `f32` (or `u32` labels).
+    let mut need = 0u64;
     let mut slices = Vec::new();
     let mut sources = Vec::new();
     let mut total = 0usize;
     for file in &files {
-        for raw in load_file(file)? {
+        let bytes = fs::read(file).map_err(|e| DataError::io(file, e))?;
+        for (pixels, pixel) in probe_bytes(file, &bytes)? {
+            need = need.saturating_add((pixels as u64).saturating_mul(pixel as u64 + 4));
+        }
+        check_memory(file, need, "reading the stack")?;
+        for raw in decode_bytes(file, &bytes)? {
             if let Some(first) = slices.first() {
                 let first: &RawSlice = first;
                 if (raw.width, raw.height) != (first.width, first.height) {
@@ -256,67 +222,6 @@ fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
         }
     }
     Ok((slices, sources))
-}
-
-/// Compares names with runs of digits taken as numbers (`s2` before `s10`); equal numbers
-/// with different zero padding, and everything else, compare as text.
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    let (mut x, mut y) = (a, b);
-    loop {
-        let (Some(cx), Some(cy)) = (x.chars().next(), y.chars().next()) else {
-            return x.len().cmp(&y.len()).then_with(|| a.cmp(b));
-        };
-        if cx.is_ascii_digit() && cy.is_ascii_digit() {
-            let dx = x.len() - x.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-            let dy = y.len() - y.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-            let (nx, ny) = (
-                x[..dx].trim_start_matches('0'),
-                y[..dy].trim_start_matches('0'),
-            );
-            let by_value = nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny));
-            if by_value != Ordering::Equal {
-                return by_value;
-            }
-            x = &x[dx..];
-            y = &y[dy..];
-        } else {
-            if cx != cy {
-                return cx.cmp(&cy);
-            }
-            x = &x[cx.len_utf8()..];
-            y = &y[cy.len_utf8()..];
-        }
-    }
-}
-
-fn has_image_extension(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-fn check_size(path: &Path, width: usize, height: usize) -> Result<(), DataError> {
-    if width == 0 || height == 0 {
-        return Err(DataError::invalid(
-            path,
-            format!("the image is {width}x{height}: it has no pixels"),
-        ));
-    }
-    if width > MAX_EDGE || height > MAX_EDGE || width * height > MAX_SLICE_PIXELS {
-        return Err(DataError::invalid(
-            path,
-            format!(
-                "the image is {width}x{height}; the largest slice supported is {MAX_SLICE_PIXELS} pixels with edges up to {MAX_EDGE}"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn load_file(path: &Path) -> Result<Vec<RawSlice>, DataError> {
-    let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    decode_bytes(path, &bytes)
 }
 
 fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
@@ -527,44 +432,4 @@ fn decode_other(path: &Path, bytes: &[u8]) -> Result<RawSlice, DataError> {
         height,
         samples,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_sort_in_natural_order() {
-        let mut names = vec![
-            "s10.png", "s2.png", "s1.png", "s02b.png", "a.png", "s002.png",
-        ];
-        names.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(
-            names,
-            [
-                "a.png", "s1.png", "s002.png", "s2.png", "s02b.png", "s10.png"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_folder_reads_in_natural_order_without_hidden_files() {
-        let dir = std::env::temp_dir().join(format!("unet-io-natural-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        for (name, v) in [
-            ("s1.png", 10u8),
-            ("s10.png", 30),
-            ("s2.png", 20),
-            ("._s3.png", 99),
-        ] {
-            image::GrayImage::from_pixel(2, 2, image::Luma([v]))
-                .save_with_format(dir.join(name), image::ImageFormat::Png)
-                .unwrap();
-        }
-        let stack = load_stack(&dir).unwrap();
-        let firsts: Vec<f32> = stack.slices.iter().map(|s| s.data[0]).collect();
-        assert_eq!(firsts, [10.0, 20.0, 30.0]);
-        assert!(stack.sources.iter().all(|p| !p.ends_with("._s3.png")));
-    }
 }

@@ -1,0 +1,165 @@
+//! What a stack will cost before it is decoded: its size from the files' headers only
+//! ([`probe_stack`]), and the check that a task's memory fits what the machine has
+//! ([`check_memory`]). A 2 MB compressed TIFF can hold pages of 16384 x 16384 pixels; decoded
+//! and turned into `f32` they take gigabytes, so the loaders and the commands ask first.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use tiff::decoder::Decoder as TiffDecoder;
+
+use crate::data::error::DataError;
+use crate::data::io::files::check_size;
+
+/// Size of a stack read from its headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackInfo {
+    /// Pixels of all slices together.
+    pub pixels: usize,
+    /// Slices (TIFF pages and files).
+    pub slices: usize,
+    /// Bytes of the largest decoded pixel (all its channels) of any slice.
+    pub pixel_bytes: usize,
+}
+
+/// The sizes of the slices in `bytes` (one file) from its headers: `(pixels, bytes per
+/// decoded pixel)` per slice.
+pub(crate) fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>, DataError> {
+    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") || bytes.starts_with(b"II+\0") {
+        return probe_tiff(path, bytes);
+    }
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::decode(path, e))?;
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| DataError::decode(path, format!("cannot read the header: {e}")))?;
+    use image::ImageDecoder as _;
+    let (w, h) = decoder.dimensions();
+    check_size(path, w as usize, h as usize)?;
+    let pixel = usize::from(decoder.color_type().bytes_per_pixel());
+    Ok(vec![((w as usize) * (h as usize), pixel)])
+}
+
+fn probe_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>, DataError> {
+    let mut dec = TiffDecoder::new(Cursor::new(bytes))
+        .map_err(|e| DataError::decode(path, format!("not a readable TIFF: {e}")))?;
+    let mut out = Vec::new();
+    loop {
+        let page = out.len();
+        let ctx = |e: tiff::TiffError| DataError::decode(path, format!("page {page}: {e}"));
+        let (w, h) = dec.dimensions().map_err(ctx)?;
+        check_size(path, w as usize, h as usize)?;
+        let color = dec.colortype().map_err(ctx)?;
+        let pixel = (usize::from(color.bit_depth()) * color.num_samples() as usize).div_ceil(8);
+        out.push(((w as usize) * (h as usize), pixel.max(1)));
+        if !dec.more_images() {
+            break;
+        }
+        dec.next_image()
+            .map_err(|e| DataError::decode(path, format!("page {}: {e}", out.len())))?;
+    }
+    Ok(out)
+}
+
+/// The size of the stack at `path` (a file or a folder of slices, as the loaders read it),
+/// from headers only.
+pub fn probe_stack(path: &Path) -> Result<StackInfo, DataError> {
+    let files: Vec<PathBuf> = super::files::stack_files(path)?;
+    let mut info = StackInfo {
+        pixels: 0,
+        slices: 0,
+        pixel_bytes: 1,
+    };
+    for file in &files {
+        let bytes = std::fs::read(file).map_err(|e| DataError::io(file, e))?;
+        for (pixels, pixel) in probe_bytes(file, &bytes)? {
+            info.pixels = info.pixels.saturating_add(pixels);
+            info.slices += 1;
+            info.pixel_bytes = info.pixel_bytes.max(pixel);
+        }
+    }
+    Ok(info)
+}
+
+/// Memory this process may use, in bytes: `UNET_STUDIO_MEMORY_LIMIT` when set (bytes), else
+/// what the system has available (`MemAvailable` of `/proc/meminfo` on Linux; unknown
+/// elsewhere).
+pub fn available_memory() -> Option<u64> {
+    if let Some(limit) = std::env::var("UNET_STUDIO_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(limit);
+    }
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses `what` on `path` when it needs more than 90 % of [`available_memory`] (nothing is
+/// refused where that is unknown).
+pub fn check_memory(path: &Path, need_bytes: u64, what: &str) -> Result<(), DataError> {
+    match available_memory() {
+        Some(free) if need_bytes > free / 10 * 9 => Err(DataError::invalid(
+            path,
+            format!(
+                "{what} needs about {} of memory, but {} is available; split the stack into smaller files or use a machine with more memory",
+                gib(need_bytes),
+                gib(free)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+    } else {
+        format!("{:.0} MiB", (bytes as f64 / f64::from(1u32 << 20)).ceil())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::io::write::{MaskStyle, write_mask};
+    use crate::data::plane::Plane;
+
+    #[test]
+    fn headers_give_the_size_without_decoding() {
+        let dir = std::env::temp_dir().join(format!("unet-probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A 3-page 16-bit TIFF and a PNG folder of two 8-bit slices.
+        let tif = dir.join("s.tif");
+        let planes = vec![Plane::filled(40, 30, 300u16); 3];
+        write_mask(&tif, &planes, MaskStyle::Classes).unwrap();
+        assert_eq!(
+            probe_stack(&tif).unwrap(),
+            StackInfo {
+                pixels: 3 * 40 * 30,
+                slices: 3,
+                pixel_bytes: 2
+            }
+        );
+        let folder = dir.join("f");
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..2 {
+            let p = folder.join(format!("s{i}.png"));
+            write_mask(&p, &[Plane::filled(20, 10, 1u16)], MaskStyle::Classes).unwrap();
+        }
+        let info = probe_stack(&folder).unwrap();
+        assert_eq!((info.pixels, info.slices), (400, 2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sizes_are_said_in_the_unit_that_reads() {
+        assert_eq!(gib(3 << 29), "1.5 GiB");
+        assert_eq!(gib(5 << 20), "5 MiB");
+        assert_eq!(gib(1), "1 MiB");
+    }
+}
