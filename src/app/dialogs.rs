@@ -1,7 +1,7 @@
 //! File dialogs that always work. The system's dialog (rfd: the desktop portal or zenity on
 //! Linux, the native one elsewhere) runs in a background job, so the window keeps drawing
 //! while it is open. Where no system dialog can be shown, unet-studio's own chooser
-//! (`egui_file`, drawn in the window) takes its place: decided before asking (on Linux, no
+//! ([`super::chooser`], drawn in the window) takes its place: decided before asking (on Linux, no
 //! session bus for a portal and no `zenity` on the `PATH`), or after (the system dialog came
 //! back empty sooner than a person could have cancelled it, which is how rfd reports that it
 //! could not show one). `UNET_STUDIO_FILE_DIALOG=builtin` (or `system`) sets the choice.
@@ -13,6 +13,7 @@ use eframe::egui;
 
 use crate::jobs::{Job, Waker};
 
+use super::chooser::{Answer, Chooser, ChooserKind};
 use super::export::ExportKind;
 
 /// A system dialog that returns empty sooner than this was not shown.
@@ -54,7 +55,7 @@ pub struct Dialogs {
     /// The system dialog being shown: its purpose, request, start and job.
     system: Option<(Purpose, Pick, Instant, Job<Option<PathBuf>>)>,
     /// The built-in chooser being shown.
-    builtin: Option<(Purpose, egui_file::FileDialog)>,
+    builtin: Option<(Purpose, Chooser)>,
     /// Use the built-in chooser: there is no system dialog here (or one failed to show).
     pub builtin_only: bool,
     /// Why the built-in chooser is used, to say once.
@@ -138,17 +139,15 @@ impl Dialogs {
                 }
             }
         }
-        let (purpose, dialog) = self.builtin.as_mut()?;
+        let (purpose, chooser) = self.builtin.as_mut()?;
         let purpose = *purpose;
-        dialog.show(ctx);
-        match dialog.state() {
-            egui_file::State::Open => None,
-            egui_file::State::Selected => {
-                let path = dialog.path().map(Path::to_path_buf);
+        match chooser.show(ctx) {
+            Answer::Open => None,
+            Answer::Chosen(path) => {
                 self.builtin = None;
-                path.map(|p| (purpose, p))
+                Some((purpose, path))
             }
-            egui_file::State::Cancelled | egui_file::State::Closed => {
+            Answer::Cancelled => {
                 self.builtin = None;
                 None
             }
@@ -161,29 +160,18 @@ impl Dialogs {
             .clone()
             .or_else(|| std::env::current_dir().ok())
             .unwrap_or_default();
-        let title = title(purpose);
-        let mut dialog = match pick {
-            Pick::File(_) => egui_file::FileDialog::open_file(),
-            Pick::Folder => egui_file::FileDialog::select_folder(),
-            Pick::Save(name, _) => egui_file::FileDialog::save_file().default_filename(name),
-        }
-        .initial_path(start)
-        .title(title);
-        if let Pick::File(filters) = pick {
-            let extensions: Vec<String> = filters
+        let endings = |filters: &[(String, Vec<String>)]| {
+            filters
                 .iter()
                 .flat_map(|(_, e)| e.iter().map(|e| e.to_ascii_lowercase()))
-                .collect();
-            if !extensions.is_empty() {
-                dialog = dialog.show_files_filter(Box::new(move |p: &Path| {
-                    p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase()))
-                }));
-            }
-        }
-        dialog.open();
-        self.builtin = Some((purpose, dialog));
+                .collect()
+        };
+        let (kind, name) = match pick {
+            Pick::File(filters) => (ChooserKind::File(endings(filters)), ""),
+            Pick::Folder => (ChooserKind::Folder, ""),
+            Pick::Save(name, _) => (ChooserKind::Save, name.as_str()),
+        };
+        self.builtin = Some((purpose, Chooser::new(kind, title(purpose), start, name)));
     }
 }
 

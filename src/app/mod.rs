@@ -2,6 +2,7 @@
 //! person paint sparse labels, and keeps them saved. File I/O runs in background jobs.
 
 pub mod augment_view;
+pub mod chooser;
 pub mod compare;
 pub mod dialogs;
 pub mod export;
