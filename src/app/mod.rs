@@ -667,41 +667,6 @@ impl StudioApp {
         }
     }
 
-    /// Asks for a path in a file dialog, starting beside the open stack (for a folder of
-    /// slices: next to the folder, so that nothing written lands among the slices); the
-    /// answer is applied by [`Self::poll_dialogs`].
-    pub fn ask_path(&mut self, purpose: dialogs::Purpose, pick: dialogs::Pick) {
-        self.dialogs.start_dir = self
-            .doc
-            .as_ref()
-            .and_then(|d| d.source.parent().map(Path::to_path_buf));
-        self.dialogs.ask(purpose, pick, &self.waker);
-        if let Some(note) = self.dialogs.note.take() {
-            self.status = note;
-        }
-    }
-
-    /// Draws the built-in file chooser when it is open, and does what a chosen path was for.
-    pub fn poll_dialogs(&mut self, ctx: &egui::Context) {
-        let Some((purpose, path)) = self.dialogs.poll(ctx) else {
-            return;
-        };
-        if let Some(note) = self.dialogs.note.take() {
-            self.status = note;
-        }
-        use dialogs::Purpose;
-        match purpose {
-            Purpose::OpenStack | Purpose::OpenFolder => self.open(OpenRequest {
-                images: path,
-                ..Default::default()
-            }),
-            Purpose::Export(kind) => self.export(kind, path),
-            Purpose::LoadModel => self.use_version(path),
-            Purpose::SaveModel => self.save_model_to(path),
-            Purpose::ImportLabels => self.import.path = path.display().to_string(),
-        }
-    }
-
     /// Moves to another slice.
     pub fn set_slice(&mut self, slice: usize) {
         if let Some(d) = &self.doc {

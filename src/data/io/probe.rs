@@ -28,9 +28,21 @@ pub(crate) fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") || bytes.starts_with(b"II+\0") {
         return probe_tiff(path, bytes);
     }
+    // PNG: the header's size is checked before the decoder looks for image data.
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() >= 24 {
+        let be =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        check_size(path, be(16) as usize, be(20) as usize)?;
+    }
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::decode(path, e))?;
+    if reader.format().is_none() {
+        return Err(DataError::decode(
+            path,
+            "unknown image format (PNG, JPEG, BMP and TIFF are supported)",
+        ));
+    }
     let decoder = reader
         .into_decoder()
         .map_err(|e| DataError::decode(path, format!("cannot read the header: {e}")))?;

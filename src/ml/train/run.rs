@@ -82,21 +82,8 @@ pub fn train(
         .input_size(tile_out)
         .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile_out} px output")))?;
     let parent = parent_predictions(set, &begin, tile_out, device, cancel)?;
-    // A fine-tune without held-out slices is validated on the starting network's own
-    // segmentation of the training slices, corrected by the user's labels: the labels alone
-    // (thin strokes, away from boundaries) cannot see a network that opens gaps in membranes
-    // elsewhere, and a network that does is then not kept.
-    let with_truth;
-    let set = match &parent {
-        Some(p) if set.held_out.is_empty() && cfg.keep_best && begin.unet.classes == 2 => {
-            with_truth = TrainSet {
-                held_out: parent_truth(set, p, begin.threshold),
-                ..set.clone()
-            };
-            &with_truth
-        }
-        _ => set,
-    };
+    let with_truth = with_parent_truth(set, parent.as_deref(), cfg, &begin);
+    let set = with_truth.as_ref().unwrap_or(set);
     let parent = parent.filter(|_| cfg.parent_weight > 0.0);
     let data = Prepared::new(set, cfg, begin.unet.classes, parent)?;
     let cfg = &data.cfg;
@@ -398,6 +385,24 @@ fn parent_predictions(
         )?);
     }
     Ok(Some(out))
+}
+
+/// A fine-tune without held-out slices is validated on the starting network's own
+/// segmentation of the training slices, corrected by the user's labels ([`parent_truth`]):
+/// the labels alone (thin strokes, away from boundaries) cannot see a network that opens
+/// gaps in membranes elsewhere, and a network that does is then not kept. Returns that set
+/// (`None`: validate on `set` as it is).
+fn with_parent_truth(
+    set: &TrainSet,
+    parent: Option<&[Vec<Plane<f32>>]>,
+    cfg: &TrainConfig,
+    begin: &Begin,
+) -> Option<TrainSet> {
+    let parent = parent?;
+    (set.held_out.is_empty() && cfg.keep_best && begin.unet.classes == 2).then(|| TrainSet {
+        held_out: parent_truth(set, parent, begin.threshold),
+        ..set.clone()
+    })
 }
 
 /// The training slices as held-out slices whose truth is the starting network's segmentation
