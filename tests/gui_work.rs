@@ -261,3 +261,26 @@ fn export_through_the_builtin_file_chooser() {
     h.run_steps(3);
     assert!(!h.state().dialogs.busy());
 }
+
+/// The bundled sample lives in the install: a file chooser opened on it starts in the home
+/// folder, never in the sample's folder (an export there wrote into the checkout once).
+#[test]
+fn choosers_on_the_sample_start_in_the_home_folder() {
+    use unet_studio::app::dialogs::{Pick, Purpose, export_filters};
+    let config = tempdir("chooser-home-config");
+    let mut h = harness_for(OpenRequest::sample(), config);
+    h.state_mut().dialogs.builtin_only = true;
+    h.state_mut().ask_path(
+        Purpose::Export(unet_studio::app::ExportKind::Labels),
+        Pick::Save("labels.tif".into(), export_filters()),
+    );
+    let start = h.state().dialogs.start_dir.clone().expect("a start folder");
+    let home = std::env::var_os("HOME").map(PathBuf::from).expect("HOME");
+    assert_eq!(start, std::fs::canonicalize(&home).unwrap_or(home));
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    assert!(!start.starts_with(&samples), "{}", start.display());
+    h.run_steps(2);
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    assert!(!h.state().dialogs.busy());
+}
