@@ -513,3 +513,80 @@ fn stacks_too_large_for_the_memory_are_refused_before_decoding() {
     assert!(out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Palette (indexed) PNG labels give their indices, at every bit depth (as images they stay
+/// their colours' grey); a JPEG cut short is refused instead of decoding with grey rows; the
+/// deformation's grid and sigma are bounded.
+#[test]
+fn palette_labels_truncated_jpegs_and_unbounded_grids() {
+    let dir = scratch_copy("palette");
+    let indexed = |name: &str, depth: png::BitDepth, width: u32, indices: &[u8]| {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, 2);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(depth);
+        enc.set_palette(vec![0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255]);
+        let mut w = enc.write_header().unwrap();
+        // Pack the indices of each row from the high bit.
+        let bits = depth as usize;
+        let row_bytes = (width as usize * bits).div_ceil(8);
+        let mut data = vec![0u8; row_bytes * 2];
+        for (i, &v) in indices.iter().enumerate() {
+            let (y, x) = (i / width as usize, i % width as usize);
+            let bit = x * bits;
+            data[y * row_bytes + bit / 8] |= v << (8 - bits - bit % 8);
+        }
+        w.write_image_data(&data).unwrap();
+        drop(w);
+        path
+    };
+    let values = [0u8, 1, 2, 1, 3, 2, 2, 0, 1, 3];
+    for (depth, name) in [
+        (png::BitDepth::Eight, "pal8.png"),
+        (png::BitDepth::Four, "pal4.png"),
+        (png::BitDepth::Two, "pal2.png"),
+    ] {
+        let path = indexed(name, depth, 5, &values);
+        let labels = load_label_stack(&path).unwrap();
+        let expected: Vec<u32> = values.iter().map(|&v| u32::from(v)).collect();
+        assert_eq!(labels[0].data, expected, "{name}");
+        // The same file as an image: red is grey 76 (Rec. 601), not index 1.
+        let image = load_stack(&path).unwrap();
+        assert_eq!(image.slices[0].data[1], 76.0, "{name}");
+    }
+    // A JPEG of 64 x 64, cut in half.
+    let mut jpg = Vec::new();
+    image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 90]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let whole = dir.join("whole.jpg");
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&whole, &jpg).unwrap();
+    std::fs::write(&cut, &jpg[..jpg.len() / 2]).unwrap();
+    assert!(load_stack(&whole).is_ok());
+    let e = load_stack(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.jpg") && e.contains("truncated"), "{e}");
+    // Grid and sigma of `deform`.
+    let image = dir.join("images/slice00.png");
+    for (flag, value) in [("--grid", "100000"), ("--grid", "1"), ("--sigma", "1e9")] {
+        let (ok, err) = run_cli(&[
+            "deform",
+            "--image",
+            image.to_str().unwrap(),
+            "--output-dir",
+            dir.join("out").to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        assert!(!ok && err.contains(flag), "{flag} {value}: {err}");
+        assert!(
+            !dir.join("out").exists(),
+            "nothing written for {flag} {value}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -72,7 +72,7 @@ impl RawSlice {
 /// Rec. 601 luma otherwise). Every slice must have the same size; NaN and infinite values are
 /// rejected.
 pub fn load_stack(path: &Path) -> Result<Stack, DataError> {
-    let (raws, sources) = load_raw(path)?;
+    let (raws, sources) = load_raw(path, Read::Image)?;
     raws_to_stack(raws, sources)
 }
 
@@ -144,8 +144,11 @@ fn raws_to_stack(raws: Vec<RawSlice>, sources: Vec<PathBuf>) -> Result<Stack, Da
 
 /// Loads integer label images (8, 16 or 32 bit) as raw values, one plane per slice.
 /// Float images are accepted only when every value is a non-negative integer.
+///
+/// A palette (indexed) PNG gives its indices, not its colours: label images are often saved
+/// that way, the colours only showing the classes.
 pub fn load_label_stack(path: &Path) -> Result<Vec<Plane<u32>>, DataError> {
-    let (raws, sources) = load_raw(path)?;
+    let (raws, sources) = load_raw(path, Read::Labels)?;
     raws.into_iter()
         .zip(&sources)
         .map(|(raw, src)| {
@@ -176,7 +179,16 @@ pub fn load_label_stack(path: &Path) -> Result<Vec<Plane<u32>>, DataError> {
         .collect()
 }
 
-fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
+/// What a file is read as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    /// Grey values (colours become grey).
+    Image,
+    /// Label values (a palette PNG gives its indices).
+    Labels,
+}
+
+fn load_raw(path: &Path, read: Read) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
     let files = stack_files(path)?;
     // Decoded, every pixel takes its samples and then 4 bytes as `f32` (or `u32` labels).
     let mut need = 0u64;
@@ -189,7 +201,14 @@ fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
             need = need.saturating_add((pixels as u64).saturating_mul(pixel as u64 + 4));
         }
         check_memory(file, need, "reading the stack")?;
-        for raw in decode_bytes(file, &bytes)? {
+        let decoded = match read {
+            Read::Labels => match palette_indices(file, &bytes)? {
+                Some(raw) => vec![raw],
+                None => decode_bytes(file, &bytes)?,
+            },
+            Read::Image => decode_bytes(file, &bytes)?,
+        };
+        for raw in decoded {
             if let Some(first) = slices.first() {
                 let first: &RawSlice = first;
                 if (raw.width, raw.height) != (first.width, first.height) {
@@ -222,6 +241,44 @@ fn load_raw(path: &Path) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
         }
     }
     Ok((slices, sources))
+}
+
+/// The palette indices of an indexed PNG (`None` for any other file).
+fn palette_indices(path: &Path, bytes: &[u8]) -> Result<Option<RawSlice>, DataError> {
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(None);
+    }
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| DataError::decode(path, e))?;
+    let info = reader.info();
+    if info.color_type != png::ColorType::Indexed {
+        return Ok(None);
+    }
+    let (width, height) = (info.width as usize, info.height as usize);
+    check_size(path, width, height)?;
+    let bits = info.bit_depth as usize;
+    let mut buf = vec![0u8; reader.output_buffer_size().unwrap_or(0)];
+    let frame = reader
+        .next_frame(&mut buf)
+        .map_err(|e| DataError::decode(path, e))?;
+    // Rows of `width` indices of `bits` bits, packed from the high bit.
+    let mut data = Vec::with_capacity(width * height);
+    for row in buf[..frame.buffer_size()].chunks_exact(frame.line_size) {
+        data.extend((0..width).map(|x| {
+            let bit = x * bits;
+            let byte = row[bit / 8];
+            let shift = 8 - bits - bit % 8;
+            (byte >> shift) & ((1u16 << bits) - 1) as u8
+        }));
+    }
+    Ok(Some(RawSlice {
+        width,
+        height,
+        samples: Samples::U8(data),
+    }))
 }
 
 fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
@@ -383,6 +440,13 @@ impl FromF64 for f32 {
 }
 
 fn decode_other(path: &Path, bytes: &[u8]) -> Result<RawSlice, DataError> {
+    // A JPEG cut short decodes with its missing rows filled in grey: refuse it instead.
+    if bytes.starts_with(&[0xFF, 0xD8]) && !bytes.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(DataError::decode(
+            path,
+            "the JPEG is truncated (it has no end-of-image marker)",
+        ));
+    }
     // PNG: check the header's size before the decoder looks for image data.
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() >= 24 {
         let be =
