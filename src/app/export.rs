@@ -162,13 +162,53 @@ impl StudioApp {
             self.export_job = None;
             match res {
                 Ok((files, summary)) => {
-                    let names: Vec<String> =
-                        files.iter().map(|f| f.display().to_string()).collect();
-                    self.status = format!("exported {summary}: {}", names.join(", "));
+                    self.status = format!("exported {summary}: {}", written(&files));
                     self.last_export = Some(files);
                 }
                 Err(e) => self.error = Some(format!("export failed: {e}")),
             }
         }
+    }
+}
+
+/// The files an export wrote, short enough for the status bar: the path of one file, or the
+/// count, the folder and the first and last names of several.
+pub fn written(files: &[std::path::PathBuf]) -> String {
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    match files {
+        [] => "no file".into(),
+        [one] => one.display().to_string(),
+        [first, .., last] => format!(
+            "{} files in {}: {} … {}",
+            files.len(),
+            first
+                .parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            name(first),
+            name(last)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn written_files_are_summed_up() {
+        let f = |n: &str| PathBuf::from("/data/out").join(n);
+        assert_eq!(written(&[]), "no file");
+        assert_eq!(written(&[f("m.tif")]), "/data/out/m.tif");
+        let many: Vec<PathBuf> = (0..30).map(|i| f(&format!("m_{i:04}.png"))).collect();
+        assert_eq!(
+            written(&many),
+            "30 files in /data/out: m_0000.png … m_0029.png"
+        );
     }
 }
