@@ -19,3 +19,4 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod project;
 pub mod render;
+pub mod ui;

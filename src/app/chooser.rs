@@ -27,15 +27,15 @@ struct Entry {
 /// The chooser's state.
 #[derive(Clone, Debug)]
 pub struct Chooser {
-    kind: ChooserKind,
-    title: String,
+    pub(crate) kind: ChooserKind,
+    pub(crate) title: String,
     /// The folder shown.
     pub dir: PathBuf,
-    dir_edit: String,
+    pub(crate) dir_edit: String,
     /// The file name (typed, or the entry clicked).
     pub name: String,
     entries: Vec<Entry>,
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// What [`Chooser::show`] says after a frame.

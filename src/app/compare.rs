@@ -3,17 +3,12 @@
 //! and how many of the painted labels of that slice each one gets wrong. The predictions run
 //! in a background job.
 
-use std::path::PathBuf;
-
-use eframe::egui;
-
 use crate::data::Plane;
 use crate::jobs::Job;
-use crate::ml::{MlError, argmax_classes, load_checkpoint, predict_fitting};
-use crate::preprocess::{D4, normalize_percentile};
-
-use super::StudioApp;
+use crate::ml::MlError;
 use crate::project::models::VersionInfo;
+use eframe::egui;
+use std::path::PathBuf;
 
 /// One side of a comparison.
 #[derive(Clone, Debug)]
@@ -47,8 +42,8 @@ pub struct CompareView {
     pub result: Option<Comparison>,
     /// Window open.
     pub open: bool,
-    pub(super) job: Option<Job<Result<Comparison, MlError>>>,
-    textures: Option<[egui::TextureHandle; 2]>,
+    pub(crate) job: Option<Job<Result<Comparison, MlError>>>,
+    pub(crate) textures: Option<[egui::TextureHandle; 2]>,
 }
 
 impl CompareView {
@@ -66,7 +61,7 @@ impl CompareView {
 }
 
 /// Fraction of labelled pixels (label > 0) whose class in `mask` differs.
-fn label_error(mask: &Plane<u16>, labels: &Plane<u8>) -> Option<f64> {
+pub(crate) fn label_error(mask: &Plane<u16>, labels: &Plane<u8>) -> Option<f64> {
     let (mut n, mut wrong) = (0usize, 0usize);
     for (&m, &l) in mask.data.iter().zip(&labels.data) {
         if l > 0 {
@@ -77,83 +72,8 @@ fn label_error(mask: &Plane<u16>, labels: &Plane<u8>) -> Option<f64> {
     (n > 0).then(|| wrong as f64 / n as f64)
 }
 
-impl StudioApp {
-    /// Compares the two ticked versions on the shown slice, in the background.
-    pub fn compare_selected(&mut self) {
-        let [a, b] = match self.compare.selected.as_slice() {
-            [a, b] => [a.clone(), b.clone()],
-            _ => return,
-        };
-        let Some(doc) = &self.doc else { return };
-        if self.compare.job.is_some() {
-            return;
-        }
-        let versions: Vec<VersionInfo> = [&a, &b]
-            .iter()
-            .filter_map(|d| self.models.history.iter().find(|v| &v.dir == *d).cloned())
-            .collect();
-        let Ok([va, vb]) = <[VersionInfo; 2]>::try_from(versions) else {
-            return;
-        };
-        let slice = self.view.slice;
-        let image = normalize_percentile(&doc.stack.slices[slice]);
-        let labels = doc.labels[slice].clone();
-        let compute = self.models.compute.clone();
-        // The prediction tiles the app uses for these networks on this device.
-        let tiles = [&va, &vb].map(|v| self.models.tile_for(&v.meta.unet, false));
-        self.compare.open = true;
-        self.compare.textures = None;
-        self.compare.job = Some(Job::spawn("compare", self.waker.clone(), move |ctx| {
-            let side = |v: VersionInfo, tile: usize| -> Result<CompareSide, MlError> {
-                let ckpt = load_checkpoint(&v.dir)?;
-                let model = ckpt.model(&compute.device)?;
-                let unet = &ckpt.meta.unet;
-                let (_, probs) = predict_fitting(
-                    &model,
-                    unet,
-                    &image,
-                    tile,
-                    &compute.device,
-                    &ctx.cancel,
-                    &mut |_, _| {},
-                    &mut |_, _| {},
-                    &[D4::default()],
-                )?;
-                let label_error = label_error(&argmax_classes(&probs), &labels);
-                Ok(CompareSide {
-                    version: v,
-                    probs,
-                    label_error,
-                })
-            };
-            let first = side(va, tiles[0])?;
-            let second = side(vb, tiles[1])?;
-            let (ma, mb) = (argmax_classes(&first.probs), argmax_classes(&second.probs));
-            let same = ma.data.iter().zip(&mb.data).filter(|(a, b)| a == b).count();
-            Ok(Comparison {
-                slice,
-                agreement: same as f64 / ma.data.len().max(1) as f64,
-                sides: [first, second],
-            })
-        }));
-    }
-
-    pub(super) fn poll_compare(&mut self) {
-        if let Some(job) = &mut self.compare.job
-            && let Some(res) = job.poll()
-        {
-            self.compare.job = None;
-            match res {
-                Ok(c) => self.compare.result = Some(c),
-                Err(MlError::Cancelled) => {}
-                Err(e) => self.error = Some(format!("comparing versions failed: {e}")),
-            }
-        }
-    }
-}
-
 /// Heat colours (black, red, yellow, white) of a probability plane, as the viewer's overlay.
-fn heat_image(p: &Plane<f32>) -> egui::ColorImage {
+pub(crate) fn heat_image(p: &Plane<f32>) -> egui::ColorImage {
     let px = p
         .data
         .iter()
@@ -188,93 +108,15 @@ pub fn utc_date(unix_s: u64) -> String {
 }
 
 /// A loss for the table, `-` when unknown.
-fn loss(l: Option<f32>) -> String {
+pub(crate) fn loss(l: Option<f32>) -> String {
     l.map_or("-".to_string(), |l| format!("{l:.4}"))
 }
 
-fn name(v: &VersionInfo) -> String {
+pub(crate) fn name(v: &VersionInfo) -> String {
     v.dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-pub(super) fn compare_window(app: &mut StudioApp, ctx: &egui::Context) {
-    if !app.compare.open {
-        return;
-    }
-    let mut open = true;
-    let class = app.models.overlay_class.max(1) as usize;
-    egui::Window::new("Compare model versions")
-        .open(&mut open)
-        .default_size([700.0, 520.0])
-        .show(ctx, |ui| {
-            let c = &mut app.compare;
-            let Some(r) = &c.result else {
-                ui.spinner();
-                return;
-            };
-            let [a, b] = &r.sides;
-            // One row per property, the same function for both sides.
-            type Row = (&'static str, fn(&CompareSide) -> String);
-            let rows: [Row; 8] = [
-                ("version", |s| name(&s.version)),
-                ("saved", |s| utc_date(s.version.meta.created_unix_s)),
-                ("iterations", |s| s.version.meta.iteration.to_string()),
-                ("network", |s| {
-                    let u = &s.version.meta.unet;
-                    format!("base {} depth {}", u.base_channels, u.depth)
-                }),
-                ("training loss", |s| loss(s.version.meta.train_loss)),
-                ("validation loss", |s| loss(s.version.meta.val_loss)),
-                ("labels", |s| {
-                    let hash = s.version.meta.labels_hash.as_deref().unwrap_or_default();
-                    hash.chars().take(12).collect()
-                }),
-                ("wrong on this slice's labels", |s| {
-                    s.label_error
-                        .map_or("no labels".to_string(), |e| format!("{:.1} %", 100.0 * e))
-                }),
-            ];
-            egui::Grid::new("compare").striped(true).show(ui, |ui| {
-                for (what, show) in rows {
-                    ui.label(what);
-                    ui.label(show(a));
-                    ui.label(show(b));
-                    ui.end_row();
-                }
-            });
-            ui.label(format!(
-                "slice {}: the two versions predict the same class for {:.1} % of the pixels; \
-                 below, the probability of class {class}",
-                r.slice,
-                100.0 * r.agreement
-            ));
-            let textures = c.textures.get_or_insert_with(|| {
-                let k = |s: &CompareSide| (class - 1).min(s.probs.len().saturating_sub(1));
-                [
-                    ctx.load_texture(
-                        "compare a",
-                        heat_image(&a.probs[k(a)]),
-                        egui::TextureOptions::NEAREST,
-                    ),
-                    ctx.load_texture(
-                        "compare b",
-                        heat_image(&b.probs[k(b)]),
-                        egui::TextureOptions::NEAREST,
-                    ),
-                ]
-            });
-            let w = a.probs.first().map_or(1, |p| p.width.max(1)) as f32;
-            let h = a.probs.first().map_or(1, |p| p.height) as f32;
-            let side = (ui.available_width() / 2.0 - 8.0).clamp(64.0, 512.0);
-            ui.horizontal(|ui| {
-                for t in textures.iter() {
-                    ui.add(egui::Image::new((t.id(), egui::vec2(side, side * h / w))));
-                }
-            });
-        });
-    app.compare.open = open;
 }
 
 #[cfg(test)]
@@ -282,7 +124,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_by_hand() {
+    pub(crate) fn dates_by_hand() {
         assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
         // 2000-02-29 12:34 UTC: a leap day of a century divisible by 400.
         assert_eq!(utc_date(951_827_640), "2000-02-29 12:34 UTC");
@@ -291,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn label_error_counts_labelled_pixels_only() {
+    pub(crate) fn label_error_counts_labelled_pixels_only() {
         let mask = Plane::from_vec(4, 1, vec![1u16, 2, 2, 1]).unwrap();
         let labels = Plane::from_vec(4, 1, vec![0u8, 2, 1, 0]).unwrap();
         assert_eq!(label_error(&mask, &labels), Some(0.5));
@@ -299,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn two_ticks_at_most() {
+    pub(crate) fn two_ticks_at_most() {
         let mut c = CompareView::default();
         let [a, b, d] = ["a", "b", "d"].map(PathBuf::from);
         c.toggle(&a);

@@ -6,18 +6,15 @@
 //! back empty sooner than a person could have cancelled it, which is how rfd reports that it
 //! could not show one). `UNET_STUDIO_FILE_DIALOG=builtin` (or `system`) sets the choice.
 
+use super::chooser::{Answer, Chooser, ChooserKind};
+use super::export::ExportKind;
+use crate::jobs::{Job, Waker};
+use eframe::egui;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eframe::egui;
-
-use crate::jobs::{Job, Waker};
-
-use super::chooser::{Answer, Chooser, ChooserKind};
-use super::export::ExportKind;
-
 /// A system dialog that returns empty sooner than this was not shown.
-const TOO_FAST: Duration = Duration::from_millis(400);
+pub(crate) const TOO_FAST: Duration = Duration::from_millis(400);
 
 /// What the chosen path is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +50,9 @@ pub type SystemDialog = fn(&Pick, Option<&Path>) -> Option<PathBuf>;
 /// The open dialog, if any, and which kind is used.
 pub struct Dialogs {
     /// The system dialog being shown: its purpose, request, start and job.
-    system: Option<(Purpose, Pick, Instant, Job<Option<PathBuf>>)>,
+    pub(crate) system: Option<(Purpose, Pick, Instant, Job<Option<PathBuf>>)>,
     /// The built-in chooser being shown.
-    builtin: Option<(Purpose, Chooser)>,
+    pub(crate) builtin: Option<(Purpose, Chooser)>,
     /// Use the built-in chooser: there is no system dialog here (or one failed to show).
     pub builtin_only: bool,
     /// Why the built-in chooser is used, to say once.
@@ -154,7 +151,7 @@ impl Dialogs {
         }
     }
 
-    fn open_builtin(&mut self, purpose: Purpose, pick: &Pick) {
+    pub(crate) fn open_builtin(&mut self, purpose: Purpose, pick: &Pick) {
         let start = self
             .start_dir
             .clone()
@@ -175,53 +172,8 @@ impl Dialogs {
     }
 }
 
-impl super::StudioApp {
-    /// Asks for a path in a file dialog, starting beside the open stack (for a folder of
-    /// slices: next to the folder, so that nothing written lands among the slices; for the
-    /// bundled sample and read-only folders: in the home folder); the answer is applied by
-    /// [`Self::poll_dialogs`].
-    pub fn ask_path(&mut self, purpose: Purpose, pick: Pick) {
-        self.dialogs.start_dir = self.doc.as_ref().and_then(|d| {
-            // A stack whose work is kept in the data folder (the bundled sample, a read-only
-            // folder) is no place to write: start in the home folder then.
-            let home = std::env::var_os("HOME").map(PathBuf::from);
-            let beside = d.source.parent().map(Path::to_path_buf);
-            let dir = if d.work_note.is_some() {
-                home.or(beside)
-            } else {
-                beside
-            };
-            dir.map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-        });
-        self.dialogs.ask(purpose, pick, &self.waker);
-        if let Some(note) = self.dialogs.note.take() {
-            self.status = note;
-        }
-    }
-
-    /// Draws the built-in file chooser when it is open, and does what a chosen path was for.
-    pub fn poll_dialogs(&mut self, ctx: &egui::Context) {
-        let Some((purpose, path)) = self.dialogs.poll(ctx) else {
-            return;
-        };
-        if let Some(note) = self.dialogs.note.take() {
-            self.status = note;
-        }
-        match purpose {
-            Purpose::OpenStack | Purpose::OpenFolder => self.open(super::OpenRequest {
-                images: path,
-                ..Default::default()
-            }),
-            Purpose::Export(kind) => self.export(kind, path),
-            Purpose::LoadModel => self.use_version(path),
-            Purpose::SaveModel => self.save_model_to(path),
-            Purpose::ImportLabels => self.import.path = path.display().to_string(),
-        }
-    }
-}
-
 /// The window title of a purpose.
-fn title(purpose: Purpose) -> &'static str {
+pub(crate) fn title(purpose: Purpose) -> &'static str {
     match purpose {
         Purpose::OpenStack => "Open image or stack",
         Purpose::OpenFolder => "Open folder as stack",
@@ -233,7 +185,7 @@ fn title(purpose: Purpose) -> &'static str {
 }
 
 /// Why no system dialog can be shown here, if that is known before asking.
-fn missing_system_dialog() -> Option<&'static str> {
+pub(crate) fn missing_system_dialog() -> Option<&'static str> {
     if !cfg!(target_os = "linux") {
         return None;
     }
@@ -245,7 +197,7 @@ fn missing_system_dialog() -> Option<&'static str> {
 }
 
 /// The system dialog through rfd, waited for in the calling (background) thread.
-fn rfd_dialog(pick: &Pick, start: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn rfd_dialog(pick: &Pick, start: Option<&Path>) -> Option<PathBuf> {
     let mut dialog = rfd::AsyncFileDialog::new();
     if let Some(dir) = start {
         dialog = dialog.set_directory(dir);
@@ -289,20 +241,20 @@ pub fn export_filters() -> Vec<(String, Vec<String>)> {
 mod tests {
     use super::*;
 
-    fn never_shown(_: &Pick, _: Option<&Path>) -> Option<PathBuf> {
+    pub(crate) fn never_shown(_: &Pick, _: Option<&Path>) -> Option<PathBuf> {
         None
     }
 
-    fn chooses(_: &Pick, _: Option<&Path>) -> Option<PathBuf> {
+    pub(crate) fn chooses(_: &Pick, _: Option<&Path>) -> Option<PathBuf> {
         Some(PathBuf::from("/data/stack.tif"))
     }
 
-    fn waker() -> Waker {
+    pub(crate) fn waker() -> Waker {
         std::sync::Arc::new(|| {})
     }
 
     /// Polls until the system dialog's job has ended.
-    fn settle(d: &mut Dialogs, ctx: &egui::Context) -> Option<(Purpose, PathBuf)> {
+    pub(crate) fn settle(d: &mut Dialogs, ctx: &egui::Context) -> Option<(Purpose, PathBuf)> {
         for _ in 0..500 {
             let mut got = None;
             let _ = ctx.run_ui(egui::RawInput::default(), |ui| got = d.poll(ui.ctx()));
@@ -315,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn a_system_dialog_that_returns_at_once_gives_way_to_the_builtin_chooser() {
+    pub(crate) fn a_system_dialog_that_returns_at_once_gives_way_to_the_builtin_chooser() {
         let ctx = egui::Context::default();
         let mut d = Dialogs {
             builtin_only: false,
@@ -342,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn a_chosen_path_comes_back_with_its_purpose() {
+    pub(crate) fn a_chosen_path_comes_back_with_its_purpose() {
         let ctx = egui::Context::default();
         let mut d = Dialogs {
             builtin_only: false,
@@ -362,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn one_dialog_at_a_time() {
+    pub(crate) fn one_dialog_at_a_time() {
         let mut d = Dialogs {
             builtin_only: true,
             ..Dialogs::default()

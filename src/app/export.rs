@@ -2,14 +2,10 @@
 //! instance labels, probabilities and the painted labels. Files are written in a background
 //! job, atomically, and a summary of what was written is shown.
 
-use std::path::{Path, PathBuf};
-
 use crate::data::{DataError, MaskStyle, Plane, write_f32_tiff, write_mask, write_mask_coloured};
-use crate::jobs::Job;
 use crate::metrics::regions;
 use crate::ml::infer::decide_classes;
-
-use super::StudioApp;
+use std::path::{Path, PathBuf};
 
 /// What to export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +62,7 @@ impl ExportKind {
 }
 
 /// Writes the export; returns the files written and a one-line summary.
-fn write_export(
+pub(crate) fn write_export(
     kind: ExportKind,
     path: &Path,
     probs: &[Vec<Plane<f32>>],
@@ -124,53 +120,6 @@ fn write_export(
     }
 }
 
-impl StudioApp {
-    /// Exports to `path` in the background. Masks, instances and probabilities need every
-    /// slice predicted ("Predict stack"); the error says so otherwise.
-    pub fn export(&mut self, kind: ExportKind, path: PathBuf) {
-        let Some(doc) = &self.doc else { return };
-        let probs: Vec<Vec<Plane<f32>>> = if kind.needs_prediction() {
-            let all: Option<Vec<_>> = (0..doc.slices())
-                .map(|s| self.models.probabilities.get(s).cloned().flatten())
-                .collect();
-            match all {
-                Some(p) => p,
-                None => {
-                    self.error = Some(
-                        "export needs a prediction of every slice: press Predict stack first"
-                            .into(),
-                    );
-                    return;
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        let labels = doc.labels.clone();
-        let colours: Vec<[u8; 3]> = doc.classes.iter().map(|c| c.color).collect();
-        let threshold = self.models.model.as_ref().and_then(|m| m.threshold);
-        self.status = format!("exporting to {}", path.display());
-        self.export_job = Some(Job::spawn("export", self.waker.clone(), move |_| {
-            write_export(kind, &path, &probs, threshold, &labels, &colours)
-        }));
-    }
-
-    pub(super) fn poll_export(&mut self) {
-        if let Some(job) = &mut self.export_job
-            && let Some(res) = job.poll()
-        {
-            self.export_job = None;
-            match res {
-                Ok((files, summary)) => {
-                    self.status = format!("exported {summary}: {}", written(&files));
-                    self.last_export = Some(files);
-                }
-                Err(e) => self.error = Some(format!("export failed: {e}")),
-            }
-        }
-    }
-}
-
 /// The files an export wrote, short enough for the status bar: the path of one file, or the
 /// count, the folder and the first and last names of several.
 pub fn written(files: &[std::path::PathBuf]) -> String {
@@ -201,7 +150,7 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
-    fn written_files_are_summed_up() {
+    pub(crate) fn written_files_are_summed_up() {
         let f = |n: &str| PathBuf::from("/data/out").join(n);
         assert_eq!(written(&[]), "no file");
         assert_eq!(written(&[f("m.tif")]), "/data/out/m.tif");

@@ -1,382 +1,40 @@
 //! The canvas: zoom, pan, painting, pixel readout, and the paint callback that draws the
 //! slice with `shaders/viewer.wgsl`.
 
-use eframe::egui;
-use eframe::egui_wgpu;
-
-use super::{StudioApp, Tool};
-use bytemuck::Zeroable as _;
-
-use crate::render::viewer::{DIM_UNLABELLED, SHOW_LABELS, SHOW_MAP};
-use crate::render::{Upload, UploadQueue, ViewUniforms, ViewerCallback};
+use crate::render::UploadQueue;
 
 /// What the GPU already holds, so that only changes are uploaded.
 #[derive(Default)]
-pub(super) struct ViewerState {
+pub(crate) struct ViewerState {
     /// Slice whose image and labels are on the GPU (`None`: upload everything).
-    uploaded_slice: Option<usize>,
+    pub(crate) uploaded_slice: Option<usize>,
     /// The textures match the document's size.
-    sized: bool,
-    palette_ok: bool,
+    pub(crate) sized: bool,
+    pub(crate) palette_ok: bool,
     /// Last painted position (image coordinates) during a drag.
-    last_paint: Option<(f32, f32)>,
+    pub(crate) last_paint: Option<(f32, f32)>,
     /// Text of the pixel under the cursor.
-    readout: Option<String>,
+    pub(crate) readout: Option<String>,
     /// Uploads not yet performed by a rendered frame.
-    queue: UploadQueue,
+    pub(crate) queue: UploadQueue,
     /// (slice, overlay, class, generation) of the map on the GPU, if any.
-    map_key: Option<(usize, super::Overlay, u8, u64)>,
+    pub(crate) map_key: Option<(usize, crate::app::model::Overlay, u8, u64)>,
     /// Whether the map on the GPU belongs to the shown slice.
-    map_shown: bool,
+    pub(crate) map_shown: bool,
     /// Outline of the lasso being drawn (image coordinates).
-    lasso: Vec<(f32, f32)>,
+    pub(crate) lasso: Vec<(f32, f32)>,
 }
 
 impl ViewerState {
-    pub(super) fn invalidate(&mut self) {
+    pub(crate) fn invalidate(&mut self) {
         let queue = self.queue.clone();
         *self = Self::default();
         self.queue = queue;
     }
-    pub(super) fn invalidate_slice(&mut self) {
+    pub(crate) fn invalidate_slice(&mut self) {
         self.uploaded_slice = None;
     }
-    pub(super) fn invalidate_palette(&mut self) {
+    pub(crate) fn invalidate_palette(&mut self) {
         self.palette_ok = false;
-    }
-}
-
-impl StudioApp {
-    /// Texture tiles of the shown slice and bytes uploaded to the GPU so far, as the renderer
-    /// reported them after its last frame.
-    pub fn gpu_upload_stats(&self) -> (usize, u64) {
-        let feed = self
-            .viewer
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (feed.tiles, feed.uploaded_bytes)
-    }
-
-    /// Limits the texture edge of the image display (at most the device's limit; larger
-    /// images are split into tiles) and rebuilds the textures.
-    pub fn set_texture_tile_edge(&mut self, edge: u32) {
-        self.max_texture_edge = edge;
-        self.viewer.invalidate();
-    }
-
-    /// The pixel readout under the cursor, if any.
-    pub fn viewer_readout(&self) -> Option<String> {
-        self.viewer.readout.clone()
-    }
-
-    /// Screen position of image coordinates, given the canvas rect.
-    pub fn image_to_screen(&self, rect: egui::Rect, x: f32, y: f32) -> egui::Pos2 {
-        rect.min + (egui::vec2(x, y) - self.view.origin) * self.view.zoom
-    }
-
-    fn screen_to_image(&self, rect: egui::Rect, p: egui::Pos2) -> (f32, f32) {
-        let v = self.view.origin + (p - rect.min) / self.view.zoom;
-        (v.x, v.y)
-    }
-}
-
-fn palette(app: &StudioApp) -> Box<[[u8; 4]; 256]> {
-    let mut p = Box::new([[0u8; 4]; 256]);
-    if let Some(d) = &app.doc {
-        for (i, c) in d.classes.iter().enumerate().take(255) {
-            p[i + 1] = [c.color[0], c.color[1], c.color[2], 255];
-        }
-        for (id, slot) in p.iter_mut().enumerate().skip(d.classes.len() + 1) {
-            let c = crate::project::settings::class_color(id);
-            *slot = [c[0], c[1], c[2], 255];
-        }
-    }
-    p
-}
-
-pub(super) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
-    let (rect, response) =
-        ui.allocate_exact_size(ui.available_size(), egui::Sense::click_and_drag());
-    app.canvas_rect = rect;
-    let Some(doc) = &app.doc else {
-        ui.painter()
-            .rect_filled(rect, 0.0, egui::Color32::from_gray(20));
-        return;
-    };
-    let (w, h) = (doc.stack.width as f32, doc.stack.height as f32);
-    let refit = app.view.fitted.is_some_and(|r| r != rect);
-    if (app.view.fit || refit) && rect.width() > 0.0 && rect.height() > 0.0 {
-        let z = (rect.width() / w).min(rect.height() / h);
-        app.view.zoom = z;
-        app.view.origin = egui::vec2(w / 2.0, h / 2.0) - rect.size() / (2.0 * z);
-        app.view.fit = false;
-        app.view.fitted = Some(rect);
-    }
-
-    // Zoom with the wheel or a pinch, about the cursor.
-    if let Some(hover) = response.hover_pos() {
-        let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
-        let factor = pinch * (scroll * 0.0025).exp();
-        if (factor - 1.0).abs() > 1e-4 {
-            let before = app.screen_to_image(rect, hover);
-            app.view.zoom = (app.view.zoom * factor).clamp(0.02, 64.0);
-            app.view.fitted = None;
-            let after = app.screen_to_image(rect, hover);
-            app.view.origin += egui::vec2(before.0 - after.0, before.1 - after.1);
-        }
-    }
-    // Pan with the middle button, or the primary button while Space is held.
-    let space = ui.input(|i| i.key_down(egui::Key::Space));
-    let panning = response.dragged_by(egui::PointerButton::Middle)
-        || (space && response.dragged_by(egui::PointerButton::Primary));
-    if panning {
-        app.view.origin -= response.drag_delta() / app.view.zoom;
-        app.view.fitted = None;
-    }
-
-    // Paint with the primary button.
-    let slice = app.view.slice;
-    let preserve = app.preserve_labels;
-    match app.tool {
-        Tool::Brush | Tool::Eraser => {
-            let painting = !panning && response.dragged_by(egui::PointerButton::Primary)
-                || (!space && response.clicked_by(egui::PointerButton::Primary));
-            if painting && let Some(p) = response.interact_pointer_pos() {
-                let here = app.screen_to_image(rect, p);
-                // A stroke starts where the button went down, not where the drag was
-                // recognised.
-                if app.viewer.last_paint.is_none()
-                    && let Some(origin) = ui.input(|i| i.pointer.press_origin())
-                {
-                    app.viewer.last_paint = Some(app.screen_to_image(rect, origin));
-                }
-                let (radius, class) = if app.tool == Tool::Brush {
-                    (app.brush_radius, app.active_class)
-                } else {
-                    (app.eraser_radius, 0)
-                };
-                if let Some(doc) = &mut app.doc {
-                    doc.begin_stroke();
-                    let from = app.viewer.last_paint.unwrap_or(here);
-                    doc.paint_line(slice, from, here, radius, class, preserve);
-                }
-                app.viewer.last_paint = Some(here);
-            }
-        }
-        Tool::Fill => {
-            if !space
-                && response.clicked_by(egui::PointerButton::Primary)
-                && let Some(p) = response.interact_pointer_pos()
-            {
-                let (x, y) = app.screen_to_image(rect, p);
-                let class = app.active_class;
-                if x >= 0.0
-                    && y >= 0.0
-                    && let Some(doc) = &mut app.doc
-                {
-                    doc.begin_stroke();
-                    let n = doc.flood_fill(slice, x as usize, y as usize, class, preserve);
-                    doc.end_stroke();
-                    app.status = format!("filled {n} pixels");
-                }
-            }
-        }
-        Tool::Lasso => {
-            if !panning
-                && response.dragged_by(egui::PointerButton::Primary)
-                && let Some(p) = response.interact_pointer_pos()
-            {
-                if app.viewer.lasso.is_empty()
-                    && let Some(origin) = ui.input(|i| i.pointer.press_origin())
-                {
-                    app.viewer.lasso.push(app.screen_to_image(rect, origin));
-                }
-                app.viewer.lasso.push(app.screen_to_image(rect, p));
-            }
-            if response.drag_stopped_by(egui::PointerButton::Primary) {
-                let outline = std::mem::take(&mut app.viewer.lasso);
-                let class = app.active_class;
-                if let Some(doc) = &mut app.doc {
-                    doc.begin_stroke();
-                    let n = doc.fill_polygon(slice, &outline, class, preserve);
-                    doc.end_stroke();
-                    app.status = format!("lasso filled {n} pixels");
-                }
-            }
-        }
-    }
-    if !response.dragged_by(egui::PointerButton::Primary) || panning {
-        app.viewer.last_paint = None;
-        if let Some(doc) = &mut app.doc
-            && doc.in_stroke()
-            && doc.end_stroke()
-        {
-            app.status = "stroke painted".into();
-        }
-    }
-
-    // Pixel readout.
-    app.viewer.readout = response.hover_pos().and_then(|p| {
-        let (x, y) = app.screen_to_image(rect, p);
-        let doc = app.doc.as_ref()?;
-        if x < 0.0 || y < 0.0 || x >= w || y >= h {
-            return None;
-        }
-        let (xi, yi) = (x as usize, y as usize);
-        let raw = doc.stack.slices[slice].at(xi, yi);
-        let label = doc.labels[slice].at(xi, yi);
-        let name = match label {
-            0 => "unlabelled".to_string(),
-            l => doc
-                .classes
-                .get(l as usize - 1)
-                .map_or(format!("class {l}"), |c| c.name.clone()),
-        };
-        let prob = app
-            .models
-            .probabilities
-            .get(slice)
-            .and_then(Option::as_ref)
-            .map(|p| {
-                let k = (app.models.overlay_class.max(1) as usize - 1).min(p.len() - 1);
-                format!("  p(class {}) {:.3}", k + 1, p[k].at(xi, yi))
-            })
-            .unwrap_or_default();
-        Some(format!("x {xi}  y {yi}  value {raw}  label {name}{prob}"))
-    });
-
-    if !app.renderer_ready {
-        ui.painter()
-            .rect_filled(rect, 0.0, egui::Color32::from_gray(20));
-        return;
-    }
-    // Uploads: everything after a slice change, otherwise only the changed label rows.
-    let mut uploads = Vec::new();
-    let pal = (!app.viewer.palette_ok || !app.viewer.sized).then(|| palette(app));
-    app.viewer.palette_ok = true;
-    let Some(doc) = &mut app.doc else { return };
-    if !app.viewer.sized {
-        uploads.push(Upload::Resize {
-            width: doc.stack.width as u32,
-            height: doc.stack.height as u32,
-            tile_edge: app.max_texture_edge,
-        });
-        app.viewer.sized = true;
-        app.viewer.uploaded_slice = None;
-    }
-    if let Some(p) = pal {
-        uploads.push(Upload::Palette(p));
-    }
-    let changed = doc.take_changed_rects();
-    if app.viewer.uploaded_slice != Some(slice) {
-        uploads.push(Upload::Image(doc.stack.slices[slice].data.clone()));
-        uploads.push(Upload::LabelRect {
-            x0: 0,
-            y0: 0,
-            width: doc.stack.width as u32,
-            height: doc.stack.height as u32,
-            data: doc.labels[slice].data.clone(),
-        });
-        app.viewer.uploaded_slice = Some(slice);
-    } else if let Some((_, [x0, y0, x1, y1])) = changed.into_iter().find(|c| c.0 == slice) {
-        // Only the rectangle the strokes of this frame changed.
-        let plane = &doc.labels[slice];
-        let data: Vec<u8> = (y0..=y1)
-            .flat_map(|y| &plane.data[y * plane.width + x0..=y * plane.width + x1])
-            .copied()
-            .collect();
-        uploads.push(Upload::LabelRect {
-            x0: x0 as u32,
-            y0: y0 as u32,
-            width: (x1 - x0 + 1) as u32,
-            height: (y1 - y0 + 1) as u32,
-            data,
-        });
-    }
-    let display = doc.display;
-    let key = (
-        slice,
-        app.models.overlay,
-        app.models.overlay_class,
-        app.models.generation,
-    );
-    if app.viewer.map_key != Some(key) || uploads.iter().any(|u| matches!(u, Upload::Resize { .. }))
-    {
-        app.viewer.map_key = Some(key);
-        match app.models.overlay_map(slice) {
-            Some(map) => {
-                uploads.push(Upload::Map(map));
-                app.viewer.map_shown = true;
-            }
-            None => app.viewer.map_shown = false,
-        }
-    }
-    let ppp = ui.ctx().pixels_per_point();
-    let mut flags = 0;
-    for (on, bit) in [
-        (app.show_labels, SHOW_LABELS),
-        (app.show_only_labelled, DIM_UNLABELLED),
-        (app.viewer.map_shown, SHOW_MAP),
-    ] {
-        if on {
-            flags |= bit;
-        }
-    }
-    let (map_cold, map_hot) = app.models.overlay_range();
-    let uniforms = ViewUniforms {
-        rect_min: [rect.min.x * ppp, rect.min.y * ppp],
-        zoom: app.view.zoom * ppp,
-        gamma: display.gamma,
-        origin: [app.view.origin.x, app.view.origin.y],
-        image_size: [w, h],
-        window_min: display.min,
-        window_max: display.max,
-        label_opacity: app.label_opacity,
-        flags,
-        map_opacity: app.models.overlay_opacity,
-        map_cold,
-        map_hot,
-        // Per texture tile, filled by the renderer.
-        ..ViewUniforms::zeroed()
-    };
-    if !uploads.is_empty() {
-        app.viewer
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pending
-            .extend(uploads);
-    }
-    ui.painter().add(egui_wgpu::Callback::new_paint_callback(
-        rect,
-        ViewerCallback {
-            uniforms,
-            uploads: app.viewer.queue.clone(),
-        },
-    ));
-    // Brush outline, lasso outline.
-    if let Some(p) = response.hover_pos() {
-        let r = match app.tool {
-            Tool::Brush => Some(app.brush_radius),
-            Tool::Eraser => Some(app.eraser_radius),
-            Tool::Fill | Tool::Lasso => None,
-        };
-        if let Some(r) = r {
-            let stroke = egui::Stroke::new(1.0, egui::Color32::YELLOW);
-            ui.painter().circle_stroke(p, r * app.view.zoom, stroke);
-        }
-    }
-    if app.viewer.lasso.len() > 1 {
-        let pts: Vec<egui::Pos2> = app
-            .viewer
-            .lasso
-            .iter()
-            .map(|&(x, y)| app.image_to_screen(rect, x, y))
-            .collect();
-        ui.painter().add(egui::Shape::line(
-            pts,
-            egui::Stroke::new(1.5, egui::Color32::YELLOW),
-        ));
     }
 }

@@ -2,11 +2,11 @@
 
 use eframe::egui;
 
-use super::{OpenRequest, StudioApp, Tool};
 use crate::app::dialogs::{Pick, Purpose, export_filters, image_filters};
+use crate::app::studio::{OpenRequest, StudioApp, Tool};
 use crate::project::settings::{ClassInfo, auto_window, class_color};
 
-pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
+pub(crate) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
     egui::Panel::top("menu").show(ui, |ui| {
         ui.horizontal(|ui| {
             ui.menu_button("File", |ui| {
@@ -81,7 +81,7 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                 }
             });
             ui.menu_button("Export", |ui| {
-                use crate::app::ExportKind;
+                use crate::app::export::ExportKind;
                 for kind in ExportKind::ALL {
                     if ui
                         .add_enabled(app.doc.is_some(), egui::Button::new(kind.label()))
@@ -105,7 +105,7 @@ pub(super) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
     });
 }
 
-pub(super) fn status_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
+pub(crate) fn status_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
     egui::Panel::bottom("status").show(ui, |ui| {
         if let Some(e) = app.error.clone() {
             ui.horizontal(|ui| {
@@ -131,7 +131,7 @@ pub(super) fn status_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
     });
 }
 
-pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
+pub(crate) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
     let (mut undo_clicked, mut redo_clicked) = (false, false);
     egui::Panel::left("tools")
         .resizable(true)
@@ -242,7 +242,7 @@ pub(super) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
     }
 }
 
-pub(super) fn model_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
+pub(crate) fn model_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
     if app.doc.is_none() {
         return;
     }
@@ -255,7 +255,21 @@ pub(super) fn model_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
 }
 
 fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
-    use crate::app::Overlay;
+    model_info(app, ui);
+    run_settings(app, ui);
+    run_buttons(app, ui);
+    run_progress(app, ui);
+    overlay_settings(app, ui);
+    ui.separator();
+    if ui.button("Augmentation view…").clicked() {
+        app.augment.open = true;
+    }
+    history_section(app, ui);
+}
+
+/// The compute device, the tiles and the current network with its decision rule (or the
+/// preset a first training starts from).
+fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
     use crate::ml::Preset;
     ui.heading("Model");
     ui.label(format!("compute: {}", app.models.compute.description));
@@ -303,6 +317,11 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
             });
         }
     }
+}
+
+/// Iterations, time limit and test-time augmentation.
+fn run_settings(app: &mut StudioApp, ui: &mut egui::Ui) {
+    let m = &mut app.models;
     ui.horizontal(|ui| {
         ui.add(
             egui::DragValue::new(&mut m.iterations)
@@ -341,7 +360,11 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     {
         m.tta_views = if tta { 8 } else { 1 };
     }
-    let training = m.training();
+}
+
+/// Train, Pause / Resume, Stop, Predict slice, Predict stack.
+fn run_buttons(app: &mut StudioApp, ui: &mut egui::Ui) {
+    let training = app.models.training();
     ui.horizontal(|ui| {
         if ui
             .add_enabled(!training, egui::Button::new("Train"))
@@ -385,6 +408,11 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     if let Some(job) = &app.models.predict_job {
         ui.add(egui::ProgressBar::new(job.progress).text(job.message.clone()));
     }
+}
+
+/// The progress of a training run and its loss curves.
+fn run_progress(app: &mut StudioApp, ui: &mut egui::Ui) {
+    let training = app.models.training();
     let paused = app.training_paused();
     let m = &mut app.models;
     if training {
@@ -430,6 +458,12 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
             ui.label(format!("last loss {last:.4}"));
         }
     }
+}
+
+/// The overlay shown on the canvas and its settings.
+fn overlay_settings(app: &mut StudioApp, ui: &mut egui::Ui) {
+    use crate::app::model::Overlay;
+    let m = &mut app.models;
     ui.label("Overlay");
     ui.horizontal_wrapped(|ui| {
         ui.selectable_value(&mut m.overlay, Overlay::None, "none");
@@ -451,13 +485,7 @@ fn model_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         }
     }
     ui.add(egui::Slider::new(&mut m.overlay_class, 1..=8).text("overlay class"));
-    let m = &mut app.models;
     ui.add(egui::Slider::new(&mut m.overlay_opacity, 0.0..=1.0).text("overlay opacity"));
-    ui.separator();
-    if ui.button("Augmentation view…").clicked() {
-        app.augment.open = true;
-    }
-    history_section(app, ui);
 }
 
 /// A horizontal colour bar of the shader's heat map with its value range.
@@ -499,7 +527,7 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("? or F1", "this help"),
 ];
 
-pub(super) fn help_window(app: &mut StudioApp, ctx: &egui::Context) {
+pub(crate) fn help_window(app: &mut StudioApp, ctx: &egui::Context) {
     let mut open = app.show_help;
     egui::Window::new("Keyboard shortcuts")
         .open(&mut open)

@@ -1,0 +1,54 @@
+//! Export: the background job that writes masks, instances, probabilities or labels, and its result.
+
+use crate::app::export::{ExportKind, write_export, written};
+use crate::app::studio::StudioApp;
+use crate::data::Plane;
+use crate::jobs::Job;
+use std::path::PathBuf;
+
+impl StudioApp {
+    /// Exports to `path` in the background. Masks, instances and probabilities need every
+    /// slice predicted ("Predict stack"); the error says so otherwise.
+    pub fn export(&mut self, kind: ExportKind, path: PathBuf) {
+        let Some(doc) = &self.doc else { return };
+        let probs: Vec<Vec<Plane<f32>>> = if kind.needs_prediction() {
+            let all: Option<Vec<_>> = (0..doc.slices())
+                .map(|s| self.models.probabilities.get(s).cloned().flatten())
+                .collect();
+            match all {
+                Some(p) => p,
+                None => {
+                    self.error = Some(
+                        "export needs a prediction of every slice: press Predict stack first"
+                            .into(),
+                    );
+                    return;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let labels = doc.labels.clone();
+        let colours: Vec<[u8; 3]> = doc.classes.iter().map(|c| c.color).collect();
+        let threshold = self.models.model.as_ref().and_then(|m| m.threshold);
+        self.status = format!("exporting to {}", path.display());
+        self.export_job = Some(Job::spawn("export", self.waker.clone(), move |_| {
+            write_export(kind, &path, &probs, threshold, &labels, &colours)
+        }));
+    }
+
+    pub(crate) fn poll_export(&mut self) {
+        if let Some(job) = &mut self.export_job
+            && let Some(res) = job.poll()
+        {
+            self.export_job = None;
+            match res {
+                Ok((files, summary)) => {
+                    self.status = format!("exported {summary}: {}", written(&files));
+                    self.last_export = Some(files);
+                }
+                Err(e) => self.error = Some(format!("export failed: {e}")),
+            }
+        }
+    }
+}

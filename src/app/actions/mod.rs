@@ -1,0 +1,10 @@
+//! What the app does, as methods of [`crate::app::studio::StudioApp`]: each file one part
+//! of it (its commands and the polling of its background jobs).
+
+mod augment;
+mod compare;
+mod dialogs;
+mod export;
+mod import;
+mod model;
+mod viewer;

@@ -1,0 +1,39 @@
+//! Mapping between screen points and image pixels, and the view's zoom.
+
+use crate::app::studio::StudioApp;
+use eframe::egui;
+
+impl StudioApp {
+    /// Texture tiles of the shown slice and bytes uploaded to the GPU so far, as the renderer
+    /// reported them after its last frame.
+    pub fn gpu_upload_stats(&self) -> (usize, u64) {
+        let feed = self
+            .viewer
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (feed.tiles, feed.uploaded_bytes)
+    }
+
+    /// Limits the texture edge of the image display (at most the device's limit; larger
+    /// images are split into tiles) and rebuilds the textures.
+    pub fn set_texture_tile_edge(&mut self, edge: u32) {
+        self.max_texture_edge = edge;
+        self.viewer.invalidate();
+    }
+
+    /// The pixel readout under the cursor, if any.
+    pub fn viewer_readout(&self) -> Option<String> {
+        self.viewer.readout.clone()
+    }
+
+    /// Screen position of image coordinates, given the canvas rect.
+    pub fn image_to_screen(&self, rect: egui::Rect, x: f32, y: f32) -> egui::Pos2 {
+        rect.min + (egui::vec2(x, y) - self.view.origin) * self.view.zoom
+    }
+
+    pub(crate) fn screen_to_image(&self, rect: egui::Rect, p: egui::Pos2) -> (f32, f32) {
+        let v = self.view.origin + (p - rect.min) / self.view.zoom;
+        (v.x, v.y)
+    }
+}

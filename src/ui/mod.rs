@@ -1,0 +1,8 @@
+//! What the app draws, each function given the [`crate::app::studio::StudioApp`] it shows:
+//! the panels ([`panels`]), the canvas ([`canvas`]), the windows ([`windows`]) and the
+//! keyboard shortcuts ([`keys`]).
+
+pub mod canvas;
+pub mod keys;
+pub mod panels;
+pub mod windows;
