@@ -249,17 +249,11 @@ fn a_fine_tune_on_labels_the_network_already_gets_right_keeps_it() {
     let probe = one_slice_set(Vec::new());
     let ckpt = base_network(&probe);
     let cpu = cpu_device();
-    let model = ckpt.model(&cpu.device).unwrap();
-    let probs = predict_probabilities(
-        &model,
-        &lite(),
-        &img,
-        68,
-        &cpu.device,
-        &CancelToken::new(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let predict = |model: &unet_studio::ml::UNet| {
+        let none = &CancelToken::new();
+        predict_probabilities(model, &lite(), &img, 68, &cpu.device, none, &mut |_, _| {}).unwrap()
+    };
+    let probs = predict(&ckpt.model(&cpu.device).unwrap());
     let mut labels = Plane::filled(img.width, img.height, 0u8);
     for y in (4..img.height).step_by(9) {
         for x in (4..img.width).step_by(9) {
@@ -287,16 +281,7 @@ fn a_fine_tune_on_labels_the_network_already_gets_right_keeps_it() {
         "{rounds:?}"
     );
     assert_eq!(out.model_iteration, 0);
-    let after = predict_probabilities(
-        &out.model,
-        &lite(),
-        &img,
-        68,
-        &cpu.device,
-        &CancelToken::new(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let after = predict(&out.model);
     let diff = after
         .iter()
         .zip(&probs)

@@ -28,7 +28,22 @@ pub(crate) fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") || bytes.starts_with(b"II+\0") {
         return probe_tiff(path, bytes);
     }
-    // PNG: the header's size is checked before the decoder looks for image data.
+    let decoder = image_reader(path, bytes)?
+        .into_decoder()
+        .map_err(|e| DataError::decode(path, format!("cannot read the header: {e}")))?;
+    use image::ImageDecoder as _;
+    let (w, h) = decoder.dimensions();
+    check_size(path, w as usize, h as usize)?;
+    let pixel = usize::from(decoder.color_type().bytes_per_pixel());
+    Ok(vec![((w as usize) * (h as usize), pixel)])
+}
+
+/// A reader of a PNG, JPEG or BMP file whose format is known: a PNG's header size is checked
+/// before the decoder looks for image data.
+pub(crate) fn image_reader<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<image::ImageReader<Cursor<&'a [u8]>>, DataError> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() >= 24 {
         let be =
             |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
@@ -43,14 +58,7 @@ pub(crate) fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize
             "unknown image format (PNG, JPEG, BMP and TIFF are supported)",
         ));
     }
-    let decoder = reader
-        .into_decoder()
-        .map_err(|e| DataError::decode(path, format!("cannot read the header: {e}")))?;
-    use image::ImageDecoder as _;
-    let (w, h) = decoder.dimensions();
-    check_size(path, w as usize, h as usize)?;
-    let pixel = usize::from(decoder.color_type().bytes_per_pixel());
-    Ok(vec![((w as usize) * (h as usize), pixel)])
+    Ok(reader)
 }
 
 fn probe_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>, DataError> {

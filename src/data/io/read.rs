@@ -5,7 +5,7 @@ use crate::data::error::DataError;
 use crate::data::io::files::{
     MAX_EDGE, MAX_SLICE_PIXELS, MAX_STACK_PIXELS, check_size, stack_files,
 };
-use crate::data::io::probe::{check_memory, probe_bytes};
+use crate::data::io::probe::{check_memory, image_reader, probe_bytes};
 use crate::data::plane::Plane;
 use std::fs;
 use std::io::Cursor;
@@ -447,22 +447,7 @@ fn decode_other(path: &Path, bytes: &[u8]) -> Result<RawSlice, DataError> {
             "the JPEG is truncated (it has no end-of-image marker)",
         ));
     }
-    // PNG: check the header's size before the decoder looks for image data.
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() >= 24 {
-        let be =
-            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        check_size(path, be(16) as usize, be(20) as usize)?;
-    }
-    let reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| DataError::decode(path, e))?;
-    if reader.format().is_none() {
-        return Err(DataError::decode(
-            path,
-            "unknown image format (PNG, JPEG, BMP and TIFF are supported)",
-        ));
-    }
-    let (w, h) = reader
+    let (w, h) = image_reader(path, bytes)?
         .into_dimensions()
         .map_err(|e| DataError::decode(path, format!("cannot read the header: {e}")))?;
     check_size(path, w as usize, h as usize)?;
