@@ -566,10 +566,17 @@ fn palette_labels_truncated_jpegs_and_unbounded_grids() {
     let whole = dir.join("whole.jpg");
     let cut = dir.join("cut.jpg");
     std::fs::write(&whole, &jpg).unwrap();
-    std::fs::write(&cut, &jpg[..jpg.len() / 2]).unwrap();
     assert!(load_stack(&whole).is_ok());
-    let e = load_stack(&cut).unwrap_err().to_string();
-    assert!(e.contains("cut.jpg") && e.contains("truncated"), "{e}");
+    // Cut inside the image data (the header complete: it decoded with grey rows before) and
+    // inside the header.
+    for keep in [jpg.len() * 4 / 5, jpg.len() / 2] {
+        std::fs::write(&cut, &jpg[..keep]).unwrap();
+        let e = load_stack(&cut).unwrap_err().to_string();
+        assert!(
+            e.contains("cut.jpg") && e.contains("truncated"),
+            "{keep}: {e}"
+        );
+    }
     // Grid and sigma of `deform`.
     let image = dir.join("images/slice00.png");
     for (flag, value) in [("--grid", "100000"), ("--grid", "1"), ("--sigma", "1e9")] {

@@ -39,11 +39,18 @@ pub(crate) fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize
 }
 
 /// A reader of a PNG, JPEG or BMP file whose format is known: a PNG's header size is checked
-/// before the decoder looks for image data.
+/// before the decoder looks for image data, and a JPEG cut short (which decodes with its
+/// missing rows filled in grey) is refused.
 pub(crate) fn image_reader<'a>(
     path: &Path,
     bytes: &'a [u8],
 ) -> Result<image::ImageReader<Cursor<&'a [u8]>>, DataError> {
+    if bytes.starts_with(&[0xFF, 0xD8]) && !bytes.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(DataError::decode(
+            path,
+            "the JPEG is truncated (it has no end-of-image marker)",
+        ));
+    }
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() >= 24 {
         let be =
             |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
