@@ -81,7 +81,11 @@ pub fn train(
     let tile_in = geom
         .input_size(tile_out)
         .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile_out} px output")))?;
-    let parent = parent_predictions(set, &begin, tile_out, device, cancel)?;
+    let wanted = cfg.parent_weight > 0.0 || parent_truth_applies(set, cfg, &begin);
+    let parent = match wanted {
+        true => parent_predictions(set, &begin, tile_out, device, cancel)?,
+        false => None,
+    };
     let with_truth = with_parent_truth(set, parent.as_deref(), cfg, &begin);
     let set = with_truth.as_ref().unwrap_or(set);
     let parent = parent.filter(|_| cfg.parent_weight > 0.0);
@@ -130,7 +134,12 @@ pub fn train(
         on_event(event);
     }
     let (mut run, cancelled) = run.steps(&ad, &validator, out_dir, cancel, on_event)?;
-    let views = run.choose_views(&validator, cancel, on_event)?;
+    // Views and threshold are chosen on real held-out slices only (the starting network's
+    // own segmentation says nothing about averaging views).
+    let views = match with_truth {
+        None => run.choose_views(&validator, cancel, on_event)?,
+        Some(_) => None,
+    };
     let threshold_views = views.or(begin.threshold_views);
     if let Some(dir) = out_dir
         && (!run.losses.is_empty() || run.best.is_some())
@@ -399,10 +408,16 @@ fn with_parent_truth(
     begin: &Begin,
 ) -> Option<TrainSet> {
     let parent = parent?;
-    (set.held_out.is_empty() && cfg.keep_best && begin.unet.classes == 2).then(|| TrainSet {
+    parent_truth_applies(set, cfg, begin).then(|| TrainSet {
         held_out: parent_truth(set, parent, begin.threshold),
         ..set.clone()
     })
+}
+
+/// Whether a run validates on the starting network's own segmentation ([`with_parent_truth`]):
+/// a fine-tune of a two-class network that keeps its best network and has no held-out slices.
+fn parent_truth_applies(set: &TrainSet, cfg: &TrainConfig, begin: &Begin) -> bool {
+    begin.fine_tune && set.held_out.is_empty() && cfg.keep_best && begin.unet.classes == 2
 }
 
 /// The training slices as held-out slices whose truth is the starting network's segmentation
