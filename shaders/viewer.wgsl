@@ -14,7 +14,8 @@ struct View {
     window_min: f32,         // contrast window
     window_max: f32,
     label_opacity: f32,
-    flags: u32,              // 1 = show labels, 2 = dim unlabelled, 4 = show the map overlay
+    flags: u32,              // 1 = show labels, 2 = dim unlabelled, 4 = show the map overlay,
+                             // 8 = the map holds class ids (drawn in the palette's colours)
     map_opacity: f32,
     map_cold: f32,           // map value shown cold
     map_hot: f32,            // map value shown hot
@@ -87,8 +88,16 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
     let texel = vec2<i32>(pixel) - vec2<i32>(view.tile_origin);
     if ((flags & 4u) != 0u) {
         let m = textureLoad(map_tex, texel, 0).r;
-        let span_m = max(view.map_hot - view.map_cold, 1e-20);
-        colour = mix(colour, heat((m - view.map_cold) / span_m), view.map_opacity);
+        if ((flags & 8u) != 0u) {
+            let k = u32(m + 0.5);
+            if (k > 0u) {
+                let pc = textureLoad(palette_tex, vec2<i32>(i32(k), 0), 0).rgb;
+                colour = mix(colour, pc, view.map_opacity);
+            }
+        } else {
+            let span_m = max(view.map_hot - view.map_cold, 1e-20);
+            colour = mix(colour, heat((m - view.map_cold) / span_m), view.map_opacity);
+        }
     }
     let label = textureLoad(label_tex, texel, 0).r;
     if ((flags & 2u) != 0u && label == 0u) {

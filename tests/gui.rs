@@ -197,6 +197,17 @@ fn train_from_the_button_then_predict_and_overlay() {
     let map = app.models.overlay_map(0).unwrap();
     assert_eq!(map.len(), 512 * 512);
     assert!((map[100 * 512 + 100] - probs[1].at(100, 100)).abs() < 1e-6);
+    // The mask overlay holds every pixel's class (drawn in the class colours), by the model's
+    // decision rule.
+    let probs = probs.clone();
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
+    let app = h.state();
+    let mask = app.models.overlay_map(0).unwrap();
+    let threshold = app.models.model.as_ref().and_then(|m| m.threshold);
+    let classes = unet_studio::ml::infer::decide_classes(&probs, threshold);
+    assert!(mask.iter().zip(&classes.data).all(|(&m, &c)| m == f32::from(c)));
+    assert!(mask.iter().all(|&m| m == 1.0 || m == 2.0));
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Probability;
     // Stop is offered only while training; Predict slice runs again on demand.
     h.get_by_label("Predict slice").click();
     h.run_steps(1);

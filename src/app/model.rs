@@ -181,7 +181,14 @@ impl ModelState {
     /// Value range of the overlay map: (shown cold, shown hot).
     pub fn overlay_range(&self) -> (f32, f32) {
         match self.overlay {
-            Overlay::WeightMap => (0.0, self.weights.w0 + 2.0),
+            // The map's own maximum: sparse strokes peak near 1, dense labels near w0 + 1.
+            Overlay::WeightMap => {
+                let max = self
+                    .weight_map
+                    .as_ref()
+                    .map_or(0.0, |(_, w)| w.data.iter().copied().fold(0.0f32, f32::max));
+                (0.0, max.max(1.0))
+            }
             _ => (0.0, 1.0),
         }
     }
@@ -205,14 +212,10 @@ impl ModelState {
         match self.overlay {
             Overlay::None | Overlay::WeightMap => None,
             Overlay::Probability => Some(probs[k].data.clone()),
+            // Every pixel's class (1..=K), drawn in the class colours.
             Overlay::Mask => {
                 let mask = decide_classes(probs, self.model.as_ref().and_then(|m| m.threshold));
-                Some(
-                    mask.data
-                        .iter()
-                        .map(|&c| f32::from(u8::from(c as usize == k + 1)))
-                        .collect(),
-                )
+                Some(mask.data.iter().map(|&c| f32::from(c)).collect())
             }
             Overlay::Uncertainty => {
                 let norm = (probs.len().max(2) as f32).ln();

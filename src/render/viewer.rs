@@ -15,6 +15,8 @@ pub const SHOW_LABELS: u32 = 1;
 pub const DIM_UNLABELLED: u32 = 2;
 /// `flags` bit: draw the map overlay (probability, uncertainty or weight map).
 pub const SHOW_MAP: u32 = 4;
+/// `flags` bit: the map holds class ids, drawn in the palette's class colours (the mask).
+pub const MAP_CLASSES: u32 = 8;
 
 /// Uniforms of `shaders/viewer.wgsl`, mirrored field by field by its `struct View` (96
 /// bytes: every field 4-byte aligned and every `[f32; 2]` at a multiple of 8, so this
@@ -39,7 +41,7 @@ pub struct ViewUniforms {
     pub window_max: f32,
     /// Opacity of the label overlay.
     pub label_opacity: f32,
-    /// [`SHOW_LABELS`], [`DIM_UNLABELLED`], [`SHOW_MAP`].
+    /// [`SHOW_LABELS`], [`DIM_UNLABELLED`], [`SHOW_MAP`], [`MAP_CLASSES`].
     pub flags: u32,
     /// Opacity of the map overlay.
     pub map_opacity: f32,

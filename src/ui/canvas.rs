@@ -1,7 +1,8 @@
 //! The canvas: the slice drawn by the viewer's wgpu pipeline, painting, panning and zooming, the readout under the pointer.
 
+use crate::app::model::Overlay;
 use crate::app::studio::{StudioApp, Tool};
-use crate::render::viewer::{DIM_UNLABELLED, SHOW_LABELS, SHOW_MAP};
+use crate::render::viewer::{DIM_UNLABELLED, MAP_CLASSES, SHOW_LABELS, SHOW_MAP};
 use crate::render::{Upload, ViewUniforms, ViewerCallback};
 use bytemuck::Zeroable as _;
 use eframe::egui;
@@ -307,6 +308,7 @@ fn uniforms(
         (app.show_labels, SHOW_LABELS),
         (app.show_only_labelled, DIM_UNLABELLED),
         (app.viewer.map_shown, SHOW_MAP),
+        (app.models.overlay == Overlay::Mask, MAP_CLASSES),
     ] {
         if on {
             flags |= bit;

@@ -472,6 +472,8 @@ fn overlay_settings(app: &mut StudioApp, ui: &mut egui::Ui) {
         ui.selectable_value(&mut m.overlay, Overlay::Uncertainty, "uncertainty");
         ui.selectable_value(&mut m.overlay, Overlay::WeightMap, "weight map");
     });
+    overlay_legend(app, ui);
+    let m = &mut app.models;
     if m.overlay == Overlay::WeightMap {
         ui.add(egui::Slider::new(&mut m.weights.w0, 0.0..=30.0).text("w0"));
         ui.add(egui::Slider::new(&mut m.weights.sigma_px, 0.5..=20.0).text("sigma (px)"));
@@ -486,6 +488,56 @@ fn overlay_settings(app: &mut StudioApp, ui: &mut egui::Ui) {
     }
     ui.add(egui::Slider::new(&mut m.overlay_class, 1..=8).text("overlay class"));
     ui.add(egui::Slider::new(&mut m.overlay_opacity, 0.0..=1.0).text("overlay opacity"));
+}
+
+/// What the overlay's colours mean, and a hint where the shown slice has no prediction.
+fn overlay_legend(app: &StudioApp, ui: &mut egui::Ui) {
+    use crate::app::model::Overlay;
+    let m = &app.models;
+    let predicted = m
+        .probabilities
+        .get(app.view.slice)
+        .is_some_and(Option::is_some);
+    let class_name = |k: u8| {
+        app.doc
+            .as_ref()
+            .and_then(|d| d.classes.get(usize::from(k.max(1)) - 1))
+            .map_or(format!("class {k}"), |c| c.name.clone())
+    };
+    match m.overlay {
+        Overlay::None | Overlay::WeightMap => return,
+        Overlay::Probability => {
+            ui.label(format!(
+                "probability of {} (class {}):",
+                class_name(m.overlay_class),
+                m.overlay_class
+            ));
+            heat_legend(ui, 0.0, 1.0);
+        }
+        Overlay::Uncertainty => {
+            ui.label("uncertainty (entropy / ln K): 0 certain, 1 undecided");
+            heat_legend(ui, 0.0, 1.0);
+        }
+        Overlay::Mask => {
+            ui.horizontal_wrapped(|ui| {
+                ui.label("mask:");
+                for (k, c) in app.doc.iter().flat_map(|d| d.classes.iter()).enumerate() {
+                    let [r, g, b] = c.color;
+                    let (rect, _) =
+                        ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
+                    ui.painter()
+                        .rect_filled(rect, 2.0, egui::Color32::from_rgb(r, g, b));
+                    ui.label(format!("{} {}", k + 1, c.name));
+                }
+            });
+        }
+    }
+    if !predicted {
+        ui.label(format!(
+            "slice {} has no prediction yet: Predict slice",
+            app.view.slice
+        ));
+    }
 }
 
 /// A horizontal colour bar of the shader's heat map with its value range.

@@ -44,6 +44,11 @@ pub(crate) fn augment_window(app: &mut StudioApp, ctx: &egui::Context) {
                 let side = (ui.available_width() / 2.0 - 8.0).clamp(64.0, 512.0);
                 let size = egui::vec2(side, side * s.image.height as f32 / s.image.width.max(1) as f32);
                 ui.horizontal(|ui| {
+                    for caption in ["deformed image, with the warped grid", "deformed labels"] {
+                        ui.add_sized([side, 16.0], egui::Label::new(egui::RichText::new(caption).strong()));
+                    }
+                });
+                ui.horizontal(|ui| {
                     let (r, _) = ui.allocate_exact_size(size, egui::Sense::hover());
                     a.image_rect = r;
                     let scale = r.width() / s.image.width as f32;
