@@ -205,7 +205,11 @@ fn train_from_the_button_then_predict_and_overlay() {
     let mask = app.models.overlay_map(0).unwrap();
     let threshold = app.models.model.as_ref().and_then(|m| m.threshold);
     let classes = unet_studio::ml::infer::decide_classes(&probs, threshold);
-    assert!(mask.iter().zip(&classes.data).all(|(&m, &c)| m == f32::from(c)));
+    assert!(
+        mask.iter()
+            .zip(&classes.data)
+            .all(|(&m, &c)| m == f32::from(c))
+    );
     assert!(mask.iter().all(|&m| m == 1.0 || m == 2.0));
     h.state_mut().models.overlay = unet_studio::app::Overlay::Probability;
     // Stop is offered only while training; Predict slice runs again on demand.
