@@ -11,6 +11,6 @@ pub use files::{FOLDER_LABELS, IMAGE_EXTENSIONS, MAX_EDGE, MAX_SLICE_PIXELS, nat
 pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
 pub use read::{PixelKind, Stack, decode_stack_bytes, load_label_stack, load_stack};
 pub use write::{
-    ImageFormat, MaskStyle, png_slice_paths, write_atomic, write_f32_tiff, write_mask,
-    write_mask_coloured,
+    ImageFormat, MaskStyle, png_slice_paths, write_all_atomic, write_atomic, write_f32_tiff,
+    write_mask, write_mask_coloured,
 };

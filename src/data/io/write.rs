@@ -50,29 +50,89 @@ pub enum MaskStyle {
 /// Writes `data` to `path` atomically: a temporary file in the same folder, synced, then
 /// renamed over the target, so readers never see a half-written file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DataError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    write_all_atomic(&[(path.to_path_buf(), data.to_vec())])
+}
+
+/// Writes several files all or nothing: every file is written and synced under a temporary
+/// name beside its target first, then all are renamed into place; if any write fails, the
+/// temporaries are removed and no target is touched. Stale temporaries of processes that no
+/// longer run (a kill during an earlier write) are removed on the way.
+pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataError> {
     // Unique per call, so concurrent writers of one target never share a temporary file.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp{}-{n}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
+    let mut temps: Vec<PathBuf> = Vec::with_capacity(files.len());
+    let cleanup = |temps: &[PathBuf]| {
+        for t in temps {
+            let _ = fs::remove_file(t);
+        }
     };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        DataError::io(path, e)
-    })
+    for (path, data) in files {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        if path.is_dir() {
+            cleanup(&temps);
+            return Err(DataError::invalid(
+                path,
+                "is a folder; cannot write a file there",
+            ));
+        }
+        let created = fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e));
+        if let Err(e) = created {
+            cleanup(&temps);
+            return Err(e);
+        }
+        remove_stale_temps(&dir, &name);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.tmp{}-{n}", std::process::id()));
+        temps.push(tmp.clone());
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            cleanup(&temps);
+            return Err(DataError::io(path, e));
+        }
+    }
+    for (i, ((path, _), tmp)) in files.iter().zip(&temps).enumerate() {
+        if let Err(e) = fs::rename(tmp, path) {
+            cleanup(&temps[i..]);
+            return Err(DataError::io(path, e));
+        }
+    }
+    Ok(())
+}
+
+/// Removes `.{name}.tmp<pid>-<n>` files in `dir` whose process no longer runs (Linux: no
+/// `/proc/<pid>`; elsewhere nothing is removed).
+fn remove_stale_temps(dir: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The file names used for a stack written as PNGs: `path` itself for one slice, otherwise
@@ -135,10 +195,13 @@ pub fn write_mask_coloured(
     match format {
         ImageFormat::Png => {
             let paths = png_slice_paths(path, styled.len());
-            for (p, plane) in paths.iter().zip(&styled) {
-                let bytes = encode_png(p, plane, eight_bit)?;
-                write_atomic(p, &bytes)?;
-            }
+            let files = paths
+                .iter()
+                .zip(&styled)
+                .map(|(p, plane)| Ok((p.clone(), encode_png(p, plane, eight_bit)?)))
+                .collect::<Result<Vec<_>, DataError>>()?;
+            write_all_atomic(&files)?;
+            remove_stale_slices(path, paths.len());
             Ok(paths)
         }
         ImageFormat::Tiff => {
@@ -155,6 +218,35 @@ pub fn write_mask_coloured(
             let bytes = encode_tiff_u16(path, &styled, eight_bit, max, lut)?;
             write_atomic(path, &bytes)?;
             Ok(vec![path.to_path_buf()])
+        }
+    }
+}
+
+/// Removes `stem_NNNN.png` beside `path` numbered `n` or more: slices of an earlier, longer
+/// export that would otherwise be read as part of this one.
+fn remove_stale_slices(path: &Path, n: usize) {
+    if n < 2 {
+        return;
+    }
+    let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let index = file
+            .strip_prefix(&format!("{stem}_"))
+            .and_then(|r| r.strip_suffix(".png"))
+            .filter(|r| r.len() == 4)
+            .and_then(|r| r.parse::<usize>().ok());
+        if index.is_some_and(|i| i >= n) {
+            let _ = fs::remove_file(entry.path());
         }
     }
 }
@@ -209,4 +301,67 @@ pub fn write_f32_tiff(path: &Path, pages: &[Plane<f32>], channels: usize) -> Res
         }
     }
     write_atomic(path, &cursor.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("unet-write-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn listing(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_png_stack_is_written_all_or_nothing() {
+        let d = tmp("all-or-nothing");
+        let slices = vec![Plane::filled(8, 4, 1u16); 4];
+        // The third slice's name is taken by a folder: nothing may be written.
+        fs::create_dir_all(d.join("m_0002.png/inside")).unwrap();
+        let e = write_mask(&d.join("m.png"), &slices, MaskStyle::Classes).unwrap_err();
+        assert!(e.to_string().contains("m_0002.png"), "{e}");
+        assert_eq!(
+            listing(&d),
+            ["m_0002.png"],
+            "no slice and no temporary file left"
+        );
+        fs::remove_dir_all(d.join("m_0002.png")).unwrap();
+        // A shorter export over a longer one leaves none of the old slices.
+        write_mask(&d.join("m.png"), &slices, MaskStyle::Classes).unwrap();
+        write_mask(&d.join("m.png"), &slices[..2], MaskStyle::Classes).unwrap();
+        assert_eq!(listing(&d), ["m_0000.png", "m_0001.png"]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn temporaries_of_dead_processes_are_removed_on_the_next_write() {
+        let d = tmp("stale");
+        // No process has this id (Linux caps ids at 2^22).
+        let stale = d.join(".model.unet.tmp4999999-0");
+        let own = d.join(format!(".model.unet.tmp{}-77", std::process::id()));
+        let other = d.join(".other.tif.tmp4999999-0");
+        for f in [&stale, &own, &other] {
+            fs::write(f, b"partial").unwrap();
+        }
+        write_atomic(&d.join("model.unet"), b"weights").unwrap();
+        assert!(
+            !stale.exists(),
+            "a dead process's temporary of this file is removed"
+        );
+        assert!(own.exists(), "this process's are not");
+        assert!(other.exists(), "nor another file's");
+        assert_eq!(fs::read(d.join("model.unet")).unwrap(), b"weights");
+        let _ = fs::remove_dir_all(&d);
+    }
 }
