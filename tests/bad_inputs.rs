@@ -577,6 +577,24 @@ fn palette_labels_truncated_jpegs_and_unbounded_grids() {
             "{keep}: {e}"
         );
     }
+    // TIFFs cut short say so (the decoder said "failed to fill whole buffer").
+    let tif = dir.join("whole.tif");
+    write_mask(
+        &tif,
+        &vec![Plane::filled(64, 64, 1u16); 2],
+        MaskStyle::Classes,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&tif).unwrap();
+    for keep in [8, bytes.len() - 100] {
+        let cut = dir.join("cut.tif");
+        std::fs::write(&cut, &bytes[..keep]).unwrap();
+        let e = load_stack(&cut).unwrap_err().to_string();
+        assert!(
+            e.contains("cut.tif") && e.contains("truncated"),
+            "{keep}: {e}"
+        );
+    }
     // Grid and sigma of `deform`.
     let image = dir.join("images/slice00.png");
     for (flag, value) in [("--grid", "100000"), ("--grid", "1"), ("--sigma", "1e9")] {

@@ -68,13 +68,24 @@ pub(crate) fn image_reader<'a>(
     Ok(reader)
 }
 
+/// A TIFF decoder's error as a message: a file that ends too early says it is truncated
+/// (the decoder says "failed to fill whole buffer").
+pub(crate) fn tiff_error(path: &Path, what: &str, e: tiff::TiffError) -> DataError {
+    let truncated = matches!(&e, tiff::TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+    if truncated {
+        DataError::decode(path, format!("{what}: the file is truncated"))
+    } else {
+        DataError::decode(path, format!("{what}: {e}"))
+    }
+}
+
 fn probe_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>, DataError> {
     let mut dec = TiffDecoder::new(Cursor::new(bytes))
-        .map_err(|e| DataError::decode(path, format!("not a readable TIFF: {e}")))?;
+        .map_err(|e| tiff_error(path, "not a readable TIFF", e))?;
     let mut out = Vec::new();
     loop {
         let page = out.len();
-        let ctx = |e: tiff::TiffError| DataError::decode(path, format!("page {page}: {e}"));
+        let ctx = |e: tiff::TiffError| tiff_error(path, &format!("page {page}"), e);
         let (w, h) = dec.dimensions().map_err(ctx)?;
         check_size(path, w as usize, h as usize)?;
         let color = dec.colortype().map_err(ctx)?;
@@ -84,7 +95,7 @@ fn probe_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>, DataErro
             break;
         }
         dec.next_image()
-            .map_err(|e| DataError::decode(path, format!("page {}: {e}", out.len())))?;
+            .map_err(|e| tiff_error(path, &format!("page {}", out.len()), e))?;
     }
     Ok(out)
 }

@@ -5,7 +5,7 @@ use crate::data::error::DataError;
 use crate::data::io::files::{
     MAX_EDGE, MAX_SLICE_PIXELS, MAX_STACK_PIXELS, check_size, stack_files,
 };
-use crate::data::io::probe::{check_memory, image_reader, probe_bytes};
+use crate::data::io::probe::{check_memory, image_reader, probe_bytes, tiff_error};
 use crate::data::plane::Plane;
 use std::fs;
 use std::io::Cursor;
@@ -292,13 +292,13 @@ fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
     let mut limits = TiffLimits::default();
     limits.decoding_buffer_size = MAX_SLICE_PIXELS * 4 * 4;
     let mut dec = TiffDecoder::new(Cursor::new(bytes))
-        .map_err(|e| DataError::decode(path, format!("not a readable TIFF: {e}")))?
+        .map_err(|e| tiff_error(path, "not a readable TIFF", e))?
         .with_limits(limits);
     let mut out = Vec::new();
     let mut total = 0usize;
     loop {
         let page = out.len();
-        let ctx = |e: tiff::TiffError| DataError::decode(path, format!("page {page}: {e}"));
+        let ctx = |e: tiff::TiffError| tiff_error(path, &format!("page {page}"), e);
         let (w, h) = dec.dimensions().map_err(ctx)?;
         let (w, h) = (w as usize, h as usize);
         check_size(path, w, h)?;
@@ -358,7 +358,7 @@ fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
             break;
         }
         dec.next_image()
-            .map_err(|e| DataError::decode(path, format!("page {}: {e}", out.len())))?;
+            .map_err(|e| tiff_error(path, &format!("page {}", out.len()), e))?;
     }
     Ok(out)
 }
