@@ -128,3 +128,36 @@ fn the_time_limit_ends_a_training_run() {
     let n = app.models.losses.len();
     assert!(n > 0 && n < 100_000, "{n} iterations");
 }
+
+/// The model panel keeps its layout while a run starts, runs and ends: the overlay buttons
+/// stay under the cursor (a click on "mask" once hit nothing because a progress bar and the
+/// loss plot appeared above it and the panel widened).
+#[test]
+fn the_model_panel_does_not_move_when_a_run_starts_or_ends() {
+    let mut h = open_with_model("layout");
+    let at = |h: &egui_kittest::Harness<'static, unet_studio::app::StudioApp>| {
+        (
+            h.get_by_label("mask").rect(),
+            h.get_by_label("Train").rect(),
+        )
+    };
+    let before = at(&h);
+    h.state_mut().models.iterations = 100_000;
+    h.get_by_label("Train").click();
+    h.run_steps(3);
+    assert!(h.state().models.training());
+    for _ in 0..20 {
+        if !h.state().models.losses.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.run_steps(1);
+    }
+    assert_eq!(at(&h), before, "while training");
+    h.get_by_label("Stop").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(3);
+    assert!(!h.state().models.training());
+    assert_eq!(at(&h), before, "after the run");
+}

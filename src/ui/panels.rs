@@ -246,9 +246,10 @@ pub(crate) fn model_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
     if app.doc.is_none() {
         return;
     }
+    // A fixed width: a panel that grew with its content moved the buttons under the cursor.
     egui::Panel::right("model")
-        .resizable(true)
-        .default_size(250.0)
+        .resizable(false)
+        .exact_size(360.0)
         .show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| model_section(app, ui));
         });
@@ -365,7 +366,7 @@ fn run_settings(app: &mut StudioApp, ui: &mut egui::Ui) {
 /// Train, Pause / Resume, Stop, Predict slice, Predict stack.
 fn run_buttons(app: &mut StudioApp, ui: &mut egui::Ui) {
     let training = app.models.training();
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         if ui
             .add_enabled(!training, egui::Button::new("Train"))
             .on_hover_text("Train (or fine-tune) on the painted labels of all slices")
@@ -415,9 +416,11 @@ fn run_progress(app: &mut StudioApp, ui: &mut egui::Ui) {
     let training = app.models.training();
     let paused = app.training_paused();
     let m = &mut app.models;
-    if training {
-        let done = m.losses.len() as f32;
-        let total = m.iterations.max(1) as f32;
+    // The progress row and the loss plot are always there (empty before a run), so that
+    // nothing below them moves when a run starts or ends.
+    let total = m.iterations.max(1) as f32;
+    let done = if training { m.losses.len() as f32 } else { 0.0 };
+    let text = if training {
         let eta = if paused {
             ", paused".to_string()
         } else if m.its_per_s > 0.0 {
@@ -430,12 +433,15 @@ fn run_progress(app: &mut StudioApp, ui: &mut egui::Ui) {
         } else {
             String::new()
         };
-        ui.add(egui::ProgressBar::new(done / total).text(format!(
+        format!(
             "{done:.0}/{total:.0} at {:.2} it/s{eta}{limit}",
             m.its_per_s
-        )));
-    }
-    if !m.losses.is_empty() {
+        )
+    } else {
+        "not training".to_string()
+    };
+    ui.add(egui::ProgressBar::new(done / total).text(text));
+    {
         egui_plot::Plot::new("loss")
             .height(110.0)
             .allow_scroll(false)
@@ -454,9 +460,10 @@ fn run_progress(app: &mut StudioApp, ui: &mut egui::Ui) {
                     p.line(egui_plot::Line::new("validation loss", log(&m.val_losses)));
                 }
             });
-        if let Some(&[_, last]) = m.losses.last() {
-            ui.label(format!("last loss {last:.4}"));
-        }
+        match m.losses.last() {
+            Some(&[_, last]) => ui.label(format!("last loss {last:.4}")),
+            None => ui.label("no run yet"),
+        };
     }
 }
 
