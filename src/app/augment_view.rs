@@ -2,6 +2,9 @@
 //! 3x3 grid, Gaussian displacements, bicubic interpolation), the deformed image with the
 //! deformation as a warped grid (WGSL, `shaders/deform.wgsl`) and displacement arrows, and the
 //! deformed labels beside it.
+//!
+//! This file holds the view's state; its commands are in `actions/augment.rs`, its window in
+//! [`crate::ui::windows`].
 
 use crate::data::Plane;
 use crate::jobs::Job;

@@ -2,6 +2,9 @@
 //! labels they were trained on), their predictions of the shown slice, how often the two agree,
 //! and how many of the painted labels of that slice each one gets wrong. The predictions run
 //! in a background job.
+//!
+//! This file holds the comparison's state and arithmetic; its commands are in
+//! `actions/compare.rs`, its window in [`crate::ui::windows`].
 
 use crate::data::Plane;
 use crate::jobs::Job;

@@ -5,6 +5,9 @@
 //! session bus for a portal and no `zenity` on the `PATH`), or after (the system dialog came
 //! back empty sooner than a person could have cancelled it, which is how rfd reports that it
 //! could not show one). `UNET_STUDIO_FILE_DIALOG=builtin` (or `system`) sets the choice.
+//!
+//! This file holds the dialogs' state; asking and acting on the answer are in
+//! `actions/dialogs.rs`.
 
 use super::chooser::{Answer, Chooser, ChooserKind};
 use super::export::ExportKind;

@@ -1,6 +1,9 @@
 //! Export from the app: predicted masks (PNG per slice or multipage TIFF, class ids or 0/255),
 //! instance labels, probabilities and the painted labels. Files are written in a background
 //! job, atomically, and a summary of what was written is shown.
+//!
+//! This file holds what an export writes; starting it and taking its result are in
+//! `actions/export.rs`.
 
 use crate::data::{DataError, MaskStyle, Plane, write_f32_tiff, write_mask, write_mask_coloured};
 use crate::metrics::regions;

@@ -1,6 +1,9 @@
 //! File > Import labels: masks or label images made elsewhere (Fiji, ilastik, another
 //! annotator) become the painted labels, in one of the three encodings, as one undoable
 //! stroke. The file is read in the background.
+//!
+//! This file holds the import's state; its commands are in `actions/import.rs`, its window in
+//! [`crate::ui::windows`].
 
 use crate::data::{DataError, LabelEncoding, Plane};
 use crate::jobs::Job;

@@ -1,5 +1,6 @@
-//! Training and prediction from the app: background jobs around the engine, the loss curve,
-//! live previews, and the overlay maps computed from the predicted probabilities.
+//! The state of the model panel ([`ModelState`]): the network, the training and prediction
+//! jobs, the loss curves, the overlay and the maps it shows. What it does is in
+//! `actions/model.rs`; what it draws is in [`crate::ui::panels`].
 
 use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
 use crate::jobs::Job;

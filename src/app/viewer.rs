@@ -1,5 +1,6 @@
-//! The canvas: zoom, pan, painting, pixel readout, and the paint callback that draws the
-//! slice with `shaders/viewer.wgsl`.
+//! What the canvas keeps between frames: what the GPU already holds (so that only changes
+//! are uploaded), the stroke and lasso being drawn, the readout. The drawing is
+//! [`crate::ui::canvas`]; screen/image mapping is in `actions/viewer.rs`.
 
 use crate::render::UploadQueue;
 
