@@ -5,11 +5,10 @@ use super::common::{
 };
 use crate::data::{MaskStyle, load_stack, write_f32_tiff, write_mask};
 use crate::ml::infer::decide_classes;
-use crate::ml::{
-    CancelToken, DeviceChoice, effective_tile, load_checkpoint, predict_fitting, select_device,
-};
+use crate::ml::{CancelToken, DeviceChoice, effective_tile, load_checkpoint, select_device};
 use crate::postprocess::{GapClosing, close_gaps};
-use crate::preprocess::{D4, normalize_percentile};
+use crate::preprocess::D4;
+use crate::project::tasks::{SliceProgress, predict_slices};
 use anyhow::{Result, bail};
 use clap::Args;
 use std::path::PathBuf;
@@ -83,11 +82,9 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     eprintln!("device: {}", device.description);
     let model = ckpt.model(&device.device)?;
     let geom = ckpt.meta.unet.geometry();
-    let mut tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
+    let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
     let cancel = CancelToken::new();
     let pb = bar(stack.slices.len() as u64, "predict");
-    let mut masks = Vec::new();
-    let mut prob_pages = Vec::new();
     let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
     let threshold = a.threshold.or(ckpt.meta.threshold);
     if a.close_gaps && ckpt.meta.unet.classes != 2 {
@@ -97,37 +94,55 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
             ckpt.meta.unet.classes
         );
     }
-    for slice in &stack.slices {
-        // Out of device memory: this slice again with a smaller tile, kept for the next.
-        let (used, probs) = predict_fitting(
-            &model,
-            &ckpt.meta.unet,
-            &normalize_percentile(slice),
-            tile,
-            &device.device,
-            &cancel,
-            &mut |from, to| {
-                say(
-                    &pb,
-                    format!("out of device memory with {from} px tiles: retrying with {to} px"),
-                )
-            },
-            &mut |_, _| {},
-            views,
-        )?;
-        tile = used;
-        masks.push(match (&probs[..], a.close_gaps) {
-            ([_, p_cell], true) => {
-                close_gaps(p_cell, threshold.unwrap_or(0.5), &GapClosing::default())
-                    .map(|c| if c { 2 } else { 1 })
-            }
-            _ => decide_classes(&probs, threshold),
-        });
-        if a.probabilities.is_some() {
-            prob_pages.extend(probs);
-        }
-        pb.inc(1);
+    struct Report<'a> {
+        pb: &'a indicatif::ProgressBar,
+        threshold: Option<f32>,
+        close: bool,
+        keep_probabilities: bool,
+        masks: Vec<crate::data::Plane<u16>>,
+        prob_pages: Vec<crate::data::Plane<f32>>,
     }
+    impl SliceProgress for Report<'_> {
+        fn retry(&mut self, _: usize, from: usize, to: usize) {
+            say(
+                self.pb,
+                format!("out of device memory with {from} px tiles: retrying with {to} px"),
+            );
+        }
+        fn slice(&mut self, _: usize, probs: Vec<crate::data::Plane<f32>>) {
+            self.masks.push(match (&probs[..], self.close) {
+                ([_, p_cell], true) => close_gaps(
+                    p_cell,
+                    self.threshold.unwrap_or(0.5),
+                    &GapClosing::default(),
+                )
+                .map(|c| if c { 2 } else { 1 }),
+                _ => decide_classes(&probs, self.threshold),
+            });
+            if self.keep_probabilities {
+                self.prob_pages.extend(probs);
+            }
+            self.pb.inc(1);
+        }
+    }
+    let mut report = Report {
+        pb: &pb,
+        threshold,
+        close: a.close_gaps,
+        keep_probabilities: a.probabilities.is_some(),
+        masks: Vec::new(),
+        prob_pages: Vec::new(),
+    };
+    let slices: Vec<&crate::data::Plane<f32>> = stack.slices.iter().collect();
+    predict_slices(
+        (&model, &ckpt.meta.unet),
+        &slices,
+        tile,
+        views,
+        (&device.device, &cancel),
+        &mut report,
+    )?;
+    let (masks, prob_pages) = (report.masks, report.prob_pages);
     pb.finish_and_clear();
     let style = if a.binary {
         MaskStyle::Binary

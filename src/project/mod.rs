@@ -1,6 +1,7 @@
 //! The headless project layer: an open stack with its labels, settings and saved work
 //! ([`document`], [`settings`], [`work`]), the model versions trained on it ([`models`]) and the
-//! recently opened stacks ([`recent`]). The app drives it; nothing here knows egui.
+//! recently opened stacks ([`recent`]), and what the command line and the app do alike
+//! ([`tasks`]: predicting a stack). The app drives it; nothing here knows egui.
 //!
 //! This file only declares and re-exports.
 
@@ -8,6 +9,7 @@ pub mod document;
 pub mod models;
 pub mod recent;
 pub mod settings;
+pub mod tasks;
 pub mod work;
 
 pub use document::Document;

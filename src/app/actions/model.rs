@@ -1,16 +1,17 @@
 //! Training and prediction from the app: background jobs around the engine, the loss curve, live previews, versions.
 
-use crate::app::model::{Overlay, train_labels, weight_key};
+use crate::app::model::{Overlay, PredictResult, train_labels, weight_key};
 use crate::app::studio::StudioApp;
 use crate::data::{LabelSlice, Plane};
 use crate::jobs::Job;
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
 use crate::ml::{
     Checkpoint, MlError, OptimizerConfig, StartFrom, TrainConfig, TrainEvent, TrainSet, UNet,
-    UNetConfig, predict_fitting, save_checkpoint, train_fitting,
+    UNetConfig, save_checkpoint, train_fitting,
 };
 use crate::preprocess::{D4, class_weights, normalize_percentile, weight_map};
 use crate::project::models::{LoadedModel, save_version};
+use crate::project::tasks::{SliceProgress, predict_slices};
 use std::path::PathBuf;
 
 impl StudioApp {
@@ -235,10 +236,10 @@ impl StudioApp {
         };
         let images: Vec<Plane<f32>> = slices
             .iter()
-            .map(|&s| normalize_percentile(&doc.stack.slices[s]))
+            .map(|&s| doc.stack.slices[s].clone())
             .collect();
         let device = self.models.compute.device.clone();
-        let mut tile = self.models.tile_for(&unet, false);
+        let tile = self.models.tile_for(&unet, false);
         self.models.tile_predict = Some(tile);
         // Live previews during training stay single-view; the user's predictions average
         // the chosen number of flips and quarter turns.
@@ -249,34 +250,44 @@ impl StudioApp {
         };
         let views: Vec<D4> = D4::all()[..views_n.clamp(1, 8)].to_vec();
         self.models.predict_job = Some(Job::spawn("predict", self.waker.clone(), move |ctx| {
-            let mut out = Vec::with_capacity(slices.len());
-            let n = slices.len();
-            for (i, (&slice, image)) in slices.iter().zip(&images).enumerate() {
-                // Out of device memory: this slice again with a smaller tile, kept for the
-                // slices after it.
-                let (used, probs) = predict_fitting(
-                    &model,
-                    &unet,
-                    image,
-                    tile,
-                    &device,
-                    &ctx.cancel,
-                    &mut |from, to| {
-                        ctx.progress(
-                            i as f32 / n as f32,
-                            format!("out of memory with {from} px tiles: retrying with {to} px"),
-                        );
-                    },
-                    &mut |done, total| {
-                        let f = (i as f32 + done as f32 / total.max(1) as f32) / n as f32;
-                        ctx.progress(f, format!("slice {} of {n}", i + 1));
-                    },
-                    &views,
-                )?;
-                tile = used;
-                out.push((slice, probs));
+            /// Progress of the job, and the probabilities by stack slice.
+            struct Report<'a, 'b> {
+                ctx: &'a crate::jobs::JobContext<PredictResult>,
+                slices: &'b [usize],
+                out: Vec<(usize, Vec<Plane<f32>>)>,
             }
-            Ok((tile, out))
+            impl SliceProgress for Report<'_, '_> {
+                fn retry(&mut self, i: usize, from: usize, to: usize) {
+                    let n = self.slices.len();
+                    self.ctx.progress(
+                        i as f32 / n as f32,
+                        format!("out of memory with {from} px tiles: retrying with {to} px"),
+                    );
+                }
+                fn tiles(&mut self, i: usize, done: usize, total: usize) {
+                    let n = self.slices.len();
+                    let f = (i as f32 + done as f32 / total.max(1) as f32) / n as f32;
+                    self.ctx.progress(f, format!("slice {} of {n}", i + 1));
+                }
+                fn slice(&mut self, i: usize, probs: Vec<Plane<f32>>) {
+                    self.out.push((self.slices[i], probs));
+                }
+            }
+            let mut report = Report {
+                ctx,
+                slices: &slices,
+                out: Vec::with_capacity(slices.len()),
+            };
+            let raw: Vec<&Plane<f32>> = images.iter().collect();
+            let tile = predict_slices(
+                (&model, &unet),
+                &raw,
+                tile,
+                &views,
+                (&device, &ctx.cancel),
+                &mut report,
+            )?;
+            Ok((tile, report.out))
         }));
     }
 
