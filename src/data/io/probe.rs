@@ -25,10 +25,43 @@ pub struct StackInfo {
 /// The sizes of the slices in `bytes` (one file) from its headers: `(pixels, bytes per
 /// decoded pixel)` per slice.
 pub(crate) fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>, DataError> {
-    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") || bytes.starts_with(b"II+\0") {
-        return probe_tiff(path, bytes);
+    if is_tiff(bytes) {
+        return probe_tiff(path, Cursor::new(bytes));
     }
-    let decoder = image_reader(path, bytes)?
+    probe_image(path, image_reader(path, bytes)?)
+}
+
+/// [`probe_bytes`] of a file, reading only its headers (a stack may be larger than memory).
+fn probe_file(path: &Path) -> Result<Vec<(usize, usize)>, DataError> {
+    use std::io::{Read as _, Seek as _};
+    let io = |e| DataError::io(path, e);
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut head = Vec::with_capacity(24);
+    (&mut file).take(24).read_to_end(&mut head).map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+    if is_tiff(&head) {
+        return probe_tiff(path, file);
+    }
+    check_png_header(path, &head)?;
+    let reader = image::ImageReader::new(file)
+        .with_guessed_format()
+        .map_err(|e| DataError::decode(path, e))?;
+    if reader.format().is_none() {
+        return Err(unknown_format(path));
+    }
+    probe_image(path, reader)
+}
+
+fn is_tiff(head: &[u8]) -> bool {
+    head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") || head.starts_with(b"II+\0")
+}
+
+/// The size and decoded pixel size of a PNG, JPEG or BMP from its header.
+fn probe_image<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    reader: image::ImageReader<R>,
+) -> Result<Vec<(usize, usize)>, DataError> {
+    let decoder = reader
         .into_decoder()
         .map_err(|e| DataError::decode(path, format!("cannot read the header: {e}")))?;
     use image::ImageDecoder as _;
@@ -36,6 +69,22 @@ pub(crate) fn probe_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize
     check_size(path, w as usize, h as usize)?;
     let pixel = usize::from(decoder.color_type().bytes_per_pixel());
     Ok(vec![((w as usize) * (h as usize), pixel)])
+}
+
+/// A PNG's header size, checked before a decoder looks for image data.
+fn check_png_header(path: &Path, head: &[u8]) -> Result<(), DataError> {
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") && head.len() >= 24 {
+        let be = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        check_size(path, be(16) as usize, be(20) as usize)?;
+    }
+    Ok(())
+}
+
+fn unknown_format(path: &Path) -> DataError {
+    DataError::decode(
+        path,
+        "unknown image format (PNG, JPEG, BMP and TIFF are supported)",
+    )
 }
 
 /// A reader of a PNG, JPEG or BMP file whose format is known: a PNG's header size is checked
@@ -51,19 +100,12 @@ pub(crate) fn image_reader<'a>(
             "the JPEG is truncated (it has no end-of-image marker)",
         ));
     }
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() >= 24 {
-        let be =
-            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        check_size(path, be(16) as usize, be(20) as usize)?;
-    }
+    check_png_header(path, bytes)?;
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::decode(path, e))?;
     if reader.format().is_none() {
-        return Err(DataError::decode(
-            path,
-            "unknown image format (PNG, JPEG, BMP and TIFF are supported)",
-        ));
+        return Err(unknown_format(path));
     }
     Ok(reader)
 }
@@ -79,9 +121,12 @@ pub(crate) fn tiff_error(path: &Path, what: &str, e: tiff::TiffError) -> DataErr
     }
 }
 
-fn probe_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>, DataError> {
-    let mut dec = TiffDecoder::new(Cursor::new(bytes))
-        .map_err(|e| tiff_error(path, "not a readable TIFF", e))?;
+fn probe_tiff<R: std::io::Read + std::io::Seek>(
+    path: &Path,
+    source: R,
+) -> Result<Vec<(usize, usize)>, DataError> {
+    let mut dec =
+        TiffDecoder::new(source).map_err(|e| tiff_error(path, "not a readable TIFF", e))?;
     let mut out = Vec::new();
     loop {
         let page = out.len();
@@ -101,7 +146,7 @@ fn probe_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, usize)>, DataErro
 }
 
 /// The size of the stack at `path` (a file or a folder of slices, as the loaders read it),
-/// from headers only.
+/// from headers only: the files are not read whole.
 pub fn probe_stack(path: &Path) -> Result<StackInfo, DataError> {
     let files: Vec<PathBuf> = super::files::stack_files(path)?;
     let mut info = StackInfo {
@@ -110,8 +155,7 @@ pub fn probe_stack(path: &Path) -> Result<StackInfo, DataError> {
         pixel_bytes: 1,
     };
     for file in &files {
-        let bytes = std::fs::read(file).map_err(|e| DataError::io(file, e))?;
-        for (pixels, pixel) in probe_bytes(file, &bytes)? {
+        for (pixels, pixel) in probe_file(file)? {
             info.pixels = info.pixels.saturating_add(pixels);
             info.slices += 1;
             info.pixel_bytes = info.pixel_bytes.max(pixel);
