@@ -111,8 +111,20 @@ pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataError> {
 }
 
 /// Removes `.{name}.tmp<pid>-<n>` files in `dir` whose process no longer runs (Linux: no
-/// `/proc/<pid>`; elsewhere nothing is removed).
+/// `/proc/<pid>`; elsewhere nothing is removed), the first time this process writes there.
 fn remove_stale_temps(dir: &Path, name: &str) {
+    // Once per target and process: autosaves write the same files again and again.
+    static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut done = DONE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let target = dir.join(name);
+        if done.contains(&target) {
+            return;
+        }
+        done.push(target);
+    }
     if !Path::new("/proc/self").exists() {
         return;
     }
