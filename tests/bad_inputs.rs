@@ -564,19 +564,20 @@ fn palette_labels_truncated_jpegs_and_unbounded_grids() {
         )
         .unwrap();
     let whole = dir.join("whole.jpg");
-    let cut = dir.join("cut.jpg");
     std::fs::write(&whole, &jpg).unwrap();
     assert!(load_stack(&whole).is_ok());
+    // `bytes` cut to each length in `keeps` is refused, naming the file, as truncated.
+    let refused_when_cut = |name: &str, bytes: &[u8], keeps: &[usize]| {
+        let cut = dir.join(name);
+        for &keep in keeps {
+            std::fs::write(&cut, &bytes[..keep]).unwrap();
+            let e = load_stack(&cut).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("truncated"), "{keep}: {e}");
+        }
+    };
     // Cut inside the image data (the header complete: it decoded with grey rows before) and
     // inside the header.
-    for keep in [jpg.len() * 4 / 5, jpg.len() / 2] {
-        std::fs::write(&cut, &jpg[..keep]).unwrap();
-        let e = load_stack(&cut).unwrap_err().to_string();
-        assert!(
-            e.contains("cut.jpg") && e.contains("truncated"),
-            "{keep}: {e}"
-        );
-    }
+    refused_when_cut("cut.jpg", &jpg, &[jpg.len() * 4 / 5, jpg.len() / 2]);
     // TIFFs cut short say so (the decoder said "failed to fill whole buffer").
     let tif = dir.join("whole.tif");
     write_mask(
@@ -586,15 +587,7 @@ fn palette_labels_truncated_jpegs_and_unbounded_grids() {
     )
     .unwrap();
     let bytes = std::fs::read(&tif).unwrap();
-    for keep in [8, bytes.len() - 100] {
-        let cut = dir.join("cut.tif");
-        std::fs::write(&cut, &bytes[..keep]).unwrap();
-        let e = load_stack(&cut).unwrap_err().to_string();
-        assert!(
-            e.contains("cut.tif") && e.contains("truncated"),
-            "{keep}: {e}"
-        );
-    }
+    refused_when_cut("cut.tif", &bytes, &[8, bytes.len() - 100]);
     // Grid and sigma of `deform`.
     let image = dir.join("images/slice00.png");
     for (flag, value) in [("--grid", "100000"), ("--grid", "1"), ("--sigma", "1e9")] {
