@@ -8,7 +8,7 @@ use std::time::Instant;
 use image::{ImageBuffer, Luma};
 use imageproc::distance_transform::euclidean_squared_distance_transform;
 
-use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels, load_label_stack, load_stack};
+use crate::data::{LabelEncoding, LabelSlice, Plane, load_stack};
 use crate::metrics::{
     MaskScores, ThresholdScores, challenge_thresholds, mask_scores, threshold_scores,
 };
@@ -21,6 +21,7 @@ use crate::ml::{
     TrainEvent, TrainSet, UNetConfig, train,
 };
 use crate::preprocess::{AugmentConfig, D4, Rng, WeightMapConfig, normalize_percentile};
+use crate::project::sets::{labels_for, sizes};
 
 /// Simulated sparse labelling: short brush strokes (3 px wide) that follow the structures of
 /// each class, drawn until about `px_per_class` pixels of every class are labelled. Strokes
@@ -171,24 +172,21 @@ pub struct SplitData {
 
 /// Loads `data/images` and `data/labels` and holds out the last `val_slices` slices.
 pub fn load_split(data: &Path, val_slices: usize) -> Result<SplitData, MlError> {
-    let stack = load_stack(&data.join("images"))?;
-    let raw = load_label_stack(&data.join("labels"))?;
-    if raw.len() != stack.slices.len() || val_slices == 0 || val_slices >= raw.len() {
+    let images_dir = data.join("images");
+    let stack = load_stack(&images_dir)?;
+    let labels = labels_for(
+        &data.join("labels"),
+        LabelEncoding::Binary,
+        (&images_dir, &sizes(&stack.slices)),
+    )?;
+    if val_slices == 0 || val_slices >= labels.len() {
         return Err(MlError::NoLabels(format!(
-            "{}: {} images, {} labels; need more slices than the {val_slices} held out",
+            "{}: {} slices; need more slices than the {val_slices} held out",
             data.display(),
-            stack.slices.len(),
-            raw.len()
+            labels.len()
         )));
     }
-    let n_train = raw.len() - val_slices;
-    let mut labels = Vec::new();
-    for r in &raw {
-        labels.push(
-            encode_labels(r, LabelEncoding::Binary)
-                .map_err(|e| MlError::NoLabels(format!("{}: {e}", data.display())))?,
-        );
-    }
+    let n_train = labels.len() - val_slices;
     let images: Vec<Plane<f32>> = stack.slices.iter().map(normalize_percentile).collect();
     Ok(SplitData {
         train_images: images[..n_train].to_vec(),

@@ -158,7 +158,7 @@ fn train_from_the_button_then_predict_and_overlay() {
     h.get_by_label("Train").click();
     h.run_steps(2);
     assert!(
-        h.state().models.training(),
+        h.state().training(),
         "the Train button started a background job"
     );
     h.state_mut().finish_jobs();
@@ -256,7 +256,7 @@ fn pause_resume_and_stop_a_training_from_the_buttons() {
         held,
         "no iteration while paused"
     );
-    assert!(h.state().models.training());
+    assert!(h.state().training());
     // The progress bar says paused instead of a time left that does not pass.
     assert!(h.query_by_label_contains(", paused").is_some());
     assert!(h.query_by_label_contains(" s left").is_none());
@@ -270,7 +270,7 @@ fn pause_resume_and_stop_a_training_from_the_buttons() {
     h.state_mut().finish_jobs();
     h.run_steps(1);
     let app = h.state();
-    assert!(!app.models.training());
+    assert!(!app.training());
     assert!(app.status.starts_with("training stopped"), "{}", app.status);
     let model = app
         .models
@@ -949,13 +949,17 @@ fn every_training_run_is_a_version_that_can_be_restored() {
         "{}",
         h.state().status
     );
-    assert_eq!(
-        unet_studio::ml::load_checkpoint(&shared)
+    let saved = unet_studio::ml::load_checkpoint(&shared).unwrap().meta;
+    assert_eq!(saved.iteration, 5);
+    // What the model was trained with (its class weights, which a fine-tune keeps) and its
+    // threshold travel with it.
+    let version =
+        unet_studio::ml::load_checkpoint(&dir.join("images/labels.unet.model/versions/v0002"))
             .unwrap()
-            .meta
-            .iteration,
-        5
-    );
+            .meta;
+    assert!(version.train.is_some());
+    assert_eq!(saved.train, version.train);
+    assert_eq!(saved.threshold, version.threshold);
     h.get_by_label("Reset model").click();
     h.run_steps(1);
     h.state_mut().use_version(shared);

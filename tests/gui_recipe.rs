@@ -124,7 +124,7 @@ fn the_time_limit_ends_a_training_run() {
     train_from_the_button(&mut h);
     let app = h.state();
     assert!(app.error.is_none(), "{:?}", app.error);
-    assert!(!app.models.training());
+    assert!(!app.training());
     let n = app.models.losses.len();
     assert!(n > 0 && n < 100_000, "{n} iterations");
 }
@@ -145,7 +145,7 @@ fn the_model_panel_does_not_move_when_a_run_starts_or_ends() {
     h.state_mut().models.iterations = 100_000;
     h.get_by_label("Train").click();
     h.run_steps(3);
-    assert!(h.state().models.training());
+    assert!(h.state().training());
     for _ in 0..20 {
         if !h.state().models.losses.is_empty() {
             break;
@@ -158,6 +158,6 @@ fn the_model_panel_does_not_move_when_a_run_starts_or_ends() {
     h.run_steps(2);
     h.state_mut().finish_jobs();
     h.run_steps(3);
-    assert!(!h.state().models.training());
+    assert!(!h.state().training());
     assert_eq!(at(&h), before, "after the run");
 }

@@ -17,6 +17,8 @@ use unet_studio::ml::{
     TrainSet, UNetConfig, load_checkpoint, predict_probabilities, save_checkpoint, train,
 };
 use unet_studio::preprocess::{D4, normalize_percentile};
+use unet_studio::project::models::LoadedModel;
+use unet_studio::project::sets::recipe;
 
 mod common;
 use common::engine::{em_crop, lite, quick_cfg, sample_dir, tempdir};
@@ -238,6 +240,43 @@ fn fine_tuning_never_hands_back_a_worse_network() {
         .fold(f64::INFINITY, f64::min);
     assert_eq!(kept, best, "{rounds:?}");
     assert!(kept <= rand(0).unwrap(), "{rounds:?}");
+}
+
+#[test]
+fn a_fine_tune_of_a_loaded_model_keeps_the_class_weights_it_was_trained_with() {
+    // The app fine-tunes the model it holds: the checkpoint it starts from must carry the
+    // class weights of the model's training, or the strokes' own class frequencies (about
+    // 1:1) replace them and move the network's calibration.
+    let ckpt = load_checkpoint(&sample_dir().join("../model")).unwrap();
+    let trained = ckpt
+        .meta
+        .train
+        .clone()
+        .expect("samples/model records its training");
+    assert_eq!(trained.class_weights.len(), 2);
+    let loaded = LoadedModel::from_checkpoint(&ckpt, &cpu_device().device, None).unwrap();
+    let start = StartFrom::FineTune(Box::new(loaded.checkpoint("").unwrap()));
+    let cfg = recipe(&start);
+    assert_eq!(cfg.class_weights, trained.class_weights);
+    assert_eq!(cfg.optimizer, OptimizerConfig::Adam { lr: 1e-4 });
+    // And the run uses them: a short fine-tune reports them in the configuration as run.
+    let set = one_slice_set(Vec::new());
+    let cfg = TrainConfig {
+        keep_best: false,
+        class_weights: recipe(&start).class_weights,
+        ..quick_cfg(2, 0)
+    };
+    let out = train(
+        &set,
+        &cfg,
+        start,
+        &cpu_device(),
+        None,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.config.class_weights, trained.class_weights);
 }
 
 #[test]

@@ -7,7 +7,6 @@
 //! [`crate::ui::windows`].
 
 use crate::data::Plane;
-use crate::jobs::Job;
 use crate::preprocess::{DeformationField, ElasticConfig};
 use crate::render::deform::DeformQueue;
 use eframe::egui;
@@ -42,7 +41,6 @@ pub struct AugmentView {
     pub grid_spacing: f32,
     /// Where the deformed image was drawn in the last frame (screen points).
     pub image_rect: egui::Rect,
-    pub(crate) job: Option<Job<AugmentSample>>,
     pub(crate) labels_texture: Option<egui::TextureHandle>,
     pub(crate) upload: DeformQueue,
     pub(crate) key: Option<(usize, u64, u32, usize)>,
@@ -57,18 +55,10 @@ impl Default for AugmentView {
             sample: None,
             grid_spacing: 32.0,
             image_rect: egui::Rect::NOTHING,
-            job: None,
             labels_texture: None,
             upload: DeformQueue::default(),
             key: None,
         }
-    }
-}
-
-impl AugmentView {
-    /// Whether a sample is being computed.
-    pub fn pending(&self) -> bool {
-        self.job.is_some()
     }
 }
 

@@ -7,8 +7,6 @@
 //! `actions/compare.rs`, its window in [`crate::ui::windows`].
 
 use crate::data::Plane;
-use crate::jobs::Job;
-use crate::ml::MlError;
 use crate::project::models::VersionInfo;
 use eframe::egui;
 use std::path::PathBuf;
@@ -45,7 +43,6 @@ pub struct CompareView {
     pub result: Option<Comparison>,
     /// Window open.
     pub open: bool,
-    pub(crate) job: Option<Job<Result<Comparison, MlError>>>,
     pub(crate) textures: Option<[egui::TextureHandle; 2]>,
 }
 

@@ -11,7 +11,7 @@
 
 use super::chooser::{Answer, Chooser, ChooserKind};
 use super::export::ExportKind;
-use crate::jobs::{Job, Waker};
+use crate::app::jobs::{JobKind, Jobs, Message};
 use eframe::egui;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,8 +52,11 @@ pub type SystemDialog = fn(&Pick, Option<&Path>) -> Option<PathBuf>;
 
 /// The open dialog, if any, and which kind is used.
 pub struct Dialogs {
-    /// The system dialog being shown: its purpose, request, start and job.
-    pub(crate) system: Option<(Purpose, Pick, Instant, Job<Option<PathBuf>>)>,
+    /// The system dialog being shown (in the app's job of kind [`JobKind::FileDialog`]): its
+    /// purpose, request and start.
+    pub(crate) system: Option<(Purpose, Pick, Instant)>,
+    /// The system dialog's answer, until [`Self::poll`] hands it out.
+    answer: Option<(Purpose, PathBuf)>,
     /// The built-in chooser being shown.
     pub(crate) builtin: Option<(Purpose, Chooser)>,
     /// Use the built-in chooser: there is no system dialog here (or one failed to show).
@@ -81,6 +84,7 @@ impl Default for Dialogs {
         };
         Self {
             system: None,
+            answer: None,
             builtin: None,
             builtin_only,
             note,
@@ -93,11 +97,12 @@ impl Default for Dialogs {
 impl Dialogs {
     /// Whether a dialog is open.
     pub fn busy(&self) -> bool {
-        self.system.is_some() || self.builtin.is_some()
+        self.system.is_some() || self.builtin.is_some() || self.answer.is_some()
     }
 
-    /// Asks for a path (one dialog at a time: ignored while one is open).
-    pub fn ask(&mut self, purpose: Purpose, pick: Pick, waker: &Waker) {
+    /// Asks for a path (one dialog at a time: ignored while one is open); a system dialog
+    /// runs as a job of `jobs`, whose answer comes back through [`Self::system_answered`].
+    pub fn ask(&mut self, purpose: Purpose, pick: Pick, jobs: &mut Jobs) {
         if self.busy() {
             return;
         }
@@ -108,36 +113,47 @@ impl Dialogs {
         let show = self.system_dialog;
         let start = self.start_dir.clone();
         let request = pick.clone();
-        let job = Job::spawn("file dialog", waker.clone(), move |_| {
-            show(&request, start.as_deref())
+        let started = jobs.spawn(JobKind::FileDialog, "file dialog", move |_| {
+            Message::Picked(show(&request, start.as_deref()))
         });
-        self.system = Some((purpose, pick, Instant::now(), job));
+        if started {
+            self.system = Some((purpose, pick, Instant::now()));
+        }
     }
 
-    /// Draws the built-in chooser and collects a chosen path: call once per frame.
+    /// The system dialog closed with `path` (`None`: cancelled, or, when that came sooner
+    /// than a person could cancel, never shown: the built-in chooser takes the request).
+    pub(crate) fn system_answered(&mut self, path: Option<PathBuf>) {
+        let Some((purpose, pick, started)) = self.system.take() else {
+            return;
+        };
+        match path {
+            Some(path) => self.answer = Some((purpose, path)),
+            None if started.elapsed() < TOO_FAST => self.fall_back(purpose, &pick),
+            None => {}
+        }
+    }
+
+    /// The system dialog's job died: the built-in chooser takes the request.
+    pub(crate) fn system_failed(&mut self) {
+        if let Some((purpose, pick, _)) = self.system.take() {
+            self.fall_back(purpose, &pick);
+        }
+    }
+
+    fn fall_back(&mut self, purpose: Purpose, pick: &Pick) {
+        self.builtin_only = true;
+        self.note = Some(
+            "no system file dialog could be shown: using unet-studio's own file chooser".into(),
+        );
+        self.open_builtin(purpose, pick);
+    }
+
+    /// Hands out the system dialog's answer, or draws the built-in chooser and collects a
+    /// chosen path: call once per frame.
     pub fn poll(&mut self, ctx: &egui::Context) -> Option<(Purpose, PathBuf)> {
-        if let Some((purpose, pick, started, job)) = &mut self.system {
-            let quick = started.elapsed() < TOO_FAST;
-            let done = job.poll();
-            let failed = job.is_finished() && done.is_none();
-            if done.is_some() || failed {
-                let (purpose, pick) = (*purpose, pick.clone());
-                self.system = None;
-                match done.flatten() {
-                    Some(path) => return Some((purpose, path)),
-                    // Empty at once (or the dialog's job died): no system dialog was shown.
-                    None if quick || failed => {
-                        self.builtin_only = true;
-                        self.note = Some(
-                            "no system file dialog could be shown: using unet-studio's own \
-                             file chooser"
-                                .into(),
-                        );
-                        self.open_builtin(purpose, &pick);
-                    }
-                    None => {}
-                }
-            }
+        if let Some(answer) = self.answer.take() {
+            return Some(answer);
         }
         let (purpose, chooser) = self.builtin.as_mut()?;
         let purpose = *purpose;
@@ -252,13 +268,25 @@ mod tests {
         Some(PathBuf::from("/data/stack.tif"))
     }
 
-    pub(crate) fn waker() -> Waker {
-        std::sync::Arc::new(|| {})
+    pub(crate) fn jobs() -> Jobs {
+        Jobs::new(std::sync::Arc::new(|| {}))
     }
 
-    /// Polls until the system dialog's job has ended.
-    pub(crate) fn settle(d: &mut Dialogs, ctx: &egui::Context) -> Option<(Purpose, PathBuf)> {
+    /// Polls until the system dialog's job has ended, handing its answer to the dialogs as
+    /// the app does.
+    pub(crate) fn settle(
+        d: &mut Dialogs,
+        jobs: &mut Jobs,
+        ctx: &egui::Context,
+    ) -> Option<(Purpose, PathBuf)> {
         for _ in 0..500 {
+            for delivered in jobs.drain() {
+                match delivered {
+                    crate::jobs::Delivered::Message(Message::Picked(p)) => d.system_answered(p),
+                    crate::jobs::Delivered::Failed(..) => d.system_failed(),
+                    crate::jobs::Delivered::Message(_) => panic!("only the dialog runs"),
+                }
+            }
             let mut got = None;
             let mut out = ctx.run_ui(egui::RawInput::default(), |ui| got = d.poll(ui.ctx()));
             // Nothing draws these frames: their font textures are dropped on purpose.
@@ -274,6 +302,7 @@ mod tests {
     #[test]
     pub(crate) fn a_system_dialog_that_returns_at_once_gives_way_to_the_builtin_chooser() {
         let ctx = egui::Context::default();
+        let mut jobs = jobs();
         let mut d = Dialogs {
             builtin_only: false,
             note: None,
@@ -283,10 +312,10 @@ mod tests {
         d.ask(
             Purpose::Export(ExportKind::ALL[0]),
             Pick::Save("m.tif".into(), export_filters()),
-            &waker(),
+            &mut jobs,
         );
         assert!(d.busy());
-        assert_eq!(settle(&mut d, &ctx), None);
+        assert_eq!(settle(&mut d, &mut jobs, &ctx), None);
         // The same request is now shown by the built-in chooser, and later ones go there.
         assert!(d.builtin_only);
         assert!(
@@ -301,6 +330,7 @@ mod tests {
     #[test]
     pub(crate) fn a_chosen_path_comes_back_with_its_purpose() {
         let ctx = egui::Context::default();
+        let mut jobs = jobs();
         let mut d = Dialogs {
             builtin_only: false,
             system_dialog: chooses,
@@ -309,10 +339,10 @@ mod tests {
         d.ask(
             Purpose::OpenStack,
             Pick::File(image_filters("images")),
-            &waker(),
+            &mut jobs,
         );
         assert_eq!(
-            settle(&mut d, &ctx),
+            settle(&mut d, &mut jobs, &ctx),
             Some((Purpose::OpenStack, PathBuf::from("/data/stack.tif")))
         );
         assert!(!d.busy() && !d.builtin_only);
@@ -324,8 +354,9 @@ mod tests {
             builtin_only: true,
             ..Dialogs::default()
         };
-        d.ask(Purpose::LoadModel, Pick::Folder, &waker());
-        d.ask(Purpose::SaveModel, Pick::Folder, &waker());
+        let mut jobs = jobs();
+        d.ask(Purpose::LoadModel, Pick::Folder, &mut jobs);
+        d.ask(Purpose::SaveModel, Pick::Folder, &mut jobs);
         assert_eq!(d.builtin.as_ref().map(|b| b.0), Some(Purpose::LoadModel));
     }
 }

@@ -6,7 +6,6 @@
 //! [`crate::ui::windows`].
 
 use crate::data::{DataError, LabelEncoding, Plane};
-use crate::jobs::Job;
 use std::path::PathBuf;
 
 /// What the import job returns: the file and its labels as classes.
@@ -22,7 +21,6 @@ pub struct ImportView {
     pub encoding: LabelEncoding,
     /// Keep painted labels where the file has none (0).
     pub merge: bool,
-    pub(crate) job: Option<Job<ImportResult>>,
 }
 
 impl Default for ImportView {
@@ -32,7 +30,6 @@ impl Default for ImportView {
             path: String::new(),
             encoding: LabelEncoding::Classes,
             merge: false,
-            job: None,
         }
     }
 }

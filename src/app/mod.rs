@@ -13,6 +13,7 @@ pub mod compare;
 pub mod dialogs;
 pub mod export;
 pub mod import;
+pub mod jobs;
 pub mod model;
 pub mod studio;
 pub mod viewer;

@@ -1,15 +1,13 @@
-//! The state of the model panel ([`ModelState`]): the network, the training and prediction
-//! jobs, the loss curves, the overlay and the maps it shows. What it does is in
-//! `actions/model.rs`; what it draws is in [`crate::ui::panels`].
+//! The state of the model panel ([`ModelState`]): the network, the loss curves, the overlay
+//! and the maps it shows. What it does is in `actions/model.rs` (its jobs report through
+//! [`super::jobs`]); what it draws is in [`crate::ui::panels`].
 
 use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
-use crate::jobs::Job;
 use crate::ml::infer::decide_classes;
 use crate::ml::memory::largest_fitting_tile;
 use crate::ml::{ComputeDevice, MlError, Preset, TrainEvent, TrainOutcome, UNetConfig, entropy};
 use crate::preprocess::WeightMapConfig;
 use crate::project::models::{LoadedModel, VersionInfo};
-use std::path::PathBuf;
 
 /// The output tile finally used, and the probabilities per predicted slice.
 pub(crate) type PredictResult = Result<(usize, Vec<(usize, Vec<Plane<f32>>)>), MlError>;
@@ -72,17 +70,12 @@ pub struct ModelState {
     pub overlay_opacity: f32,
     /// Bumped whenever probabilities change, so the viewer re-uploads the map.
     pub generation: u64,
-    pub(crate) train_job: Option<Job<TrainResult, TrainEvent>>,
     /// Saved versions of the model of this stack, oldest first.
     pub history: Vec<VersionInfo>,
-    pub(crate) load_job: Option<Job<Result<LoadedModel, MlError>>>,
-    pub(crate) save_job: Option<Job<Result<PathBuf, MlError>>>,
-    pub(crate) predict_job: Option<Job<PredictResult>>,
     /// Weight-map parameters of the weight-map view (and of training).
     pub weights: WeightMapConfig,
     /// The weight map last computed, with its key.
     pub weight_map: Option<(WeightKey, Plane<f32>)>,
-    pub(crate) weights_job: Option<Job<(WeightKey, Plane<f32>)>>,
     /// Config of the network being trained (for previews before the first model exists).
     pub(crate) training_unet: Option<UNetConfig>,
     /// Output tile edges of training and prediction: the largest that fit the device's
@@ -125,14 +118,9 @@ impl ModelState {
             overlay_class: 2,
             overlay_opacity: 0.5,
             generation: 0,
-            train_job: None,
-            predict_job: None,
             history: Vec::new(),
-            load_job: None,
-            save_job: None,
             weights: WeightMapConfig::default(),
             weight_map: None,
-            weights_job: None,
             training_unet: None,
             fine_tuning: false,
             val_rand: Vec::new(),
@@ -169,14 +157,42 @@ impl ModelState {
         largest_fitting_tile(unet, &self.compute.memory, training, cap)
     }
 
-    /// Whether training runs.
-    pub fn training(&self) -> bool {
-        self.train_job.is_some()
-    }
-
-    /// Whether a prediction (or a model load) runs.
-    pub fn predicting(&self) -> bool {
-        self.predict_job.is_some() || self.load_job.is_some() || self.save_job.is_some()
+    /// Takes one event of the running training: the loss curves, the validation figures, a
+    /// smaller tile after running out of memory (snapshots go to the live preview).
+    pub(crate) fn train_event(&mut self, event: TrainEvent) {
+        match event {
+            TrainEvent::Iteration {
+                iteration,
+                loss,
+                its_per_s,
+            } => {
+                // Iterations of this run (fine-tuning counts from 1 again).
+                self.losses.push([iteration as f64, f64::from(loss)]);
+                self.its_per_s = its_per_s;
+            }
+            TrainEvent::Validation {
+                iteration,
+                loss,
+                rand_error,
+                ..
+            } => {
+                self.val_losses.push([iteration as f64, f64::from(loss)]);
+                if let Some(r) = rand_error {
+                    self.val_rand.push([iteration as f64, r]);
+                }
+            }
+            TrainEvent::TileReduced { from, to } => {
+                self.tile_train = Some(to);
+                self.tile_note =
+                    format!("out of memory with {from} px training tiles: retrying with {to} px");
+                self.losses.clear();
+                self.val_losses.clear();
+            }
+            TrainEvent::Snapshot { .. }
+            | TrainEvent::Started { .. }
+            | TrainEvent::Checkpoint { .. }
+            | TrainEvent::Threshold { .. } => {}
+        }
     }
 
     /// Value range of the overlay map: (shown cold, shown hot).
@@ -192,11 +208,6 @@ impl ModelState {
             }
             _ => (0.0, 1.0),
         }
-    }
-
-    /// Whether the weight map of this key is being computed.
-    pub fn weights_pending(&self) -> bool {
-        self.weights_job.is_some()
     }
 
     /// The overlay map of `slice` for the current mode, if there is one.

@@ -3,7 +3,7 @@
 //! parts of the app do is in [`super::actions`]; what it draws is in [`crate::ui`].
 
 use crate::data::{DataError, LabelEncoding};
-use crate::jobs::{Job, Waker};
+use crate::jobs::Waker;
 use eframe::egui;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,32 +12,10 @@ use super::augment_view::AugmentView;
 use super::compare::CompareView;
 use super::dialogs::Dialogs;
 use super::import::ImportView;
+use super::jobs::{JobKind, Jobs, Message, OpenResult};
 use super::model::ModelState;
 use super::viewer::ViewerState;
 use crate::project::{Document, LoadedModel, Saved};
-
-/// Removes a job that ended without a result (it panicked) and says what failed.
-fn take_failed<T, P>(job: &mut Option<Job<T, P>>, what: &str) -> Option<String> {
-    if job.as_ref().is_some_and(Job::is_finished) {
-        let failure = job.take().and_then(|j| j.failure).unwrap_or_default();
-        return Some(format!("{what} failed: {failure}"));
-    }
-    None
-}
-
-/// An open job's result: the document and the model found for it (or why it failed).
-type OpenResult = Result<
-    (
-        Document,
-        Option<LoadedModel>,
-        Option<String>,
-        Vec<crate::project::VersionInfo>,
-    ),
-    DataError,
->;
-
-/// An export job's result: the files written and a summary.
-type ExportJob = Job<Result<(Vec<PathBuf>, String), DataError>>;
 
 /// What to open at start-up.
 #[derive(Clone, Debug, Default)]
@@ -224,7 +202,6 @@ pub struct StudioApp {
     pub dialogs: Dialogs,
     /// Settings last written (to save them again only when they change).
     pub(crate) saved_settings: Option<crate::project::ProjectSettings>,
-    pub(crate) settings_job: Option<Job<Result<(), DataError>>>,
     /// Recently opened stacks, most recent first.
     pub recent: Vec<PathBuf>,
     /// Where `recent.json` lives (none: nothing is remembered).
@@ -233,17 +210,14 @@ pub struct StudioApp {
     pub data_dir: Option<PathBuf>,
     /// An opened stack to add to the recent list once the list job is free.
     pub(crate) remember_next: Option<PathBuf>,
-    pub(crate) recent_job: Option<Job<Result<Vec<PathBuf>, DataError>>>,
     /// Files written by the last export.
     pub last_export: Option<Vec<PathBuf>>,
-    pub(crate) export_job: Option<ExportJob>,
-    pub(crate) open_job: Option<Job<OpenResult>>,
-    pub(crate) save_job: Option<Job<Result<Saved, DataError>>>,
+    /// The background jobs, reporting over one message stream.
+    pub(crate) jobs: Jobs,
     /// File > Save labels was chosen: the next save writes the whole label file.
     pub(crate) full_save_requested: bool,
     /// File > Quit saved the labels and asked the window to close.
     pub quit_requested: bool,
-    pub(crate) waker: Waker,
     pub(crate) viewer: ViewerState,
 }
 
@@ -324,22 +298,17 @@ impl StudioApp {
             config_dir,
             data_dir,
             remember_next: None,
-            recent_job: None,
             saved_settings: None,
-            settings_job: None,
             last_export: None,
-            export_job: None,
-            open_job: None,
-            save_job: None,
+            jobs: Jobs::new(waker),
             full_save_requested: false,
             quit_requested: false,
-            waker,
             viewer: ViewerState::default(),
         };
         if let Some(dir) = app.config_dir.clone() {
-            app.recent_job = Some(Job::spawn("recent files", app.waker.clone(), move |_| {
-                crate::project::recent::load(&dir)
-            }));
+            app.jobs.spawn(JobKind::Recent, "recent files", move |_| {
+                Message::RecentFiles(crate::project::recent::load(&dir))
+            });
         }
         if let Some(req) = open {
             app.open(req);
@@ -352,76 +321,58 @@ impl StudioApp {
         self.status = format!("opening {}", req.images.display());
         let device = self.models.compute.device.clone();
         let data_dir = self.data_dir.clone();
-        self.open_job = Some(Job::spawn("open", self.waker.clone(), move |_| {
-            let (label_path, work_note) = crate::project::work::work_label_path(
-                &req.images,
-                data_dir.as_deref(),
-                req.in_data_dir,
-            );
-            let mut doc = Document::open_at(
-                &req.images,
-                req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
-                label_path,
-                req.initial_labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
-            )?;
-            doc.work_note = work_note;
-            // A model given explicitly, else the one trained on this stack before, else the
-            // one it comes with.
-            let own = doc.model_dir();
-            let dir = match (&req.model, &req.initial_model) {
-                (Some(m), _) => m.clone(),
-                (None, Some(initial)) if !crate::ml::checkpoint::checkpoint_path(&own).exists() => {
-                    initial.clone()
-                }
-                _ => own,
-            };
-            let (model, warning) = if crate::ml::checkpoint::checkpoint_path(&dir).exists() {
-                match crate::ml::load_checkpoint(&dir)
-                    .and_then(|c| LoadedModel::from_checkpoint(&c, &device, Some(dir.clone())))
-                {
-                    Ok(m) => (Some(m), None),
-                    Err(e) => (
-                        None,
-                        Some(format!(
-                            "the model in {} was not loaded: {e}",
-                            dir.display()
-                        )),
-                    ),
-                }
-            } else {
-                (None, None)
-            };
-            let history = crate::project::list_versions(&doc.model_dir());
-            Ok((doc, model, warning, history))
-        }));
+        self.jobs.spawn(JobKind::Open, "open", move |_| {
+            Message::Opened(Box::new(open_stack(&req, data_dir.as_deref(), &device)))
+        });
     }
+}
 
-    /// Whether a background job runs.
-    pub fn busy(&self) -> bool {
-        self.open_job.is_some()
-            || self.save_job.is_some()
-            || self.models.training()
-            || self.models.predicting()
-            || self.models.weights_pending()
-            || self.export_job.is_some()
-            || self.augment.pending()
-            || self.compare.job.is_some()
-            || self.import.job.is_some()
-            || self.settings_job.is_some()
-            || self.recent_job.is_some()
-    }
-
-    /// Blocks until pending background jobs finish and applies their results (tests).
-    pub fn finish_jobs(&mut self) {
-        loop {
-            self.poll_jobs();
-            if !self.busy() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+/// Opens the stack `req` asks for, with its labels, model and versions (in a job).
+fn open_stack(
+    req: &OpenRequest,
+    data_dir: Option<&Path>,
+    device: &burn::prelude::Device,
+) -> OpenResult {
+    let (label_path, work_note) =
+        crate::project::work::work_label_path(&req.images, data_dir, req.in_data_dir);
+    let mut doc = Document::open_at(
+        &req.images,
+        req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
+        label_path,
+        req.initial_labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
+    )?;
+    doc.work_note = work_note;
+    // A model given explicitly, else the one trained on this stack before, else the
+    // one it comes with.
+    let own = doc.model_dir();
+    let dir = match (&req.model, &req.initial_model) {
+        (Some(m), _) => m.clone(),
+        (None, Some(initial)) if !crate::ml::checkpoint::checkpoint_path(&own).exists() => {
+            initial.clone()
         }
-    }
+        _ => own,
+    };
+    let (model, warning) = if crate::ml::checkpoint::checkpoint_path(&dir).exists() {
+        match crate::ml::load_checkpoint(&dir)
+            .and_then(|c| LoadedModel::from_checkpoint(&c, device, Some(dir.clone())))
+        {
+            Ok(m) => (Some(m), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "the model in {} was not loaded: {e}",
+                    dir.display()
+                )),
+            ),
+        }
+    } else {
+        (None, None)
+    };
+    let history = crate::project::list_versions(&doc.model_dir());
+    Ok((doc, model, warning, history))
+}
 
+impl StudioApp {
     pub(crate) fn apply_open(&mut self, res: OpenResult) {
         match res {
             Ok((doc, model, warning, history)) => {
@@ -504,7 +455,7 @@ impl StudioApp {
     /// background (the whole label file when requested or when the journal grew large). One
     /// save at a time; changes made while one runs are saved after it.
     pub(crate) fn autosave(&mut self) {
-        if self.save_job.is_some() {
+        if self.jobs.running(JobKind::SaveLabels) {
             return;
         }
         let Some(doc) = &mut self.doc else { return };
@@ -512,16 +463,16 @@ impl StudioApp {
             return;
         }
         let work = doc.take_save_work(std::mem::take(&mut self.full_save_requested));
-        self.save_job = Some(Job::spawn("save labels", self.waker.clone(), move |_| {
-            work.run()
-        }));
+        self.jobs
+            .spawn(JobKind::SaveLabels, "save labels", move |_| {
+                Message::LabelsSaved(work.run())
+            });
     }
 
     /// Waits for a running save, then writes the whole label file and removes the journal
     /// (on exit, so that other programs find complete labels).
     pub fn flush_labels(&mut self) -> Result<(), DataError> {
-        if let Some(job) = self.save_job.take()
-            && let Some(res) = job.wait()
+        if let Some(Message::LabelsSaved(res)) = self.jobs.wait(JobKind::SaveLabels)
             && let Some(d) = &mut self.doc
         {
             d.saved(&res);
@@ -548,88 +499,37 @@ impl StudioApp {
         }
     }
 
-    pub(crate) fn poll_jobs(&mut self) {
-        if let Some(job) = &mut self.open_job
-            && let Some(res) = job.poll()
-        {
-            self.open_job = None;
-            self.apply_open(res);
+    /// Adds the stack opened last to the recent files, in the background (one update at a
+    /// time).
+    pub(crate) fn remember_recent(&mut self) {
+        if self.jobs.running(JobKind::Recent) {
+            return;
         }
-        if let Some(job) = &mut self.save_job
-            && let Some(res) = job.poll()
-        {
-            self.save_job = None;
-            self.apply_save(res);
-        }
-        self.poll_model_jobs();
-        self.poll_export();
-        self.poll_augment();
-        self.poll_compare();
-        self.poll_import();
-        self.save_settings_if_changed();
-        if let Some(job) = &mut self.recent_job
-            && let Some(res) = job.poll()
-        {
-            self.recent_job = None;
-            match res {
-                Ok(list) => self.recent = list,
-                Err(e) => self.status = format!("recent files: {e}"),
-            }
-        }
-        if self.recent_job.is_none()
-            && let Some(dir) = self.config_dir.clone()
+        if let Some(dir) = self.config_dir.clone()
             && let Some(opened) = self.remember_next.take()
         {
-            self.recent_job = Some(Job::spawn("recent files", self.waker.clone(), move |_| {
-                crate::project::recent::remember(&dir, &opened)
-            }));
+            self.jobs.spawn(JobKind::Recent, "recent files", move |_| {
+                Message::RecentFiles(crate::project::recent::remember(&dir, &opened))
+            });
         }
-        // Jobs that ended without a result: say so, keep everything else as it was.
-        let failures = [
-            take_failed(&mut self.open_job, "opening"),
-            take_failed(&mut self.save_job, "saving labels"),
-            take_failed(&mut self.export_job, "export"),
-            take_failed(&mut self.settings_job, "saving settings"),
-            take_failed(
-                &mut self.models.train_job,
-                "training (the previous model is kept)",
-            ),
-            take_failed(&mut self.models.predict_job, "prediction"),
-            take_failed(&mut self.models.load_job, "loading the model"),
-            take_failed(&mut self.models.save_job, "saving the model"),
-            take_failed(&mut self.models.weights_job, "the weight map"),
-            take_failed(&mut self.augment.job, "the deformation"),
-            take_failed(&mut self.compare.job, "comparing model versions"),
-            take_failed(&mut self.import.job, "importing labels"),
-            take_failed(&mut self.recent_job, "the list of recent files"),
-        ];
-        if let Some(e) = failures.into_iter().flatten().next() {
-            self.error = Some(e);
-        }
-        self.autosave();
     }
 
     /// Saves class names, colours and contrast in the background when they changed (one save
     /// at a time; a change made while one runs is saved after it).
     pub(crate) fn save_settings_if_changed(&mut self) {
-        if let Some(job) = &mut self.settings_job
-            && let Some(res) = job.poll()
-        {
-            self.settings_job = None;
-            if let Err(e) = res {
-                self.error = Some(format!("saving settings failed: {e}"));
-            }
-        }
         let Some(doc) = &self.doc else { return };
-        if self.settings_job.is_some() || self.saved_settings.as_ref() == Some(&doc.settings()) {
+        if self.jobs.running(JobKind::SaveSettings)
+            || self.saved_settings.as_ref() == Some(&doc.settings())
+        {
             return;
         }
         let settings = doc.settings();
         let path = doc.project_path();
         self.saved_settings = Some(settings.clone());
-        self.settings_job = Some(Job::spawn("save settings", self.waker.clone(), move |_| {
-            Document::save_settings(&path, &settings)
-        }));
+        self.jobs
+            .spawn(JobKind::SaveSettings, "save settings", move |_| {
+                Message::SettingsSaved(Document::save_settings(&path, &settings))
+            });
     }
 
     /// Undo the last stroke, bringing a slice it changed into view.

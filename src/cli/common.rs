@@ -1,23 +1,10 @@
-//! What the subcommands share: labels loaded and encoded, progress bars, tile and output
-//! checks, plausibility warnings.
+//! What the subcommands share: progress bars, tile and output checks, the memory check.
 
-use crate::data::{LabelEncoding, LabelSlice, encode_labels, load_label_stack};
 use crate::preprocess::TileGeometry;
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Loads label images and encodes them.
-pub fn load_labels(path: &Path, encoding: LabelEncoding) -> Result<Vec<LabelSlice>> {
-    let raw = load_label_stack(path)?;
-    raw.iter()
-        .enumerate()
-        .map(|(i, r)| {
-            encode_labels(r, encoding).with_context(|| format!("{}: slice {i}", path.display()))
-        })
-        .collect()
-}
 
 /// Prints a line above the progress bar, or plainly when the bar is hidden (no terminal).
 pub(crate) fn say(pb: &ProgressBar, line: String) {
@@ -60,40 +47,6 @@ pub(crate) fn valid_tile(geom: &TileGeometry, requested: usize) -> Result<usize>
         eprintln!("tile: {requested} px is not a valid output size for this net; using {tile} px");
     }
     Ok(tile)
-}
-
-/// Refuses labels whose classes look like a misread encoding: only 0 and 255 in the
-/// `classes` encoding (a binary mask: 255 classes would be trained), or more than 32 classes.
-pub(crate) fn check_plausible_classes(
-    path: &Path,
-    labels: &[LabelSlice],
-    encoding: LabelEncoding,
-) -> Result<()> {
-    if encoding != LabelEncoding::Classes {
-        return Ok(());
-    }
-    let mut used = [false; 256];
-    for l in labels {
-        for &c in &l.classes.data {
-            used[usize::from(c)] = true;
-        }
-    }
-    let classes: Vec<usize> = (1..256).filter(|&c| used[c]).collect();
-    if classes == [255] {
-        bail!(
-            "{}: the labels hold only 0 and 255, which the 'classes' encoding reads as unlabelled and class 255 (a 255-class network); for a binary mask use --label-encoding binary (0 = class 1, 255 = class 2)",
-            path.display()
-        );
-    }
-    if let Some(&max) = classes.last()
-        && max > 32
-    {
-        bail!(
-            "{}: class {max} in the 'classes' encoding would train a {max}-class network; classes are 1, 2, 3, ... (0 = unlabelled); for instance ids use --label-encoding instances",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 /// The test-time views of a prediction: as asked, else the views the model's threshold was

@@ -3,6 +3,7 @@
 use super::common::{bytes_per_pixel, check_task_memory, resolved};
 use crate::data::{MaskStyle, Plane, load_label_stack, load_stack, write_f32_tiff, write_mask};
 use crate::preprocess::{DeformationField, ElasticConfig, Interpolation, warp_f32, warp_nearest};
+use crate::project::sets::{check_fit, sizes};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -75,29 +76,7 @@ pub(crate) fn cmd_deform(a: DeformArgs) -> Result<()> {
     let labels = match &a.labels {
         Some(lp) => {
             let raw = load_label_stack(lp)?;
-            if raw.len() != stack.slices.len() {
-                bail!(
-                    "{} has {} slices but {} has {}",
-                    lp.display(),
-                    raw.len(),
-                    a.image.display(),
-                    stack.slices.len()
-                );
-            }
-            if let Some((i, r)) = raw
-                .iter()
-                .enumerate()
-                .find(|(_, r)| (r.width, r.height) != (stack.width, stack.height))
-            {
-                bail!(
-                    "{}: slice {i} is {}x{} but the image is {}x{}",
-                    lp.display(),
-                    r.width,
-                    r.height,
-                    stack.width,
-                    stack.height
-                );
-            }
+            check_fit((lp, &sizes(&raw)), (&a.image, &sizes(&stack.slices)))?;
             Some(raw)
         }
         None => None,

@@ -1,17 +1,19 @@
 //! `unet-studio eval`: a mask, probability map or model scored against ground truth with the
 //! ISBI 2012 challenge's definitions.
 
-use super::common::{bytes_per_pixel, check_task_memory, default_views, load_labels};
-use crate::data::{LabelEncoding, Plane, load_label_stack, load_stack};
+use super::common::{bytes_per_pixel, check_task_memory, default_views};
+use crate::data::{LabelEncoding, Plane, Stack, load_label_stack, load_stack};
 use crate::ml::infer::decide_classes;
 use crate::ml::{
-    CancelToken, DeviceChoice, effective_tile, load_checkpoint, predict_fitting, select_device,
+    CancelToken, Checkpoint, DeviceChoice, effective_tile, load_checkpoint, select_device,
 };
 use crate::postprocess::{GapClosing, close_gaps};
-use crate::preprocess::{D4, normalize_percentile};
+use crate::preprocess::D4;
+use crate::project::sets::{check_fit, load_labels, sizes};
+use crate::project::tasks::{SliceProgress, predict_slices};
 use anyhow::{Result, bail};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -89,32 +91,11 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     if let (Some(model_dir), Some(images)) = (&a.model, &a.images) {
         let ckpt = load_checkpoint(model_dir)?;
         let stack = load_stack(images)?;
-        check_same_slices(images, stack.slices.len(), &a.truth, truth.len())?;
-        let device = select_device(a.device)?;
-        let model = ckpt.model(&device.device)?;
-        let geom = ckpt.meta.unet.geometry();
-        let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
-        let mut p_cell = Vec::new();
-        let mut masks = Vec::new();
-        for (i, slice) in stack.slices.iter().enumerate() {
-            let tile = effective_tile(&geom, 388, slice.width, slice.height);
-            let (_, probs) = predict_fitting(
-                &model,
-                &ckpt.meta.unet,
-                &normalize_percentile(slice),
-                tile,
-                &device.device,
-                &CancelToken::new(),
-                &mut |_, _| {},
-                &mut |_, _| {},
-                views,
-            )?;
-            check_size(images, i, (slice.width, slice.height), &truth_classes[i])?;
-            masks.push(decide_classes(&probs, ckpt.meta.threshold).map(|c| c >= 2));
-            if let Some(p) = probs.get(1) {
-                p_cell.push(p.clone());
-            }
-        }
+        check_fit(
+            (&a.truth, &sizes(&truth_classes)),
+            (images, &sizes(&stack.slices)),
+        )?;
+        let Collect { masks, p_cell, .. } = predict_for_eval(&a, &ckpt, &stack)?;
         report.model_mask = Some((
             ckpt.meta.threshold,
             crate::metrics::mask_scores(&masks, &truth_cell, None),
@@ -152,9 +133,10 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
                     2 * n
                 );
             };
-            for (i, p) in p_cell.iter().enumerate() {
-                check_size(prediction, i, (p.width, p.height), &truth_classes[i])?;
-            }
+            check_fit(
+                (prediction, &sizes(&p_cell)),
+                (&a.truth, &sizes(&truth_classes)),
+            )?;
             report.probabilities = Some(crate::metrics::threshold_scores(
                 &p_cell,
                 &truth_cell,
@@ -163,14 +145,16 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
             ));
         } else {
             let pred_raw = load_label_stack(prediction)?;
-            check_same_slices(prediction, pred_raw.len(), &a.truth, truth.len())?;
+            check_fit(
+                (prediction, &sizes(&pred_raw)),
+                (&a.truth, &sizes(&truth_classes)),
+            )?;
             // A 0/255 mask is read as binary (0 -> class 1, 255 -> class 2).
             let is_binary = pred_raw
                 .iter()
                 .all(|p| p.data.iter().all(|&v| v == 0 || v == 255));
             let mut preds = Vec::new();
-            for (i, p) in pred_raw.iter().enumerate() {
-                check_size(prediction, i, (p.width, p.height), &truth_classes[i])?;
+            for p in &pred_raw {
                 preds.push(p.map(|v| {
                     if is_binary {
                         if v == 0 { 1 } else { 2 }
@@ -186,27 +170,43 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn check_same_slices(a: &Path, na: usize, b: &Path, nb: usize) -> Result<()> {
-    if na != nb {
-        bail!(
-            "{} has {na} slices but {} has {nb}",
-            a.display(),
-            b.display()
-        );
-    }
-    Ok(())
+/// The mask `predict --binary` writes and the cell probabilities of each slice.
+struct Collect {
+    threshold: Option<f32>,
+    masks: Vec<Plane<bool>>,
+    p_cell: Vec<Plane<f32>>,
 }
 
-fn check_size(path: &Path, i: usize, size: (usize, usize), truth: &Plane<u8>) -> Result<()> {
-    if size != (truth.width, truth.height) {
-        bail!(
-            "{}: slice {i} is {}x{} but the truth is {}x{}",
-            path.display(),
-            size.0,
-            size.1,
-            truth.width,
-            truth.height
-        );
+impl SliceProgress for Collect {
+    fn slice(&mut self, _: usize, probs: Vec<Plane<f32>>) {
+        self.masks
+            .push(decide_classes(&probs, self.threshold).map(|c| c >= 2));
+        if let Some(p) = probs.into_iter().nth(1) {
+            self.p_cell.push(p);
+        }
     }
-    Ok(())
+}
+
+/// The mask `predict --binary` would write and the cell probabilities of every slice of
+/// `stack`, predicted with the model of `ckpt` and its stored views.
+fn predict_for_eval(a: &EvalArgs, ckpt: &Checkpoint, stack: &Stack) -> Result<Collect> {
+    let device = select_device(a.device)?;
+    let model = ckpt.model(&device.device)?;
+    let geom = ckpt.meta.unet.geometry();
+    let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
+    let mut collect = Collect {
+        threshold: ckpt.meta.threshold,
+        masks: Vec::new(),
+        p_cell: Vec::new(),
+    };
+    let slices: Vec<&Plane<f32>> = stack.slices.iter().collect();
+    predict_slices(
+        (&model, &ckpt.meta.unet),
+        &slices,
+        effective_tile(&geom, 388, stack.width, stack.height),
+        views,
+        (&device.device, &CancelToken::new()),
+        &mut collect,
+    )?;
+    Ok(collect)
 }

@@ -16,7 +16,6 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-pub use common::load_labels;
 pub use deform::DeformArgs;
 pub use eval::EvalArgs;
 pub use experiment::ExperimentArgs;

@@ -1,7 +1,7 @@
 //! `unet-studio scribble`: simulated sparse labels, brush strokes drawn inside full labels.
 
-use super::common::load_labels;
 use crate::data::{LabelEncoding, MaskStyle, Plane, write_mask};
+use crate::project::sets::load_labels;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;

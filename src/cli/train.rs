@@ -1,21 +1,22 @@
 //! `unet-studio train`: train, fine-tune or resume a U-Net from the command line.
 
-use super::common::{
-    bar, bytes_per_pixel, check_plausible_classes, check_task_memory, load_labels, say, valid_tile,
-};
+use super::common::{bar, bytes_per_pixel, check_task_memory, say, valid_tile};
 use crate::data::{LabelEncoding, load_stack};
 use crate::ml::config::LrSchedule;
-use crate::ml::train::{HeldOutSlice, resume_dir};
+use crate::ml::train::resume_dir;
 use crate::ml::{
     CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
     TrainSet, UNetConfig, load_checkpoint, select_device, train_fitting,
 };
-use crate::preprocess::{AugmentConfig, WeightMapConfig, normalize_percentile};
+use crate::preprocess::{AugmentConfig, WeightMapConfig};
+use crate::project::sets::{
+    check_plausible_classes, held_out_slices, labels_for, recipe, sizes, train_set,
+};
 use indicatif::ProgressBar;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -166,29 +167,11 @@ pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
 fn training_set(a: &TrainArgs) -> Result<TrainSet> {
     check_task_memory(&a.images, bytes_per_pixel::TRAIN, "train")?;
     let stack = load_stack(&a.images)?;
-    let labels = load_labels(&a.labels, a.label_encoding)?;
-    if labels.len() != stack.slices.len() {
-        bail!(
-            "{} has {} slices but {} has {}",
-            a.images.display(),
-            stack.slices.len(),
-            a.labels.display(),
-            labels.len()
-        );
-    }
-    for (i, l) in labels.iter().enumerate() {
-        if (l.classes.width, l.classes.height) != (stack.width, stack.height) {
-            bail!(
-                "{}: slice {i} is {}x{} but the images ({}) are {}x{}",
-                a.labels.display(),
-                l.classes.width,
-                l.classes.height,
-                a.images.display(),
-                stack.width,
-                stack.height
-            );
-        }
-    }
+    let labels = labels_for(
+        &a.labels,
+        a.label_encoding,
+        (&a.images, &sizes(&stack.slices)),
+    )?;
     if labels.iter().all(|l| l.labelled_count() == 0) {
         bail!(
             "{}: no labelled pixels (every value is 0 = unlabelled in the '{}' encoding)",
@@ -201,11 +184,7 @@ fn training_set(a: &TrainArgs) -> Result<TrainSet> {
         (Some(images), Some(labels)) => held_out_slices(images, labels, a.label_encoding)?,
         _ => Vec::new(),
     };
-    Ok(TrainSet {
-        images: stack.slices.iter().map(normalize_percentile).collect(),
-        labels,
-        held_out,
-    })
+    Ok(train_set(&stack.slices, labels, held_out))
 }
 
 /// Where the run starts: `--resume`, `--init` or a fresh network of `--preset`.
@@ -236,14 +215,14 @@ fn train_config(a: &TrainArgs, start: &StartFrom) -> Result<TrainConfig> {
             a.parent_weight
         );
     }
-    let fine_tune = a.init.is_some();
+    let base = recipe(start);
     let optimizer = match a.optimizer.to_ascii_lowercase().as_str() {
         "sgd" => OptimizerConfig::Sgd {
             lr: a.lr.unwrap_or(0.001),
             momentum: 0.99,
         },
         "adam" => OptimizerConfig::Adam {
-            lr: a.lr.unwrap_or(if fine_tune { 1e-4 } else { 1e-3 }),
+            lr: a.lr.unwrap_or(base.optimizer.lr()),
         },
         other => bail!("unknown optimizer '{other}': use adam or sgd"),
     };
@@ -260,24 +239,15 @@ fn train_config(a: &TrainArgs, start: &StartFrom) -> Result<TrainConfig> {
     let tile = valid_tile(&unet.geometry(), requested)?;
     let augment = AugmentConfig {
         elastic: !a.no_elastic,
-        ..AugmentConfig::default()
-    };
-    let inherited = match &start {
-        StartFrom::FineTune(c) | StartFrom::Resume(c) => c
-            .meta
-            .train
-            .as_ref()
-            .map(|t| t.class_weights.clone())
-            .unwrap_or_default(),
-        StartFrom::Scratch(_) => Vec::new(),
+        ..base.augment
     };
     let weights = WeightMapConfig {
         border: !a.no_border_weights,
         balance_classes: !a.no_class_balance,
-        ..WeightMapConfig::default()
+        ..base.weights
     };
     let class_weights = if a.class_weights.is_empty() {
-        inherited
+        base.class_weights.clone()
     } else {
         a.class_weights.clone()
     };
@@ -296,7 +266,7 @@ fn train_config(a: &TrainArgs, start: &StartFrom) -> Result<TrainConfig> {
         keep_best: !a.keep_last,
         class_weights,
         parent_weight: a.parent_weight,
-        ..TrainConfig::default()
+        ..base
     })
 }
 
@@ -361,47 +331,4 @@ fn report(pb: &ProgressBar, e: TrainEvent) {
         ),
         TrainEvent::Snapshot { .. } | TrainEvent::TileReduced { .. } => {}
     }
-}
-
-/// Fully labelled held-out slices for validation: normalised images and their cell masks.
-fn held_out_slices(
-    images: &Path,
-    labels: &Path,
-    encoding: LabelEncoding,
-) -> Result<Vec<HeldOutSlice>> {
-    let stack = load_stack(images)?;
-    let labels_read = load_labels(labels, encoding)?;
-    if labels_read.len() != stack.slices.len() {
-        bail!(
-            "{} has {} slices but {} has {}",
-            images.display(),
-            stack.slices.len(),
-            labels.display(),
-            labels_read.len()
-        );
-    }
-    let mut out = Vec::new();
-    for (i, (img, l)) in stack.slices.iter().zip(&labels_read).enumerate() {
-        if (l.classes.width, l.classes.height) != (img.width, img.height) {
-            bail!(
-                "{}: slice {i} is {}x{} but its image is {}x{}",
-                labels.display(),
-                l.classes.width,
-                l.classes.height,
-                img.width,
-                img.height
-            );
-        }
-        if l.classes.data.contains(&0) {
-            bail!(
-                "{}: slice {i} has unlabelled pixels; validation slices need full labels",
-                labels.display()
-            );
-        }
-        out.push(HeldOutSlice {
-            image: normalize_percentile(img),
-            cell: l.classes.map(|c| c >= 2),
-        });
-    }
-    Ok(out)
 }

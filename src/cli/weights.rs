@@ -1,8 +1,9 @@
 //! `unet-studio weights`: the paper's weight map of label images.
 
-use super::common::{bytes_per_pixel, check_output, check_task_memory, load_labels};
+use super::common::{bytes_per_pixel, check_output, check_task_memory};
 use crate::data::{LabelEncoding, Plane, write_f32_tiff};
 use crate::preprocess::{WeightMapConfig, class_weights, weight_map};
+use crate::project::sets::load_labels;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;

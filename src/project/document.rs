@@ -1,10 +1,11 @@
 //! An open stack with its sparse labels: painting, undo/redo of whole strokes, and atomic
 //! saving of the labels next to the images. No GUI code here.
 
+use super::sets::{labels_for, sizes};
 use super::settings::{
     ClassInfo, Display, ProjectSettings, auto_window, class_color, default_classes,
 };
-use super::work::{Dirt, SaveWork, Saved, label_path_for, read_labels};
+use super::work::{Dirt, SaveWork, Saved, label_path_for};
 use crate::data::journal::{self, Block, Replay};
 use crate::data::{DataError, LabelEncoding, MaskStyle, Plane, Stack, load_stack, write_mask};
 use std::collections::BTreeSet;
@@ -86,7 +87,10 @@ impl Document {
             None => None,
         };
         if let Some((p, enc)) = import {
-            doc_labels = read_labels(&p, enc, doc_labels.len(), (w, h))?;
+            doc_labels = labels_for(&p, enc, (source, &sizes(&stack.slices)))?
+                .into_iter()
+                .map(|l| l.classes)
+                .collect();
         }
         // Strokes autosaved after the last full save (or before a crash).
         let recovered = if importing {

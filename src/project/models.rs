@@ -3,6 +3,7 @@
 
 use crate::data::Plane;
 use crate::ml::checkpoint::CheckpointMeta;
+use crate::ml::config::TrainConfig;
 use crate::ml::infer::decide_classes;
 use crate::ml::{Checkpoint, MlError, UNet, UNetConfig, save_checkpoint};
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ pub struct LoadedModel {
     pub threshold: Option<f32>,
     /// The test-time views the threshold was chosen with (`None`: one).
     pub threshold_views: Option<u8>,
+    /// How it was trained (with the class weights a fine-tune of it keeps), when known.
+    pub trained_with: Option<TrainConfig>,
 }
 
 impl LoadedModel {
@@ -38,7 +41,24 @@ impl LoadedModel {
             path,
             threshold: ckpt.meta.threshold,
             threshold_views: ckpt.meta.threshold_views,
+            trained_with: ckpt.meta.train.clone(),
         })
+    }
+
+    /// Its metadata, dated now, with `note`: what saving it or starting a fine-tune from it
+    /// keeps (threshold, views, how it was trained).
+    pub fn meta(&self, note: impl Into<String>) -> CheckpointMeta {
+        CheckpointMeta {
+            train: self.trained_with.clone(),
+            threshold: self.threshold,
+            threshold_views: self.threshold_views,
+            ..CheckpointMeta::new(self.unet.clone(), self.iteration, note)
+        }
+    }
+
+    /// The checkpoint of this network in memory (see [`Self::meta`]).
+    pub fn checkpoint(&self, note: impl Into<String>) -> Result<Checkpoint, MlError> {
+        Checkpoint::of_model(self.meta(note), &self.model)
     }
 
     /// The class of every pixel of `probs` by this model's decision rule.

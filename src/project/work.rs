@@ -3,9 +3,7 @@
 //! whole label file, atomically, in a background job.
 
 use crate::data::journal::{self, Block};
-use crate::data::{
-    DataError, LabelEncoding, MaskStyle, Plane, encode_labels, load_label_stack, write_mask,
-};
+use crate::data::{DataError, MaskStyle, Plane, write_mask};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -193,41 +191,4 @@ fn folder_is_writable(dir: &Path) -> bool {
         Ok(_) => std::fs::remove_file(&probe).is_ok(),
         Err(_) => false,
     }
-}
-
-/// Reads a label image or stack for a stack of `slices` planes of `width x height`,
-/// converting it from `encoding` to classes (0 = unlabelled). Errors name the file.
-pub fn read_labels(
-    path: &Path,
-    encoding: LabelEncoding,
-    slices: usize,
-    (w, h): (usize, usize),
-) -> Result<Vec<Plane<u8>>, DataError> {
-    let raw = load_label_stack(path)?;
-    if raw.len() != slices {
-        return Err(DataError::Invalid {
-            path: path.to_path_buf(),
-            message: format!("{} label slices for {slices} image slices", raw.len()),
-        });
-    }
-    raw.iter()
-        .enumerate()
-        .map(|(i, r)| {
-            if (r.width, r.height) != (w, h) {
-                return Err(DataError::Invalid {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "slice {i} is {}x{} but the images are {w}x{h}",
-                        r.width, r.height
-                    ),
-                });
-            }
-            encode_labels(r, encoding)
-                .map(|e| e.classes)
-                .map_err(|e| DataError::Invalid {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })
-        })
-        .collect()
 }

@@ -365,7 +365,7 @@ fn run_settings(app: &mut StudioApp, ui: &mut egui::Ui) {
 
 /// Train, Pause / Resume, Stop, Predict slice, Predict stack.
 fn run_buttons(app: &mut StudioApp, ui: &mut egui::Ui) {
-    let training = app.models.training();
+    let training = app.training();
     ui.horizontal_wrapped(|ui| {
         if ui
             .add_enabled(!training, egui::Button::new("Train"))
@@ -392,7 +392,7 @@ fn run_buttons(app: &mut StudioApp, ui: &mut egui::Ui) {
             // A paused run stops too.
             app.stop_training();
         }
-        let can_predict = app.models.model.is_some() && !app.models.predicting();
+        let can_predict = app.models.model.is_some() && !app.predicting();
         if ui
             .add_enabled(can_predict, egui::Button::new("Predict slice"))
             .clicked()
@@ -406,14 +406,14 @@ fn run_buttons(app: &mut StudioApp, ui: &mut egui::Ui) {
             app.predict_stack();
         }
     });
-    if let Some(job) = &app.models.predict_job {
+    if let Some(job) = app.jobs.get(crate::app::jobs::JobKind::Predict) {
         ui.add(egui::ProgressBar::new(job.progress).text(job.message.clone()));
     }
 }
 
 /// The progress of a training run and its loss curves.
 fn run_progress(app: &mut StudioApp, ui: &mut egui::Ui) {
-    let training = app.models.training();
+    let training = app.training();
     let paused = app.training_paused();
     let m = &mut app.models;
     // The progress row and the loss plot are always there (empty before a run), so that
@@ -486,7 +486,7 @@ fn overlay_settings(app: &mut StudioApp, ui: &mut egui::Ui) {
         ui.add(egui::Slider::new(&mut m.weights.sigma_px, 0.5..=20.0).text("sigma (px)"));
         let (lo, hi) = m.overlay_range();
         heat_legend(ui, lo, hi);
-        if m.weights_pending() {
+        if app.jobs.running(crate::app::jobs::JobKind::WeightMap) {
             ui.label("computing…");
         } else if let Some((_, w)) = &m.weight_map {
             let max = w.data.iter().copied().fold(0.0f32, f32::max);
@@ -632,10 +632,7 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
                     .map_or("-".into(), |l| format!("loss {l:.3}")),
             );
             if ui
-                .add_enabled(
-                    !app.models.training(),
-                    egui::Button::new(format!("Use {name}")),
-                )
+                .add_enabled(!app.training(), egui::Button::new(format!("Use {name}")))
                 .clicked()
             {
                 chosen = Some(v.dir.clone());
@@ -652,7 +649,8 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     if app.models.history.len() >= 2
         && ui
             .add_enabled(
-                app.compare.selected.len() == 2 && app.compare.job.is_none(),
+                app.compare.selected.len() == 2
+                    && !app.jobs.running(crate::app::jobs::JobKind::Compare),
                 egui::Button::new("Compare ticked versions"),
             )
             .on_hover_text("their metadata and their predictions of the shown slice side by side")
@@ -662,7 +660,7 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
     }
     ui.horizontal_wrapped(|ui| {
         if ui
-            .add_enabled(!app.models.training(), egui::Button::new("Load model…"))
+            .add_enabled(!app.training(), egui::Button::new("Load model…"))
             .on_hover_text("a model folder saved by unet-studio (app or command line)")
             .clicked()
         {
@@ -679,7 +677,7 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
         }
         if ui
             .add_enabled(
-                app.models.model.is_some() && !app.models.training(),
+                app.models.model.is_some() && !app.training(),
                 egui::Button::new("Reset model"),
             )
             .clicked()

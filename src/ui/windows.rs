@@ -182,6 +182,7 @@ pub(crate) fn import_window(app: &mut StudioApp, ctx: &egui::Context) {
     let mut open = true;
     let mut start = false;
     let mut browse = false;
+    let importing = app.jobs.running(crate::app::jobs::JobKind::Import);
     egui::Window::new("Import labels")
         .open(&mut open)
         .resizable(false)
@@ -217,11 +218,11 @@ pub(crate) fn import_window(app: &mut StudioApp, ctx: &egui::Context) {
             );
             start = ui
                 .add_enabled(
-                    !v.path.trim().is_empty() && v.job.is_none(),
+                    !v.path.trim().is_empty() && !importing,
                     egui::Button::new("Import"),
                 )
                 .clicked();
-            if v.job.is_some() {
+            if importing {
                 ui.spinner();
             }
         });

@@ -1,8 +1,8 @@
 //! The augmentation view's commands: drawing a new deformation in the background and taking its result.
 
 use crate::app::augment_view::AugmentSample;
+use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
-use crate::jobs::Job;
 use crate::preprocess::{DeformationField, Interpolation, warp_f32, warp_nearest};
 use crate::render::deform::DeformUpload;
 
@@ -12,11 +12,9 @@ impl StudioApp {
         self.augment.seed = self.augment.seed.wrapping_add(1);
     }
 
-    pub(crate) fn poll_augment(&mut self) {
-        if let Some(job) = &mut self.augment.job
-            && let Some(s) = job.poll()
+    /// A deformation drawn in the background: shown, and its field uploaded for the shader.
+    pub(crate) fn apply_augment(&mut self, s: AugmentSample) {
         {
-            self.augment.job = None;
             self.augment.labels_texture = None;
             *self
                 .augment
@@ -36,7 +34,12 @@ impl StudioApp {
             });
             self.augment.sample = Some(s);
         }
-        if !self.augment.open || self.augment.job.is_some() {
+    }
+
+    /// Draws a deformation of the shown slice in the background when the open view needs
+    /// one (another slice, seed, sigma or grid).
+    pub(crate) fn refresh_augment(&mut self) {
+        if !self.augment.open || self.jobs.running(JobKind::Deform) {
             return;
         }
         let Some(doc) = &self.doc else { return };
@@ -55,17 +58,17 @@ impl StudioApp {
         let image = doc.stack.slices[slice].clone();
         let labels = doc.labels[slice].clone();
         let seed = self.augment.seed;
-        self.augment.job = Some(Job::spawn("deform", self.waker.clone(), move |_| {
+        self.jobs.spawn(JobKind::Deform, "deform", move |_| {
             let field = DeformationField::random(image.width, image.height, &cfg, seed);
             let (dx, dy) = field.dense();
-            AugmentSample {
+            Message::Deformed(Box::new(AugmentSample {
                 image: warp_f32(&image, &dx, &dy, Interpolation::Bicubic),
                 labels: warp_nearest(&labels, &dx, &dy),
                 field,
                 dx,
                 dy,
                 slice,
-            }
-        }));
+            }))
+        });
     }
 }

@@ -1,8 +1,8 @@
 //! Comparing two model versions: the background job that predicts the shown slice with both, and its result.
 
 use crate::app::compare::{CompareSide, Comparison, label_error};
+use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
-use crate::jobs::Job;
 use crate::ml::{MlError, argmax_classes, load_checkpoint, predict_fitting};
 use crate::preprocess::{D4, normalize_percentile};
 use crate::project::models::VersionInfo;
@@ -15,7 +15,7 @@ impl StudioApp {
             _ => return,
         };
         let Some(doc) = &self.doc else { return };
-        if self.compare.job.is_some() {
+        if self.jobs.running(JobKind::Compare) {
             return;
         }
         let versions: Vec<VersionInfo> = [&a, &b]
@@ -33,7 +33,7 @@ impl StudioApp {
         let tiles = [&va, &vb].map(|v| self.models.tile_for(&v.meta.unet, false));
         self.compare.open = true;
         self.compare.textures = None;
-        self.compare.job = Some(Job::spawn("compare", self.waker.clone(), move |ctx| {
+        self.jobs.spawn(JobKind::Compare, "compare", move |ctx| {
             let side = |v: VersionInfo, tile: usize| -> Result<CompareSide, MlError> {
                 let ckpt = load_checkpoint(&v.dir)?;
                 let model = ckpt.model(&compute.device)?;
@@ -56,28 +56,27 @@ impl StudioApp {
                     label_error,
                 })
             };
-            let first = side(va, tiles[0])?;
-            let second = side(vb, tiles[1])?;
-            let (ma, mb) = (argmax_classes(&first.probs), argmax_classes(&second.probs));
-            let same = ma.data.iter().zip(&mb.data).filter(|(a, b)| a == b).count();
-            Ok(Comparison {
-                slice,
-                agreement: same as f64 / ma.data.len().max(1) as f64,
-                sides: [first, second],
-            })
-        }));
+            let both = || {
+                let first = side(va, tiles[0])?;
+                let second = side(vb, tiles[1])?;
+                let (ma, mb) = (argmax_classes(&first.probs), argmax_classes(&second.probs));
+                let same = ma.data.iter().zip(&mb.data).filter(|(a, b)| a == b).count();
+                Ok(Comparison {
+                    slice,
+                    agreement: same as f64 / ma.data.len().max(1) as f64,
+                    sides: [first, second],
+                })
+            };
+            Message::Compared(Box::new(both()))
+        });
     }
 
-    pub(crate) fn poll_compare(&mut self) {
-        if let Some(job) = &mut self.compare.job
-            && let Some(res) = job.poll()
-        {
-            self.compare.job = None;
-            match res {
-                Ok(c) => self.compare.result = Some(c),
-                Err(MlError::Cancelled) => {}
-                Err(e) => self.error = Some(format!("comparing versions failed: {e}")),
-            }
+    /// A comparison ended: shown in the compare window.
+    pub(crate) fn apply_comparison(&mut self, res: Result<Comparison, MlError>) {
+        match res {
+            Ok(c) => self.compare.result = Some(c),
+            Err(MlError::Cancelled) => {}
+            Err(e) => self.error = Some(format!("comparing versions failed: {e}")),
         }
     }
 }

@@ -23,7 +23,7 @@ impl StudioApp {
             };
             dir.map(|p| std::fs::canonicalize(&p).unwrap_or(p))
         });
-        self.dialogs.ask(purpose, pick, &self.waker);
+        self.dialogs.ask(purpose, pick, &mut self.jobs);
         if let Some(note) = self.dialogs.note.take() {
             self.status = note;
         }

@@ -1,9 +1,10 @@
 //! Export: the background job that writes masks, instances, probabilities or labels, and its result.
 
 use crate::app::export::{ExportKind, write_export, written};
+use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
+use crate::data::DataError;
 use crate::data::Plane;
-use crate::jobs::Job;
 use std::path::PathBuf;
 
 impl StudioApp {
@@ -32,23 +33,21 @@ impl StudioApp {
         let colours: Vec<[u8; 3]> = doc.classes.iter().map(|c| c.color).collect();
         let threshold = self.models.model.as_ref().and_then(|m| m.threshold);
         self.status = format!("exporting to {}", path.display());
-        self.export_job = Some(Job::spawn("export", self.waker.clone(), move |_| {
-            write_export(kind, &path, &probs, threshold, &labels, &colours)
-        }));
+        self.jobs.spawn(JobKind::Export, "export", move |_| {
+            Message::Exported(write_export(
+                kind, &path, &probs, threshold, &labels, &colours,
+            ))
+        });
     }
 
-    pub(crate) fn poll_export(&mut self) {
-        if let Some(job) = &mut self.export_job
-            && let Some(res) = job.poll()
-        {
-            self.export_job = None;
-            match res {
-                Ok((files, summary)) => {
-                    self.status = format!("exported {summary}: {}", written(&files));
-                    self.last_export = Some(files);
-                }
-                Err(e) => self.error = Some(format!("export failed: {e}")),
+    /// An export ended: says what was written.
+    pub(crate) fn apply_export(&mut self, res: Result<(Vec<PathBuf>, String), DataError>) {
+        match res {
+            Ok((files, summary)) => {
+                self.status = format!("exported {summary}: {}", written(&files));
+                self.last_export = Some(files);
             }
+            Err(e) => self.error = Some(format!("export failed: {e}")),
         }
     }
 }

@@ -1,33 +1,31 @@
 //! File > Import labels: reading the file in the background, then replacing or merging the labels (one undo step).
 
+use crate::app::import::ImportResult;
+use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
-use crate::jobs::Job;
-use crate::project::work::read_labels;
+use crate::project::sets::{labels_for, sizes};
 use std::path::PathBuf;
 
 impl StudioApp {
     /// Reads the import window's file in the background; `poll_import` applies it.
     pub fn start_import(&mut self) {
         let Some(doc) = &self.doc else { return };
-        if self.import.job.is_some() {
+        if self.jobs.running(JobKind::Import) {
             return;
         }
         let path = PathBuf::from(self.import.path.trim());
         let encoding = self.import.encoding;
-        let slices = doc.slices();
-        let size = (doc.stack.width, doc.stack.height);
+        let images = (doc.source.clone(), sizes(&doc.stack.slices));
         self.status = format!("importing labels from {}", path.display());
-        self.import.job = Some(Job::spawn("import labels", self.waker.clone(), move |_| {
-            read_labels(&path, encoding, slices, size).map(|planes| (path, planes))
-        }));
+        self.jobs.spawn(JobKind::Import, "import labels", move |_| {
+            let read = labels_for(&path, encoding, (&images.0, &images.1));
+            let planes = read.map(|l| l.into_iter().map(|l| l.classes).collect());
+            Message::Imported(planes.map(|p| (path, p)))
+        });
     }
 
-    pub(crate) fn poll_import(&mut self) {
-        let Some(job) = &mut self.import.job else {
-            return;
-        };
-        let Some(res) = job.poll() else { return };
-        self.import.job = None;
+    /// Labels read for an import replace or merge with the painted ones (one undo step).
+    pub(crate) fn apply_import(&mut self, res: ImportResult) {
         match res {
             Ok((path, planes)) => {
                 let Some(doc) = &mut self.doc else { return };

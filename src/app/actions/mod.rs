@@ -6,5 +6,6 @@ mod compare;
 mod dialogs;
 mod export;
 mod import;
+mod jobs;
 mod model;
 mod viewer;

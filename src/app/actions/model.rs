@@ -1,16 +1,16 @@
 //! Training and prediction from the app: background jobs around the engine, the loss curve, live previews, versions.
 
-use crate::app::model::{Overlay, PredictResult, train_labels, weight_key};
+use crate::app::jobs::{JobKind, Message};
+use crate::app::model::{Overlay, PredictResult, TrainResult, train_labels, weight_key};
 use crate::app::studio::StudioApp;
 use crate::data::{LabelSlice, Plane};
-use crate::jobs::Job;
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
 use crate::ml::{
-    Checkpoint, MlError, OptimizerConfig, StartFrom, TrainConfig, TrainEvent, TrainSet, UNet,
-    UNetConfig, save_checkpoint, train_fitting,
+    MlError, StartFrom, TrainConfig, TrainEvent, UNet, UNetConfig, save_checkpoint, train_fitting,
 };
-use crate::preprocess::{D4, class_weights, normalize_percentile, weight_map};
+use crate::preprocess::{D4, class_weights, weight_map};
 use crate::project::models::{LoadedModel, save_version};
+use crate::project::sets::{recipe, train_set};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use std::path::PathBuf;
 
@@ -18,7 +18,7 @@ impl StudioApp {
     /// Starts training on the painted labels of all slices: fine-tunes the current network,
     /// or starts from scratch with the chosen preset.
     pub fn start_training(&mut self) {
-        if self.models.training() {
+        if self.training() {
             return;
         }
         let Some(doc) = &self.doc else { return };
@@ -28,26 +28,16 @@ impl StudioApp {
             self.error = Some("paint some labels first: every pixel is unlabelled".into());
             return;
         }
-        let set = TrainSet {
-            images: doc.stack.slices.iter().map(normalize_percentile).collect(),
-            labels,
-            held_out: Vec::new(),
-        };
+        let set = train_set(&doc.stack.slices, labels, Vec::new());
         let classes = set.classes().max(doc.classes.len());
         let start = match &self.models.model {
-            Some(m) if m.unet.classes >= set.classes() => {
-                let meta = CheckpointMeta {
-                    threshold: m.threshold,
-                    ..CheckpointMeta::new(m.unet.clone(), m.iteration, "")
-                };
-                match Checkpoint::of_model(meta, &m.model) {
-                    Ok(c) => StartFrom::FineTune(Box::new(c)),
-                    Err(e) => {
-                        self.error = Some(format!("cannot fine-tune the current model: {e}"));
-                        return;
-                    }
+            Some(m) if m.unet.classes >= set.classes() => match m.checkpoint("") {
+                Ok(c) => StartFrom::FineTune(Box::new(c)),
+                Err(e) => {
+                    self.error = Some(format!("cannot fine-tune the current model: {e}"));
+                    return;
                 }
-            }
+            },
             _ => StartFrom::Scratch(UNetConfig::preset(self.models.preset, classes)),
         };
         // The model learns what the classes are called in this stack.
@@ -57,18 +47,11 @@ impl StudioApp {
         let iterations = self.models.iterations.max(1);
         let tile = self.models.tile_for(&unet, true);
         self.models.tile_train = Some(tile);
+        // The command line's recipe (learning rate, inherited class weights), with the app's
+        // budget and a validation on held-out blocks of the strokes.
         let cfg = TrainConfig {
             iterations,
             tile_out: tile,
-            // Fine-tuning takes a tenth of the rate of training from scratch: at 1e-3 a
-            // short run on a few strokes washed out the shipped model's probabilities.
-            optimizer: OptimizerConfig::Adam {
-                lr: if matches!(start, StartFrom::FineTune(_)) {
-                    1e-4
-                } else {
-                    1e-3
-                },
-            },
             seed: self.models.seed,
             val_fraction: 0.1,
             val_block_px: 64,
@@ -77,7 +60,7 @@ impl StudioApp {
             preview_every: (iterations / 10).max(10),
             weights: self.models.weights,
             minutes: (self.models.minutes > 0.0).then_some(self.models.minutes),
-            ..TrainConfig::default()
+            ..recipe(&start)
         };
         let device = self.models.compute.clone();
         let model_dir = doc.model_dir();
@@ -89,60 +72,66 @@ impl StudioApp {
         self.models.val_losses.clear();
         self.models.val_rand.clear();
         self.status = format!("training on {}", device.description);
-        self.models.train_job = Some(Job::spawn("train", self.waker.clone(), move |ctx| {
-            // Out of device memory: the same run again with a smaller tile.
-            let out = train_fitting(
-                &set,
-                &cfg,
-                start,
-                &device,
-                None,
-                &ctx.cancel,
-                &mut |from, to| ctx.send(TrainEvent::TileReduced { from, to }),
-                &mut |e| ctx.send(e),
-            )?;
-            // Keep the result on disk too (atomically): a crash later loses nothing.
-            let mut out = out;
-            out.iteration += base_iteration;
-            out.model_iteration += base_iteration;
-            let meta = CheckpointMeta {
-                unet: out.unet.clone(),
-                train: Some(cfg.clone()),
-                iteration: out.model_iteration,
-                created_unix_s: now_unix_s(),
-                train_loss: out.losses.last().copied(),
-                val_loss: out.validation.map(|v| v.0),
-                labels_hash: Some(set.labels_hash()),
-                note: format!("trained in the app on {}", device.description),
-                threshold: out.threshold,
-                threshold_views: out.threshold_views,
+        self.jobs.spawn(JobKind::Train, "train", move |ctx| {
+            let run = || {
+                // Out of device memory: the same run again with a smaller tile.
+                let out = train_fitting(
+                    &set,
+                    &cfg,
+                    start,
+                    &device,
+                    None,
+                    &ctx.cancel,
+                    &mut |from, to| ctx.send(Message::Train(TrainEvent::TileReduced { from, to })),
+                    &mut |e| ctx.send(Message::Train(e)),
+                )?;
+                // Keep the result on disk too (atomically): a crash later loses nothing.
+                let mut out = out;
+                out.iteration += base_iteration;
+                out.model_iteration += base_iteration;
+                let meta = CheckpointMeta {
+                    unet: out.unet.clone(),
+                    train: Some(out.config.clone()),
+                    iteration: out.model_iteration,
+                    created_unix_s: now_unix_s(),
+                    train_loss: out.losses.last().copied(),
+                    val_loss: out.validation.map(|v| v.0),
+                    labels_hash: Some(set.labels_hash()),
+                    note: format!("trained in the app on {}", device.description),
+                    threshold: out.threshold,
+                    threshold_views: out.threshold_views,
+                };
+                // A fine-tune that kept its starting network adds no version.
+                let history = if fine_tune && out.model_iteration == base_iteration {
+                    crate::project::models::list_versions(&model_dir)
+                } else {
+                    save_version(&model_dir, &meta, &out.model)?
+                };
+                Ok((out, history))
             };
-            // A fine-tune that kept its starting network adds no version.
-            let history = if fine_tune && out.model_iteration == base_iteration {
-                crate::project::models::list_versions(&model_dir)
-            } else {
-                save_version(&model_dir, &meta, &out.model)?
-            };
-            Ok((out, history))
-        }));
+            Message::Trained(Box::new(run()))
+        });
     }
 
     /// Makes a saved version the current model again (roll back), in the background.
     pub fn use_version(&mut self, dir: PathBuf) {
-        if self.models.load_job.is_some() || self.models.training() {
+        if self.jobs.running(JobKind::LoadModel) || self.training() {
             return;
         }
         let device = self.models.compute.device.clone();
         let current = self.doc.as_ref().map(|d| d.model_dir());
-        self.models.load_job = Some(Job::spawn("load model", self.waker.clone(), move |_| {
-            let ckpt = crate::ml::load_checkpoint(&dir)?;
-            let loaded = LoadedModel::from_checkpoint(&ckpt, &device, Some(dir))?;
-            // The chosen version becomes the one reopened with the stack.
-            if let Some(cur) = current {
-                save_checkpoint(&cur, &ckpt.meta, &loaded.model, None)?;
-            }
-            Ok(loaded)
-        }));
+        self.jobs.spawn(JobKind::LoadModel, "load model", move |_| {
+            let load = || {
+                let ckpt = crate::ml::load_checkpoint(&dir)?;
+                let loaded = LoadedModel::from_checkpoint(&ckpt, &device, Some(dir))?;
+                // The chosen version becomes the one reopened with the stack.
+                if let Some(cur) = current {
+                    save_checkpoint(&cur, &ckpt.meta, &loaded.model, None)?;
+                }
+                Ok(loaded)
+            };
+            Message::ModelLoaded(Box::new(load()))
+        });
     }
 
     /// Saves the current network (config and weights) as a model folder `dir`, in the
@@ -150,23 +139,16 @@ impl StudioApp {
     /// sharing a model or using it from the command line.
     pub fn save_model_to(&mut self, dir: PathBuf) {
         let Some(m) = &self.models.model else { return };
-        if self.models.save_job.is_some() {
-            return;
-        }
-        let meta = CheckpointMeta::new(
-            m.unet.clone(),
-            m.iteration,
-            "saved from the unet-studio app",
-        );
+        let meta = m.meta("saved from the unet-studio app");
         let model = m.model.clone();
-        self.models.save_job = Some(Job::spawn("save model", self.waker.clone(), move |_| {
-            save_checkpoint(&dir, &meta, &model, None).map(|_| dir)
-        }));
+        self.jobs.spawn(JobKind::SaveModel, "save model", move |_| {
+            Message::ModelSaved(save_checkpoint(&dir, &meta, &model, None).map(|_| dir))
+        });
     }
 
     /// Forgets the current model: the next training starts from scratch. Saved versions stay.
     pub fn reset_model(&mut self) {
-        if self.models.training() {
+        if self.training() {
             return;
         }
         self.models.model = None;
@@ -177,17 +159,17 @@ impl StudioApp {
 
     /// Stops training after the current iteration; the network trained so far is kept.
     pub fn stop_training(&mut self) {
-        if let Some(j) = &self.models.train_job {
-            j.cancel();
+        if self.training() {
+            self.jobs.cancel(JobKind::Train);
             self.status = "stopping training…".into();
         }
     }
 
     /// Pauses training after the current iteration, or resumes it.
     pub fn toggle_pause_training(&mut self) {
-        if let Some(j) = &self.models.train_job {
-            let pause = !j.is_paused();
-            j.set_paused(pause);
+        if self.training() {
+            let pause = !self.jobs.is_paused(JobKind::Train);
+            self.jobs.set_paused(JobKind::Train, pause);
             self.status = if pause {
                 "training paused (Resume goes on, Stop keeps the network trained so far)".into()
             } else {
@@ -198,15 +180,12 @@ impl StudioApp {
 
     /// Whether training runs but is paused.
     pub fn training_paused(&self) -> bool {
-        self.models
-            .train_job
-            .as_ref()
-            .is_some_and(|j| j.is_paused())
+        self.jobs.is_paused(JobKind::Train)
     }
 
     /// Whether a paused training has finished its last iteration and waits.
     pub fn training_held(&self) -> bool {
-        self.models.train_job.as_ref().is_some_and(|j| j.is_held())
+        self.jobs.is_held(JobKind::Train)
     }
 
     /// Predicts the shown slice in the background (overlap-tile).
@@ -220,7 +199,7 @@ impl StudioApp {
     }
 
     pub(crate) fn predict_with(&mut self, preview: Option<UNet>, all: bool) {
-        if self.models.predict_job.is_some() {
+        if self.jobs.running(JobKind::Predict) {
             return;
         }
         let (Some(doc), Some(m)) = (&self.doc, &self.models.model) else {
@@ -249,10 +228,10 @@ impl StudioApp {
             self.models.tta_views
         };
         let views: Vec<D4> = D4::all()[..views_n.clamp(1, 8)].to_vec();
-        self.models.predict_job = Some(Job::spawn("predict", self.waker.clone(), move |ctx| {
+        self.jobs.spawn(JobKind::Predict, "predict", move |ctx| {
             /// Progress of the job, and the probabilities by stack slice.
             struct Report<'a, 'b> {
-                ctx: &'a crate::jobs::JobContext<PredictResult>,
+                ctx: &'a crate::jobs::JobContext<Message>,
                 slices: &'b [usize],
                 out: Vec<(usize, Vec<Plane<f32>>)>,
             }
@@ -279,22 +258,22 @@ impl StudioApp {
                 out: Vec::with_capacity(slices.len()),
             };
             let raw: Vec<&Plane<f32>> = images.iter().collect();
-            let tile = predict_slices(
+            let res = predict_slices(
                 (&model, &unet),
                 &raw,
                 tile,
                 &views,
                 (&device, &ctx.cancel),
                 &mut report,
-            )?;
-            Ok((tile, report.out))
-        }));
+            );
+            Message::Predicted(res.map(|tile| (tile, report.out)))
+        });
     }
 
     /// Starts computing the weight map of the shown slice when the view needs one that is
     /// missing or stale (labels edited, w0 or sigma changed). Runs in the background.
     pub(crate) fn refresh_weight_map(&mut self) {
-        if self.models.overlay != Overlay::WeightMap || self.models.weights_job.is_some() {
+        if self.models.overlay != Overlay::WeightMap || self.jobs.running(JobKind::WeightMap) {
             return;
         }
         let Some(doc) = &self.doc else { return };
@@ -311,131 +290,58 @@ impl StudioApp {
         let all = train_labels(&doc.labels);
         let slice = self.view.slice;
         let classes = doc.classes.len().max(2);
-        self.models.weights_job = Some(Job::spawn("weight map", self.waker.clone(), move |_| {
+        self.jobs.spawn(JobKind::WeightMap, "weight map", move |_| {
             // Class balance over all slices, as training computes it.
             let cw = class_weights(&all, classes);
             let map = all
                 .get(slice)
                 .map(|l| weight_map(l, &cw, &cfg))
                 .unwrap_or_else(|| Plane::filled(0, 0, 0.0));
-            (key, map)
-        }));
+            Message::WeightMap(key, map)
+        });
     }
 
-    pub(crate) fn poll_model_jobs(&mut self) {
-        if let Some(job) = &mut self.models.load_job
-            && let Some(res) = job.poll()
-        {
-            self.models.load_job = None;
-            match res {
-                Ok(m) => {
-                    self.status = format!(
-                        "using model {}",
-                        m.path
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    );
-                    self.models.set_model(m);
-                    self.models.probabilities.iter_mut().for_each(|p| *p = None);
-                    self.models.generation += 1;
-                    self.predict_slice();
-                }
-                Err(e) => self.error = Some(format!("loading the model failed: {e}")),
-            }
-        }
-        if let Some(job) = &mut self.models.save_job
-            && let Some(res) = job.poll()
-        {
-            self.models.save_job = None;
-            match res {
-                Ok(dir) => self.status = format!("model saved to {}", dir.display()),
-                Err(e) => self.error = Some(format!("saving the model failed: {e}")),
-            }
-        }
-        if let Some(job) = &mut self.models.weights_job
-            && let Some(res) = job.poll()
-        {
-            self.models.weights_job = None;
-            self.models.weight_map = Some(res);
-            self.models.generation += 1;
-        }
-        self.refresh_weight_map();
-        self.poll_training();
-        self.poll_prediction();
-    }
-
-    /// Takes the events of a running training: the loss curves, live previews, and the
-    /// result when it ends.
-    fn poll_training(&mut self) {
-        let mut snapshot = None;
-        if let Some(mut job) = self.models.train_job.take() {
-            let m = &mut self.models;
-            let done = job.poll_events(|e| match e {
-                TrainEvent::Iteration {
-                    iteration,
-                    loss,
-                    its_per_s,
-                } => {
-                    // Iterations of this run (fine-tuning counts from 1 again).
-                    m.losses.push([iteration as f64, f64::from(loss)]);
-                    m.its_per_s = its_per_s;
-                }
-                TrainEvent::Validation {
-                    iteration,
-                    loss,
-                    rand_error,
-                    ..
-                } => {
-                    m.val_losses.push([iteration as f64, f64::from(loss)]);
-                    if let Some(r) = rand_error {
-                        m.val_rand.push([iteration as f64, r]);
-                    }
-                }
-                TrainEvent::Snapshot { model, .. } => snapshot = Some(*model),
-                TrainEvent::TileReduced { from, to } => {
-                    m.tile_train = Some(to);
-                    m.tile_note = format!(
-                        "out of memory with {from} px training tiles: retrying with {to} px"
-                    );
-                    m.losses.clear();
-                    m.val_losses.clear();
-                }
-                TrainEvent::Started { .. }
-                | TrainEvent::Checkpoint { .. }
-                | TrainEvent::Threshold { .. } => {}
-            });
-            if done.is_none() {
-                self.models.train_job = Some(job);
-            }
-            if let Some(res) = done {
-                self.finish_training(res);
-            }
-        }
-        // Live preview: predict the shown slice with the network as trained so far.
-        if let Some(m) = snapshot {
-            if self.models.model.is_some() {
-                self.predict_with(Some(m), false);
-            } else if let Some(unet) = self.models.training_unet.clone() {
-                // No model yet: the preview network is the current one until training ends.
-                self.models.model = Some(LoadedModel {
-                    model: m,
-                    unet,
-                    iteration: 0,
-                    path: None,
-                    threshold: None,
-                    threshold_views: None,
-                });
+    /// A model version loaded in the background becomes the model.
+    pub(crate) fn apply_loaded_model(&mut self, res: Result<LoadedModel, MlError>) {
+        match res {
+            Ok(m) => {
+                self.status = format!(
+                    "using model {}",
+                    m.path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+                self.models.set_model(m);
+                self.models.probabilities.iter_mut().for_each(|p| *p = None);
+                self.models.generation += 1;
                 self.predict_slice();
             }
+            Err(e) => self.error = Some(format!("loading the model failed: {e}")),
+        }
+    }
+
+    /// Live preview: predicts the shown slice with the network as trained so far.
+    pub(crate) fn preview(&mut self, network: UNet) {
+        if self.models.model.is_some() {
+            self.predict_with(Some(network), false);
+        } else if let Some(unet) = self.models.training_unet.clone() {
+            // No model yet: the preview network is the current one until training ends.
+            self.models.model = Some(LoadedModel {
+                model: network,
+                unet,
+                iteration: 0,
+                path: None,
+                threshold: None,
+                threshold_views: None,
+                trained_with: None,
+            });
+            self.predict_slice();
         }
     }
 
     /// A finished training: its network becomes the model (or the model stays, said so).
-    fn finish_training(
-        &mut self,
-        res: Result<(crate::ml::TrainOutcome, Vec<crate::project::VersionInfo>), MlError>,
-    ) {
+    pub(crate) fn finish_training(&mut self, res: TrainResult) {
         match res {
             Ok((out, history)) => {
                 self.models.history = history;
@@ -460,6 +366,7 @@ impl StudioApp {
                     path: self.doc.as_ref().map(|d| d.model_dir()),
                     threshold: out.threshold,
                     threshold_views: out.threshold_views,
+                    trained_with: Some(out.config),
                 });
                 self.predict_slice();
             }
@@ -470,32 +377,27 @@ impl StudioApp {
     }
 
     /// Takes a finished prediction's probabilities.
-    fn poll_prediction(&mut self) {
-        if let Some(job) = &mut self.models.predict_job
-            && let Some(res) = job.poll()
-        {
-            self.models.predict_job = None;
-            match res {
-                Ok((tile, results)) => {
-                    if self.models.tile_predict.is_some_and(|t| t > tile) {
-                        self.models.tile_note = format!(
-                            "out of memory with {} px prediction tiles: now {tile} px",
-                            self.models.tile_predict.unwrap_or(tile)
-                        );
-                        self.models.tile_predict = Some(tile);
-                    }
-                    let n = self.doc.as_ref().map_or(0, |d| d.slices());
-                    self.models.probabilities.resize(n, None);
-                    for (slice, probs) in results {
-                        if let Some(p) = self.models.probabilities.get_mut(slice) {
-                            *p = Some(probs);
-                        }
-                    }
-                    self.models.generation += 1;
+    pub(crate) fn apply_prediction(&mut self, res: PredictResult) {
+        match res {
+            Ok((tile, results)) => {
+                if self.models.tile_predict.is_some_and(|t| t > tile) {
+                    self.models.tile_note = format!(
+                        "out of memory with {} px prediction tiles: now {tile} px",
+                        self.models.tile_predict.unwrap_or(tile)
+                    );
+                    self.models.tile_predict = Some(tile);
                 }
-                Err(MlError::Cancelled) => {}
-                Err(e) => self.error = Some(format!("prediction failed: {e}")),
+                let n = self.doc.as_ref().map_or(0, |d| d.slices());
+                self.models.probabilities.resize(n, None);
+                for (slice, probs) in results {
+                    if let Some(p) = self.models.probabilities.get_mut(slice) {
+                        *p = Some(probs);
+                    }
+                }
+                self.models.generation += 1;
             }
+            Err(MlError::Cancelled) => {}
+            Err(e) => self.error = Some(format!("prediction failed: {e}")),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::ml::checkpoint::Checkpoint;
+use crate::ml::config::TrainConfig;
 use crate::ml::unet::{UNet, UNetConfig};
 
 /// Progress of a training run.
@@ -107,6 +108,9 @@ pub struct TrainOutcome {
     pub threshold: Option<f32>,
     /// The views the threshold was chosen with (`None`: one).
     pub threshold_views: Option<u8>,
+    /// The configuration as run: the one asked for, with the class weights it computed from
+    /// the labels (what a fine-tune of the result inherits).
+    pub config: TrainConfig,
 }
 
 /// Where the weights come from.

@@ -171,6 +171,7 @@ pub fn train(
         model_iteration,
         threshold,
         threshold_views,
+        config: cfg.clone(),
     })
 }
 

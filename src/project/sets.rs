@@ -1,0 +1,263 @@
+//! What a training or an evaluation reads, for the command line and the app alike: labels
+//! loaded and checked against their images (one check, one wording), the training set built
+//! from both, fully labelled held-out slices, and the default recipe of a run.
+
+use std::path::Path;
+
+use crate::data::error::DataError;
+use crate::data::io::read::{load_label_stack, load_stack};
+use crate::data::labels::{LabelEncoding, LabelSlice, encode_labels};
+use crate::data::plane::Plane;
+use crate::ml::config::{OptimizerConfig, TrainConfig};
+use crate::ml::train::events::StartFrom;
+use crate::ml::train::set::{HeldOutSlice, TrainSet};
+use crate::preprocess::normalize_percentile;
+
+/// Learning rate of a fine-tune (a tenth of training from scratch: at 1e-3 a short run on a
+/// few strokes washed out the shipped model's probabilities).
+pub const FINE_TUNE_LR: f64 = 1e-4;
+
+/// Width and height of each slice of a stack or label file.
+pub fn sizes<T>(planes: &[Plane<T>]) -> Vec<(usize, usize)> {
+    planes.iter().map(|p| (p.width, p.height)).collect()
+}
+
+/// Refuses labels or a prediction (`labels`, one size per slice) that do not fit the images or
+/// the truth they belong to (`images`): another number of slices, or a slice of another size.
+/// The message names both files.
+pub fn check_fit(
+    (labels_path, labels): (&Path, &[(usize, usize)]),
+    (images_path, images): (&Path, &[(usize, usize)]),
+) -> Result<(), DataError> {
+    if labels.len() != images.len() {
+        return Err(DataError::invalid(
+            labels_path,
+            format!(
+                "{} slice{}, but {} has {}",
+                labels.len(),
+                if labels.len() == 1 { "" } else { "s" },
+                images_path.display(),
+                images.len()
+            ),
+        ));
+    }
+    match labels.iter().zip(images).position(|(l, i)| l != i) {
+        None => Ok(()),
+        Some(s) => Err(DataError::invalid(
+            labels_path,
+            format!(
+                "slice {s} is {}x{}, but slice {s} of {} is {}x{}",
+                labels[s].0,
+                labels[s].1,
+                images_path.display(),
+                images[s].0,
+                images[s].1
+            ),
+        )),
+    }
+}
+
+/// Reads the label file or folder `path` and encodes it as `encoding` says; errors name the
+/// file and the slice.
+pub fn load_labels(path: &Path, encoding: LabelEncoding) -> Result<Vec<LabelSlice>, DataError> {
+    let raw = load_label_stack(path)?;
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            encode_labels(r, encoding)
+                .map_err(|e| DataError::invalid(path, format!("slice {i}: {e}")))
+        })
+        .collect()
+}
+
+/// Reads and encodes the labels at `path` for the images at `images_path` (slice sizes
+/// `images`), refusing labels that do not fit them.
+pub fn labels_for(
+    path: &Path,
+    encoding: LabelEncoding,
+    (images_path, images): (&Path, &[(usize, usize)]),
+) -> Result<Vec<LabelSlice>, DataError> {
+    let labels = load_labels(path, encoding)?;
+    let label_sizes: Vec<(usize, usize)> = labels
+        .iter()
+        .map(|l| (l.classes.width, l.classes.height))
+        .collect();
+    check_fit((path, &label_sizes), (images_path, images))?;
+    Ok(labels)
+}
+
+/// Refuses labels whose classes look like a misread encoding: only 0 and 255 in the
+/// `classes` encoding (a binary mask: 255 classes would be trained), or more than 32 classes.
+pub fn check_plausible_classes(
+    path: &Path,
+    labels: &[LabelSlice],
+    encoding: LabelEncoding,
+) -> Result<(), DataError> {
+    if encoding != LabelEncoding::Classes {
+        return Ok(());
+    }
+    let mut used = [false; 256];
+    for l in labels {
+        for &c in &l.classes.data {
+            used[usize::from(c)] = true;
+        }
+    }
+    let classes: Vec<usize> = (1..256).filter(|&c| used[c]).collect();
+    if classes == [255] {
+        return Err(DataError::invalid(
+            path,
+            "the labels hold only 0 and 255, which the 'classes' encoding reads as unlabelled and class 255 (a 255-class network); for a binary mask use --label-encoding binary (0 = class 1, 255 = class 2)",
+        ));
+    }
+    if let Some(&max) = classes.last()
+        && max > 32
+    {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "class {max} in the 'classes' encoding would train a {max}-class network; classes are 1, 2, 3, ... (0 = unlabelled); for instance ids use --label-encoding instances"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The training set of raw images and their labels (checked to fit by the caller): the images
+/// normalised as the network sees them, with `held_out` slices for validation.
+pub fn train_set(
+    images: &[Plane<f32>],
+    labels: Vec<LabelSlice>,
+    held_out: Vec<HeldOutSlice>,
+) -> TrainSet {
+    TrainSet {
+        images: images.iter().map(normalize_percentile).collect(),
+        labels,
+        held_out,
+    }
+}
+
+/// Fully labelled held-out slices for validation (normalised images and their cell masks),
+/// from an image stack and its labels; refuses labels that do not fit or leave pixels
+/// unlabelled.
+pub fn held_out_slices(
+    images_path: &Path,
+    labels_path: &Path,
+    encoding: LabelEncoding,
+) -> Result<Vec<HeldOutSlice>, DataError> {
+    let stack = load_stack(images_path)?;
+    let labels = labels_for(labels_path, encoding, (images_path, &sizes(&stack.slices)))?;
+    stack
+        .slices
+        .iter()
+        .zip(&labels)
+        .enumerate()
+        .map(|(i, (image, l))| {
+            if l.classes.data.contains(&0) {
+                return Err(DataError::invalid(
+                    labels_path,
+                    format!("slice {i} has unlabelled pixels; validation slices need full labels"),
+                ));
+            }
+            Ok(HeldOutSlice {
+                image: normalize_percentile(image),
+                cell: l.classes.map(|c| c >= 2),
+            })
+        })
+        .collect()
+}
+
+/// The default recipe of a run from `start`, which the command line's flags and the app's
+/// settings then adjust: a fine-tune learns at [`FINE_TUNE_LR`] and keeps the class weights
+/// its starting network was trained with (the strokes' own class frequencies would move the
+/// network's calibration); a resumed run keeps them too.
+pub fn recipe(start: &StartFrom) -> TrainConfig {
+    let inherited = match start {
+        StartFrom::FineTune(c) | StartFrom::Resume(c) => c
+            .meta
+            .train
+            .as_ref()
+            .map(|t| t.class_weights.clone())
+            .unwrap_or_default(),
+        StartFrom::Scratch(_) => Vec::new(),
+    };
+    let base = TrainConfig::default();
+    let optimizer = match start {
+        StartFrom::FineTune(_) => OptimizerConfig::Adam { lr: FINE_TUNE_LR },
+        _ => base.optimizer,
+    };
+    TrainConfig {
+        optimizer,
+        class_weights: inherited,
+        ..base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::checkpoint::{Checkpoint, CheckpointMeta};
+    use crate::ml::unet::{Preset, UNetConfig};
+    use std::path::PathBuf;
+
+    fn classes(data: Vec<u32>) -> LabelSlice {
+        let raw = Plane {
+            width: data.len(),
+            height: 1,
+            data,
+        };
+        encode_labels(&raw, LabelEncoding::Classes).unwrap()
+    }
+
+    #[test]
+    fn fit_names_both_files_and_the_slice() {
+        let (l, i) = (PathBuf::from("l.tif"), PathBuf::from("i.tif"));
+        let ok = [(4, 3), (5, 2)];
+        assert!(check_fit((&l, &ok), (&i, &ok)).is_ok());
+        let e = check_fit((&l, &ok[..1]), (&i, &ok))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "l.tif: 1 slice, but i.tif has 2");
+        // Each slice against its own image: a collection of sizes fits slice by slice.
+        let e = check_fit((&l, &[(4, 3), (2, 5)]), (&i, &ok))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "l.tif: slice 1 is 2x5, but slice 1 of i.tif is 5x2");
+    }
+
+    #[test]
+    fn implausible_classes_are_refused() {
+        let binary = classes(vec![0, 255]);
+        let p = Path::new("m.png");
+        let e = check_plausible_classes(p, std::slice::from_ref(&binary), LabelEncoding::Classes)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("m.png: ") && e.contains("--label-encoding binary"));
+        assert!(check_plausible_classes(p, &[binary], LabelEncoding::Binary).is_ok());
+        let fine = classes(vec![1, 2]);
+        assert!(check_plausible_classes(p, &[fine], LabelEncoding::Classes).is_ok());
+    }
+
+    #[test]
+    fn a_fine_tune_keeps_the_class_weights_of_its_network() {
+        let unet = UNetConfig::preset(Preset::Lite, 2);
+        let scratch = recipe(&StartFrom::Scratch(unet.clone()));
+        assert!(scratch.class_weights.is_empty());
+        assert_eq!(scratch.optimizer, OptimizerConfig::default_recipe());
+        let mut meta = CheckpointMeta::new(unet, 10, "");
+        meta.train = Some(TrainConfig {
+            class_weights: vec![2.0, 0.5],
+            ..TrainConfig::default()
+        });
+        let ckpt = Checkpoint {
+            meta,
+            weights: Vec::new(),
+            optimizer: Vec::new(),
+        };
+        let fine = recipe(&StartFrom::FineTune(Box::new(ckpt.clone())));
+        assert_eq!(fine.class_weights, [2.0, 0.5]);
+        assert_eq!(fine.optimizer, OptimizerConfig::Adam { lr: FINE_TUNE_LR });
+        let resumed = recipe(&StartFrom::Resume(Box::new(ckpt)));
+        assert_eq!(resumed.class_weights, [2.0, 0.5]);
+        assert_eq!(resumed.optimizer, OptimizerConfig::default_recipe());
+    }
+}
