@@ -1,18 +1,20 @@
-// Image viewer: contrast window + gamma on the raw values, label overlay through a palette.
+// Image viewer: per-channel contrast windows + gamma on the raw values, the shown channels
+// added in their colours (Fiji's composite; one white channel for grey images), label overlay
+// through a palette.
 // Drawn as one full-viewport triangle per texture tile inside egui's paint-callback viewport;
 // each tile draws the image pixels of its core rectangle and discards the others. A tile's
 // textures hold its core plus a one-pixel halo, so bilinear taps across a border are exact.
 
-// Mirrors `ViewUniforms` of src/render/viewer.rs field by field (96 bytes; every vec2 at a
-// multiple of 8, tile_core at 64): change both together.
+// Mirrors `ViewUniforms` of src/render/viewer.rs field by field (192 bytes; every vec2 at a
+// multiple of 8, every vec4 at a multiple of 16): change both together.
 struct View {
     rect_min: vec2<f32>,     // callback rect min in framebuffer pixels
     zoom: f32,               // framebuffer px per image px
     gamma: f32,
     origin: vec2<f32>,       // image coordinates shown at rect_min
     image_size: vec2<f32>,   // image width, height
-    window_min: f32,         // contrast window
-    window_max: f32,
+    channels: u32,           // channels in image_tex (1 to 4)
+    _pad2: u32,
     label_opacity: f32,
     flags: u32,              // 1 = show labels, 2 = dim unlabelled, 4 = show the map overlay,
                              // 8 = the map holds class ids (drawn in the palette's colours)
@@ -24,6 +26,9 @@ struct View {
     tile_origin: vec2<f32>,  // image coordinates of the tile textures' first texel
     background: u32,         // 1 = this tile draws the background outside the image
     _pad1: u32,
+    channel_min: vec4<f32>,  // per channel: raw value shown black
+    channel_max: vec4<f32>,  // per channel: raw value shown at full colour
+    channel_colour: array<vec4<f32>, 4>, // per channel: rgb, and w = 1 when shown
 };
 
 @group(0) @binding(0) var<uniform> view: View;
@@ -45,11 +50,24 @@ fn vs_main(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
     return vec4<f32>(x, y, 0.0, 1.0);
 }
 
-// Raw value at image pixel p (clamped to the tile's texels: the image border, or the halo).
-fn raw_at(p: vec2<i32>) -> f32 {
+// Raw values (one per channel) at image pixel p (clamped to the tile's texels: the image
+// border, or the halo).
+fn raw_at(p: vec2<i32>) -> vec4<f32> {
     let size = vec2<i32>(textureDimensions(image_tex));
     let local = p - vec2<i32>(view.tile_origin);
-    return textureLoad(image_tex, clamp(local, vec2<i32>(0, 0), size - vec2<i32>(1, 1)), 0).r;
+    return textureLoad(image_tex, clamp(local, vec2<i32>(0, 0), size - vec2<i32>(1, 1)), 0);
+}
+
+// The shown channels, each windowed, gamma-corrected and in its colour, added.
+fn composite(raw: vec4<f32>) -> vec3<f32> {
+    let span = max(view.channel_max - view.channel_min, vec4<f32>(1e-20));
+    let t = pow(clamp((raw - view.channel_min) / span, vec4<f32>(0.0), vec4<f32>(1.0)), vec4<f32>(view.gamma));
+    var colour = vec3<f32>(0.0);
+    for (var c = 0u; c < min(view.channels, 4u); c = c + 1u) {
+        let cc = view.channel_colour[c];
+        colour = colour + cc.rgb * cc.w * t[c];
+    }
+    return min(colour, vec3<f32>(1.0));
 }
 
 @fragment
@@ -67,7 +85,7 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
     if (pixel.x < view.tile_core.x || pixel.y < view.tile_core.y || pixel.x >= view.tile_core.z || pixel.y >= view.tile_core.w) {
         discard;
     }
-    var raw: f32;
+    var raw: vec4<f32>;
     if (zoom >= 1.0) {
         // Magnified: nearest neighbour, every image pixel a crisp square.
         raw = raw_at(vec2<i32>(floor(ip)));
@@ -81,9 +99,7 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
         let bottom = mix(raw_at(p0 + vec2<i32>(0, 1)), raw_at(p0 + vec2<i32>(1, 1)), f.x);
         raw = mix(top, bottom, f.y);
     }
-    let span = max(view.window_max - view.window_min, 1e-20);
-    let t = clamp((raw - view.window_min) / span, 0.0, 1.0);
-    var colour = vec3<f32>(pow(t, view.gamma));
+    var colour = composite(raw);
     let flags = view.flags;
     let texel = vec2<i32>(pixel) - vec2<i32>(view.tile_origin);
     if ((flags & 4u) != 0u) {

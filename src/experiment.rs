@@ -21,7 +21,7 @@ use crate::ml::{
     TrainEvent, TrainSet, UNetConfig, train,
 };
 use crate::preprocess::{AugmentConfig, D4, Rng, WeightMapConfig, normalize_percentile};
-use crate::project::sets::{labels_for, sizes};
+use crate::project::sets::labels_for;
 
 /// Simulated sparse labelling: short brush strokes (3 px wide) that follow the structures of
 /// each class, drawn until about `px_per_class` pixels of every class are labelled. Strokes
@@ -174,10 +174,17 @@ pub struct SplitData {
 pub fn load_split(data: &Path, val_slices: usize) -> Result<SplitData, MlError> {
     let images_dir = data.join("images");
     let stack = load_stack(&images_dir)?;
+    if stack.channels != 1 {
+        return Err(MlError::Channels(format!(
+            "{}: {}; the EM experiment uses grey images",
+            images_dir.display(),
+            stack.shape_text()
+        )));
+    }
     let labels = labels_for(
         &data.join("labels"),
         LabelEncoding::Binary,
-        (&images_dir, &sizes(&stack.slices)),
+        (&images_dir, &stack.slice_sizes()),
     )?;
     if val_slices == 0 || val_slices >= labels.len() {
         return Err(MlError::NoLabels(format!(
@@ -187,7 +194,7 @@ pub fn load_split(data: &Path, val_slices: usize) -> Result<SplitData, MlError> 
         )));
     }
     let n_train = labels.len() - val_slices;
-    let images: Vec<Plane<f32>> = stack.slices.iter().map(normalize_percentile).collect();
+    let images: Vec<Plane<f32>> = stack.planes.iter().map(normalize_percentile).collect();
     Ok(SplitData {
         train_images: images[..n_train].to_vec(),
         train_labels: labels[..n_train].to_vec(),
@@ -353,14 +360,14 @@ fn one_run(
     log: &mut dyn FnMut(String),
 ) -> Result<RunResult, MlError> {
     let set = TrainSet {
-        images: split.train_images.clone(),
+        images: split.train_images.iter().map(|i| vec![i.clone()]).collect(),
         labels: labels.to_vec(),
         held_out: split
             .val_images
             .iter()
             .zip(&split.val_truth)
             .map(|(image, cell)| HeldOutSlice {
-                image: image.clone(),
+                image: vec![image.clone()],
                 cell: cell.clone(),
             })
             .collect(),
@@ -518,7 +525,7 @@ fn score(
         let mut probs = predict_probabilities_tta(
             model,
             unet,
-            img,
+            std::slice::from_ref(img),
             unet.geometry().nearest_valid_output(388),
             &device.device,
             cancel,

@@ -225,7 +225,7 @@ fn valid_tiffs() -> Vec<Vec<u8>> {
     let p8 = Plane::from_vec(16, 8, (0..128u16).collect()).unwrap();
     write_mask(&dir.join("a.tif"), &[p8.clone(), p8], MaskStyle::Classes).unwrap();
     let pf = Plane::from_vec(8, 8, (0..64).map(|v| v as f32 * 0.5).collect()).unwrap();
-    write_f32_tiff(&dir.join("b.tif"), &[pf], 1).unwrap();
+    write_f32_tiff(&dir.join("b.tif"), &[pf], 1, &Default::default()).unwrap();
     vec![
         std::fs::read(dir.join("a.tif")).unwrap(),
         std::fs::read(dir.join("b.tif")).unwrap(),
@@ -236,10 +236,10 @@ fn valid_tiffs() -> Vec<Vec<u8>> {
 fn valid_writes_read_back() {
     let t = valid_tiffs();
     let s = decode_stack_bytes(Path::new("a.tif"), &t[0]).unwrap();
-    assert_eq!((s.width, s.height, s.slices.len()), (16, 8, 2));
-    assert_eq!(s.slices[1].data[127], 127.0);
+    assert_eq!((s.width, s.height, s.slices()), (16, 8, 2));
+    assert_eq!(s.planes[1].data[127], 127.0);
     let f = decode_stack_bytes(Path::new("b.tif"), &t[1]).unwrap();
-    assert_eq!(f.slices[0].data[63], 31.5);
+    assert_eq!(f.planes[0].data[63], 31.5);
 }
 
 proptest! {
@@ -551,9 +551,11 @@ fn palette_labels_truncated_jpegs_and_unbounded_grids() {
         let labels = load_label_stack(&path).unwrap();
         let expected: Vec<u32> = values.iter().map(|&v| u32::from(v)).collect();
         assert_eq!(labels[0].data, expected, "{name}");
-        // The same file as an image: red is grey 76 (Rec. 601), not index 1.
+        // The same file as an image: its colours (pixel 1 is red), not index 1.
         let image = load_stack(&path).unwrap();
-        assert_eq!(image.slices[0].data[1], 76.0, "{name}");
+        assert_eq!(image.channels, 3, "{name}");
+        let red: Vec<f32> = (0..3).map(|c| image.channel(0, c).data[1]).collect();
+        assert_eq!(red, [255.0, 0.0, 0.0], "{name}");
     }
     // A JPEG of 64 x 64, cut in half.
     let mut jpg = Vec::new();

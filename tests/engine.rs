@@ -26,7 +26,7 @@ fn tiled_prediction_equals_whole_image_prediction() {
     let whole = predict_probabilities(
         &model,
         &cfg,
-        &img,
+        std::slice::from_ref(&img),
         100,
         &cpu.device,
         &cancel,
@@ -34,9 +34,15 @@ fn tiled_prediction_equals_whole_image_prediction() {
     )
     .unwrap();
     let mut tiles = 0;
-    let tiled = predict_probabilities(&model, &cfg, &img, 36, &cpu.device, &cancel, &mut |_, t| {
-        tiles = t
-    })
+    let tiled = predict_probabilities(
+        &model,
+        &cfg,
+        std::slice::from_ref(&img),
+        36,
+        &cpu.device,
+        &cancel,
+        &mut |_, t| tiles = t,
+    )
     .unwrap();
     assert_eq!(
         tiles, 9,
@@ -65,8 +71,16 @@ fn odd_and_tiny_images_are_predicted_at_their_size() {
     for (w, h) in [(7usize, 5usize), (45, 13), (1, 1)] {
         let img =
             Plane::from_vec(w, h, (0..w * h).map(|i| (i % 7) as f32 / 7.0).collect()).unwrap();
-        let p = predict_probabilities(&model, &cfg, &img, 36, &cpu.device, &cancel, &mut |_, _| {})
-            .unwrap();
+        let p = predict_probabilities(
+            &model,
+            &cfg,
+            std::slice::from_ref(&img),
+            36,
+            &cpu.device,
+            &cancel,
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].width, p[0].height), (w, h));
         assert!(p[0].data.iter().all(|v| v.is_finite()));
@@ -167,7 +181,7 @@ fn assert_close(a: &[f32], e: &[f32], tol: f32, what: &str) {
 fn tiny_set() -> TrainSet {
     let (img, lab) = em_crop(0, 128, 128, 160);
     TrainSet {
-        images: vec![img],
+        images: vec![vec![img]],
         labels: vec![lab],
         held_out: Vec::new(),
     }
@@ -349,7 +363,7 @@ fn empty_labels_are_refused() {
     let (img, mut lab) = em_crop(0, 0, 0, 64);
     lab.classes.data.iter_mut().for_each(|c| *c = 0);
     let set = TrainSet {
-        images: vec![img],
+        images: vec![vec![img]],
         labels: vec![lab],
         held_out: Vec::new(),
     };

@@ -438,8 +438,8 @@ fn predict_stack_then_export_every_kind_and_read_back() {
         );
     }
     let p = load_stack(&out.join("probabilities.tif")).unwrap();
-    assert_eq!(p.slices.len(), 6, "3 slices x 2 classes");
-    assert_eq!(p.slices[3].data, probs[1][1].data);
+    assert_eq!((p.channels, p.slices()), (2, 3), "3 slices x 2 classes");
+    assert_eq!(p.planes[3].data, probs[1][1].data);
     let labels = load_label_stack(&out.join("labels.tif")).unwrap();
     let doc = h.state().doc.as_ref().unwrap();
     assert!(
@@ -459,7 +459,7 @@ fn predict_stack_then_export_every_kind_and_read_back() {
             .sum()
     };
     let prob_sum: f64 = p
-        .slices
+        .planes
         .iter()
         .flat_map(|s| &s.data)
         .map(|&v| f64::from(v))
@@ -511,37 +511,11 @@ for path, images, total, colour in json.loads(sys.argv[1]):
     assert abs(got - total) <= 1e-4 * max(1.0, abs(total)), (path, got, total)
     print(path, a.dtype, a.shape, "ok")
 "#;
-    let python = std::env::var_os("UNET_STUDIO_PYTHON")
-        .into_iter()
-        .chain(["python3".into(), "/usr/bin/python3".into()])
-        .find(|python| {
-            std::process::Command::new(python)
-                .args(["-c", "import tifffile"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    let Some(python) = python else {
-        assert!(
-            std::env::var_os("UNET_STUDIO_REQUIRE_TIFFFILE").is_none(),
-            "python3 with tifffile is required here"
-        );
-        eprintln!("python3 tifffile not installed: cross-check skipped");
-        return;
-    };
     let arg: Vec<(String, usize, f64, Option<[u8; 3]>)> = files
         .iter()
         .map(|(p, n, s, c)| (p.display().to_string(), *n, *s, *c))
         .collect();
-    let out = std::process::Command::new(&python)
-        .args(["-c", SCRIPT, &serde_json::to_string(&arg).unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tifffile: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_tifffile(SCRIPT, &serde_json::to_string(&arg).unwrap());
 }
 
 /// A file dropped on the window, as the windowing integration would hand it to egui.
@@ -607,7 +581,7 @@ fn augmentation_view_shows_seeded_deformations() {
     let doc = app.doc.as_ref().unwrap();
     assert!(s.labels.data.iter().all(|v| doc.labels[0].data.contains(v)));
     assert!(
-        s.image.data != doc.stack.slices[0].data,
+        s.image.data != doc.stack.planes[0].data,
         "the image was deformed"
     );
     h.remove_cursor();
@@ -668,7 +642,7 @@ fn augmentation_view_shows_seeded_deformations() {
     h.run_steps(1);
     let app = h.state();
     let s = app.augment.sample.as_ref().unwrap();
-    assert!(s.image.data == app.doc.as_ref().unwrap().stack.slices[0].data);
+    assert!(s.image.data == app.doc.as_ref().unwrap().stack.planes[0].data);
 }
 
 #[test]
@@ -771,7 +745,7 @@ fn burn_computes_on_the_display_device() {
     let img = unet_studio::preprocess::normalize_percentile(
         &unet_studio::data::load_stack(&dir.join("images/slice00.png"))
             .unwrap()
-            .slices[0],
+            .planes[0],
     )
     .crop_mirrored(0, 0, 96, 96);
     let raw = load_label_stack(&dir.join("scribbles/slice00.png")).unwrap()[0]
@@ -781,7 +755,7 @@ fn burn_computes_on_the_display_device() {
         lab.classes.data[48 * 96 + 48] = 1;
     }
     let set = TrainSet {
-        images: vec![img],
+        images: vec![vec![img]],
         labels: vec![lab],
         held_out: Vec::new(),
     };
@@ -869,7 +843,7 @@ fn every_training_run_is_a_version_that_can_be_restored() {
     // Each side is what the saved version predicts (checked through the library), its error
     // on the painted labels and the agreement are counted independently here.
     let doc = h.state().doc.as_ref().unwrap();
-    let image = unet_studio::preprocess::normalize_percentile(&doc.stack.slices[0]);
+    let image = unet_studio::preprocess::normalize_percentile(&doc.stack.planes[0]);
     let cpu = unet_studio::ml::device::cpu_device();
     let masks: Vec<_> = c
         .sides
@@ -880,7 +854,7 @@ fn every_training_run_is_a_version_that_can_be_restored() {
             let probs = unet_studio::ml::predict_probabilities(
                 &model,
                 &ck.meta.unet,
-                &image,
+                std::slice::from_ref(&image),
                 100,
                 &cpu.device,
                 &Default::default(),

@@ -72,7 +72,7 @@ fn em_slice(size: usize) -> (Plane<f32>, Plane<u32>) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012");
     let stack = load_stack(&dir.join("images/slice00.png")).unwrap();
     let labels = load_label_stack(&dir.join("labels/slice00.png")).unwrap();
-    let img = normalize_percentile(&stack.slices[0]).crop_mirrored(60, 40, size, size);
+    let img = normalize_percentile(&stack.planes[0]).crop_mirrored(60, 40, size, size);
     (img, labels[0].crop_mirrored(60, 40, size, size))
 }
 
@@ -103,7 +103,7 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
             predict_probabilities(
                 &model_gpu,
                 &unet,
-                &img,
+                std::slice::from_ref(&img),
                 tile,
                 &gpu.device,
                 &cancel,
@@ -119,7 +119,7 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
     let cpu_probs = predict_probabilities(
         &model_cpu,
         &unet,
-        &img,
+        std::slice::from_ref(&img),
         340,
         &cpu.device,
         &cancel,
@@ -138,7 +138,7 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
     let (used, again) = predict_fitting(
         &model_gpu,
         &unet,
-        &img,
+        std::slice::from_ref(&img),
         340,
         &gpu.device,
         &cancel,
@@ -153,7 +153,7 @@ fn out_of_memory_retries_with_a_smaller_tile_on_the_same_device() {
 
     // Training: one step with a tile that does not fit, then with the smaller one.
     let set = TrainSet {
-        images: vec![img],
+        images: vec![vec![img]],
         labels: vec![encode_labels(&truth, LabelEncoding::Binary).unwrap()],
         held_out: Vec::new(),
     };

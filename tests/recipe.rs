@@ -26,7 +26,7 @@ use common::engine::{em_crop, lite, quick_cfg, sample_dir, tempdir};
 fn one_slice_set(held_out: Vec<HeldOutSlice>) -> TrainSet {
     let (img, lab) = em_crop(0, 128, 128, 160);
     TrainSet {
-        images: vec![img],
+        images: vec![vec![img]],
         labels: vec![lab],
         held_out,
     }
@@ -75,7 +75,7 @@ fn a_time_budget_ends_the_run() {
 fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     let (vimg, vlab) = em_crop(1, 160, 160, 120);
     let held = HeldOutSlice {
-        image: vimg.clone(),
+        image: vec![vimg.clone()],
         cell: vlab.classes.map(|c| c >= 2),
     };
     let set = one_slice_set(vec![held.clone()]);
@@ -146,7 +146,7 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     let probs = predict_probabilities_tta(
         &out.model,
         &out.unet,
-        &vimg,
+        std::slice::from_ref(&vimg),
         36,
         &cpu.device,
         &CancelToken::new(),
@@ -290,7 +290,16 @@ fn a_fine_tune_on_labels_the_network_already_gets_right_keeps_it() {
     let cpu = cpu_device();
     let predict = |model: &unet_studio::ml::UNet| {
         let none = &CancelToken::new();
-        predict_probabilities(model, &lite(), &img, 68, &cpu.device, none, &mut |_, _| {}).unwrap()
+        predict_probabilities(
+            model,
+            &lite(),
+            std::slice::from_ref(&img),
+            68,
+            &cpu.device,
+            none,
+            &mut |_, _| {},
+        )
+        .unwrap()
     };
     let probs = predict(&ckpt.model(&cpu.device).unwrap());
     let mut labels = Plane::filled(img.width, img.height, 0u8);
@@ -300,7 +309,7 @@ fn a_fine_tune_on_labels_the_network_already_gets_right_keeps_it() {
         }
     }
     let set = TrainSet {
-        images: vec![img.clone()],
+        images: vec![vec![img.clone()]],
         labels: vec![unet_studio::data::LabelSlice {
             objects: labels.map(|c| u32::from(c == 2)),
             classes: labels,
@@ -347,7 +356,7 @@ fn test_time_augmentation_is_exactly_equivariant() {
         predict_probabilities_tta(
             &model,
             &cfg,
-            image,
+            std::slice::from_ref(image),
             100,
             &cpu.device,
             &cancel,
@@ -380,7 +389,7 @@ fn test_time_augmentation_is_exactly_equivariant() {
     let plain = predict_probabilities(
         &model,
         &cfg,
-        &img,
+        std::slice::from_ref(&img),
         100,
         &cpu.device,
         &cancel,
@@ -408,7 +417,7 @@ fn predict_binary_applies_the_threshold_stored_with_the_model() {
     let probs = predict_probabilities(
         &model,
         &cfg,
-        &img,
+        std::slice::from_ref(&img),
         100,
         &cpu.device,
         &CancelToken::new(),
@@ -426,7 +435,7 @@ fn predict_binary_applies_the_threshold_stored_with_the_model() {
     save_checkpoint(&dir.join("model"), &meta, &model, None).unwrap();
     // The input as the CLI reads it: an 8-bit PNG of the crop's source pixels.
     let stack = load_stack(&sample_dir().join("images/slice00.png")).unwrap();
-    let raw = stack.slices[0].crop_mirrored(0, 0, 100, 100);
+    let raw = stack.planes[0].crop_mirrored(0, 0, 100, 100);
     image::GrayImage::from_fn(100, 100, |x, y| {
         image::Luma([raw.at(x as usize, y as usize) as u8])
     })
@@ -458,7 +467,7 @@ fn predict_binary_applies_the_threshold_stored_with_the_model() {
     let probs = predict_probabilities(
         &model,
         &cfg,
-        &own,
+        std::slice::from_ref(&own),
         100,
         &cpu.device,
         &CancelToken::new(),

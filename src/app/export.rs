@@ -5,7 +5,7 @@
 //! This file holds what an export writes; starting it and taking its result are in
 //! `actions/export.rs`.
 
-use crate::data::{DataError, MaskStyle, Plane, write_f32_tiff, write_mask, write_mask_coloured};
+use crate::data::{DataError, MaskStyle, Plane, TiffAxes, write_f32_tiff, write_mask_coloured};
 use crate::metrics::regions;
 use crate::ml::infer::decide_classes;
 use std::path::{Path, PathBuf};
@@ -72,6 +72,7 @@ pub(crate) fn write_export(
     threshold: Option<f32>,
     labels: &[Plane<u8>],
     colours: &[[u8; 3]],
+    axes: &TiffAxes,
 ) -> Result<(Vec<PathBuf>, String), DataError> {
     match kind {
         ExportKind::MaskClasses | ExportKind::MaskBinary => {
@@ -82,7 +83,7 @@ pub(crate) fn write_export(
             } else {
                 MaskStyle::Classes
             };
-            let files = write_mask_coloured(path, &masks, style, colours)?;
+            let files = write_mask_coloured(path, &masks, style, colours, axes)?;
             Ok((files, format!("{} mask slices", masks.len())))
         }
         ExportKind::Instances => {
@@ -103,13 +104,13 @@ pub(crate) fn write_export(
                     }
                 })
                 .collect();
-            let files = write_mask(path, &planes, MaskStyle::Instances16)?;
+            let files = write_mask_coloured(path, &planes, MaskStyle::Instances16, &[], axes)?;
             Ok((files, format!("{total} objects in {} slices", planes.len())))
         }
         ExportKind::Probabilities => {
             let classes = probs.first().map_or(1, Vec::len);
             let pages: Vec<Plane<f32>> = probs.iter().flatten().cloned().collect();
-            write_f32_tiff(path, &pages, classes)?;
+            write_f32_tiff(path, &pages, classes, axes)?;
             Ok((
                 vec![path.to_path_buf()],
                 format!("{} slices x {classes} classes", probs.len()),
@@ -117,7 +118,7 @@ pub(crate) fn write_export(
         }
         ExportKind::Labels => {
             let planes: Vec<Plane<u16>> = labels.iter().map(|p| p.map(u16::from)).collect();
-            let files = write_mask_coloured(path, &planes, MaskStyle::Classes, colours)?;
+            let files = write_mask_coloured(path, &planes, MaskStyle::Classes, colours, axes)?;
             Ok((files, format!("{} label slices", planes.len())))
         }
     }

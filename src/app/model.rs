@@ -89,6 +89,8 @@ pub struct ModelState {
     /// Views averaged by a prediction (test-time augmentation: 1 = off, up to the 8 flips
     /// and quarter turns).
     pub tta_views: usize,
+    /// Channels of the stack a new network reads (0-based; empty: all, up to 4).
+    pub train_channels: Vec<usize>,
     /// Time limit of a training run in minutes (0: none; the learning-rate schedule follows
     /// whichever of it and the iterations ends first).
     pub minutes: f64,
@@ -125,6 +127,7 @@ impl ModelState {
             fine_tuning: false,
             val_rand: Vec::new(),
             tile_train: None,
+            train_channels: Vec::new(),
             tile_predict: None,
             tile_note: String::new(),
             tta_views: 1,

@@ -393,12 +393,17 @@ impl StudioApp {
                     self.models.set_model(m);
                 }
                 self.status = format!(
-                    "opened {} ({} slices, {}x{}, {:?})",
+                    "opened {} ({}, {}x{}, {:?}{})",
                     doc.source.display(),
-                    doc.slices(),
+                    doc.stack.shape_text(),
                     doc.stack.width,
                     doc.stack.height,
-                    doc.stack.kind
+                    doc.stack.kind,
+                    doc.stack
+                        .pixel_size
+                        .as_ref()
+                        .map(|p| format!(", pixel {} x {} {}", p.x, p.y, p.unit))
+                        .unwrap_or_default()
                 );
                 if let Some(note) = &doc.work_note {
                     self.status.push_str(&format!("; {note}"));

@@ -1,7 +1,9 @@
 //! `unet-studio deform`: a seeded elastic deformation of an image and its labels.
 
 use super::common::{bytes_per_pixel, check_task_memory, resolved};
-use crate::data::{MaskStyle, Plane, load_label_stack, load_stack, write_f32_tiff, write_mask};
+use crate::data::{
+    MaskStyle, Plane, TiffAxes, load_label_stack, load_stack, write_f32_tiff, write_mask_coloured,
+};
 use crate::preprocess::{DeformationField, ElasticConfig, Interpolation, warp_f32, warp_nearest};
 use crate::project::sets::{check_fit, sizes};
 use anyhow::{Context as _, Result, bail};
@@ -76,7 +78,7 @@ pub(crate) fn cmd_deform(a: DeformArgs) -> Result<()> {
     let labels = match &a.labels {
         Some(lp) => {
             let raw = load_label_stack(lp)?;
-            check_fit((lp, &sizes(&raw)), (&a.image, &sizes(&stack.slices)))?;
+            check_fit((lp, &sizes(&raw)), (&a.image, &stack.slice_sizes()))?;
             Some(raw)
         }
         None => None,
@@ -93,21 +95,38 @@ pub(crate) fn cmd_deform(a: DeformArgs) -> Result<()> {
         Interpolation::Bicubic
     };
     let warped: Vec<Plane<f32>> = stack
-        .slices
+        .planes
         .iter()
         .map(|s| warp_f32(s, &dx, &dy, interp))
         .collect();
     std::fs::create_dir_all(&a.output_dir)
         .with_context(|| format!("creating {}", a.output_dir.display()))?;
-    write_f32_tiff(&a.output_dir.join("image.tif"), &warped, 1)?;
+    write_f32_tiff(
+        &a.output_dir.join("image.tif"),
+        &warped,
+        stack.channels,
+        &TiffAxes::of(&stack),
+    )?;
     if let Some(raw) = &labels {
         let out: Vec<Plane<u16>> = raw
             .iter()
             .map(|r| warp_nearest(r, &dx, &dy).map(|v| v.min(u32::from(u16::MAX)) as u16))
             .collect();
-        write_mask(&a.output_dir.join("labels.tif"), &out, MaskStyle::Classes)?;
+        let axes = TiffAxes::of(&stack);
+        write_mask_coloured(
+            &a.output_dir.join("labels.tif"),
+            &out,
+            MaskStyle::Classes,
+            &[],
+            &axes,
+        )?;
     }
-    write_f32_tiff(&a.output_dir.join("field.tif"), &[dx, dy], 2)?;
+    write_f32_tiff(
+        &a.output_dir.join("field.tif"),
+        &[dx, dy],
+        2,
+        &TiffAxes::default(),
+    )?;
     let json = serde_json::to_vec_pretty(&field)?;
     crate::data::write_atomic(&a.output_dir.join("field.json"), &json)?;
     eprintln!(

@@ -9,7 +9,7 @@ use crate::ml::{
 };
 use crate::postprocess::{GapClosing, close_gaps};
 use crate::preprocess::D4;
-use crate::project::sets::{check_fit, load_labels, sizes};
+use crate::project::sets::{check_fit, input_channels, load_labels, picked, sizes};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use anyhow::{Result, bail};
 use clap::Args;
@@ -93,7 +93,7 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
         let stack = load_stack(images)?;
         check_fit(
             (&a.truth, &sizes(&truth_classes)),
-            (images, &sizes(&stack.slices)),
+            (images, &stack.slice_sizes()),
         )?;
         let Collect { masks, p_cell, .. } = predict_for_eval(&a, &ckpt, &stack)?;
         report.model_mask = Some((
@@ -118,21 +118,19 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     } else if let Some(prediction) = &a.prediction {
         let stack = load_stack(prediction)?;
         if stack.kind == crate::data::PixelKind::F32 {
-            let n = truth.len();
-            let p_cell: Vec<Plane<f32>> = if stack.slices.len() == n {
-                stack.slices
-            } else if stack.slices.len() == 2 * n {
-                // predict --probabilities: class 1 and class 2 of each slice in turn.
-                stack.slices.into_iter().skip(1).step_by(2).collect()
-            } else {
-                bail!(
-                    "{}: {} float pages, but {} has {n} slices (expected {n} cell probability pages, or {} of a two-class probability file)",
-                    prediction.display(),
-                    stack.slices.len(),
-                    a.truth.display(),
-                    2 * n
-                );
+            // One cell-probability page per slice, or `predict --probabilities` (a hyperstack
+            // with one channel per class: class 2 is the cell).
+            let cell = match stack.channels {
+                1 => 0,
+                2 => 1,
+                c => bail!(
+                    "{}: {c} channels of floats; expected cell probabilities (one channel) or a two-class probability file (two)",
+                    prediction.display()
+                ),
             };
+            let p_cell: Vec<Plane<f32>> = (0..stack.slices())
+                .map(|s| stack.channel(s, cell).clone())
+                .collect();
             check_fit(
                 (prediction, &sizes(&p_cell)),
                 (&a.truth, &sizes(&truth_classes)),
@@ -199,10 +197,14 @@ fn predict_for_eval(a: &EvalArgs, ckpt: &Checkpoint, stack: &Stack) -> Result<Co
         masks: Vec::new(),
         p_cell: Vec::new(),
     };
-    let slices: Vec<&Plane<f32>> = stack.slices.iter().collect();
+    let pick = input_channels(
+        &ckpt.meta.unet,
+        stack.channels,
+        &a.images.clone().unwrap_or_default(),
+    )?;
     predict_slices(
         (&model, &ckpt.meta.unet),
-        &slices,
+        &picked(stack, &pick),
         effective_tile(&geom, 388, stack.width, stack.height),
         views,
         (&device.device, &CancelToken::new()),

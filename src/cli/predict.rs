@@ -3,11 +3,12 @@
 use super::common::{
     bar, bytes_per_pixel, check_output, check_task_memory, default_views, say, valid_tile,
 };
-use crate::data::{MaskStyle, load_stack, write_f32_tiff, write_mask};
+use crate::data::{MaskStyle, TiffAxes, load_stack, write_f32_tiff, write_mask_coloured};
 use crate::ml::infer::decide_classes;
 use crate::ml::{CancelToken, DeviceChoice, effective_tile, load_checkpoint, select_device};
 use crate::postprocess::{GapClosing, close_gaps};
 use crate::preprocess::D4;
+use crate::project::sets::{input_channels, picked};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use anyhow::{Result, bail};
 use clap::Args;
@@ -49,15 +50,30 @@ pub struct PredictArgs {
     /// auto | gpu | cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Channels of the images that feed the network (0-based, comma-separated; default: the
+    /// ones the model names, or all when it takes as many as the images have).
+    #[arg(long, value_delimiter = ',')]
+    channels: Vec<usize>,
 }
 
 pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
-    let ckpt = load_checkpoint(&a.model)?;
+    let mut ckpt = load_checkpoint(&a.model)?;
     check_task_memory(&a.input, bytes_per_pixel::PREDICT, "predict")?;
     let stack = load_stack(&a.input)?;
+    if !a.channels.is_empty() {
+        if a.channels.len() != ckpt.meta.unet.in_channels {
+            bail!(
+                "--channels {:?}: the model takes {} channel(s)",
+                a.channels,
+                ckpt.meta.unet.in_channels
+            );
+        }
+        ckpt.meta.unet.input_channels = a.channels.clone();
+    }
+    let pick = input_channels(&ckpt.meta.unet, stack.channels, &a.input)?;
     let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
         Some(crate::data::ImageFormat::Png) => {
-            crate::data::io::png_slice_paths(&a.output, stack.slices.len())
+            crate::data::io::png_slice_paths(&a.output, stack.slices())
         }
         _ => vec![a.output.clone()],
     };
@@ -84,7 +100,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     let geom = ckpt.meta.unet.geometry();
     let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
     let cancel = CancelToken::new();
-    let pb = bar(stack.slices.len() as u64, "predict");
+    let pb = bar(stack.slices() as u64, "predict");
     let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
     let threshold = a.threshold.or(ckpt.meta.threshold);
     if a.close_gaps && ckpt.meta.unet.classes != 2 {
@@ -133,10 +149,9 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         masks: Vec::new(),
         prob_pages: Vec::new(),
     };
-    let slices: Vec<&crate::data::Plane<f32>> = stack.slices.iter().collect();
     predict_slices(
         (&model, &ckpt.meta.unet),
-        &slices,
+        &picked(&stack, &pick),
         tile,
         views,
         (&device.device, &cancel),
@@ -149,12 +164,13 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     } else {
         MaskStyle::Classes
     };
-    let written = write_mask(&a.output, &masks, style)?;
+    let axes = TiffAxes::of(&stack);
+    let written = write_mask_coloured(&a.output, &masks, style, &[], &axes)?;
     for w in &written {
         eprintln!("wrote {}", w.display());
     }
     if let Some(p) = &a.probabilities {
-        write_f32_tiff(p, &prob_pages, ckpt.meta.unet.classes)?;
+        write_f32_tiff(p, &prob_pages, ckpt.meta.unet.classes, &axes)?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `unet-studio train`: train, fine-tune or resume a U-Net from the command line.
 
 use super::common::{bar, bytes_per_pixel, check_task_memory, say, valid_tile};
-use crate::data::{LabelEncoding, load_stack};
+use crate::data::{LabelEncoding, Stack, load_stack};
 use crate::ml::config::LrSchedule;
 use crate::ml::train::resume_dir;
 use crate::ml::{
@@ -10,7 +10,8 @@ use crate::ml::{
 };
 use crate::preprocess::{AugmentConfig, WeightMapConfig};
 use crate::project::sets::{
-    check_plausible_classes, held_out_slices, labels_for, recipe, sizes, train_set,
+    check_plausible_classes, held_out_slices, input_channels, labels_for, picked, recipe,
+    train_set, training_channels,
 };
 use indicatif::ProgressBar;
 
@@ -108,16 +109,19 @@ pub struct TrainArgs {
     /// Checkpoint every N iterations.
     #[arg(long, default_value_t = 200)]
     checkpoint_every: u64,
+    /// Channels of the images that feed a new network (0-based, comma-separated; default:
+    /// all, up to 4). A fine-tune or resume reads the channels its model names.
+    #[arg(long, value_delimiter = ',')]
+    channels: Vec<usize>,
 }
 
 pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
-    let set = training_set(&a)?;
+    let (set, start) = training_set(&a)?;
     let device = select_device(a.device)?;
     eprintln!("device: {}", device.description);
     if let Some(r) = &device.fallback_reason {
         eprintln!("  (CPU chosen: {r})");
     }
-    let start = start_from(&a, &set)?;
     if a.init.is_some() && set.held_out.is_empty() && !a.keep_last {
         eprintln!(
             "validation: the starting model's segmentation of the training slices, corrected by the labels (no --val-images)"
@@ -162,15 +166,16 @@ pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The images (normalised) and labels of `--images`/`--labels`, checked against each other,
-/// with the held-out slices of `--val-images`/`--val-labels`.
-fn training_set(a: &TrainArgs) -> Result<TrainSet> {
+/// The images (normalised, the channels the network reads) and labels of `--images` /
+/// `--labels`, checked against each other, with the held-out slices of `--val-images` /
+/// `--val-labels`, and where the run starts.
+fn training_set(a: &TrainArgs) -> Result<(TrainSet, StartFrom)> {
     check_task_memory(&a.images, bytes_per_pixel::TRAIN, "train")?;
     let stack = load_stack(&a.images)?;
     let labels = labels_for(
         &a.labels,
         a.label_encoding,
-        (&a.images, &sizes(&stack.slices)),
+        (&a.images, &stack.slice_sizes()),
     )?;
     if labels.iter().all(|l| l.labelled_count() == 0) {
         bail!(
@@ -180,15 +185,37 @@ fn training_set(a: &TrainArgs) -> Result<TrainSet> {
         );
     }
     check_plausible_classes(&a.labels, &labels, a.label_encoding)?;
+    let classes = labels
+        .iter()
+        .map(|l| l.max_class() as usize)
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    let start = start_from(a, classes, &stack)?;
+    let pick = input_channels(start.unet(), stack.channels, &a.images)?;
+    if !a.channels.is_empty() && a.channels != pick {
+        bail!(
+            "--channels {:?}: the model of --init/--resume reads channels {pick:?}",
+            a.channels
+        );
+    }
+    if stack.channels > 1 {
+        eprintln!(
+            "{}: {}; the network reads channel(s) {pick:?}",
+            a.images.display(),
+            stack.shape_text()
+        );
+    }
     let held_out = match (&a.val_images, &a.val_labels) {
-        (Some(images), Some(labels)) => held_out_slices(images, labels, a.label_encoding)?,
+        (Some(images), Some(labels)) => held_out_slices(images, labels, a.label_encoding, &pick)?,
         _ => Vec::new(),
     };
-    Ok(train_set(&stack.slices, labels, held_out))
+    Ok((train_set(&picked(&stack, &pick), labels, held_out), start))
 }
 
-/// Where the run starts: `--resume`, `--init` or a fresh network of `--preset`.
-fn start_from(a: &TrainArgs, set: &TrainSet) -> Result<StartFrom> {
+/// Where the run starts: `--resume`, `--init` or a fresh network of `--preset` for `classes`
+/// classes reading the `--channels` of `stack`.
+fn start_from(a: &TrainArgs, classes: usize, stack: &Stack) -> Result<StartFrom> {
     let start = if a.resume {
         let dir = resume_dir(&a.out);
         StartFrom::Resume(Box::new(load_checkpoint(&dir).with_context(|| {
@@ -197,7 +224,14 @@ fn start_from(a: &TrainArgs, set: &TrainSet) -> Result<StartFrom> {
     } else if let Some(init) = &a.init {
         StartFrom::FineTune(Box::new(load_checkpoint(init)?))
     } else {
-        StartFrom::Scratch(UNetConfig::preset(a.preset, set.classes()))
+        let unet = UNetConfig::preset(a.preset, classes);
+        let pick = training_channels(&a.channels, stack.channels, &a.images)?;
+        // A grey network of a grey stack names no channels (as before channels existed).
+        StartFrom::Scratch(if stack.channels == 1 {
+            unet
+        } else {
+            unet.with_input_channels(pick)
+        })
     };
     Ok(if a.class_names.is_empty() {
         start

@@ -49,7 +49,7 @@ pub(crate) fn cmd_weights(a: WeightsArgs) -> Result<()> {
     };
     let cw = class_weights(&labels, classes);
     let maps: Vec<Plane<f32>> = labels.iter().map(|l| weight_map(l, &cw, &cfg)).collect();
-    write_f32_tiff(&a.output, &maps, 1)?;
+    write_f32_tiff(&a.output, &maps, 1, &crate::data::TiffAxes::default())?;
     let max = maps
         .iter()
         .flat_map(|m| m.data.iter().copied())

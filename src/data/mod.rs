@@ -8,11 +8,13 @@ pub mod io;
 pub mod journal;
 pub mod labels;
 pub mod plane;
+pub mod stack;
 
 pub use error::DataError;
 pub use io::{
-    ImageFormat, MaskStyle, PixelKind, Stack, decode_stack_bytes, load_label_stack, load_stack,
+    ImageFormat, MaskStyle, PixelSize, TiffAxes, decode_stack_bytes, load_label_stack, load_stack,
     write_atomic, write_f32_tiff, write_mask, write_mask_coloured,
 };
 pub use labels::{LabelEncoding, LabelSlice, encode_labels};
 pub use plane::{Plane, mirror_index, neighbours4};
+pub use stack::{PixelKind, Stack};

@@ -15,6 +15,9 @@ pub enum MlError {
     /// Nothing (usable) to train on.
     #[error("{0}")]
     NoLabels(String),
+    /// Images with other channels than the network takes.
+    #[error("channels: {0}")]
+    Channels(String),
     /// A tile size the network cannot use.
     #[error("tile: {0}")]
     Tile(String),

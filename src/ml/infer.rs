@@ -46,6 +46,28 @@ pub fn plane_tensor(p: &Plane<f32>, device: &Device) -> Tensor<4> {
     )
 }
 
+/// Converts the channels of an image into a `[1, C, H, W]` tensor.
+pub fn image_tensor(channels: &[Plane<f32>], device: &Device) -> Tensor<4> {
+    let (w, h) = channels.first().map_or((0, 0), |p| (p.width, p.height));
+    let data: Vec<f32> = channels
+        .iter()
+        .flat_map(|p| p.data.iter().copied())
+        .collect();
+    Tensor::from_data(TensorData::new(data, [1, channels.len(), h, w]), device)
+}
+
+/// Refuses an image whose channels the network does not take.
+pub fn check_channels(cfg: &UNetConfig, image: &[Plane<f32>]) -> Result<(), MlError> {
+    if image.len() != cfg.in_channels {
+        return Err(MlError::Channels(format!(
+            "the network takes {} channel(s) but the image has {}",
+            cfg.in_channels,
+            image.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Reads a tensor back as `f32`s.
 pub fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, MlError> {
     t.into_data()
@@ -61,7 +83,7 @@ pub fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, MlError> 
 pub fn predict_fitting(
     model: &UNet,
     cfg: &UNetConfig,
-    image: &Plane<f32>,
+    image: &[Plane<f32>],
     tile_out: usize,
     device: &Device,
     cancel: &CancelToken,
@@ -81,7 +103,7 @@ pub fn predict_fitting(
 pub fn predict_probabilities(
     model: &UNet,
     cfg: &UNetConfig,
-    image: &Plane<f32>,
+    image: &[Plane<f32>],
     tile_out: usize,
     device: &Device,
     cancel: &CancelToken,
@@ -105,20 +127,21 @@ pub fn predict_probabilities(
 pub fn predict_probabilities_where(
     model: &UNet,
     cfg: &UNetConfig,
-    image: &Plane<f32>,
+    image: &[Plane<f32>],
     tile_out: usize,
     device: &Device,
     cancel: &CancelToken,
     on_tile: &mut dyn FnMut(usize, usize),
     want: &dyn Fn(usize, usize, usize) -> bool,
 ) -> Result<Vec<Plane<f32>>, MlError> {
+    check_channels(cfg, image)?;
+    let (w, h) = (image[0].width, image[0].height);
     let geom = cfg.geometry();
-    let tile = effective_tile(&geom, tile_out, image.width, image.height);
+    let tile = effective_tile(&geom, tile_out, w, h);
     let input = geom
         .input_size(tile)
         .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile} px output")))?;
     let margin = (input - tile) / 2;
-    let (w, h) = (image.width, image.height);
     let mut out: Vec<Plane<f32>> = (0..cfg.classes).map(|_| Plane::filled(w, h, 0.0)).collect();
     let align = 1usize << cfg.depth;
     let xs = tile_origins(w, tile, align);
@@ -135,14 +158,13 @@ pub fn predict_probabilities_where(
             if cancel.is_cancelled() {
                 return Err(MlError::Cancelled);
             }
-            let crop = image.crop_mirrored(
-                tx as isize - margin as isize,
-                ty as isize - margin as isize,
-                input,
-                input,
-            );
+            let (x0, y0) = (tx as isize - margin as isize, ty as isize - margin as isize);
+            let crop: Vec<Plane<f32>> = image
+                .iter()
+                .map(|c| c.crop_mirrored(x0, y0, input, input))
+                .collect();
             let v = in_compute_pool(|| {
-                tensor_values(softmax(model.forward(plane_tensor(&crop, device)), 1))
+                tensor_values(softmax(model.forward(image_tensor(&crop, device)), 1))
             })?;
             for (k, plane) in out.iter_mut().enumerate() {
                 let base = k * tile * tile;
@@ -168,7 +190,7 @@ pub fn predict_probabilities_where(
 pub fn predict_probabilities_tta(
     model: &UNet,
     cfg: &UNetConfig,
-    image: &Plane<f32>,
+    image: &[Plane<f32>],
     tile_out: usize,
     device: &Device,
     cancel: &CancelToken,
@@ -181,7 +203,7 @@ pub fn predict_probabilities_tta(
         let probs = predict_probabilities(
             model,
             cfg,
-            &view.apply(image),
+            &image.iter().map(|c| view.apply(c)).collect::<Vec<_>>(),
             tile_out,
             device,
             cancel,

@@ -32,6 +32,10 @@ pub struct UNetConfig {
     /// when not known. The app names a new stack's classes after them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_names: Vec<String>,
+    /// Which channels of a stack feed the network, in order (0-based; `in_channels` of them);
+    /// empty: the first `in_channels` (a grey network and grey stacks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_channels: Vec<usize>,
 }
 
 /// What a layer does.
@@ -115,6 +119,24 @@ impl UNetConfig {
             dropout: 0.5,
             batch_norm: false,
             class_names: Vec::new(),
+            input_channels: Vec::new(),
+        }
+    }
+
+    /// The same network fed by the stack channels `channels` (0-based, in order; 1 to 4 of
+    /// them).
+    pub fn with_input_channels(mut self, channels: Vec<usize>) -> Self {
+        self.in_channels = channels.len();
+        self.input_channels = channels;
+        self
+    }
+
+    /// The stack channels that feed the network, in order.
+    pub fn input_channel_list(&self) -> Vec<usize> {
+        if self.input_channels.is_empty() {
+            (0..self.in_channels).collect()
+        } else {
+            self.input_channels.clone()
         }
     }
 
@@ -125,6 +147,17 @@ impl UNetConfig {
         check(
             (1..=4).contains(&self.in_channels),
             format!("in_channels {} (1 to 4)", self.in_channels),
+        )?;
+        check(
+            self.input_channels.is_empty() || self.input_channels.len() == self.in_channels,
+            format!(
+                "input_channels {:?} (in_channels {} of them)",
+                self.input_channels, self.in_channels
+            ),
+        )?;
+        check(
+            self.input_channels.iter().all(|&c| c < 64),
+            format!("input_channels {:?} (0 to 63)", self.input_channels),
         )?;
         check(
             (2..=255).contains(&self.classes),

@@ -1,10 +1,8 @@
 //! An open stack with its sparse labels: painting, undo/redo of whole strokes, and atomic
 //! saving of the labels next to the images. No GUI code here.
 
-use super::sets::{labels_for, sizes};
-use super::settings::{
-    ClassInfo, Display, ProjectSettings, auto_window, class_color, default_classes,
-};
+use super::sets::labels_for;
+use super::settings::{ClassInfo, Display, ProjectSettings, class_color, default_classes};
 use super::work::{Dirt, SaveWork, Saved, label_path_for};
 use crate::data::journal::{self, Block, Replay};
 use crate::data::{DataError, LabelEncoding, MaskStyle, Plane, Stack, load_stack, write_mask};
@@ -75,7 +73,7 @@ impl Document {
     ) -> Result<Self, DataError> {
         let stack = load_stack(source)?;
         let (w, h) = (stack.width, stack.height);
-        let mut doc_labels: Vec<Plane<u8>> = (0..stack.slices.len())
+        let mut doc_labels: Vec<Plane<u8>> = (0..stack.slices())
             .map(|_| Plane::filled(w, h, 0))
             .collect();
         let saved_work = label_path.exists() || journal::journal_path(&label_path).exists();
@@ -87,7 +85,7 @@ impl Document {
             None => None,
         };
         if let Some((p, enc)) = import {
-            doc_labels = labels_for(&p, enc, (source, &sizes(&stack.slices)))?
+            doc_labels = labels_for(&p, enc, (source, &stack.slice_sizes()))?
                 .into_iter()
                 .map(|l| l.classes)
                 .collect();
@@ -114,12 +112,7 @@ impl Document {
                 color: class_color(id),
             });
         }
-        let (min, max) = auto_window(&stack, 0);
-        let mut display = Display {
-            min,
-            max,
-            gamma: 1.0,
-        };
+        let mut display = Display::auto(&stack);
         // Settings of an earlier session: class names, colours and contrast.
         let settings_path = label_path.with_extension("json");
         let mut settings_restored = false;
@@ -133,7 +126,10 @@ impl Document {
             if saved.classes.len() >= classes.len() {
                 classes = saved.classes;
             }
-            display = saved.display;
+            // A display saved for other channels (the file changed) is not used.
+            if saved.display.fits(stack.channels) {
+                display = saved.display;
+            }
         }
         let dirt = Dirt::new(&doc_labels);
         Ok(Self {
@@ -166,7 +162,7 @@ impl Document {
     pub fn settings(&self) -> ProjectSettings {
         ProjectSettings {
             classes: self.classes.clone(),
-            display: self.display,
+            display: self.display.clone(),
         }
     }
 
@@ -186,7 +182,7 @@ impl Document {
 
     /// Number of slices.
     pub fn slices(&self) -> usize {
-        self.stack.slices.len()
+        self.stack.slices()
     }
 
     /// Starts a stroke; every change until [`Self::end_stroke`] is undone as one.

@@ -8,9 +8,11 @@ use crate::data::error::DataError;
 use crate::data::io::read::{load_label_stack, load_stack};
 use crate::data::labels::{LabelEncoding, LabelSlice, encode_labels};
 use crate::data::plane::Plane;
+use crate::data::stack::Stack;
 use crate::ml::config::{OptimizerConfig, TrainConfig};
 use crate::ml::train::events::StartFrom;
 use crate::ml::train::set::{HeldOutSlice, TrainSet};
+use crate::ml::unet::UNetConfig;
 use crate::preprocess::normalize_percentile;
 
 /// Learning rate of a fine-tune (a tenth of training from scratch: at 1e-3 a short run on a
@@ -122,32 +124,103 @@ pub fn check_plausible_classes(
     Ok(())
 }
 
-/// The training set of raw images and their labels (checked to fit by the caller): the images
-/// normalised as the network sees them, with `held_out` slices for validation.
+/// The stack channels that feed `unet`, checked against a stack of `channels` channels read
+/// from `source`: the ones the network names, or all when it takes as many as the stack has.
+pub fn input_channels(
+    unet: &UNetConfig,
+    channels: usize,
+    source: &Path,
+) -> Result<Vec<usize>, DataError> {
+    let list = unet.input_channel_list();
+    if unet.input_channels.is_empty() && channels != unet.in_channels {
+        return Err(DataError::invalid(
+            source,
+            format!(
+                "it has {channels} channel(s) but the model takes {} and does not say which; choose the channel(s) to use (--channels, 0-based)",
+                unet.in_channels
+            ),
+        ));
+    }
+    if let Some(&c) = list.iter().find(|&&c| c >= channels) {
+        return Err(DataError::invalid(
+            source,
+            format!(
+                "the model reads channel {c} (of channels {list:?}, 0-based) but the file has {channels} channel(s)"
+            ),
+        ));
+    }
+    Ok(list)
+}
+
+/// The channels a new network reads from a stack of `channels` channels (read from `source`):
+/// the ones `asked` (0-based, in order), or all of them; 1 to 4.
+pub fn training_channels(
+    asked: &[usize],
+    channels: usize,
+    source: &Path,
+) -> Result<Vec<usize>, DataError> {
+    let list: Vec<usize> = if asked.is_empty() {
+        (0..channels).collect()
+    } else {
+        asked.to_vec()
+    };
+    if let Some(&c) = list.iter().find(|&&c| c >= channels) {
+        return Err(DataError::invalid(
+            source,
+            format!("channel {c} was asked for, but the file has {channels} channel(s) (0-based)"),
+        ));
+    }
+    if !(1..=4).contains(&list.len()) {
+        return Err(DataError::invalid(
+            source,
+            format!(
+                "a network reads 1 to 4 channels; the file has {channels}: choose up to 4 (--channels, 0-based)"
+            ),
+        ));
+    }
+    Ok(list)
+}
+
+/// The planes of the channels `pick` of every slice of `stack`.
+pub fn picked<'a>(stack: &'a Stack, pick: &[usize]) -> Vec<Vec<&'a Plane<f32>>> {
+    (0..stack.slices())
+        .map(|s| pick.iter().map(|&c| stack.channel(s, c)).collect())
+        .collect()
+}
+
+/// The training set of raw images (each the planes of the channels the network reads) and
+/// their labels (checked to fit by the caller): the images normalised channel by channel as the
+/// network sees them, with `held_out` slices for validation.
 pub fn train_set(
-    images: &[Plane<f32>],
+    images: &[Vec<&Plane<f32>>],
     labels: Vec<LabelSlice>,
     held_out: Vec<HeldOutSlice>,
 ) -> TrainSet {
     TrainSet {
-        images: images.iter().map(normalize_percentile).collect(),
+        images: images.iter().map(|i| normalized(i)).collect(),
         labels,
         held_out,
     }
 }
 
-/// Fully labelled held-out slices for validation (normalised images and their cell masks),
-/// from an image stack and its labels; refuses labels that do not fit or leave pixels
-/// unlabelled.
+/// Every channel normalised as the network sees it.
+pub fn normalized(image: &[&Plane<f32>]) -> Vec<Plane<f32>> {
+    image.iter().map(|c| normalize_percentile(c)).collect()
+}
+
+/// Fully labelled held-out slices for validation (normalised images of the channels `pick` and
+/// their cell masks), from an image stack and its labels; refuses labels that do not fit or
+/// leave pixels unlabelled.
 pub fn held_out_slices(
     images_path: &Path,
     labels_path: &Path,
     encoding: LabelEncoding,
+    pick: &[usize],
 ) -> Result<Vec<HeldOutSlice>, DataError> {
     let stack = load_stack(images_path)?;
-    let labels = labels_for(labels_path, encoding, (images_path, &sizes(&stack.slices)))?;
-    stack
-        .slices
+    let labels = labels_for(labels_path, encoding, (images_path, &stack.slice_sizes()))?;
+    let pick = training_channels(pick, stack.channels, images_path)?;
+    picked(&stack, &pick)
         .iter()
         .zip(&labels)
         .enumerate()
@@ -159,7 +232,7 @@ pub fn held_out_slices(
                 ));
             }
             Ok(HeldOutSlice {
-                image: normalize_percentile(image),
+                image: normalized(image),
                 cell: l.classes.map(|c| c >= 2),
             })
         })
@@ -196,7 +269,7 @@ pub fn recipe(start: &StartFrom) -> TrainConfig {
 mod tests {
     use super::*;
     use crate::ml::checkpoint::{Checkpoint, CheckpointMeta};
-    use crate::ml::unet::{Preset, UNetConfig};
+    use crate::ml::unet::Preset;
     use std::path::PathBuf;
 
     fn classes(data: Vec<u32>) -> LabelSlice {

@@ -19,13 +19,14 @@ pub trait SliceProgress {
     fn slice(&mut self, slice: usize, probs: Vec<Plane<f32>>);
 }
 
-/// Predicts `slices` (raw grey values, normalised here as in training) one after the other
+/// Predicts `slices` (each the raw values of the channels the network takes, normalised here
+/// channel by channel as in training) one after the other
 /// with the mean of `views`, starting with `tile`: when the device runs out of memory, the
 /// slice runs again with a smaller tile, which the following slices keep. Returns the tile in
 /// use at the end.
 pub fn predict_slices(
     (model, unet): (&UNet, &UNetConfig),
-    slices: &[&Plane<f32>],
+    slices: &[Vec<&Plane<f32>>],
     mut tile: usize,
     views: &[D4],
     (device, cancel): (&Device, &CancelToken),
@@ -37,7 +38,10 @@ pub fn predict_slices(
         let (used, probs) = predict_fitting(
             model,
             unet,
-            &normalize_percentile(slice),
+            &slice
+                .iter()
+                .map(|c| normalize_percentile(c))
+                .collect::<Vec<_>>(),
             tile,
             device,
             cancel,

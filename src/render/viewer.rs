@@ -18,9 +18,9 @@ pub const SHOW_MAP: u32 = 4;
 /// `flags` bit: the map holds class ids, drawn in the palette's class colours (the mask).
 pub const MAP_CLASSES: u32 = 8;
 
-/// Uniforms of `shaders/viewer.wgsl`, mirrored field by field by its `struct View` (96
-/// bytes: every field 4-byte aligned and every `[f32; 2]` at a multiple of 8, so this
-/// `#[repr(C)]` layout is the WGSL one; `tile_core` sits at 64, a multiple of 16). The app
+/// Uniforms of `shaders/viewer.wgsl`, mirrored field by field by its `struct View` (192
+/// bytes: every field 4-byte aligned, every `[f32; 2]` at a multiple of 8 and every
+/// `[f32; 4]` at a multiple of 16, so this `#[repr(C)]` layout is the WGSL one). The app
 /// fills the view; the renderer sets the `tile_*` fields and `background` per texture tile.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -35,10 +35,10 @@ pub struct ViewUniforms {
     pub origin: [f32; 2],
     /// Image width and height.
     pub image_size: [f32; 2],
-    /// Contrast window: the raw value shown black.
-    pub window_min: f32,
-    /// Contrast window: the raw value shown white.
-    pub window_max: f32,
+    /// Channels in the image texture (1 to 4).
+    pub channels: u32,
+    /// Padding (WGSL: `_pad2`).
+    pub _pad2: u32,
     /// Opacity of the label overlay.
     pub label_opacity: f32,
     /// [`SHOW_LABELS`], [`DIM_UNLABELLED`], [`SHOW_MAP`], [`MAP_CLASSES`].
@@ -59,6 +59,13 @@ pub struct ViewUniforms {
     pub background: u32,
     /// Padding (WGSL: `_pad1`).
     pub _pad1: u32,
+    /// Per channel, the raw value shown black (contrast window).
+    pub channel_min: [f32; 4],
+    /// Per channel, the raw value shown at full colour.
+    pub channel_max: [f32; 4],
+    /// Per channel, its colour (linear 0..1) and whether it is shown (w: 1 or 0); the
+    /// composite adds the shown channels' colours.
+    pub channel_colour: [[f32; 4]; 4],
 }
 
 /// One texture tile of a slice: the image pixels it draws (`core`) and the pixels its
@@ -114,8 +121,11 @@ pub enum Upload {
         height: u32,
         /// Largest texture edge to use.
         tile_edge: u32,
+        /// Channels of the image (1: one `f32` per pixel; 2 to 4: four per pixel).
+        channels: u32,
     },
-    /// The raw values of the shown slice (`width * height`).
+    /// The raw values of the shown slice: `width * height` values for one channel, else four
+    /// per pixel (channels interleaved, unused ones zero).
     Image(Vec<f32>),
     /// A rectangle of the shown slice's labels (what a stroke changed).
     LabelRect {
@@ -148,6 +158,7 @@ struct Tile {
 struct SliceTextures {
     width: u32,
     height: u32,
+    channels: u32,
     tiles: Vec<Tile>,
 }
 
@@ -206,7 +217,12 @@ pub fn install(rs: &egui_wgpu::RenderState) {
 }
 
 impl ViewerResources {
-    fn resize(&mut self, device: &wgpu::Device, width: u32, height: u32, tile_edge: u32) {
+    fn resize(
+        &mut self,
+        device: &wgpu::Device,
+        (width, height, channels): (u32, u32, u32),
+        tile_edge: u32,
+    ) {
         self.slice = None;
         // 0 = the device's limit.
         let edge = match tile_edge {
@@ -219,19 +235,28 @@ impl ViewerResources {
         }
         let tiles = tile_layout(width, height, edge)
             .into_iter()
-            .map(|rect| self.tile(device, rect))
+            .map(|rect| self.tile(device, rect, channels))
             .collect();
         self.slice = Some(SliceTextures {
             width,
+            channels,
             height,
             tiles,
         });
     }
 
-    fn tile(&self, device: &wgpu::Device, rect: TileRect) -> Tile {
+    fn tile(&self, device: &wgpu::Device, rect: TileRect, channels: u32) -> Tile {
         let [x0, y0, x1, y1] = rect.tex;
         let tex = |label: &str, format| create_texture(device, label, x1 - x0, y1 - y0, format);
-        let image = tex("viewer image", wgpu::TextureFormat::R32Float);
+        // A grey image takes a quarter of the memory of a composite's four channels.
+        let image = tex(
+            "viewer image",
+            if channels > 1 {
+                wgpu::TextureFormat::Rgba32Float
+            } else {
+                wgpu::TextureFormat::R32Float
+            },
+        );
         let labels = tex("viewer labels", wgpu::TextureFormat::R8Uint);
         let map = tex("viewer map", wgpu::TextureFormat::R32Float);
         let uniforms = uniform_buffer(device, "viewer uniforms", UNIFORM_BYTES);
@@ -259,25 +284,38 @@ impl ViewerResources {
                 width,
                 height,
                 tile_edge,
+                channels,
             } => {
-                self.resize(device, *width, *height, *tile_edge);
+                self.resize(device, (*width, *height, *channels), *tile_edge);
                 0
             }
-            Upload::Image(values) | Upload::Map(values) => {
+            Upload::Image(values) => {
+                let Some(s) = &self.slice else { return 0 };
+                let pixels = (s.width * s.height) as usize;
+                let whole = [0, 0, s.width, s.height];
+                if s.channels > 1 && values.len() == 4 * pixels {
+                    let texels: &[[f32; 4]] = bytemuck::cast_slice(values);
+                    s.tiles
+                        .iter()
+                        .map(|t| write_region(queue, &t.image, t.rect, whole, texels))
+                        .sum()
+                } else if s.channels == 1 && values.len() == pixels {
+                    s.tiles
+                        .iter()
+                        .map(|t| write_region(queue, &t.image, t.rect, whole, values))
+                        .sum()
+                } else {
+                    0
+                }
+            }
+            Upload::Map(values) => {
                 let Some(s) = &self.slice else { return 0 };
                 if values.len() != (s.width * s.height) as usize {
                     return 0;
                 }
                 s.tiles
                     .iter()
-                    .map(|t| {
-                        let tex = if matches!(up, Upload::Image(_)) {
-                            &t.image
-                        } else {
-                            &t.map
-                        };
-                        write_region(queue, tex, t.rect, [0, 0, s.width, s.height], values)
-                    })
+                    .map(|t| write_region(queue, &t.map, t.rect, [0, 0, s.width, s.height], values))
                     .sum()
             }
             Upload::LabelRect {
@@ -467,8 +505,8 @@ mod tests {
             ("gamma", offset_of!(ViewUniforms, gamma)),
             ("origin", offset_of!(ViewUniforms, origin)),
             ("image_size", offset_of!(ViewUniforms, image_size)),
-            ("window_min", offset_of!(ViewUniforms, window_min)),
-            ("window_max", offset_of!(ViewUniforms, window_max)),
+            ("channels", offset_of!(ViewUniforms, channels)),
+            ("_pad2", offset_of!(ViewUniforms, _pad2)),
             ("label_opacity", offset_of!(ViewUniforms, label_opacity)),
             ("flags", offset_of!(ViewUniforms, flags)),
             ("map_opacity", offset_of!(ViewUniforms, map_opacity)),
@@ -479,6 +517,9 @@ mod tests {
             ("tile_origin", offset_of!(ViewUniforms, tile_origin)),
             ("background", offset_of!(ViewUniforms, background)),
             ("_pad1", offset_of!(ViewUniforms, _pad1)),
+            ("channel_min", offset_of!(ViewUniforms, channel_min)),
+            ("channel_max", offset_of!(ViewUniforms, channel_max)),
+            ("channel_colour", offset_of!(ViewUniforms, channel_colour)),
         ];
         let module = wgpu::naga::front::wgsl::parse_str(include_str!("../../shaders/viewer.wgsl"))
             .expect("viewer.wgsl parses");
@@ -499,7 +540,7 @@ mod tests {
         let rust: Vec<(String, usize)> = rust.iter().map(|(n, o)| (n.to_string(), *o)).collect();
         assert_eq!(wgsl, rust);
         assert_eq!(span as usize, std::mem::size_of::<ViewUniforms>());
-        assert_eq!(UNIFORM_BYTES, 96);
+        assert_eq!(UNIFORM_BYTES, 192);
     }
 
     #[test]

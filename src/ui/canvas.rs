@@ -34,7 +34,7 @@ pub(crate) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         return;
     };
     let (w, h) = (doc.stack.width as f32, doc.stack.height as f32);
-    let display = doc.display;
+    let display = doc.display.clone();
     let panning = zoom_and_pan(app, ui, rect, &response, (w, h));
     paint(app, ui, rect, &response, panning);
     app.viewer.readout = response
@@ -63,6 +63,46 @@ pub(crate) fn canvas(app: &mut StudioApp, ui: &mut egui::Ui) {
         },
     ));
     outlines(app, ui, rect, &response);
+    if let Some(size) = app.doc.as_ref().and_then(|d| d.stack.pixel_size.clone()) {
+        scale_bar(ui, rect, app.view.zoom, &size);
+    }
+}
+
+/// A scale bar in the bottom-left corner: a round length (1, 2 or 5 times a power of ten of
+/// the stack's unit) about 120 points long at the current zoom.
+fn scale_bar(ui: &egui::Ui, rect: egui::Rect, zoom: f32, size: &crate::data::PixelSize) {
+    let per_point = size.x / f64::from(zoom.max(1e-6));
+    let (length, points) = nice_length(120.0 * per_point, per_point);
+    if !(points.is_finite() && points > 4.0) {
+        return;
+    }
+    let y = rect.bottom() - 16.0;
+    let x0 = rect.left() + 16.0;
+    let bar = egui::Rect::from_min_size(egui::pos2(x0, y), egui::vec2(points as f32, 4.0));
+    let p = ui.painter();
+    p.rect_filled(bar.expand(1.0), 0.0, egui::Color32::from_black_alpha(160));
+    p.rect_filled(bar, 0.0, egui::Color32::WHITE);
+    p.text(
+        egui::pos2(x0, y - 3.0),
+        egui::Align2::LEFT_BOTTOM,
+        format!("{length} {}", size.unit),
+        egui::FontId::proportional(13.0),
+        egui::Color32::WHITE,
+    );
+}
+
+/// The round length (1, 2 or 5 times a power of ten) at most `about`, and its length in
+/// points at `per_point` units per point.
+fn nice_length(about: f64, per_point: f64) -> (f64, f64) {
+    let power = 10f64.powf(about.log10().floor());
+    let length = [5.0, 2.0, 1.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&l| l <= about)
+        .unwrap_or(power);
+    // Shown with the digits it needs (0.2, not 0.20000000000000001).
+    let length = (length * 1e9).round() / 1e9;
+    (length, length / per_point)
 }
 
 /// Fits the image into a new canvas, zooms with the wheel or a pinch about the cursor and pans
@@ -206,7 +246,13 @@ fn readout(app: &StudioApp, (x, y): (f32, f32), (w, h): (f32, f32)) -> Option<St
         return None;
     }
     let (xi, yi) = (x as usize, y as usize);
-    let raw = doc.stack.slices[slice].at(xi, yi);
+    let raw = doc
+        .stack
+        .image(slice)
+        .iter()
+        .map(|c| c.at(xi, yi).to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let label = doc.labels[slice].at(xi, yi);
     let name = match label {
         0 => "unlabelled".to_string(),
@@ -225,7 +271,22 @@ fn readout(app: &StudioApp, (x, y): (f32, f32), (w, h): (f32, f32)) -> Option<St
             format!("  p(class {}) {:.3}", k + 1, p[k].at(xi, yi))
         })
         .unwrap_or_default();
-    Some(format!("x {xi}  y {yi}  value {raw}  label {name}{prob}"))
+    let at = doc
+        .stack
+        .pixel_size
+        .as_ref()
+        .map(|p| {
+            format!(
+                " ({:.3} {u}, {:.3} {u})",
+                x as f64 * p.x,
+                y as f64 * p.y,
+                u = p.unit
+            )
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "x {xi}  y {yi}{at}  value {raw}  label {name}{prob}"
+    ))
 }
 
 /// What the GPU must receive this frame: everything after a slice change, otherwise only the
@@ -241,6 +302,7 @@ fn uploads(app: &mut StudioApp) -> Option<Vec<Upload>> {
             width: doc.stack.width as u32,
             height: doc.stack.height as u32,
             tile_edge: app.max_texture_edge,
+            channels: doc.stack.channels.min(4) as u32,
         });
         app.viewer.sized = true;
         app.viewer.uploaded_slice = None;
@@ -250,7 +312,7 @@ fn uploads(app: &mut StudioApp) -> Option<Vec<Upload>> {
     }
     let changed = doc.take_changed_rects();
     if app.viewer.uploaded_slice != Some(slice) {
-        uploads.push(Upload::Image(doc.stack.slices[slice].data.clone()));
+        uploads.push(Upload::Image(texels(doc.stack.image(slice))));
         uploads.push(Upload::LabelRect {
             x0: 0,
             y0: 0,
@@ -294,6 +356,42 @@ fn uploads(app: &mut StudioApp) -> Option<Vec<Upload>> {
     Some(uploads)
 }
 
+/// A slice's values as the viewer's image texture holds them: one per pixel for one channel,
+/// else four per pixel (the first four channels, unused ones zero).
+fn texels(image: &[crate::data::Plane<f32>]) -> Vec<f32> {
+    if let [grey] = image {
+        return grey.data.clone();
+    }
+    let n = image.first().map_or(0, |p| p.data.len());
+    let mut out = vec![0.0f32; 4 * n];
+    for (c, plane) in image.iter().take(4).enumerate() {
+        for (i, &v) in plane.data.iter().enumerate() {
+            out[4 * i + c] = v;
+        }
+    }
+    out
+}
+
+/// Per channel: window minimum, maximum and colour (w = 1 when shown); a grey stack is one
+/// white channel with the stack's window.
+fn channel_uniforms(
+    display: &crate::project::settings::Display,
+) -> ([f32; 4], [f32; 4], [[f32; 4]; 4]) {
+    let (mut lo, mut hi, mut colour) = ([0.0; 4], [1.0; 4], [[0.0; 4]; 4]);
+    if display.channels.is_empty() {
+        lo[0] = display.min;
+        hi[0] = display.max;
+        colour[0] = [1.0, 1.0, 1.0, 1.0];
+    }
+    for (c, ch) in display.channels.iter().take(4).enumerate() {
+        lo[c] = ch.min;
+        hi[c] = ch.max;
+        let [r, g, b] = ch.color.map(|v| f32::from(v) / 255.0);
+        colour[c] = [r, g, b, if ch.visible { 1.0 } else { 0.0 }];
+    }
+    (lo, hi, colour)
+}
+
 /// The viewer's uniforms for this frame (the renderer fills in the tile fields).
 fn uniforms(
     app: &StudioApp,
@@ -315,14 +413,17 @@ fn uniforms(
         }
     }
     let (map_cold, map_hot) = app.models.overlay_range();
+    let (channel_min, channel_max, channel_colour) = channel_uniforms(&display);
     ViewUniforms {
         rect_min: [rect.min.x * ppp, rect.min.y * ppp],
         zoom: app.view.zoom * ppp,
         gamma: display.gamma,
         origin: [app.view.origin.x, app.view.origin.y],
         image_size: [w, h],
-        window_min: display.min,
-        window_max: display.max,
+        channels: display.channels.len().clamp(1, 4) as u32,
+        channel_min,
+        channel_max,
+        channel_colour,
         label_opacity: app.label_opacity,
         flags,
         map_opacity: app.models.overlay_opacity,

@@ -147,30 +147,13 @@ pub(crate) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
                     return;
                 };
                 ui.heading("Stack");
-                let n = doc.slices();
-                if n > 1 {
-                    let mut s = app.view.slice;
-                    if ui
-                        .add(egui::Slider::new(&mut s, 0..=n - 1).text("slice"))
-                        .changed()
-                    {
-                        app.view.slice = s;
-                        app.viewer.invalidate_slice();
-                    }
-                } else {
-                    ui.label("1 slice");
+                if let Some(s) = slice_sliders(ui, &doc.stack, app.view.slice) {
+                    app.view.slice = s;
+                    app.viewer.invalidate_slice();
                 }
                 ui.separator();
                 ui.heading("Contrast");
-                let d = &mut doc.display;
-                ui.add(egui::DragValue::new(&mut d.min).prefix("min ").speed(1.0));
-                ui.add(egui::DragValue::new(&mut d.max).prefix("max ").speed(1.0));
-                ui.add(egui::Slider::new(&mut d.gamma, 0.2..=3.0).text("gamma"));
-                if ui.button("Auto (0.5–99.5 %)").clicked() {
-                    let (lo, hi) = auto_window(&doc.stack, app.view.slice);
-                    d.min = lo;
-                    d.max = hi;
-                }
+                contrast(ui, doc, app.view.slice);
                 if ui.button("Fit to window").clicked() {
                     app.view.fit = true;
                 }
@@ -294,7 +277,11 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
     if !app.models.tile_note.is_empty() {
         ui.label(app.models.tile_note.as_str());
     }
+    let channels = app.doc.as_ref().map_or(1, |d| d.stack.channels);
     let m = &mut app.models;
+    if channels > 1 {
+        input_channels(m, channels, ui);
+    }
     match &m.model {
         Some(model) => {
             ui.label(format!(
@@ -317,6 +304,45 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
                 ui.selectable_value(&mut m.preset, Preset::Paper, "paper");
             });
         }
+    }
+}
+
+/// Which channels of a multichannel stack the network reads: the model's, or, for a new
+/// network, the ones ticked (all, up to 4, by default).
+fn input_channels(m: &mut crate::app::model::ModelState, channels: usize, ui: &mut egui::Ui) {
+    if let Some(model) = &m.model {
+        let list: Vec<String> = model
+            .unet
+            .input_channel_list()
+            .iter()
+            .map(|c| (c + 1).to_string())
+            .collect();
+        ui.label(format!("the network reads channel(s) {}", list.join(", ")));
+        return;
+    }
+    let mut picked: Vec<usize> = if m.train_channels.is_empty() {
+        (0..channels.min(4)).collect()
+    } else {
+        m.train_channels.clone()
+    };
+    ui.horizontal_wrapped(|ui| {
+        ui.label("a new network reads channel(s)");
+        for c in 0..channels {
+            let mut on = picked.contains(&c);
+            if ui.checkbox(&mut on, format!("{}", c + 1)).changed() {
+                if on {
+                    picked.push(c);
+                    picked.sort_unstable();
+                } else if picked.len() > 1 {
+                    // At least one channel stays ticked.
+                    picked.retain(|&p| p != c);
+                }
+                m.train_channels = picked.clone();
+            }
+        }
+    });
+    if picked.len() > 4 {
+        ui.label("a network reads at most 4 channels: untick some");
     }
 }
 
@@ -685,4 +711,62 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
             app.reset_model();
         }
     });
+}
+
+/// The contrast window and gamma; for a multichannel stack, each channel's visibility,
+/// colour and window (the image is their composite).
+fn contrast(ui: &mut egui::Ui, doc: &mut crate::project::Document, slice: usize) {
+    let d = &mut doc.display;
+    if d.channels.is_empty() {
+        ui.add(egui::DragValue::new(&mut d.min).prefix("min ").speed(1.0));
+        ui.add(egui::DragValue::new(&mut d.max).prefix("max ").speed(1.0));
+    }
+    for (c, ch) in d.channels.iter_mut().enumerate() {
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut ch.visible, format!("channel {}", c + 1));
+            ui.color_edit_button_srgb(&mut ch.color);
+        });
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut ch.min).prefix("min ").speed(1.0));
+            ui.add(egui::DragValue::new(&mut ch.max).prefix("max ").speed(1.0));
+        });
+    }
+    ui.add(egui::Slider::new(&mut d.gamma, 0.2..=3.0).text("gamma"));
+    if ui.button("Auto (0.5–99.5 %)").clicked() {
+        let (lo, hi) = auto_window(&doc.stack, slice, 0);
+        d.min = lo;
+        d.max = hi;
+        for (c, ch) in d.channels.iter_mut().enumerate() {
+            (ch.min, ch.max) = auto_window(&doc.stack, slice, c);
+        }
+    }
+}
+
+/// The slice slider, or a Z and a T slider for a stack with time points; returns the slice
+/// chosen when it changed.
+fn slice_sliders(ui: &mut egui::Ui, stack: &crate::data::Stack, slice: usize) -> Option<usize> {
+    let n = stack.slices();
+    if stack.frames <= 1 {
+        if n <= 1 {
+            ui.label("1 slice");
+            return None;
+        }
+        let mut s = slice;
+        let changed = ui
+            .add(egui::Slider::new(&mut s, 0..=n - 1).text("slice"))
+            .changed();
+        return changed.then_some(s);
+    }
+    let depth = stack.depth().max(1);
+    let (mut z, mut t) = (slice % depth, slice / depth);
+    let mut changed = false;
+    if depth > 1 {
+        changed |= ui
+            .add(egui::Slider::new(&mut z, 0..=depth - 1).text("Z"))
+            .changed();
+    }
+    changed |= ui
+        .add(egui::Slider::new(&mut t, 0..=stack.frames - 1).text("T"))
+        .changed();
+    changed.then_some(t * depth + z)
 }

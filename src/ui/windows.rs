@@ -12,7 +12,12 @@ pub(crate) fn augment_window(app: &mut StudioApp, ctx: &egui::Context) {
         return;
     }
     let mut open = true;
-    let display = app.doc.as_ref().map(|d| d.display);
+    // The deformation is shown on the first channel, in its window.
+    let display = app.doc.as_ref().map(|d| {
+        let first = d.display.channels.first();
+        let (lo, hi) = first.map_or((d.display.min, d.display.max), |c| (c.min, c.max));
+        (lo, hi, d.display.gamma)
+    });
     let colours: Vec<[u8; 3]> = app
         .doc
         .as_ref()
@@ -55,8 +60,8 @@ pub(crate) fn augment_window(app: &mut StudioApp, ctx: &egui::Context) {
                     if renderer_ready {
                         let ppp = ui.ctx().pixels_per_point();
                         let uniforms = DeformUniforms {
-                            a: [r.min.x * ppp, r.min.y * ppp, scale * ppp, d.gamma],
-                            b: [d.min, d.max, a.grid_spacing.max(1.0), 0.75 * ppp],
+                            a: [r.min.x * ppp, r.min.y * ppp, scale * ppp, d.2],
+                            b: [d.0, d.1, a.grid_spacing.max(1.0), 0.75 * ppp],
                             c: [
                                 s.image.width as f32,
                                 s.image.height as f32,

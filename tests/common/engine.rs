@@ -20,7 +20,7 @@ pub fn em_crop(s: usize, x0: usize, y0: usize, size: usize) -> (Plane<f32>, Labe
     let stack = load_stack(&sample_dir().join("images").join(&name)).unwrap();
     let labels = load_label_stack(&sample_dir().join("labels").join(&name)).unwrap();
     let img =
-        normalize_percentile(&stack.slices[0]).crop_mirrored(x0 as isize, y0 as isize, size, size);
+        normalize_percentile(&stack.planes[0]).crop_mirrored(x0 as isize, y0 as isize, size, size);
     let lab = labels[0].crop_mirrored(x0 as isize, y0 as isize, size, size);
     (img, encode_labels(&lab, LabelEncoding::Binary).unwrap())
 }

@@ -54,3 +54,42 @@ pub fn harness_for(req: OpenRequest, config: PathBuf) -> Harness<'static, Studio
     h.run_steps(4);
     h
 }
+
+/// A Python with tifffile (`UNET_STUDIO_PYTHON`, `python3`, `/usr/bin/python3`), or `None`
+/// when there is none and `UNET_STUDIO_REQUIRE_TIFFFILE` is not set (CI sets it).
+pub fn tifffile_python() -> Option<std::ffi::OsString> {
+    let python = std::env::var_os("UNET_STUDIO_PYTHON")
+        .into_iter()
+        .chain(["python3".into(), "/usr/bin/python3".into()])
+        .find(|python| {
+            std::process::Command::new(python)
+                .args(["-c", "import tifffile"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if python.is_none() {
+        assert!(
+            std::env::var_os("UNET_STUDIO_REQUIRE_TIFFFILE").is_none(),
+            "python3 with tifffile is required here"
+        );
+        eprintln!("python3 tifffile not installed: cross-check skipped");
+    }
+    python
+}
+
+/// Runs `script` with `arg` under a Python with tifffile; its standard output, or `None`
+/// when there is no such Python (see [`tifffile_python`]).
+pub fn run_tifffile(script: &str, arg: &str) -> Option<String> {
+    let python = tifffile_python()?;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, arg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tifffile: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}

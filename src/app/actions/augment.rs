@@ -55,7 +55,8 @@ impl StudioApp {
         }
         self.augment.key = Some(key);
         let slice = self.view.slice;
-        let image = doc.stack.slices[slice].clone();
+        // The first channel (the view shows one).
+        let image = doc.stack.channel(slice, 0).clone();
         let labels = doc.labels[slice].clone();
         let seed = self.augment.seed;
         self.jobs.spawn(JobKind::Deform, "deform", move |_| {

@@ -3,9 +3,11 @@
 use crate::app::compare::{CompareSide, Comparison, label_error};
 use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
+use crate::data::Plane;
 use crate::ml::{MlError, argmax_classes, load_checkpoint, predict_fitting};
 use crate::preprocess::{D4, normalize_percentile};
 use crate::project::models::VersionInfo;
+use crate::project::sets::input_channels;
 
 impl StudioApp {
     /// Compares the two ticked versions on the shown slice, in the background.
@@ -26,7 +28,9 @@ impl StudioApp {
             return;
         };
         let slice = self.view.slice;
-        let image = normalize_percentile(&doc.stack.slices[slice]);
+        // Every channel of the slice; each version reads the ones its network names.
+        let image: Vec<Plane<f32>> = doc.stack.image(slice).to_vec();
+        let source = doc.source.clone();
         let labels = doc.labels[slice].clone();
         let compute = self.models.compute.clone();
         // The prediction tiles the app uses for these networks on this device.
@@ -38,10 +42,15 @@ impl StudioApp {
                 let ckpt = load_checkpoint(&v.dir)?;
                 let model = ckpt.model(&compute.device)?;
                 let unet = &ckpt.meta.unet;
+                let pick = input_channels(unet, image.len(), &source)?;
+                let input: Vec<Plane<f32>> = pick
+                    .iter()
+                    .map(|&c| normalize_percentile(&image[c]))
+                    .collect();
                 let (_, probs) = predict_fitting(
                     &model,
                     unet,
-                    &image,
+                    &input,
                     tile,
                     &compute.device,
                     &ctx.cancel,

@@ -3,8 +3,8 @@
 use crate::app::export::{ExportKind, write_export, written};
 use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
-use crate::data::DataError;
 use crate::data::Plane;
+use crate::data::{DataError, TiffAxes};
 use std::path::PathBuf;
 
 impl StudioApp {
@@ -32,10 +32,12 @@ impl StudioApp {
         let labels = doc.labels.clone();
         let colours: Vec<[u8; 3]> = doc.classes.iter().map(|c| c.color).collect();
         let threshold = self.models.model.as_ref().and_then(|m| m.threshold);
+        // Exports keep the stack's time axis and pixel size.
+        let axes = TiffAxes::of(&doc.stack);
         self.status = format!("exporting to {}", path.display());
         self.jobs.spawn(JobKind::Export, "export", move |_| {
             Message::Exported(write_export(
-                kind, &path, &probs, threshold, &labels, &colours,
+                kind, &path, &probs, threshold, &labels, &colours, &axes,
             ))
         });
     }

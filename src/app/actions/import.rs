@@ -3,7 +3,7 @@
 use crate::app::import::ImportResult;
 use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
-use crate::project::sets::{labels_for, sizes};
+use crate::project::sets::labels_for;
 use std::path::PathBuf;
 
 impl StudioApp {
@@ -15,7 +15,7 @@ impl StudioApp {
         }
         let path = PathBuf::from(self.import.path.trim());
         let encoding = self.import.encoding;
-        let images = (doc.source.clone(), sizes(&doc.stack.slices));
+        let images = (doc.source.clone(), doc.stack.slice_sizes());
         self.status = format!("importing labels from {}", path.display());
         self.jobs.spawn(JobKind::Import, "import labels", move |_| {
             let read = labels_for(&path, encoding, (&images.0, &images.1));

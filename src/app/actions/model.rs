@@ -6,11 +6,12 @@ use crate::app::studio::StudioApp;
 use crate::data::{LabelSlice, Plane};
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
 use crate::ml::{
-    MlError, StartFrom, TrainConfig, TrainEvent, UNet, UNetConfig, save_checkpoint, train_fitting,
+    MlError, StartFrom, TrainConfig, TrainEvent, TrainSet, UNet, UNetConfig, save_checkpoint,
+    train_fitting,
 };
 use crate::preprocess::{D4, class_weights, weight_map};
 use crate::project::models::{LoadedModel, save_version};
-use crate::project::sets::{recipe, train_set};
+use crate::project::sets::{input_channels, picked, recipe, train_set, training_channels};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use std::path::PathBuf;
 
@@ -22,23 +23,12 @@ impl StudioApp {
             return;
         }
         let Some(doc) = &self.doc else { return };
-        let labels = train_labels(&doc.labels);
-        let labelled: usize = labels.iter().map(LabelSlice::labelled_count).sum();
-        if labelled == 0 {
-            self.error = Some("paint some labels first: every pixel is unlabelled".into());
-            return;
-        }
-        let set = train_set(&doc.stack.slices, labels, Vec::new());
-        let classes = set.classes().max(doc.classes.len());
-        let start = match &self.models.model {
-            Some(m) if m.unet.classes >= set.classes() => match m.checkpoint("") {
-                Ok(c) => StartFrom::FineTune(Box::new(c)),
-                Err(e) => {
-                    self.error = Some(format!("cannot fine-tune the current model: {e}"));
-                    return;
-                }
-            },
-            _ => StartFrom::Scratch(UNetConfig::preset(self.models.preset, classes)),
+        let (start, set) = match self.training_start(doc) {
+            Ok(both) => both,
+            Err(e) => {
+                self.error = Some(e);
+                return;
+            }
         };
         // The model learns what the classes are called in this stack.
         let start = start.with_class_names(doc.classes.iter().map(|c| c.name.clone()).collect());
@@ -111,6 +101,54 @@ impl StudioApp {
             };
             Message::Trained(Box::new(run()))
         });
+    }
+
+    /// Where a run from the app starts and what it trains on: the current model fine-tuned
+    /// when it reads this stack's channels and predicts every class painted, otherwise a new
+    /// network of the chosen preset reading the ticked channels; the painted labels with the
+    /// channels the network reads. The error says what to do.
+    fn training_start(
+        &self,
+        doc: &crate::project::Document,
+    ) -> Result<(StartFrom, TrainSet), String> {
+        let labels = train_labels(&doc.labels);
+        if labels.iter().map(LabelSlice::labelled_count).sum::<usize>() == 0 {
+            return Err("paint some labels first: every pixel is unlabelled".into());
+        }
+        let classes_used = labels
+            .iter()
+            .map(|l| l.max_class() as usize)
+            .max()
+            .unwrap_or(0)
+            .max(2);
+        let channels = doc.stack.channels;
+        let fits = |m: &LoadedModel| {
+            m.unet.classes >= classes_used && input_channels(&m.unet, channels, &doc.source).is_ok()
+        };
+        let start = match &self.models.model {
+            Some(m) if fits(m) => StartFrom::FineTune(Box::new(
+                m.checkpoint("")
+                    .map_err(|e| format!("cannot fine-tune the current model: {e}"))?,
+            )),
+            _ => {
+                let pick = training_channels(&self.models.train_channels, channels, &doc.source)
+                    .map_err(|e| e.to_string())?;
+                let unet =
+                    UNetConfig::preset(self.models.preset, classes_used.max(doc.classes.len()));
+                // A grey network of a grey stack names no channels (as before channels).
+                StartFrom::Scratch(if channels == 1 {
+                    unet
+                } else {
+                    unet.with_input_channels(pick)
+                })
+            }
+        };
+        let pick =
+            input_channels(start.unet(), channels, &doc.source).map_err(|e| e.to_string())?;
+        Ok((
+            start,
+            train_set(&picked(&doc.stack, &pick), labels, Vec::new()),
+        ))
     }
 
     /// Makes a saved version the current model again (roll back), in the background.
@@ -213,9 +251,21 @@ impl StudioApp {
         } else {
             vec![self.view.slice]
         };
-        let images: Vec<Plane<f32>> = slices
+        let pick = match input_channels(&unet, doc.stack.channels, &doc.source) {
+            Ok(p) => p,
+            Err(e) => {
+                self.error = Some(format!("cannot predict with this model: {e}"));
+                return;
+            }
+        };
+        // The channels the network reads, of each slice to predict.
+        let images: Vec<Vec<Plane<f32>>> = slices
             .iter()
-            .map(|&s| doc.stack.slices[s].clone())
+            .map(|&s| {
+                pick.iter()
+                    .map(|&c| doc.stack.channel(s, c).clone())
+                    .collect()
+            })
             .collect();
         let device = self.models.compute.device.clone();
         let tile = self.models.tile_for(&unet, false);
@@ -257,7 +307,7 @@ impl StudioApp {
                 slices: &slices,
                 out: Vec::with_capacity(slices.len()),
             };
-            let raw: Vec<&Plane<f32>> = images.iter().collect();
+            let raw: Vec<Vec<&Plane<f32>>> = images.iter().map(|i| i.iter().collect()).collect();
             let res = predict_slices(
                 (&model, &unet),
                 &raw,

@@ -1,15 +1,18 @@
 //! Reading image stacks (PNG/JPEG/BMP, single and multipage TIFF, folders) and writing masks
 //! and float maps (PNG, multipage TIFF with ImageJ metadata). All writes are atomic.
 
+pub mod axes;
 pub mod files;
 pub mod probe;
 pub mod read;
 pub mod tiff;
 pub mod write;
 
+pub use axes::PixelSize;
 pub use files::{FOLDER_LABELS, IMAGE_EXTENSIONS, MAX_EDGE, MAX_SLICE_PIXELS, natural_cmp};
 pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
-pub use read::{PixelKind, Stack, decode_stack_bytes, load_label_stack, load_stack};
+pub use read::{decode_stack_bytes, load_label_stack, load_stack};
+pub use tiff::TiffAxes;
 pub use write::{
     ImageFormat, MaskStyle, png_slice_paths, write_all_atomic, write_atomic, write_f32_tiff,
     write_mask, write_mask_coloured,

@@ -52,8 +52,11 @@ fn probe_file(path: &Path) -> Result<Vec<(usize, usize)>, DataError> {
     probe_image(path, reader)
 }
 
-fn is_tiff(head: &[u8]) -> bool {
-    head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") || head.starts_with(b"II+\0")
+/// Whether the bytes start like a TIFF: classic or BigTIFF, little- or big-endian.
+pub(crate) fn is_tiff(head: &[u8]) -> bool {
+    [b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"]
+        .iter()
+        .any(|m| head.starts_with(*m))
 }
 
 /// The size and decoded pixel size of a PNG, JPEG or BMP from its header.

@@ -1,44 +1,20 @@
-//! Reading image stacks: PNG/JPEG/BMP, single and multipage TIFF, folders of them (in natural
-//! order, hidden files skipped), within size limits checked before decoding.
+//! Reading image stacks: PNG/JPEG/BMP, single and multipage TIFF (classic and BigTIFF, either
+//! byte order, with ImageJ or OME axes), folders of them (in natural order, hidden files
+//! skipped), within size limits checked before decoding.
 
 use crate::data::error::DataError;
+use crate::data::io::axes::{Layout, layout_of};
 use crate::data::io::files::{
     MAX_EDGE, MAX_SLICE_PIXELS, MAX_STACK_PIXELS, check_size, stack_files,
 };
-use crate::data::io::probe::{check_memory, image_reader, probe_bytes, tiff_error};
+use crate::data::io::probe::{check_memory, image_reader, is_tiff, probe_bytes, tiff_error};
 use crate::data::plane::Plane;
+use crate::data::stack::{PixelKind, Stack};
 use std::fs;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use tiff::decoder::{Decoder as TiffDecoder, DecodingResult, Limits as TiffLimits};
-
-/// The sample type a stack was stored with; it decides the display range and export depth.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum PixelKind {
-    /// 8-bit unsigned.
-    U8,
-    /// 16-bit unsigned.
-    U16,
-    /// 32-bit unsigned or signed integers.
-    U32,
-    /// 32- or 64-bit float.
-    F32,
-}
-
-/// A stack of equally sized grey slices, as `f32` in the file's own value range.
-#[derive(Clone, Debug)]
-pub struct Stack {
-    /// Slice width in pixels.
-    pub width: usize,
-    /// Slice height in pixels.
-    pub height: usize,
-    /// The sample type of the source file(s).
-    pub kind: PixelKind,
-    /// The slices, in file / page order.
-    pub slices: Vec<Plane<f32>>,
-    /// For each slice, the file it came from.
-    pub sources: Vec<PathBuf>,
-}
+use tiff::tags::Tag;
 
 /// Decoded samples of one slice before conversion.
 enum Samples {
@@ -48,10 +24,20 @@ enum Samples {
     F32(Vec<f32>),
 }
 
+/// One decoded page or image: `channels` samples per pixel, interleaved.
 struct RawSlice {
     width: usize,
     height: usize,
+    channels: usize,
     samples: Samples,
+}
+
+/// The pages of one file and how they map to channels, Z and T (`None`: one page per slice,
+/// each with its own samples as channels).
+struct RawFile {
+    path: PathBuf,
+    pages: Vec<RawSlice>,
+    layout: Option<Layout>,
 }
 
 impl RawSlice {
@@ -68,78 +54,163 @@ impl RawSlice {
 /// Loads an image file, a multipage TIFF or a folder of images (in natural name order, hidden
 /// files skipped) as a stack.
 ///
-/// Colour images are converted to grey (the first channel when all channels are equal, the
-/// Rec. 601 luma otherwise). Every slice must have the same size; NaN and infinite values are
-/// rejected.
+/// A TIFF's ImageJ or OME description gives its channels, Z slices and time points and its
+/// pixel size; other TIFF pages and files are Z slices. Colour images have 3 channels (alpha
+/// dropped), except when every pixel's colours are equal (a grey image saved as colour: one
+/// channel). Every plane must have the same size and every file the same channels; NaN and
+/// infinite values are rejected.
 pub fn load_stack(path: &Path) -> Result<Stack, DataError> {
-    let (raws, sources) = load_raw(path, Read::Image)?;
-    raws_to_stack(raws, sources)
+    let files = load_raw(path, Read::Image)?;
+    files_to_stack(files)
 }
 
 /// Decodes the bytes of one image file (any supported format, all TIFF pages) as a stack.
 /// `name` is only used in messages. This is the loaders' entry point for fuzzing.
 pub fn decode_stack_bytes(name: &Path, bytes: &[u8]) -> Result<Stack, DataError> {
-    let raws = decode_bytes(name, bytes)?;
-    let sources = vec![name.to_path_buf(); raws.len()];
-    raws_to_stack(raws, sources)
+    let file = decode_file(name, bytes, Read::Image)?;
+    files_to_stack(vec![file])
 }
 
-fn raws_to_stack(raws: Vec<RawSlice>, sources: Vec<PathBuf>) -> Result<Stack, DataError> {
-    let Some(first) = raws.first() else {
+/// The planes of each file in time, Z, channel order, with the stack's channels and frames.
+fn files_to_stack(files: Vec<RawFile>) -> Result<Stack, DataError> {
+    let Some(first) = files.first().and_then(|f| f.pages.first()) else {
         return Err(DataError::invalid(
-            sources.first().cloned().unwrap_or_default(),
+            files.first().map(|f| f.path.clone()).unwrap_or_default(),
             "no image data",
         ));
     };
-    let kind = raws
+    let (width, height) = (first.width, first.height);
+    let kind = files
         .iter()
+        .flat_map(|f| &f.pages)
         .map(RawSlice::kind)
         .max_by_key(|k| *k as u8)
         .unwrap_or(PixelKind::U8);
-    let (width, height) = (first.width, first.height);
-    let mut slices = Vec::with_capacity(raws.len());
-    for (i, (raw, src)) in raws.into_iter().zip(&sources).enumerate() {
-        if (raw.width, raw.height) != (width, height) {
-            return Err(DataError::invalid(
-                src,
-                format!(
-                    "slice {i} is {}x{} but slice 0 is {width}x{height}; every slice of a stack must have one size",
-                    raw.width, raw.height
-                ),
-            ));
-        }
-        let data: Vec<f32> = match raw.samples {
-            Samples::U8(v) => v.into_iter().map(f32::from).collect(),
-            Samples::U16(v) => v.into_iter().map(f32::from).collect(),
-            Samples::U32(v) => v.into_iter().map(|x| x as f32).collect(),
-            Samples::F32(v) => {
-                if let Some(pos) = v.iter().position(|x| !x.is_finite()) {
-                    return Err(DataError::invalid(
-                        src,
-                        format!(
-                            "slice {i} has a non-finite value ({}) at x={}, y={}",
-                            v[pos],
-                            pos % raw.width,
-                            pos / raw.width
-                        ),
-                    ));
-                }
-                v
-            }
-        };
-        slices.push(Plane {
-            width,
-            height,
-            data,
-        });
-    }
-    Ok(Stack {
+    let pixel_size = files
+        .first()
+        .and_then(|f| f.layout.as_ref())
+        .and_then(|l| l.pixel_size.clone());
+    let single = files.len() == 1;
+    let mut stack = Stack {
         width,
         height,
         kind,
-        slices,
-        sources,
-    })
+        channels: 0,
+        frames: 1,
+        planes: Vec::new(),
+        sources: Vec::new(),
+        pixel_size,
+    };
+    for file in files {
+        let (channels, frames, planes) = file_planes(&file)?;
+        if stack.channels == 0 {
+            stack.channels = channels;
+        } else if channels != stack.channels {
+            return Err(DataError::invalid(
+                &file.path,
+                format!(
+                    "it has {channels} channel(s) but the stack's first file has {}; every file of a stack must have the same channels",
+                    stack.channels
+                ),
+            ));
+        }
+        if frames > 1 && !single {
+            return Err(DataError::invalid(
+                &file.path,
+                "it has a time axis; a folder of files is read as Z slices, so open a file with time points on its own",
+            ));
+        }
+        stack.frames = frames;
+        let slices = planes.len() / channels;
+        stack
+            .sources
+            .extend(std::iter::repeat_n(file.path.clone(), slices));
+        stack.planes.extend(planes);
+    }
+    Ok(stack)
+}
+
+/// One file's planes in time, Z, channel order, with its channels and frames.
+fn file_planes(file: &RawFile) -> Result<(usize, usize, Vec<Plane<f32>>), DataError> {
+    let page_channels = file.pages.first().map_or(1, |p| p.channels);
+    if let Some(p) = file.pages.iter().find(|p| p.channels != page_channels) {
+        return Err(DataError::invalid(
+            &file.path,
+            format!(
+                "its pages have {} and {} samples per pixel; every page must have the same",
+                page_channels, p.channels
+            ),
+        ));
+    }
+    let mut planes = Vec::with_capacity(file.pages.len() * page_channels);
+    for (i, page) in file.pages.iter().enumerate() {
+        planes.extend(page_planes(&file.path, i, page)?);
+    }
+    match &file.layout {
+        Some(l) if page_channels > 1 && l.channels > 1 => Err(DataError::invalid(
+            &file.path,
+            format!(
+                "its pages are colour ({page_channels} samples per pixel) and its description gives {} channels; colour hyperstacks are not supported",
+                l.channels
+            ),
+        )),
+        Some(l) if l.channels > 1 => {
+            let mut ordered: Vec<Option<Plane<f32>>> = vec![None; planes.len()];
+            for (page, plane) in planes.into_iter().enumerate() {
+                ordered[l.plane_index(page)] = Some(plane);
+            }
+            let ordered: Option<Vec<Plane<f32>>> = ordered.into_iter().collect();
+            let ordered = ordered.ok_or_else(|| {
+                DataError::invalid(&file.path, "its description does not cover every page")
+            })?;
+            Ok((l.channels, l.t, ordered))
+        }
+        // One channel per page (or colour pages): pages in Z, T order as the layout says.
+        Some(l) => {
+            let mut ordered: Vec<Option<Vec<Plane<f32>>>> = vec![None; file.pages.len()];
+            for (page, chunk) in planes.chunks(page_channels).enumerate() {
+                ordered[l.plane_index(page)] = Some(chunk.to_vec());
+            }
+            let ordered: Option<Vec<Vec<Plane<f32>>>> = ordered.into_iter().collect();
+            let ordered = ordered.ok_or_else(|| {
+                DataError::invalid(&file.path, "its description does not cover every page")
+            })?;
+            Ok((page_channels, l.t, ordered.into_iter().flatten().collect()))
+        }
+        None => Ok((page_channels, 1, planes)),
+    }
+}
+
+/// A page's samples as one `f32` plane per channel.
+fn page_planes(path: &Path, page: usize, raw: &RawSlice) -> Result<Vec<Plane<f32>>, DataError> {
+    let values: Vec<f32> = match &raw.samples {
+        Samples::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
+        Samples::U16(v) => v.iter().map(|&x| f32::from(x)).collect(),
+        Samples::U32(v) => v.iter().map(|&x| x as f32).collect(),
+        Samples::F32(v) => {
+            if let Some(pos) = v.iter().position(|x| !x.is_finite()) {
+                let px = pos / raw.channels;
+                return Err(DataError::invalid(
+                    path,
+                    format!(
+                        "page {page} has a non-finite value ({}) at x={}, y={}",
+                        v[pos],
+                        px % raw.width,
+                        px / raw.width
+                    ),
+                ));
+            }
+            v.clone()
+        }
+    };
+    let n = raw.width * raw.height;
+    Ok((0..raw.channels)
+        .map(|c| Plane {
+            width: raw.width,
+            height: raw.height,
+            data: (0..n).map(|i| values[i * raw.channels + c]).collect(),
+        })
+        .collect())
 }
 
 /// Loads integer label images (8, 16 or 32 bit) as raw values, one plane per slice.
@@ -148,35 +219,52 @@ fn raws_to_stack(raws: Vec<RawSlice>, sources: Vec<PathBuf>) -> Result<Stack, Da
 /// A palette (indexed) PNG gives its indices, not its colours: label images are often saved
 /// that way, the colours only showing the classes.
 pub fn load_label_stack(path: &Path) -> Result<Vec<Plane<u32>>, DataError> {
-    let (raws, sources) = load_raw(path, Read::Labels)?;
-    raws.into_iter()
-        .zip(&sources)
-        .map(|(raw, src)| {
-            let data: Vec<u32> = match raw.samples {
-                Samples::U8(v) => v.into_iter().map(u32::from).collect(),
-                Samples::U16(v) => v.into_iter().map(u32::from).collect(),
-                Samples::U32(v) => v,
-                Samples::F32(v) => v
-                    .into_iter()
-                    .map(|x| {
-                        if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 4.0e9 {
-                            Ok(x as u32)
-                        } else {
-                            Err(DataError::invalid(
-                                src,
-                                format!("label images hold non-negative integers, found {x}"),
-                            ))
-                        }
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            Ok(Plane {
-                width: raw.width,
-                height: raw.height,
-                data,
+    let mut out = Vec::new();
+    for file in load_raw(path, Read::Labels)? {
+        if let Some(l) = file.layout.as_ref().filter(|l| l.channels > 1) {
+            return Err(DataError::invalid(
+                &file.path,
+                format!(
+                    "it has {} channels; a label image has one plane per slice",
+                    l.channels
+                ),
+            ));
+        }
+        let mut planes: Vec<Option<Plane<u32>>> = vec![None; file.pages.len()];
+        for (page, raw) in file.pages.into_iter().enumerate() {
+            let at = file.layout.as_ref().map_or(page, |l| l.plane_index(page));
+            planes[at] = Some(label_plane(&file.path, raw)?);
+        }
+        out.extend(planes.into_iter().flatten());
+    }
+    Ok(out)
+}
+
+/// A label page's values as integers.
+fn label_plane(path: &Path, raw: RawSlice) -> Result<Plane<u32>, DataError> {
+    let data: Vec<u32> = match raw.samples {
+        Samples::U8(v) => v.into_iter().map(u32::from).collect(),
+        Samples::U16(v) => v.into_iter().map(u32::from).collect(),
+        Samples::U32(v) => v,
+        Samples::F32(v) => v
+            .into_iter()
+            .map(|x| {
+                if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x < 4.0e9 {
+                    Ok(x as u32)
+                } else {
+                    Err(DataError::invalid(
+                        path,
+                        format!("label images hold non-negative integers, found {x}"),
+                    ))
+                }
             })
-        })
-        .collect()
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Plane {
+        width: raw.width,
+        height: raw.height,
+        data,
+    })
 }
 
 /// What a file is read as.
@@ -188,59 +276,60 @@ enum Read {
     Labels,
 }
 
-fn load_raw(path: &Path, read: Read) -> Result<(Vec<RawSlice>, Vec<PathBuf>), DataError> {
+fn load_raw(path: &Path, read: Read) -> Result<Vec<RawFile>, DataError> {
     let files = stack_files(path)?;
     // Decoded, every pixel takes its samples and then 4 bytes as `f32` (or `u32` labels).
     let mut need = 0u64;
-    let mut slices = Vec::new();
-    let mut sources = Vec::new();
+    let mut out: Vec<RawFile> = Vec::new();
     let mut total = 0usize;
+    let mut first: Option<(usize, usize, &Path)> = None;
     for file in &files {
         let bytes = fs::read(file).map_err(|e| DataError::io(file, e))?;
         for (pixels, pixel) in probe_bytes(file, &bytes)? {
             need = need.saturating_add((pixels as u64).saturating_mul(pixel as u64 + 4));
         }
         check_memory(file, need, "reading the stack")?;
-        let decoded = match read {
-            Read::Labels => match palette_indices(file, &bytes)? {
-                Some(raw) => vec![raw],
-                None => decode_bytes(file, &bytes)?,
-            },
-            Read::Image => decode_bytes(file, &bytes)?,
-        };
-        for raw in decoded {
-            if let Some(first) = slices.first() {
-                let first: &RawSlice = first;
-                if (raw.width, raw.height) != (first.width, first.height) {
-                    return Err(DataError::invalid(
-                        file,
-                        format!(
-                            "slice {} is {}x{} but the stack's first slice ({}) is {}x{}; every slice of a stack must have one size",
-                            slices.len(),
-                            raw.width,
-                            raw.height,
-                            sources
-                                .first()
-                                .map(|p: &PathBuf| p.display().to_string())
-                                .unwrap_or_default(),
-                            first.width,
-                            first.height
-                        ),
-                    ));
-                }
+        let decoded = decode_file(file, &bytes, read)?;
+        for (i, raw) in decoded.pages.iter().enumerate() {
+            let (w, h, src) = *first.get_or_insert((raw.width, raw.height, file));
+            if (raw.width, raw.height) != (w, h) {
+                return Err(DataError::invalid(
+                    file,
+                    format!(
+                        "page {i} is {}x{} but the stack's first plane ({}) is {w}x{h}; every plane of a stack must have one size",
+                        raw.width,
+                        raw.height,
+                        src.display()
+                    ),
+                ));
             }
-            total += raw.width * raw.height;
+            total += raw.width * raw.height * raw.channels;
             if total > MAX_STACK_PIXELS {
                 return Err(DataError::invalid(
                     file,
                     format!("the stack exceeds {MAX_STACK_PIXELS} pixels in all"),
                 ));
             }
-            slices.push(raw);
-            sources.push(file.clone());
         }
+        out.push(decoded);
     }
-    Ok((slices, sources))
+    Ok(out)
+}
+
+/// Decodes one file: a TIFF's pages with their layout, or one image.
+fn decode_file(path: &Path, bytes: &[u8], read: Read) -> Result<RawFile, DataError> {
+    let (pages, layout) = match read {
+        Read::Labels => match palette_indices(path, bytes)? {
+            Some(raw) => (vec![raw], None),
+            None => decode_bytes(path, bytes, read)?,
+        },
+        Read::Image => decode_bytes(path, bytes, read)?,
+    };
+    Ok(RawFile {
+        path: path.to_path_buf(),
+        pages,
+        layout,
+    })
 }
 
 /// The palette indices of an indexed PNG (`None` for any other file).
@@ -277,23 +366,41 @@ fn palette_indices(path: &Path, bytes: &[u8]) -> Result<Option<RawSlice>, DataEr
     Ok(Some(RawSlice {
         width,
         height,
+        channels: 1,
         samples: Samples::U8(data),
     }))
 }
 
-fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
-    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") || bytes.starts_with(b"II+\0") {
-        return decode_tiff(path, bytes);
+type Decoded = (Vec<RawSlice>, Option<Layout>);
+
+fn decode_bytes(path: &Path, bytes: &[u8], read: Read) -> Result<Decoded, DataError> {
+    let (mut pages, layout) = if is_tiff(bytes) {
+        decode_tiff(path, bytes, read)?
+    } else {
+        (vec![decode_other(path, bytes, read)?], None)
+    };
+    if read == Read::Image && pages.iter().all(|p| p.channels == 3 && p.samples.grey()) {
+        for p in &mut pages {
+            p.samples = p.samples.first_of(3);
+            p.channels = 1;
+        }
     }
-    decode_other(path, bytes).map(|s| vec![s])
+    Ok((pages, layout))
 }
 
-fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
+fn decode_tiff(path: &Path, bytes: &[u8], read: Read) -> Result<Decoded, DataError> {
     let mut limits = TiffLimits::default();
     limits.decoding_buffer_size = MAX_SLICE_PIXELS * 4 * 4;
     let mut dec = TiffDecoder::new(Cursor::new(bytes))
         .map_err(|e| tiff_error(path, "not a readable TIFF", e))?
         .with_limits(limits);
+    // The first page's description and resolution describe the file.
+    let description = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
+    let rational = |dec: &mut TiffDecoder<Cursor<&[u8]>>, tag| match dec.get_tag(tag) {
+        Ok(tiff::decoder::ifd::Value::Rational(n, d)) if d > 0 => Some(f64::from(n) / f64::from(d)),
+        _ => None,
+    };
+    let resolution = rational(&mut dec, Tag::XResolution).zip(rational(&mut dec, Tag::YResolution));
     let mut out = Vec::new();
     let mut total = 0usize;
     loop {
@@ -324,24 +431,25 @@ fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
                 ));
             }
         };
+        if channels > 1 && dec.get_tag_u32(Tag::PlanarConfiguration).ok() == Some(2) {
+            return Err(DataError::decode(
+                path,
+                format!(
+                    "page {page}: colour stored plane by plane (planar configuration 2) is not supported; save it with interleaved colour (Fiji does)"
+                ),
+            ));
+        }
         let data = dec.read_image().map_err(ctx)?;
-        let n = w * h * channels;
         let samples = match data {
-            DecodingResult::U8(v) => Samples::U8(to_grey(path, page, v, n, channels)?),
-            DecodingResult::U16(v) => Samples::U16(to_grey(path, page, v, n, channels)?),
-            DecodingResult::U32(v) => Samples::U32(to_grey(path, page, v, n, channels)?),
-            DecodingResult::I8(v) => Samples::F32(to_grey_f32(path, page, v, n, channels)?),
-            DecodingResult::I16(v) => Samples::F32(to_grey_f32(path, page, v, n, channels)?),
-            DecodingResult::I32(v) => Samples::F32(to_grey_f32(path, page, v, n, channels)?),
-            DecodingResult::F32(v) => Samples::F32(to_grey(path, page, v, n, channels)?),
-            DecodingResult::F64(v) => {
-                let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
-                Samples::F32(to_grey(path, page, v, n, channels)?)
-            }
-            DecodingResult::F16(v) => {
-                let v: Vec<f32> = v.into_iter().map(f32::from).collect();
-                Samples::F32(to_grey(path, page, v, n, channels)?)
-            }
+            DecodingResult::U8(v) => Samples::U8(v),
+            DecodingResult::U16(v) => Samples::U16(v),
+            DecodingResult::U32(v) => Samples::U32(v),
+            DecodingResult::I8(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
+            DecodingResult::I16(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
+            DecodingResult::I32(v) => Samples::F32(v.into_iter().map(|x| x as f32).collect()),
+            DecodingResult::F32(v) => Samples::F32(v),
+            DecodingResult::F64(v) => Samples::F32(v.into_iter().map(|x| x as f32).collect()),
+            DecodingResult::F16(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
             DecodingResult::U64(_) | DecodingResult::I64(_) => {
                 return Err(DataError::decode(
                     path,
@@ -349,9 +457,11 @@ fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
                 ));
             }
         };
+        let (samples, channels) = samples.shaped(path, page, w * h, channels, read)?;
         out.push(RawSlice {
             width: w,
             height: h,
+            channels,
             samples,
         });
         if !dec.more_images() {
@@ -360,54 +470,102 @@ fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<Vec<RawSlice>, DataError> {
         dec.next_image()
             .map_err(|e| tiff_error(path, &format!("page {}", out.len()), e))?;
     }
-    Ok(out)
+    let layout = match description {
+        Some(d) => layout_of(path, &d, out.len(), resolution)?,
+        None => None,
+    };
+    Ok((out, layout))
 }
 
-/// Reduces interleaved `channels` samples to one grey sample per pixel.
-fn to_grey<T>(
-    path: &Path,
-    page: usize,
-    v: Vec<T>,
-    n: usize,
-    channels: usize,
-) -> Result<Vec<T>, DataError>
+impl Samples {
+    /// The samples of `pixels` pixels of `channels` interleaved samples, as `read` wants them:
+    /// labels as one grey sample per pixel (colour by Rec. 601 luma, unless all three are
+    /// equal), images with alpha dropped. Returns the samples and their channels.
+    fn shaped(
+        self,
+        path: &Path,
+        page: usize,
+        pixels: usize,
+        channels: usize,
+        read: Read,
+    ) -> Result<(Self, usize), DataError> {
+        let n = pixels * channels;
+        let have = match &self {
+            Self::U8(v) => v.len(),
+            Self::U16(v) => v.len(),
+            Self::U32(v) => v.len(),
+            Self::F32(v) => v.len(),
+        };
+        if have < n {
+            return Err(DataError::decode(
+                path,
+                format!("page {page}: {have} samples decoded, {n} expected"),
+            ));
+        }
+        let keep = match (read, channels) {
+            (Read::Labels, _) | (_, 1 | 2) => 1,
+            _ => 3,
+        };
+        Ok(match self {
+            Self::U8(v) => (Self::U8(shape(v, n, channels, keep)), keep),
+            Self::U16(v) => (Self::U16(shape(v, n, channels, keep)), keep),
+            Self::U32(v) => (Self::U32(shape(v, n, channels, keep)), keep),
+            Self::F32(v) => (Self::F32(shape(v, n, channels, keep)), keep),
+        })
+    }
+
+    /// Whether every pixel's three interleaved samples are equal.
+    fn grey(&self) -> bool {
+        fn equal<T: PartialEq>(v: &[T]) -> bool {
+            v.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2])
+        }
+        match self {
+            Self::U8(v) => equal(v),
+            Self::U16(v) => equal(v),
+            Self::U32(v) => equal(v),
+            Self::F32(v) => equal(v),
+        }
+    }
+
+    /// The first of every `k` interleaved samples.
+    fn first_of(&self, k: usize) -> Self {
+        fn first<T: Copy>(v: &[T], k: usize) -> Vec<T> {
+            v.iter().step_by(k).copied().collect()
+        }
+        match self {
+            Self::U8(v) => Self::U8(first(v, k)),
+            Self::U16(v) => Self::U16(first(v, k)),
+            Self::U32(v) => Self::U32(first(v, k)),
+            Self::F32(v) => Self::F32(first(v, k)),
+        }
+    }
+}
+
+/// The first `n` of `v` (`channels` interleaved samples per pixel) with `keep` samples per
+/// pixel: one grey sample (the first when a colour pixel's samples are equal, else the Rec. 601
+/// luma), or the colour without alpha.
+fn shape<T>(mut v: Vec<T>, n: usize, channels: usize, keep: usize) -> Vec<T>
 where
     T: Copy + PartialEq + Into<f64> + FromF64,
 {
-    if v.len() < n {
-        return Err(DataError::decode(
-            path,
-            format!("page {page}: {} samples decoded, {n} expected", v.len()),
-        ));
+    v.truncate(n);
+    if channels == keep {
+        return v;
     }
-    if channels == 1 {
-        let mut v = v;
-        v.truncate(n);
-        return Ok(v);
-    }
-    Ok(v[..n]
-        .chunks_exact(channels)
-        .map(|px| {
-            let colour = channels >= 3;
-            if !colour || (px[0] == px[1] && px[1] == px[2]) {
-                px[0]
+    v.chunks_exact(channels)
+        .flat_map(|px| {
+            let grey = if channels >= 3 && !(px[0] == px[1] && px[1] == px[2]) {
+                T::from_f64(0.299 * px[0].into() + 0.587 * px[1].into() + 0.114 * px[2].into())
             } else {
-                let l = 0.299 * px[0].into() + 0.587 * px[1].into() + 0.114 * px[2].into();
-                T::from_f64(l)
+                px[0]
+            };
+            if keep == 1 {
+                vec![grey]
+            } else {
+                px[..keep].to_vec()
             }
         })
-        .collect())
-}
-
-fn to_grey_f32<T: Copy + Into<f64>>(
-    path: &Path,
-    page: usize,
-    v: Vec<T>,
-    n: usize,
-    channels: usize,
-) -> Result<Vec<f32>, DataError> {
-    let v: Vec<f32> = v.into_iter().map(|x| x.into() as f32).collect();
-    to_grey(path, page, v, n, channels)
+        .collect()
 }
 
 /// Conversion back from the luma computation, rounding for integer types.
@@ -439,7 +597,7 @@ impl FromF64 for f32 {
     }
 }
 
-fn decode_other(path: &Path, bytes: &[u8]) -> Result<RawSlice, DataError> {
+fn decode_other(path: &Path, bytes: &[u8], read: Read) -> Result<RawSlice, DataError> {
     let (w, h) = image_reader(path, bytes)?
         .into_dimensions()
         .map_err(|e| DataError::decode(path, format!("cannot read the header: {e}")))?;
@@ -454,24 +612,25 @@ fn decode_other(path: &Path, bytes: &[u8]) -> Result<RawSlice, DataError> {
     reader.limits(limits);
     let img = reader.decode().map_err(|e| DataError::decode(path, e))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
-    let n = width * height;
     use image::DynamicImage as D;
-    let samples = match img {
-        D::ImageLuma8(b) => Samples::U8(b.into_raw()),
-        D::ImageLumaA8(b) => Samples::U8(to_grey(path, 0, b.into_raw(), n * 2, 2)?),
-        D::ImageRgb8(b) => Samples::U8(to_grey(path, 0, b.into_raw(), n * 3, 3)?),
-        D::ImageRgba8(b) => Samples::U8(to_grey(path, 0, b.into_raw(), n * 4, 4)?),
-        D::ImageLuma16(b) => Samples::U16(b.into_raw()),
-        D::ImageLumaA16(b) => Samples::U16(to_grey(path, 0, b.into_raw(), n * 2, 2)?),
-        D::ImageRgb16(b) => Samples::U16(to_grey(path, 0, b.into_raw(), n * 3, 3)?),
-        D::ImageRgba16(b) => Samples::U16(to_grey(path, 0, b.into_raw(), n * 4, 4)?),
-        D::ImageRgb32F(b) => Samples::F32(to_grey(path, 0, b.into_raw(), n * 3, 3)?),
-        D::ImageRgba32F(b) => Samples::F32(to_grey(path, 0, b.into_raw(), n * 4, 4)?),
-        other => Samples::F32(other.to_luma32f().into_raw()),
+    let (samples, channels) = match img {
+        D::ImageLuma8(b) => (Samples::U8(b.into_raw()), 1),
+        D::ImageLumaA8(b) => (Samples::U8(b.into_raw()), 2),
+        D::ImageRgb8(b) => (Samples::U8(b.into_raw()), 3),
+        D::ImageRgba8(b) => (Samples::U8(b.into_raw()), 4),
+        D::ImageLuma16(b) => (Samples::U16(b.into_raw()), 1),
+        D::ImageLumaA16(b) => (Samples::U16(b.into_raw()), 2),
+        D::ImageRgb16(b) => (Samples::U16(b.into_raw()), 3),
+        D::ImageRgba16(b) => (Samples::U16(b.into_raw()), 4),
+        D::ImageRgb32F(b) => (Samples::F32(b.into_raw()), 3),
+        D::ImageRgba32F(b) => (Samples::F32(b.into_raw()), 4),
+        other => (Samples::F32(other.to_rgb32f().into_raw()), 3),
     };
+    let (samples, channels) = samples.shaped(path, 0, width * height, channels, read)?;
     Ok(RawSlice {
         width,
         height,
+        channels,
         samples,
     })
 }

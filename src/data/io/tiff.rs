@@ -2,28 +2,92 @@
 //! tifffile read stacks and their colours back.
 
 use crate::data::error::DataError;
+use crate::data::io::axes::PixelSize;
 use crate::data::plane::Plane;
+use crate::data::stack::Stack;
 use std::io::Cursor;
 use std::path::Path;
-use tiff::encoder::{Compression, TiffEncoder, colortype};
+use tiff::encoder::{Compression, Rational, TiffEncoder, colortype};
 use tiff::tags::Tag;
+
+/// What an exported TIFF says about its axes besides Y, X and channels: time points and the
+/// pixel size, so that Fiji and tifffile read a mask of a Z/T stack with the stack's shape
+/// and scale.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TiffAxes {
+    /// Time points: the slices are `frames` runs of Z slices (0 or 1: no time axis).
+    pub frames: usize,
+    /// The pixel size: resolution tags, and ImageJ's `unit` and `spacing`.
+    pub pixel_size: Option<PixelSize>,
+}
+
+impl TiffAxes {
+    /// The axes of `stack`.
+    pub fn of(stack: &Stack) -> Self {
+        Self {
+            frames: stack.frames,
+            pixel_size: stack.pixel_size.clone(),
+        }
+    }
+}
 
 /// ImageJ's description tag, so that Fiji opens the pages as a stack (or hyperstack).
 pub(crate) fn imagej_description(
     slices: usize,
     channels: usize,
     range: Option<(f64, f64)>,
+    axes: &TiffAxes,
 ) -> String {
     let mut s = format!("ImageJ=1.54f\nimages={}\n", slices * channels);
+    let frames = axes.frames.max(1);
+    let frames = if slices.is_multiple_of(frames) {
+        frames
+    } else {
+        1
+    };
     if channels > 1 {
-        s += &format!("channels={channels}\nslices={slices}\nhyperstack=true\nmode=grayscale\n");
-    } else if slices > 1 {
-        s += &format!("slices={slices}\n");
+        s += &format!("channels={channels}\n");
+    }
+    if slices / frames > 1 || channels > 1 || frames > 1 {
+        s += &format!("slices={}\n", slices / frames);
+    }
+    if frames > 1 {
+        s += &format!("frames={frames}\n");
+    }
+    if channels > 1 || frames > 1 {
+        s += "hyperstack=true\nmode=grayscale\n";
+    }
+    if let Some(p) = &axes.pixel_size {
+        s += &format!("unit={}\n", if p.unit == "µm" { "micron" } else { &p.unit });
+        if let Some(z) = p.z {
+            s += &format!("spacing={z}\n");
+        }
     }
     if let Some((lo, hi)) = range {
         s += &format!("min={lo}\nmax={hi}\n");
     }
     s
+}
+
+/// Writes the pixel size of `axes` as resolution tags (pixels per unit, ImageJ's way: no
+/// resolution unit, the unit in the description).
+pub(crate) fn write_resolution<W: std::io::Write + std::io::Seek, K: tiff::encoder::TiffKind>(
+    enc: &mut tiff::encoder::DirectoryEncoder<'_, W, K>,
+    axes: &TiffAxes,
+) -> Result<(), tiff::TiffError> {
+    let Some(p) = &axes.pixel_size else {
+        return Ok(());
+    };
+    let per_unit = |size: f64| {
+        let d = 1_000_000u32;
+        let n = (f64::from(d) / size)
+            .round()
+            .clamp(1.0, f64::from(u32::MAX));
+        Rational { n: n as u32, d }
+    };
+    enc.write_tag(Tag::XResolution, per_unit(p.x))?;
+    enc.write_tag(Tag::YResolution, per_unit(p.y))?;
+    enc.write_tag(Tag::ResolutionUnit, 1u16)
 }
 
 /// ImageJ's private tags (50838 byte counts, 50839 data) holding one colour table, written
@@ -45,6 +109,7 @@ pub(crate) fn encode_tiff_u16(
     eight_bit: bool,
     max: u16,
     lut: Option<[[u8; 256]; 3]>,
+    axes: &TiffAxes,
 ) -> Result<Vec<u8>, DataError> {
     let err = |e: tiff::TiffError| DataError::decode(path, format!("TIFF encoding failed: {e}"));
     let mut cursor = Cursor::new(Vec::new());
@@ -55,7 +120,7 @@ pub(crate) fn encode_tiff_u16(
         // Display range: small class ids would otherwise look all black in Fiji. With a colour
         // table the range is 0..255 so that value k shows colour k.
         let range_max = if lut.is_some() { 255 } else { max.max(1) };
-        let desc = imagej_description(slices.len(), 1, Some((0.0, f64::from(range_max))));
+        let desc = imagej_description(slices.len(), 1, Some((0.0, f64::from(range_max))), axes);
         for (i, plane) in slices.iter().enumerate() {
             let (w, h) = (plane.width as u32, plane.height as u32);
             if eight_bit {
@@ -64,6 +129,7 @@ pub(crate) fn encode_tiff_u16(
                 img.encoder()
                     .write_tag(Tag::ImageDescription, desc.as_str())
                     .map_err(err)?;
+                write_resolution(img.encoder(), axes).map_err(err)?;
                 if let Some(lut) = lut.as_ref().filter(|_| i == 0) {
                     let (counts, data) = imagej_lut_tags(lut);
                     img.encoder()
@@ -79,6 +145,7 @@ pub(crate) fn encode_tiff_u16(
                 img.encoder()
                     .write_tag(Tag::ImageDescription, desc.as_str())
                     .map_err(err)?;
+                write_resolution(img.encoder(), axes).map_err(err)?;
                 img.write_data(&plane.data).map_err(err)?;
             }
         }

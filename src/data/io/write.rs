@@ -1,7 +1,7 @@
 //! Writing masks (PNG, multipage TIFF, coloured or 16-bit instances) and float maps, every file
 //! atomically (written aside, then renamed).
 
-use super::tiff::{encode_tiff_u16, imagej_description};
+use super::tiff::{TiffAxes, encode_tiff_u16, imagej_description, write_resolution};
 use crate::data::error::DataError;
 use crate::data::plane::Plane;
 use std::fs;
@@ -171,16 +171,18 @@ pub fn write_mask(
     slices: &[Plane<u16>],
     style: MaskStyle,
 ) -> Result<Vec<PathBuf>, DataError> {
-    write_mask_coloured(path, slices, style, &[])
+    write_mask_coloured(path, slices, style, &[], &TiffAxes::default())
 }
 
-/// [`write_mask`] with class colours: an 8-bit TIFF then carries an ImageJ colour table
-/// (value 0 black, value k `colours[k - 1]`) so that Fiji shows the classes in colour.
+/// [`write_mask`] with class colours and the stack's axes: an 8-bit TIFF then carries an
+/// ImageJ colour table (value 0 black, value k `colours[k - 1]`) so that Fiji shows the
+/// classes in colour, and a TIFF keeps the time axis and pixel size of `axes`.
 pub fn write_mask_coloured(
     path: &Path,
     slices: &[Plane<u16>],
     style: MaskStyle,
     colours: &[[u8; 3]],
+    axes: &TiffAxes,
 ) -> Result<Vec<PathBuf>, DataError> {
     let format = ImageFormat::from_path(path).ok_or_else(|| {
         DataError::invalid(
@@ -227,7 +229,7 @@ pub fn write_mask_coloured(
                     }
                     lut
                 });
-            let bytes = encode_tiff_u16(path, &styled, eight_bit, max, lut)?;
+            let bytes = encode_tiff_u16(path, &styled, eight_bit, max, lut, axes)?;
             write_atomic(path, &bytes)?;
             Ok(vec![path.to_path_buf()])
         }
@@ -281,8 +283,13 @@ fn encode_png(path: &Path, plane: &Plane<u16>, eight_bit: bool) -> Result<Vec<u8
 
 /// Writes float planes as one multipage 32-bit float TIFF (probabilities, weight maps).
 /// With `channels > 1` the pages are ordered slice-major, channel fastest, and tagged as an
-/// ImageJ hyperstack.
-pub fn write_f32_tiff(path: &Path, pages: &[Plane<f32>], channels: usize) -> Result<(), DataError> {
+/// ImageJ hyperstack; `axes` gives time points and the pixel size.
+pub fn write_f32_tiff(
+    path: &Path,
+    pages: &[Plane<f32>],
+    channels: usize,
+    axes: &TiffAxes,
+) -> Result<(), DataError> {
     if pages.is_empty() {
         return Err(DataError::invalid(path, "nothing to write: no slices"));
     }
@@ -298,6 +305,7 @@ pub fn write_f32_tiff(path: &Path, pages: &[Plane<f32>], channels: usize) -> Res
         pages.len() / channels,
         channels,
         Some((f64::from(lo), f64::from(hi))),
+        axes,
     );
     let mut cursor = Cursor::new(Vec::new());
     {
@@ -309,6 +317,7 @@ pub fn write_f32_tiff(path: &Path, pages: &[Plane<f32>], channels: usize) -> Res
             img.encoder()
                 .write_tag(Tag::ImageDescription, desc.as_str())
                 .map_err(err)?;
+            write_resolution(img.encoder(), axes).map_err(err)?;
             img.write_data(&plane.data).map_err(err)?;
         }
     }

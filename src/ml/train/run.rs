@@ -17,7 +17,9 @@ use crate::ml::compute_pool::in_compute_pool;
 use crate::ml::config::TrainConfig;
 use crate::ml::device::ComputeDevice;
 use crate::ml::error::MlError;
-use crate::ml::infer::{decide_classes, plane_tensor, predict_probabilities, tensor_values};
+use crate::ml::infer::{
+    check_channels, decide_classes, image_tensor, predict_probabilities, tensor_values,
+};
 use crate::ml::loss::weighted_cross_entropy;
 use crate::ml::unet::{UNet, UNetConfig};
 use crate::preprocess::{D4, Rng, class_weights, weight_map};
@@ -64,11 +66,11 @@ pub fn train(
     cancel: &CancelToken,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome, MlError> {
-    check_set(set)?;
     // Initial weights and dropout masks come from the device's generator: seed it too.
     device.device.seed(cfg.seed);
     let ad = device.device.clone().autodiff();
     let begin = Begin::new(start, cfg, &ad)?;
+    check_set(set, &begin.unet)?;
     if set.classes() > begin.unet.classes {
         return Err(MlError::NoLabels(format!(
             "the labels use class {} but the network predicts {} classes",
@@ -175,18 +177,27 @@ pub fn train(
     })
 }
 
-/// Refuses a set without images, or with labels of another size than their image.
-fn check_set(set: &TrainSet) -> Result<(), MlError> {
+/// Refuses a set without images, with labels of another size than their image, or with
+/// images of other channels than the network takes.
+fn check_set(set: &TrainSet, unet: &UNetConfig) -> Result<(), MlError> {
+    for image in set
+        .images
+        .iter()
+        .chain(set.held_out.iter().map(|h| &h.image))
+    {
+        check_channels(unet, image)?;
+    }
     if set.images.is_empty() || set.images.len() != set.labels.len() {
         return Err(MlError::NoLabels(
             "training needs at least one image with labels".into(),
         ));
     }
     for (i, (im, l)) in set.images.iter().zip(&set.labels).enumerate() {
-        if (im.width, im.height) != (l.classes.width, l.classes.height) {
+        let size = (l.classes.width, l.classes.height);
+        if let Some(c) = im.iter().find(|c| (c.width, c.height) != size) {
             return Err(MlError::NoLabels(format!(
                 "slice {i}: image is {}x{} but labels are {}x{}",
-                im.width, im.height, l.classes.width, l.classes.height
+                c.width, c.height, size.0, size.1
             )));
         }
     }
@@ -716,7 +727,7 @@ fn train_step(
     iteration: u64,
 ) -> Result<(UNet, f32), MlError> {
     in_compute_pool(|| {
-        let x = plane_tensor(&sample.image, ad);
+        let x = image_tensor(&sample.image, ad);
         let (target, weights) =
             target_tensors_with(&sample.classes, &sample.soft, &sample.weights, classes, ad);
         let logits = model.forward(x);

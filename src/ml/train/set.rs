@@ -11,11 +11,11 @@ use crate::preprocess::{
     D4, DeformationField, GreyJitter, Interpolation, Rng, warp_f32, warp_nearest,
 };
 
-/// Training images (normalised) and their labels, slice by slice.
+/// Training images (normalised, each with its channels) and their labels, slice by slice.
 #[derive(Clone, Debug)]
 pub struct TrainSet {
-    /// Normalised images.
-    pub images: Vec<Plane<f32>>,
+    /// Normalised images: the channels of each slice (as many as the network takes).
+    pub images: Vec<Vec<Plane<f32>>>,
     /// Labels of each image (same size).
     pub labels: Vec<LabelSlice>,
     /// Fully labelled slices held out for validation by the paper's measures (may be empty;
@@ -43,8 +43,8 @@ impl TrainSet {
 /// A normalised image and the cell (class 2) mask of its full labels.
 #[derive(Clone, Debug)]
 pub struct HeldOutSlice {
-    /// Normalised image.
-    pub image: Plane<f32>,
+    /// Normalised image (its channels).
+    pub image: Vec<Plane<f32>>,
     /// Where the truth is cell (class >= 2).
     pub cell: Plane<bool>,
 }
@@ -52,8 +52,8 @@ pub struct HeldOutSlice {
 /// One training sample: input tile, classes and weights of the output tile.
 #[derive(Clone, Debug)]
 pub struct Sample {
-    /// `tile_in x tile_in` normalised image.
-    pub image: Plane<f32>,
+    /// `tile_in x tile_in` normalised image, one plane per channel.
+    pub image: Vec<Plane<f32>>,
     /// `tile_out x tile_out` classes (0 = unlabelled).
     pub classes: Plane<u8>,
     /// `tile_out x tile_out` weights.
@@ -117,7 +117,8 @@ pub(crate) fn draw_sample(
     let list = &pixels[s];
     let idx = list[rng.below(list.len())] as usize;
     let img = &set.images[s];
-    let (px, py) = (idx % img.width, idx / img.width);
+    let width = targets.classes[s].width;
+    let (px, py) = (idx % width, idx / width);
     let jitter = (tile_out / 4).max(1);
     let margin = (tile_in - tile_out) / 2;
     let ox =
@@ -125,7 +126,10 @@ pub(crate) fn draw_sample(
     let oy =
         py as isize - (tile_out / 2) as isize + rng.below(2 * jitter) as isize - jitter as isize;
     let (ix, iy) = (ox - margin as isize, oy - margin as isize);
-    let mut image = img.crop_mirrored(ix, iy, tile_in, tile_in);
+    let mut image: Vec<Plane<f32>> = img
+        .iter()
+        .map(|c| c.crop_mirrored(ix, iy, tile_in, tile_in))
+        .collect();
     let mut classes = targets.classes[s].crop_mirrored(ix, iy, tile_in, tile_in);
     let mut wmap = targets.weights[s].crop_mirrored(ix, iy, tile_in, tile_in);
     let mut soft: Vec<Plane<f32>> = targets
@@ -141,20 +145,25 @@ pub(crate) fn draw_sample(
     if aug.elastic {
         let field = DeformationField::random(tile_in, tile_in, &cfg.elastic, rng.next_u64());
         let (dx, dy) = field.dense();
-        image = warp_f32(&image, &dx, &dy, Interpolation::Bicubic);
+        image = image
+            .iter()
+            .map(|c| warp_f32(c, &dx, &dy, Interpolation::Bicubic))
+            .collect();
         classes = warp_nearest(&classes, &dx, &dy);
         wmap = warp_nearest(&wmap, &dx, &dy);
         soft = soft.iter().map(|c| warp_nearest(c, &dx, &dy)).collect();
     }
     if aug.flips_rotations {
         let d4 = D4::random(rng);
-        image = d4.apply(&image);
+        image = image.iter().map(|c| d4.apply(c)).collect();
         classes = d4.apply(&classes);
         wmap = d4.apply(&wmap);
         soft = soft.iter().map(|c| d4.apply(c)).collect();
     }
     if aug.brightness > 0.0 || aug.contrast > 0.0 || aug.gamma > 0.0 {
-        GreyJitter::random(aug, rng).apply(&mut image);
+        // One jitter for every channel: a brighter or darker acquisition.
+        let jitter = GreyJitter::random(aug, rng);
+        image.iter_mut().for_each(|c| jitter.apply(c));
     }
     let m = margin as isize;
     Sample {

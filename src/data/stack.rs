@@ -1,0 +1,136 @@
+//! A stack of images with axes: time points, Z slices and channels of equally sized planes,
+//! with the sample type it was stored with and its pixel size.
+
+use std::path::PathBuf;
+
+use crate::data::io::axes::PixelSize;
+use crate::data::plane::Plane;
+
+/// The sample type a stack was stored with; it decides the display range and export depth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PixelKind {
+    /// 8-bit unsigned.
+    U8,
+    /// 16-bit unsigned.
+    U16,
+    /// 32-bit unsigned or signed integers.
+    U32,
+    /// 32- or 64-bit float.
+    F32,
+}
+
+/// Equally sized planes, as `f32` in the file's own value range, in time, Z, channel order:
+/// a *slice* is one (t, z) position with `channels` planes (labels and masks are one plane per
+/// slice).
+#[derive(Clone, Debug)]
+pub struct Stack {
+    /// Plane width in pixels.
+    pub width: usize,
+    /// Plane height in pixels.
+    pub height: usize,
+    /// The sample type of the source file(s).
+    pub kind: PixelKind,
+    /// Channels of every slice (1 for grey images).
+    pub channels: usize,
+    /// Time points (1 unless the file says otherwise); the slices are `frames` runs of Z.
+    pub frames: usize,
+    /// The planes: plane `s * channels + c` is channel `c` of slice `s`, and slice
+    /// `t * depth + z` is Z slice `z` of time point `t`.
+    pub planes: Vec<Plane<f32>>,
+    /// For each slice, the file it came from.
+    pub sources: Vec<PathBuf>,
+    /// The pixel size, when the file says.
+    pub pixel_size: Option<PixelSize>,
+}
+
+impl Stack {
+    /// A stack of grey slices (one channel, one time point).
+    pub fn grey(slices: Vec<Plane<f32>>, kind: PixelKind, sources: Vec<PathBuf>) -> Self {
+        let (width, height) = slices.first().map_or((0, 0), |p| (p.width, p.height));
+        Self {
+            width,
+            height,
+            kind,
+            channels: 1,
+            frames: 1,
+            planes: slices,
+            sources,
+            pixel_size: None,
+        }
+    }
+
+    /// Number of slices ((t, z) positions).
+    pub fn slices(&self) -> usize {
+        self.planes.len() / self.channels.max(1)
+    }
+
+    /// Z slices per time point.
+    pub fn depth(&self) -> usize {
+        self.slices() / self.frames.max(1)
+    }
+
+    /// The channels of slice `s`.
+    pub fn image(&self, s: usize) -> &[Plane<f32>] {
+        let c = self.channels.max(1);
+        &self.planes[s * c..(s + 1) * c]
+    }
+
+    /// Every slice's channels, in order.
+    pub fn images(&self) -> impl ExactSizeIterator<Item = &[Plane<f32>]> {
+        self.planes.chunks_exact(self.channels.max(1))
+    }
+
+    /// Channel `c` of slice `s`.
+    pub fn channel(&self, s: usize, c: usize) -> &Plane<f32> {
+        &self.planes[s * self.channels.max(1) + c]
+    }
+
+    /// The size of each slice (for checking labels against it).
+    pub fn slice_sizes(&self) -> Vec<(usize, usize)> {
+        vec![(self.width, self.height); self.slices()]
+    }
+
+    /// "3 slices" / "2 channels x 3 slices" / "2 channels x 3 Z x 4 T": the shape, for messages.
+    pub fn shape_text(&self) -> String {
+        let mut parts = Vec::new();
+        if self.channels > 1 {
+            parts.push(format!("{} channels", self.channels));
+        }
+        if self.frames > 1 {
+            parts.push(format!("{} Z x {} T", self.depth(), self.frames));
+        } else {
+            let n = self.slices();
+            parts.push(format!("{n} slice{}", if n == 1 { "" } else { "s" }));
+        }
+        parts.join(" x ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_images_and_channels_index_the_planes() {
+        let planes: Vec<Plane<f32>> = (0..12).map(|i| Plane::filled(2, 1, i as f32)).collect();
+        let s = Stack {
+            width: 2,
+            height: 1,
+            kind: PixelKind::U8,
+            channels: 2,
+            frames: 2,
+            planes,
+            sources: vec![PathBuf::from("a.tif"); 6],
+            pixel_size: None,
+        };
+        assert_eq!((s.slices(), s.depth()), (6, 3));
+        // Slice 4 = t 1, z 1; its channel 1 is plane 9.
+        assert_eq!(s.channel(4, 1).data[0], 9.0);
+        assert_eq!(s.image(4)[0].data[0], 8.0);
+        assert_eq!(s.images().len(), 6);
+        assert_eq!(s.shape_text(), "2 channels x 3 Z x 2 T");
+        let g = Stack::grey(vec![Plane::filled(3, 2, 0.0)], PixelKind::U16, Vec::new());
+        assert_eq!((g.width, g.height, g.slices()), (3, 2, 1));
+        assert_eq!(g.shape_text(), "1 slice");
+    }
+}

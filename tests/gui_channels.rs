@@ -1,0 +1,136 @@
+//! A 2-channel ZCYX stack in the app: both channels shown as a composite, a channel hidden,
+//! Z stepped, labels painted, a 2-channel network trained and its prediction exported with
+//! the stack's pixel size.
+
+use std::path::{Path, PathBuf};
+
+use eframe::egui;
+use egui_kittest::kittest::Queryable as _;
+use unet_studio::app::OpenRequest;
+use unet_studio::data::{PixelSize, TiffAxes, load_stack, write_f32_tiff};
+
+mod common;
+use common::harness_for;
+
+/// Three slices of EM data and their inverted copy as a second channel (ImageJ ZCYX), with a
+/// pixel size of 0.2 µm and a Z step of 0.5 µm.
+fn two_channel_stack(dir: &Path) -> PathBuf {
+    let sample = common::engine::sample_dir();
+    let mut planes = Vec::new();
+    for s in 0..3 {
+        let img = load_stack(&sample.join("images").join(format!("slice{s:02}.png"))).unwrap();
+        let crop = img.planes[0].crop_mirrored(100, 100, 160, 128);
+        let inverted = crop.map(|v| 255.0 - v);
+        planes.push(crop);
+        planes.push(inverted);
+    }
+    let path = dir.join("two.tif");
+    let axes = TiffAxes {
+        frames: 1,
+        pixel_size: Some(PixelSize {
+            x: 0.2,
+            y: 0.2,
+            z: Some(0.5),
+            unit: "µm".into(),
+        }),
+    };
+    write_f32_tiff(&path, &planes, 2, &axes).unwrap();
+    path
+}
+
+/// Paints a short horizontal stroke of the active class through image pixel `(x, y)`.
+fn paint_at(h: &mut egui_kittest::Harness<'static, unet_studio::app::StudioApp>, x: f32, y: f32) {
+    let rect = h.state().canvas_rect;
+    let p = h.state().image_to_screen(rect, x, y);
+    h.drag_at(p);
+    h.step();
+    h.hover_at(p + egui::vec2(20.0, 0.0));
+    h.step();
+    h.drop_at(p + egui::vec2(20.0, 0.0));
+    h.run_steps(2);
+}
+
+#[test]
+fn a_two_channel_stack_is_shown_painted_trained_and_exported_with_its_scale() {
+    let dir = common::engine::tempdir("gui-channels");
+    let stack = two_channel_stack(&dir);
+    let mut h = harness_for(
+        OpenRequest {
+            images: stack.clone(),
+            ..Default::default()
+        },
+        dir.join("config"),
+    );
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    {
+        let app = h.state();
+        let doc = app.doc.as_ref().expect("the stack opened");
+        assert_eq!((doc.stack.channels, doc.slices()), (2, 3));
+        assert!(
+            app.status.contains("2 channels x 3 slices"),
+            "{}",
+            app.status
+        );
+        assert!(app.status.contains("0.2 x 0.2 µm"), "{}", app.status);
+        // Fiji's composite: red and green, both shown.
+        let shown: Vec<([u8; 3], bool)> = doc
+            .display
+            .channels
+            .iter()
+            .map(|c| (c.color, c.visible))
+            .collect();
+        assert_eq!(shown, [([255, 0, 0], true), ([0, 255, 0], true)]);
+    }
+    // Hide channel 2; step to Z slice 1.
+    h.get_by_label("channel 2").click();
+    h.run_steps(2);
+    assert!(!h.state().doc.as_ref().unwrap().display.channels[1].visible);
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(h.state().view.slice, 1);
+    // Paint both classes on slice 1; a new network reads both channels.
+    h.state_mut().active_class = 1;
+    paint_at(&mut h, 40.5, 30.5);
+    h.state_mut().active_class = 2;
+    paint_at(&mut h, 90.5, 80.5);
+    let painted: usize = h.state().doc.as_ref().unwrap().labels[1]
+        .data
+        .iter()
+        .filter(|&&v| v > 0)
+        .count();
+    assert!(painted > 0, "the strokes landed on slice 1");
+    let _ = h.get_by_label("a new network reads channel(s)");
+    h.state_mut().models.iterations = 3;
+    h.get_by_label("Train").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(3);
+    h.state_mut().finish_jobs();
+    let app = h.state();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    let unet = &app.models.model.as_ref().expect("a trained model").unet;
+    assert_eq!(
+        (unet.in_channels, unet.input_channel_list()),
+        (2, vec![0, 1])
+    );
+    // Predict the stack and export the mask: the export keeps the pixel size.
+    h.state_mut().predict_stack();
+    h.state_mut().finish_jobs();
+    let out = dir.join("mask.tif");
+    h.state_mut()
+        .export(unet_studio::app::ExportKind::MaskClasses, out.clone());
+    h.state_mut().finish_jobs();
+    assert!(
+        h.state().status.starts_with("exported"),
+        "{}",
+        h.state().status
+    );
+    let mask = load_stack(&out).unwrap();
+    assert_eq!((mask.channels, mask.slices()), (1, 3));
+    let scale = mask.pixel_size.expect("the export keeps the pixel size");
+    assert_eq!(
+        (scale.x, scale.z, scale.unit.as_str()),
+        (0.2, Some(0.5), "µm")
+    );
+}
