@@ -12,6 +12,7 @@ use unet_studio::data::{
 
 mod common;
 use common::engine::tempdir;
+use common::run_cli;
 
 /// Writes the corpus into `dir`: every pixel of plane (t, z, c) holds `100 t + 10 z + c`.
 const CORPUS: &str = r#"
@@ -185,18 +186,6 @@ print('ok')
     }
 }
 
-fn run_cli(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_unet-studio"))
-        .args(args)
-        .env("UNET_STUDIO_NO_PROGRESS", "1")
-        .output()
-        .expect("run the binary");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Three 2-channel slices of real EM data: each slice and its inverted copy (a channel that
 /// differs from the first everywhere), written as an ImageJ hyperstack, with full labels.
 fn two_channel_stack(dir: &Path) -> (PathBuf, PathBuf) {
@@ -303,38 +292,31 @@ fn a_two_channel_model_trains_predicts_and_refuses_a_grey_stack() {
         !ok && err.contains("grey.tif") && err.contains("channel"),
         "{err}"
     );
-    // A grey model on the 2-channel stack: which channel is not guessed.
-    let (ok, err) = run_cli(&[
-        "predict",
-        "--model",
-        &s(&common::engine::sample_dir().join("../model")),
-        "--input",
-        &s(&images),
-        "--output",
-        &s(&dir.join("m3.tif")),
-        "--device",
-        "cpu",
-    ]);
+    // A grey model on the 2-channel stack: which channel is not guessed, unless the user
+    // picks one.
+    let grey_model = s(&common::engine::sample_dir().join("../model"));
+    let with_grey_model = |extra: &[&str]| {
+        let out = s(&dir.join("m3.tif"));
+        let mut args = vec!["predict", "--model", &grey_model, "--input"];
+        let input = s(&images);
+        args.extend([
+            input.as_str(),
+            "--output",
+            &out,
+            "--device",
+            "cpu",
+            "--tta",
+            "1",
+        ]);
+        args.extend(extra);
+        run_cli(&args)
+    };
+    let (ok, err) = with_grey_model(&[]);
     assert!(
         !ok && err.contains("two.tif") && err.contains("--channels"),
         "{err}"
     );
-    // ... unless the user picks one.
-    let (ok, err) = run_cli(&[
-        "predict",
-        "--model",
-        &s(&common::engine::sample_dir().join("../model")),
-        "--input",
-        &s(&images),
-        "--output",
-        &s(&dir.join("m3.tif")),
-        "--device",
-        "cpu",
-        "--channels",
-        "0",
-        "--tta",
-        "1",
-    ]);
+    let (ok, err) = with_grey_model(&["--channels", "0"]);
     assert!(ok, "{err}");
 }
 

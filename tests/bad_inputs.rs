@@ -9,6 +9,9 @@ use unet_studio::data::{
     MaskStyle, Plane, decode_stack_bytes, load_label_stack, load_stack, write_f32_tiff, write_mask,
 };
 
+mod common;
+use common::run_cli;
+
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs")
 }
@@ -78,18 +81,6 @@ fn every_loader_rejects_every_bad_file_naming_it() {
     );
     // Float labels with non-integer values are refused as labels.
     assert!(load_label_stack(&corpus().join("nan_float.tif")).is_err());
-}
-
-fn run_cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_unet-studio"))
-        .args(args)
-        .env("UNET_STUDIO_NO_PROGRESS", "1")
-        .output()
-        .expect("run the binary");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

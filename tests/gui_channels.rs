@@ -10,7 +10,7 @@ use unet_studio::app::OpenRequest;
 use unet_studio::data::{PixelSize, TiffAxes, load_stack, write_f32_tiff};
 
 mod common;
-use common::harness_for;
+use common::{harness_for, paint_at};
 
 /// Three slices of EM data and their inverted copy as a second channel (ImageJ ZCYX), with a
 /// pixel size of 0.2 µm and a Z step of 0.5 µm.
@@ -36,18 +36,6 @@ fn two_channel_stack(dir: &Path) -> PathBuf {
     };
     write_f32_tiff(&path, &planes, 2, &axes).unwrap();
     path
-}
-
-/// Paints a short horizontal stroke of the active class through image pixel `(x, y)`.
-fn paint_at(h: &mut egui_kittest::Harness<'static, unet_studio::app::StudioApp>, x: f32, y: f32) {
-    let rect = h.state().canvas_rect;
-    let p = h.state().image_to_screen(rect, x, y);
-    h.drag_at(p);
-    h.step();
-    h.hover_at(p + egui::vec2(20.0, 0.0));
-    h.step();
-    h.drop_at(p + egui::vec2(20.0, 0.0));
-    h.run_steps(2);
 }
 
 #[test]

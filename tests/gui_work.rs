@@ -4,31 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
-use eframe::egui;
 use egui_kittest::kittest::Queryable as _;
 use unet_studio::app::OpenRequest;
 use unet_studio::data::{LabelEncoding, load_label_stack};
 
 mod common;
-use common::{copy_sample, harness_for};
+use common::{copy_sample, harness_for, paint_at};
 
 fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("unet-work-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Paints a short horizontal stroke of the active class through image pixel `(x, y)`.
-fn paint_at(h: &mut egui_kittest::Harness<'static, unet_studio::app::StudioApp>, x: f32, y: f32) {
-    let rect = h.state().canvas_rect;
-    let p = h.state().image_to_screen(rect, x, y);
-    h.drag_at(p);
-    h.step();
-    h.hover_at(p + egui::vec2(20.0, 0.0));
-    h.step();
-    h.drop_at(p + egui::vec2(20.0, 0.0));
-    h.run_steps(2);
 }
 
 /// The names of the open stack's classes.

@@ -73,12 +73,7 @@ const EVAL_DEFINITIONS: [&str; 4] = [
 pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     check_task_memory(&a.truth, bytes_per_pixel::EVAL, "eval")?;
     let truth = load_labels(&a.truth, a.label_encoding)?;
-    let classes = truth
-        .iter()
-        .map(|l| l.max_class() as usize)
-        .max()
-        .unwrap_or(0)
-        .max(2);
+    let classes = crate::data::labels::class_count(&truth);
     let truth_classes: Vec<Plane<u8>> = truth.iter().map(|l| l.classes.clone()).collect();
     let truth_cell: Vec<Plane<bool>> = truth.iter().map(|l| l.classes.map(|c| c >= 2)).collect();
     let mut report = EvalReport {

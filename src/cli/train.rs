@@ -185,12 +185,7 @@ fn training_set(a: &TrainArgs) -> Result<(TrainSet, StartFrom)> {
         );
     }
     check_plausible_classes(&a.labels, &labels, a.label_encoding)?;
-    let classes = labels
-        .iter()
-        .map(|l| l.max_class() as usize)
-        .max()
-        .unwrap_or(0)
-        .max(2);
+    let classes = crate::data::labels::class_count(&labels);
     let start = start_from(a, classes, &stack)?;
     let pick = input_channels(start.unet(), stack.channels, &a.images)?;
     if !a.channels.is_empty() && a.channels != pick {

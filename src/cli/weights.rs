@@ -36,12 +36,7 @@ pub(crate) fn cmd_weights(a: WeightsArgs) -> Result<()> {
         std::slice::from_ref(&a.output),
         &[&a.labels],
     )?;
-    let classes = labels
-        .iter()
-        .map(|l| l.max_class() as usize)
-        .max()
-        .unwrap_or(0)
-        .max(2);
+    let classes = crate::data::labels::class_count(&labels);
     let cfg = WeightMapConfig {
         w0: a.w0,
         sigma_px: a.sigma,

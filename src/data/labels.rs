@@ -7,6 +7,16 @@ use imageproc::region_labelling::{Connectivity, connected_components};
 
 use crate::data::plane::Plane;
 
+/// The number of classes `labels` use: the largest class id, at least 2.
+pub fn class_count(labels: &[LabelSlice]) -> usize {
+    labels
+        .iter()
+        .map(|l| l.max_class() as usize)
+        .max()
+        .unwrap_or(0)
+        .max(2)
+}
+
 /// How the integers of a label image are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum LabelEncoding {

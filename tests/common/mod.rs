@@ -93,3 +93,28 @@ pub fn run_tifffile(script: &str, arg: &str) -> Option<String> {
     );
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Paints a short horizontal stroke of the active class through image pixel `(x, y)`.
+pub fn paint_at(h: &mut Harness<'static, StudioApp>, x: f32, y: f32) {
+    let rect = h.state().canvas_rect;
+    let p = h.state().image_to_screen(rect, x, y);
+    h.drag_at(p);
+    h.step();
+    h.hover_at(p + egui::vec2(20.0, 0.0));
+    h.step();
+    h.drop_at(p + egui::vec2(20.0, 0.0));
+    h.run_steps(2);
+}
+
+/// Runs the real binary with `args`: whether it succeeded, and its standard error.
+pub fn run_cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_unet-studio"))
+        .args(args)
+        .env("UNET_STUDIO_NO_PROGRESS", "1")
+        .output()
+        .expect("run the binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -115,12 +115,7 @@ impl StudioApp {
         if labels.iter().map(LabelSlice::labelled_count).sum::<usize>() == 0 {
             return Err("paint some labels first: every pixel is unlabelled".into());
         }
-        let classes_used = labels
-            .iter()
-            .map(|l| l.max_class() as usize)
-            .max()
-            .unwrap_or(0)
-            .max(2);
+        let classes_used = crate::data::labels::class_count(&labels);
         let channels = doc.stack.channels;
         let fits = |m: &LoadedModel| {
             m.unet.classes >= classes_used && input_channels(&m.unet, channels, &doc.source).is_ok()

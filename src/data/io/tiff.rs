@@ -7,7 +7,9 @@ use crate::data::plane::Plane;
 use crate::data::stack::Stack;
 use std::io::Cursor;
 use std::path::Path;
-use tiff::encoder::{Compression, Rational, TiffEncoder, colortype};
+use tiff::encoder::{
+    Compression, Rational, TiffEncoder, TiffKind, TiffKindBig, TiffKindStandard, colortype,
+};
 use tiff::tags::Tag;
 
 /// What an exported TIFF says about its axes besides Y, X and channels: time points and the
@@ -103,6 +105,18 @@ fn imagej_lut_tags(lut: &[[u8; 256]; 3]) -> ([u32; 2], Vec<u8>) {
     ([12, 768], data)
 }
 
+/// Pixel bytes past which a TIFF is written as BigTIFF: classic TIFF's offsets are 32-bit
+/// (4 GiB in all), and tags and strip tables need some room.
+pub(crate) const BIGTIFF_PIXEL_BYTES: u64 = 0xF000_0000;
+
+/// Whether pages of `pixels` pixels of `bytes_per_pixel` bytes need BigTIFF.
+pub(crate) fn needs_bigtiff(pixels: usize, bytes_per_pixel: u64) -> bool {
+    (pixels as u64).saturating_mul(bytes_per_pixel) > BIGTIFF_PIXEL_BYTES
+}
+
+/// Encodes 8- or 16-bit mask pages as one TIFF with ImageJ metadata (Deflate), BigTIFF when
+/// `big` (see [`needs_bigtiff`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_tiff_u16(
     path: &Path,
     slices: &[Plane<u16>],
@@ -110,12 +124,45 @@ pub(crate) fn encode_tiff_u16(
     max: u16,
     lut: Option<[[u8; 256]; 3]>,
     axes: &TiffAxes,
+    big: bool,
 ) -> Result<Vec<u8>, DataError> {
     let err = |e: tiff::TiffError| DataError::decode(path, format!("TIFF encoding failed: {e}"));
     let mut cursor = Cursor::new(Vec::new());
-    {
-        let mut enc = TiffEncoder::new(&mut cursor)
-            .map_err(err)?
+    let pages = U16Pages {
+        slices,
+        eight_bit,
+        max,
+        lut,
+        axes,
+    };
+    if big {
+        pages.encode::<TiffKindBig>(&mut cursor).map_err(err)?;
+    } else {
+        pages.encode::<TiffKindStandard>(&mut cursor).map_err(err)?;
+    }
+    Ok(cursor.into_inner())
+}
+
+/// What [`encode_tiff_u16`] writes.
+struct U16Pages<'a> {
+    slices: &'a [Plane<u16>],
+    eight_bit: bool,
+    max: u16,
+    lut: Option<[[u8; 256]; 3]>,
+    axes: &'a TiffAxes,
+}
+
+impl U16Pages<'_> {
+    fn encode<K: TiffKind>(&self, cursor: &mut Cursor<Vec<u8>>) -> Result<(), tiff::TiffError> {
+        let Self {
+            slices,
+            eight_bit,
+            max,
+            lut,
+            axes,
+        } = self;
+        let (eight_bit, max) = (*eight_bit, *max);
+        let mut enc = TiffEncoder::<_, K>::new_generic(cursor)?
             .with_compression(Compression::Deflate(Default::default()));
         // Display range: small class ids would otherwise look all black in Fiji. With a colour
         // table the range is 0..255 so that value k shows colour k.
@@ -125,30 +172,24 @@ pub(crate) fn encode_tiff_u16(
             let (w, h) = (plane.width as u32, plane.height as u32);
             if eight_bit {
                 let px: Vec<u8> = plane.data.iter().map(|&v| v as u8).collect();
-                let mut img = enc.new_image::<colortype::Gray8>(w, h).map_err(err)?;
+                let mut img = enc.new_image::<colortype::Gray8>(w, h)?;
                 img.encoder()
-                    .write_tag(Tag::ImageDescription, desc.as_str())
-                    .map_err(err)?;
-                write_resolution(img.encoder(), axes).map_err(err)?;
+                    .write_tag(Tag::ImageDescription, desc.as_str())?;
+                write_resolution(img.encoder(), axes)?;
                 if let Some(lut) = lut.as_ref().filter(|_| i == 0) {
                     let (counts, data) = imagej_lut_tags(lut);
-                    img.encoder()
-                        .write_tag(Tag::Unknown(50838), &counts[..])
-                        .map_err(err)?;
-                    img.encoder()
-                        .write_tag(Tag::Unknown(50839), &data[..])
-                        .map_err(err)?;
+                    img.encoder().write_tag(Tag::Unknown(50838), &counts[..])?;
+                    img.encoder().write_tag(Tag::Unknown(50839), &data[..])?;
                 }
-                img.write_data(&px).map_err(err)?;
+                img.write_data(&px)?;
             } else {
-                let mut img = enc.new_image::<colortype::Gray16>(w, h).map_err(err)?;
+                let mut img = enc.new_image::<colortype::Gray16>(w, h)?;
                 img.encoder()
-                    .write_tag(Tag::ImageDescription, desc.as_str())
-                    .map_err(err)?;
-                write_resolution(img.encoder(), axes).map_err(err)?;
-                img.write_data(&plane.data).map_err(err)?;
+                    .write_tag(Tag::ImageDescription, desc.as_str())?;
+                write_resolution(img.encoder(), axes)?;
+                img.write_data(&plane.data)?;
             }
         }
+        Ok(())
     }
-    Ok(cursor.into_inner())
 }

@@ -1,13 +1,13 @@
 //! Writing masks (PNG, multipage TIFF, coloured or 16-bit instances) and float maps, every file
 //! atomically (written aside, then renamed).
 
-use super::tiff::{TiffAxes, encode_tiff_u16, imagej_description, write_resolution};
+use super::tiff::{TiffAxes, encode_tiff_u16, imagej_description, needs_bigtiff, write_resolution};
 use crate::data::error::DataError;
 use crate::data::plane::Plane;
 use std::fs;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use tiff::encoder::{TiffEncoder, colortype};
+use tiff::encoder::{TiffEncoder, TiffKind, TiffKindBig, TiffKindStandard, colortype};
 use tiff::tags::Tag;
 
 /// Output file formats.
@@ -229,7 +229,9 @@ pub fn write_mask_coloured(
                     }
                     lut
                 });
-            let bytes = encode_tiff_u16(path, &styled, eight_bit, max, lut, axes)?;
+            let pixels = styled.iter().map(|p| p.data.len()).sum();
+            let big = needs_bigtiff(pixels, if eight_bit { 1 } else { 2 });
+            let bytes = encode_tiff_u16(path, &styled, eight_bit, max, lut, axes, big)?;
             write_atomic(path, &bytes)?;
             Ok(vec![path.to_path_buf()])
         }
@@ -308,25 +310,73 @@ pub fn write_f32_tiff(
         axes,
     );
     let mut cursor = Cursor::new(Vec::new());
-    {
-        let mut enc = TiffEncoder::new(&mut cursor).map_err(err)?;
-        for plane in pages {
-            let mut img = enc
-                .new_image::<colortype::Gray32Float>(plane.width as u32, plane.height as u32)
-                .map_err(err)?;
-            img.encoder()
-                .write_tag(Tag::ImageDescription, desc.as_str())
-                .map_err(err)?;
-            write_resolution(img.encoder(), axes).map_err(err)?;
-            img.write_data(&plane.data).map_err(err)?;
-        }
+    let pixels = pages.iter().map(|p| p.data.len()).sum();
+    if needs_bigtiff(pixels, 4) {
+        f32_pages::<TiffKindBig>(&mut cursor, pages, &desc, axes).map_err(err)?;
+    } else {
+        f32_pages::<TiffKindStandard>(&mut cursor, pages, &desc, axes).map_err(err)?;
     }
     write_atomic(path, &cursor.into_inner())
+}
+
+/// Writes float pages with their description and resolution into `cursor`.
+fn f32_pages<K: TiffKind>(
+    cursor: &mut Cursor<Vec<u8>>,
+    pages: &[Plane<f32>],
+    desc: &str,
+    axes: &TiffAxes,
+) -> Result<(), tiff::TiffError> {
+    let mut enc = TiffEncoder::<_, K>::new_generic(cursor)?;
+    for plane in pages {
+        let mut img =
+            enc.new_image::<colortype::Gray32Float>(plane.width as u32, plane.height as u32)?;
+        img.encoder().write_tag(Tag::ImageDescription, desc)?;
+        write_resolution(img.encoder(), axes)?;
+        img.write_data(&plane.data)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Exports past 4 GiB are BigTIFF: the same pages, forced big, read back with their
+    /// values, channels and scale.
+    #[test]
+    fn bigtiff_pages_read_back() {
+        let axes = TiffAxes {
+            frames: 2,
+            pixel_size: Some(crate::data::PixelSize {
+                x: 0.5,
+                y: 0.5,
+                z: None,
+                unit: "nm".into(),
+            }),
+        };
+        let masks: Vec<Plane<u16>> = (0..4).map(|i| Plane::filled(3, 2, 300 + i)).collect();
+        let path = Path::new("big.tif");
+        let bytes = encode_tiff_u16(path, &masks, false, 303, None, &axes, true).unwrap();
+        assert!(bytes.starts_with(b"II+\0"), "BigTIFF magic");
+        let back = crate::data::io::read::decode_stack_bytes(path, &bytes).unwrap();
+        assert_eq!(
+            (back.frames, back.depth(), back.planes[3].data[0]),
+            (2, 2, 303.0)
+        );
+        assert_eq!(back.pixel_size, axes.pixel_size);
+        let floats: Vec<Plane<f32>> = (0..4).map(|i| Plane::filled(3, 2, i as f32)).collect();
+        let mut cursor = Cursor::new(Vec::new());
+        let desc = imagej_description(2, 2, None, &TiffAxes::default());
+        f32_pages::<TiffKindBig>(&mut cursor, &floats, &desc, &TiffAxes::default()).unwrap();
+        let bytes = cursor.into_inner();
+        assert!(bytes.starts_with(b"II+\0"));
+        let back = crate::data::io::read::decode_stack_bytes(path, &bytes).unwrap();
+        assert_eq!(
+            (back.channels, back.slices(), back.channel(1, 0).data[0]),
+            (2, 2, 2.0)
+        );
+        assert!(!needs_bigtiff(1 << 20, 4) && needs_bigtiff(1 << 30, 4));
+    }
 
     fn tmp(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("unet-write-{tag}-{}", std::process::id()));

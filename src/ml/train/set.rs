@@ -26,12 +26,7 @@ pub struct TrainSet {
 impl TrainSet {
     /// Number of classes the labels use (at least 2).
     pub fn classes(&self) -> usize {
-        self.labels
-            .iter()
-            .map(|l| l.max_class() as usize)
-            .max()
-            .unwrap_or(0)
-            .max(2)
+        crate::data::labels::class_count(&self.labels)
     }
 
     /// FNV-1a hash of all label classes.
