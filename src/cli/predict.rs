@@ -3,7 +3,8 @@
 use super::common::{
     bar, bytes_per_pixel, check_output, check_task_memory, default_views, say, valid_tile,
 };
-use crate::data::{MaskStyle, TiffAxes, load_stack, write_f32_tiff, write_mask_coloured};
+use crate::data::io::{encode_f32_tiff, encode_mask, write_outputs};
+use crate::data::{MaskStyle, TiffAxes, load_stack};
 use crate::ml::infer::decide_classes;
 use crate::ml::{CancelToken, DeviceChoice, effective_tile, load_checkpoint, select_device};
 use crate::postprocess::{GapClosing, close_gaps};
@@ -164,14 +165,16 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     } else {
         MaskStyle::Classes
     };
+    // The mask and the probabilities of one run are written all or nothing.
     let axes = TiffAxes::of(&stack);
-    let written = write_mask_coloured(&a.output, &masks, style, &[], &axes)?;
-    for w in &written {
-        eprintln!("wrote {}", w.display());
-    }
+    let mut files = encode_mask(&a.output, &masks, style, &[], &axes)?;
     if let Some(p) = &a.probabilities {
-        write_f32_tiff(p, &prob_pages, ckpt.meta.unet.classes, &axes)?;
-        eprintln!("wrote {}", p.display());
+        let bytes = encode_f32_tiff(p, &prob_pages, ckpt.meta.unet.classes, &axes)?;
+        files.push((p.clone(), bytes));
+    }
+    write_outputs(&a.output, &files)?;
+    for (w, _) in &files {
+        eprintln!("wrote {}", w.display());
     }
     Ok(())
 }

@@ -14,6 +14,6 @@ pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
 pub use read::{decode_stack_bytes, load_label_stack, load_stack};
 pub use tiff::TiffAxes;
 pub use write::{
-    ImageFormat, MaskStyle, png_slice_paths, write_all_atomic, write_atomic, write_f32_tiff,
-    write_mask, write_mask_coloured,
+    ImageFormat, MaskStyle, encode_f32_tiff, encode_mask, png_slice_paths, write_all_atomic,
+    write_atomic, write_f32_tiff, write_mask, write_mask_coloured, write_outputs,
 };

@@ -184,6 +184,33 @@ pub fn write_mask_coloured(
     colours: &[[u8; 3]],
     axes: &TiffAxes,
 ) -> Result<Vec<PathBuf>, DataError> {
+    let files = encode_mask(path, slices, style, colours, axes)?;
+    write_outputs(path, &files)?;
+    Ok(files.into_iter().map(|(p, _)| p).collect())
+}
+
+/// Writes encoded outputs all or nothing (see [`write_all_atomic`]); when `mask` is a PNG
+/// stack, the slices of an earlier, longer export beside it are removed.
+pub fn write_outputs(mask: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataError> {
+    write_all_atomic(files)?;
+    if ImageFormat::from_path(mask) == Some(ImageFormat::Png) {
+        let slices = files
+            .iter()
+            .filter(|(p, _)| ImageFormat::from_path(p) == Some(ImageFormat::Png))
+            .count();
+        remove_stale_slices(mask, slices);
+    }
+    Ok(())
+}
+
+/// The files [`write_mask_coloured`] writes, encoded: one PNG per slice, or one TIFF.
+pub fn encode_mask(
+    path: &Path,
+    slices: &[Plane<u16>],
+    style: MaskStyle,
+    colours: &[[u8; 3]],
+    axes: &TiffAxes,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, DataError> {
     let format = ImageFormat::from_path(path).ok_or_else(|| {
         DataError::invalid(
             path,
@@ -209,14 +236,11 @@ pub fn write_mask_coloured(
     match format {
         ImageFormat::Png => {
             let paths = png_slice_paths(path, styled.len());
-            let files = paths
+            paths
                 .iter()
                 .zip(&styled)
                 .map(|(p, plane)| Ok((p.clone(), encode_png(p, plane, eight_bit)?)))
-                .collect::<Result<Vec<_>, DataError>>()?;
-            write_all_atomic(&files)?;
-            remove_stale_slices(path, paths.len());
-            Ok(paths)
+                .collect::<Result<Vec<_>, DataError>>()
         }
         ImageFormat::Tiff => {
             let lut =
@@ -232,8 +256,7 @@ pub fn write_mask_coloured(
             let pixels = styled.iter().map(|p| p.data.len()).sum();
             let big = needs_bigtiff(pixels, if eight_bit { 1 } else { 2 });
             let bytes = encode_tiff_u16(path, &styled, eight_bit, max, lut, axes, big)?;
-            write_atomic(path, &bytes)?;
-            Ok(vec![path.to_path_buf()])
+            Ok(vec![(path.to_path_buf(), bytes)])
         }
     }
 }
@@ -292,6 +315,16 @@ pub fn write_f32_tiff(
     channels: usize,
     axes: &TiffAxes,
 ) -> Result<(), DataError> {
+    write_atomic(path, &encode_f32_tiff(path, pages, channels, axes)?)
+}
+
+/// The bytes [`write_f32_tiff`] writes.
+pub fn encode_f32_tiff(
+    path: &Path,
+    pages: &[Plane<f32>],
+    channels: usize,
+    axes: &TiffAxes,
+) -> Result<Vec<u8>, DataError> {
     if pages.is_empty() {
         return Err(DataError::invalid(path, "nothing to write: no slices"));
     }
@@ -316,7 +349,7 @@ pub fn write_f32_tiff(
     } else {
         f32_pages::<TiffKindStandard>(&mut cursor, pages, &desc, axes).map_err(err)?;
     }
-    write_atomic(path, &cursor.into_inner())
+    Ok(cursor.into_inner())
 }
 
 /// Writes float pages with their description and resolution into `cursor`.
@@ -340,6 +373,57 @@ fn f32_pages<K: TiffKind>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mask and its probabilities are written together or not at all; a shorter PNG stack
+    /// removes the extra slices of an earlier one only once written.
+    #[test]
+    fn outputs_of_one_run_are_all_or_nothing() {
+        let d = tmp("outputs");
+        let slice = |v: u16| Plane::filled(4, 3, v);
+        let mask = d.join("m.png");
+        write_mask(&mask, &[slice(1), slice(1), slice(1)], MaskStyle::Classes).unwrap();
+        let before = listing(&d);
+        assert_eq!(before, ["m_0000.png", "m_0001.png", "m_0002.png"]);
+        let mut files = encode_mask(
+            &mask,
+            &[slice(2), slice(2)],
+            MaskStyle::Classes,
+            &[],
+            &TiffAxes::default(),
+        )
+        .unwrap();
+        // The probabilities' folder is a file: nothing is written, nothing removed.
+        fs::write(d.join("blocker"), b"x").unwrap();
+        let probs = encode_f32_tiff(
+            &d.join("p.tif"),
+            &[Plane::filled(4, 3, 0.5)],
+            1,
+            &TiffAxes::default(),
+        )
+        .unwrap();
+        files.push((d.join("blocker/p.tif"), probs.clone()));
+        assert!(write_outputs(&mask, &files).is_err());
+        assert_eq!(
+            listing(&d),
+            ["blocker", "m_0000.png", "m_0001.png", "m_0002.png"]
+        );
+        assert_eq!(
+            crate::data::load_label_stack(&d.join("m_0000.png")).unwrap()[0].data[0],
+            1
+        );
+        // Written: both files, and the third slice of before is gone.
+        files.pop();
+        files.push((d.join("p.tif"), probs));
+        write_outputs(&mask, &files).unwrap();
+        assert_eq!(
+            listing(&d),
+            ["blocker", "m_0000.png", "m_0001.png", "p.tif"]
+        );
+        assert_eq!(
+            crate::data::load_label_stack(&d.join("m_0001.png")).unwrap()[0].data[0],
+            2
+        );
+    }
 
     /// Exports past 4 GiB are BigTIFF: the same pages, forced big, read back with their
     /// values, channels and scale.
