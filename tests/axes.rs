@@ -47,6 +47,9 @@ tifffile.imwrite(f'{d}/be.tif', vol(1, 4, 1)[0, :, 0], byteorder='>', photometri
 tifffile.imwrite(f'{d}/bad.tif', vol(1, 5, 1)[0, :, 0], photometric='minisblack',
                  description='ImageJ=1.11a\nimages=6\nchannels=2\nslices=3\nhyperstack=true\n',
                  metadata=None)
+bits = np.zeros((6, 5), bool)
+bits[2:4, 1:3] = True
+tifffile.imwrite(f'{d}/bit1.tif', bits)
 tifffile.imwrite(f'{d}/planar.tif', np.zeros((3, 6, 5), np.uint8), photometric='rgb',
                  planarconfig='separate')
 print('ok')
@@ -118,6 +121,11 @@ fn hyperstacks_ome_rgb_bigtiff_and_big_endian_read_with_their_axes() {
     assert_eq!(px, [10.0, 20.0, 30.0]);
     let grey = load_stack(&d.join("grey_rgb.tif")).unwrap();
     assert_eq!((grey.channels, grey.planes[0].data[0]), (1, 7.0));
+    // A 1-bit mask: its bits, pixel by pixel (rows start on a byte).
+    let bits = load_label_stack(&d.join("bit1.tif")).unwrap();
+    let on: Vec<usize> = (0..30).filter(|&i| bits[0].data[i] == 1).collect();
+    assert_eq!(on, [11, 12, 16, 17]);
+    assert!(bits[0].data.iter().all(|&v| v <= 1));
 }
 
 #[test]

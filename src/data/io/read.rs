@@ -353,16 +353,7 @@ fn palette_indices(path: &Path, bytes: &[u8]) -> Result<Option<RawSlice>, DataEr
     let frame = reader
         .next_frame(&mut buf)
         .map_err(|e| DataError::decode(path, e))?;
-    // Rows of `width` indices of `bits` bits, packed from the high bit.
-    let mut data = Vec::with_capacity(width * height);
-    for row in buf[..frame.buffer_size()].chunks_exact(frame.line_size) {
-        data.extend((0..width).map(|x| {
-            let bit = x * bits;
-            let byte = row[bit / 8];
-            let shift = 8 - bits - bit % 8;
-            (byte >> shift) & ((1u16 << bits) - 1) as u8
-        }));
-    }
+    let data = unpack_bits(&buf[..frame.buffer_size()], width, height, bits);
     Ok(Some(RawSlice {
         width,
         height,
@@ -439,7 +430,21 @@ fn decode_tiff(path: &Path, bytes: &[u8], read: Read) -> Result<Decoded, DataErr
                 ),
             ));
         }
-        let data = dec.read_image().map_err(ctx)?;
+        let white_is_zero = dec.get_tag_u32(Tag::PhotometricInterpretation).ok() == Some(0);
+        let data = match (dec.read_image().map_err(ctx)?, color) {
+            // 1-, 2- and 4-bit grey (binary masks): rows of packed samples, unpacked; with
+            // "white is zero" (how bilevel masks are often stored) the bright value is the high
+            // one, so a mask's "on" pixels read 1.
+            (DecodingResult::U8(v), tiff::ColorType::Gray(bits)) if bits < 8 => {
+                let mut u = unpack_bits(&v, w, h, usize::from(bits));
+                if white_is_zero {
+                    let top = ((1u16 << bits) - 1) as u8;
+                    u.iter_mut().for_each(|x| *x = top - *x);
+                }
+                DecodingResult::U8(u)
+            }
+            (data, _) => data,
+        };
         let samples = match data {
             DecodingResult::U8(v) => Samples::U8(v),
             DecodingResult::U16(v) => Samples::U16(v),
@@ -475,6 +480,23 @@ fn decode_tiff(path: &Path, bytes: &[u8], read: Read) -> Result<Decoded, DataErr
         None => None,
     };
     Ok((out, layout))
+}
+
+/// Rows of `width` samples of `bits` bits packed from the high bit (each row starting on a
+/// byte), unpacked to one byte per sample; rows cut short are left 0 (the caller checks the
+/// count decoded).
+fn unpack_bits(packed: &[u8], width: usize, height: usize, bits: usize) -> Vec<u8> {
+    let row_bytes = (width * bits).div_ceil(8);
+    let mask = ((1u16 << bits) - 1) as u8;
+    let mut out = Vec::with_capacity(width * height);
+    for row in packed.chunks(row_bytes).take(height) {
+        out.extend((0..width).map(|x| {
+            let bit = x * bits;
+            row.get(bit / 8)
+                .map_or(0, |byte| (byte >> (8 - bits - bit % 8)) & mask)
+        }));
+    }
+    out
 }
 
 impl Samples {
