@@ -87,13 +87,20 @@ pub fn channel_colour(c: usize) -> [u8; 3] {
 }
 
 impl Display {
-    /// The automatic display of `stack`: each channel's 0.5-99.5 % window of the first slice.
+    /// The automatic display of `stack`: the 0.5-99.5 % window of the first slice, per
+    /// channel; 8-bit colour and multichannel images show their full range 0-255 as Fiji does
+    /// (an RGB photograph keeps its colours).
     pub fn auto(stack: &Stack) -> Self {
         let (min, max) = auto_window(stack, 0, 0);
+        let full_range = stack.kind == crate::data::stack::PixelKind::U8;
         let channels = if stack.channels > 1 {
             (0..stack.channels)
                 .map(|c| {
-                    let (min, max) = auto_window(stack, 0, c);
+                    let (min, max) = if full_range {
+                        (0.0, 255.0)
+                    } else {
+                        auto_window(stack, 0, c)
+                    };
                     ChannelDisplay {
                         min,
                         max,
@@ -141,4 +148,37 @@ pub fn auto_window(stack: &Stack, slice: usize, channel: usize) -> (f32, f32) {
     let lo = percentile(data, 0.5);
     let hi = percentile(data, 99.5);
     if hi > lo { (lo, hi) } else { (lo, lo + 1.0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::plane::Plane;
+    use crate::data::stack::PixelKind;
+
+    fn stack(kind: PixelKind, channels: usize) -> Stack {
+        let ramp = |c: usize| Plane {
+            width: 200,
+            height: 1,
+            data: (0..200).map(|i| (i + 10 * c) as f32).collect(),
+        };
+        Stack {
+            channels,
+            ..Stack::grey((0..channels).map(ramp).collect(), kind, Vec::new())
+        }
+    }
+
+    #[test]
+    fn colour_shows_its_full_range_and_other_channels_their_percentiles() {
+        let rgb = Display::auto(&stack(PixelKind::U8, 3));
+        let windows: Vec<(f32, f32)> = rgb.channels.iter().map(|c| (c.min, c.max)).collect();
+        assert_eq!(windows, [(0.0, 255.0); 3]);
+        let colours: Vec<[u8; 3]> = rgb.channels.iter().map(|c| c.color).collect();
+        assert_eq!(colours, [[255, 0, 0], [0, 255, 0], [0, 0, 255]]);
+        // 16-bit channels: each its own 0.5-99.5 % window (0.5 % of 200 values: the first).
+        let two = Display::auto(&stack(PixelKind::U16, 2));
+        assert_eq!((two.channels[1].min, two.channels[1].max), (11.0, 208.0));
+        assert!(two.fits(2) && !two.fits(1) && !two.fits(3));
+        assert!(Display::auto(&stack(PixelKind::U8, 1)).channels.is_empty());
+    }
 }
