@@ -57,6 +57,39 @@ pub struct PredictArgs {
     channels: Vec<usize>,
 }
 
+/// The progress bar, and the masks (and probabilities) of the slices predicted so far.
+struct Report<'a> {
+    pb: &'a indicatif::ProgressBar,
+    threshold: Option<f32>,
+    close: bool,
+    keep_probabilities: bool,
+    masks: Vec<crate::data::Plane<u16>>,
+    prob_pages: Vec<crate::data::Plane<f32>>,
+}
+impl SliceProgress for Report<'_> {
+    fn retry(&mut self, _: usize, from: usize, to: usize) {
+        say(
+            self.pb,
+            format!("out of device memory with {from} px tiles: retrying with {to} px"),
+        );
+    }
+    fn slice(&mut self, _: usize, probs: Vec<crate::data::Plane<f32>>) {
+        self.masks.push(match (&probs[..], self.close) {
+            ([_, p_cell], true) => close_gaps(
+                p_cell,
+                self.threshold.unwrap_or(0.5),
+                &GapClosing::default(),
+            )
+            .map(|c| if c { 2 } else { 1 }),
+            _ => decide_classes(&probs, self.threshold),
+        });
+        if self.keep_probabilities {
+            self.prob_pages.extend(probs);
+        }
+        self.pb.inc(1);
+    }
+}
+
 pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     let mut ckpt = load_checkpoint(&a.model)?;
     check_task_memory(&a.input, bytes_per_pixel::PREDICT, "predict")?;
@@ -110,37 +143,6 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
             a.model.display(),
             ckpt.meta.unet.classes
         );
-    }
-    struct Report<'a> {
-        pb: &'a indicatif::ProgressBar,
-        threshold: Option<f32>,
-        close: bool,
-        keep_probabilities: bool,
-        masks: Vec<crate::data::Plane<u16>>,
-        prob_pages: Vec<crate::data::Plane<f32>>,
-    }
-    impl SliceProgress for Report<'_> {
-        fn retry(&mut self, _: usize, from: usize, to: usize) {
-            say(
-                self.pb,
-                format!("out of device memory with {from} px tiles: retrying with {to} px"),
-            );
-        }
-        fn slice(&mut self, _: usize, probs: Vec<crate::data::Plane<f32>>) {
-            self.masks.push(match (&probs[..], self.close) {
-                ([_, p_cell], true) => close_gaps(
-                    p_cell,
-                    self.threshold.unwrap_or(0.5),
-                    &GapClosing::default(),
-                )
-                .map(|c| if c { 2 } else { 1 }),
-                _ => decide_classes(&probs, self.threshold),
-            });
-            if self.keep_probabilities {
-                self.prob_pages.extend(probs);
-            }
-            self.pb.inc(1);
-        }
     }
     let mut report = Report {
         pb: &pb,
