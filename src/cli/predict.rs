@@ -1,17 +1,18 @@
 //! `unet-studio predict`: masks, probabilities or instances of a stack with a trained model.
 
 use super::common::{
-    bar, bytes_per_pixel, check_output, check_task_memory, default_views, say, valid_tile,
+    bar, bytes_per_pixel, check_output, check_task_memory, default_views, resolved, say, valid_tile,
 };
 use crate::data::io::{encode_f32_tiff, encode_mask, write_outputs};
-use crate::data::{MaskStyle, TiffAxes, load_stack};
+use crate::data::io::{load_collection, unify_channels};
+use crate::data::{MaskStyle, Stack, TiffAxes};
 use crate::ml::infer::decide_classes;
 use crate::ml::{CancelToken, DeviceChoice, effective_tile, load_checkpoint, select_device};
 use crate::postprocess::{GapClosing, close_gaps};
 use crate::preprocess::D4;
 use crate::project::sets::{input_channels, picked};
 use crate::project::tasks::{SliceProgress, predict_slices};
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -93,7 +94,10 @@ impl SliceProgress for Report<'_> {
 pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     let mut ckpt = load_checkpoint(&a.model)?;
     check_task_memory(&a.input, bytes_per_pixel::PREDICT, "predict")?;
-    let stack = load_stack(&a.input)?;
+    // A file, a folder of equal images (one stack), or a collection of images that differ:
+    // one mask each, written into the folder --output.
+    let mut images = load_collection(&a.input)?;
+    unify_channels(&mut images)?;
     if !a.channels.is_empty() {
         if a.channels.len() != ckpt.meta.unet.in_channels {
             bail!(
@@ -104,39 +108,8 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         }
         ckpt.meta.unet.input_channels = a.channels.clone();
     }
-    let pick = input_channels(&ckpt.meta.unet, stack.channels, &a.input)?;
-    let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
-        Some(crate::data::ImageFormat::Png) => {
-            crate::data::io::png_slice_paths(&a.output, stack.slices())
-        }
-        _ => vec![a.output.clone()],
-    };
-    check_output(
-        &a.output,
-        &["tif", "tiff", "png"],
-        &mask_files,
-        &[&a.input, &a.model],
-    )?;
-    if let Some(p) = &a.probabilities {
-        check_output(
-            p,
-            &["tif", "tiff"],
-            std::slice::from_ref(p),
-            &[&a.input, &a.model],
-        )?;
-        if mask_files.contains(p) {
-            bail!("--probabilities {} is also the mask output", p.display());
-        }
-    }
-    let device = select_device(a.device)?;
-    eprintln!("device: {}", device.description);
-    let model = ckpt.model(&device.device)?;
-    let geom = ckpt.meta.unet.geometry();
-    let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
-    let cancel = CancelToken::new();
-    let pb = bar(stack.slices() as u64, "predict");
-    let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
-    let threshold = a.threshold.or(ckpt.meta.threshold);
+    let pick = input_channels(&ckpt.meta.unet, images[0].channels, &a.input)?;
+    let mask_paths = check_outputs(&a, &images)?;
     if a.close_gaps && ckpt.meta.unet.classes != 2 {
         bail!(
             "--close-gaps needs a two-class model (membrane, cell); {} predicts {} classes",
@@ -144,39 +117,106 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
             ckpt.meta.unet.classes
         );
     }
-    let mut report = Report {
-        pb: &pb,
-        threshold,
-        close: a.close_gaps,
-        keep_probabilities: a.probabilities.is_some(),
-        masks: Vec::new(),
-        prob_pages: Vec::new(),
-    };
-    predict_slices(
-        (&model, &ckpt.meta.unet),
-        &picked(&stack, &pick),
-        tile,
-        views,
-        (&device.device, &cancel),
-        &mut report,
-    )?;
-    let (masks, prob_pages) = (report.masks, report.prob_pages);
-    pb.finish_and_clear();
+    let device = select_device(a.device)?;
+    eprintln!("device: {}", device.description);
+    let model = ckpt.model(&device.device)?;
+    let geom = ckpt.meta.unet.geometry();
+    let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
     let style = if a.binary {
         MaskStyle::Binary
     } else {
         MaskStyle::Classes
     };
-    // The mask and the probabilities of one run are written all or nothing.
-    let axes = TiffAxes::of(&stack);
-    let mut files = encode_mask(&a.output, &masks, style, &[], &axes)?;
-    if let Some(p) = &a.probabilities {
-        let bytes = encode_f32_tiff(p, &prob_pages, ckpt.meta.unet.classes, &axes)?;
-        files.push((p.clone(), bytes));
+    let pb = bar(
+        images.iter().map(Stack::slices).sum::<usize>() as u64,
+        "predict",
+    );
+    let mut files = Vec::new();
+    for (stack, mask_path) in images.iter().zip(&mask_paths) {
+        let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
+        let mut report = Report {
+            pb: &pb,
+            threshold: a.threshold.or(ckpt.meta.threshold),
+            close: a.close_gaps,
+            keep_probabilities: a.probabilities.is_some(),
+            masks: Vec::new(),
+            prob_pages: Vec::new(),
+        };
+        predict_slices(
+            (&model, &ckpt.meta.unet),
+            &picked(stack, &pick),
+            tile,
+            views,
+            (&device.device, &CancelToken::new()),
+            &mut report,
+        )?;
+        let axes = TiffAxes::of(stack);
+        files.extend(encode_mask(mask_path, &report.masks, style, &[], &axes)?);
+        if let Some(p) = &a.probabilities {
+            let bytes = encode_f32_tiff(p, &report.prob_pages, ckpt.meta.unet.classes, &axes)?;
+            files.push((p.clone(), bytes));
+        }
     }
+    pb.finish_and_clear();
+    // Every mask and the probabilities of one run are written all or nothing.
     write_outputs(&a.output, &files)?;
     for (w, _) in &files {
         eprintln!("wrote {}", w.display());
     }
     Ok(())
+}
+
+/// Where the masks go, checked before any computation: `--output` for one stack; for a
+/// collection, one `.tif` per image (named after it) in the folder `--output`.
+fn check_outputs(a: &PredictArgs, images: &[Stack]) -> Result<Vec<PathBuf>> {
+    let inputs = [a.input.as_path(), a.model.as_path()];
+    if let [stack] = images {
+        let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
+            Some(crate::data::ImageFormat::Png) => {
+                crate::data::io::png_slice_paths(&a.output, stack.slices())
+            }
+            _ => vec![a.output.clone()],
+        };
+        check_output(&a.output, &["tif", "tiff", "png"], &mask_files, &inputs)?;
+        if let Some(p) = &a.probabilities {
+            check_output(p, &["tif", "tiff"], std::slice::from_ref(p), &inputs)?;
+            if mask_files.contains(p) {
+                bail!("--probabilities {} is also the mask output", p.display());
+            }
+        }
+        return Ok(vec![a.output.clone()]);
+    }
+    if a.probabilities.is_some() {
+        bail!(
+            "{} is a collection of {} images of different sizes or channels: --probabilities takes one stack; predict the images one by one for their probabilities",
+            a.input.display(),
+            images.len()
+        );
+    }
+    if crate::data::ImageFormat::from_path(&a.output).is_some() {
+        bail!(
+            "{} is a collection of {} images of different sizes or channels: --output must be a folder for their masks, not {}",
+            a.input.display(),
+            images.len(),
+            a.output.display()
+        );
+    }
+    if resolved(&a.output) == resolved(&a.input) {
+        bail!(
+            "--output {} is the input folder: the masks would be read as images next time; choose another folder",
+            a.output.display()
+        );
+    }
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating the mask folder {}", a.output.display()))?;
+    images
+        .iter()
+        .map(|s| {
+            let source = s.sources.first().cloned().unwrap_or_default();
+            let stem = source.file_stem().unwrap_or_default().to_string_lossy();
+            let path = a.output.join(format!("{stem}.tif"));
+            check_output(&path, &["tif"], std::slice::from_ref(&path), &inputs)?;
+            Ok(path)
+        })
+        .collect()
 }

@@ -1,7 +1,8 @@
 //! `unet-studio train`: train, fine-tune or resume a U-Net from the command line.
 
 use super::common::{bar, bytes_per_pixel, check_task_memory, say, valid_tile};
-use crate::data::{LabelEncoding, Stack, load_stack};
+use crate::data::io::{label_files, load_collection, unify_channels};
+use crate::data::{LabelEncoding, Stack};
 use crate::ml::config::LrSchedule;
 use crate::ml::train::resume_dir;
 use crate::ml::{
@@ -171,12 +172,24 @@ pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
 /// `--val-labels`, and where the run starts.
 fn training_set(a: &TrainArgs) -> Result<(TrainSet, StartFrom)> {
     check_task_memory(&a.images, bytes_per_pixel::TRAIN, "train")?;
-    let stack = load_stack(&a.images)?;
-    let labels = labels_for(
-        &a.labels,
-        a.label_encoding,
-        (&a.images, &stack.slice_sizes()),
-    )?;
+    // A file, a folder of equal images (one stack), or a collection of images that differ
+    // (one stack each, their labels file by file).
+    let mut images = load_collection(&a.images)?;
+    unify_channels(&mut images)?;
+    let files = label_files(&a.labels, images.len())?;
+    let mut labels = Vec::new();
+    for (image, label_file) in images.iter().zip(&files) {
+        let source = match images.len() {
+            1 => a.images.clone(),
+            _ => image.sources.first().cloned().unwrap_or_default(),
+        };
+        labels.extend(labels_for(
+            label_file,
+            a.label_encoding,
+            (&source, &image.slice_sizes()),
+        )?);
+    }
+    let stack = &images[0];
     if labels.iter().all(|l| l.labelled_count() == 0) {
         bail!(
             "{}: no labelled pixels (every value is 0 = unlabelled in the '{}' encoding)",
@@ -186,7 +199,7 @@ fn training_set(a: &TrainArgs) -> Result<(TrainSet, StartFrom)> {
     }
     check_plausible_classes(&a.labels, &labels, a.label_encoding)?;
     let classes = crate::data::labels::class_count(&labels);
-    let start = start_from(a, classes, &stack)?;
+    let start = start_from(a, classes, stack)?;
     let pick = input_channels(start.unet(), stack.channels, &a.images)?;
     if !a.channels.is_empty() && a.channels != pick {
         bail!(
@@ -194,7 +207,14 @@ fn training_set(a: &TrainArgs) -> Result<(TrainSet, StartFrom)> {
             a.channels
         );
     }
-    if stack.channels > 1 {
+    if images.len() > 1 {
+        eprintln!(
+            "{}: a collection of {} images of different sizes or channels, {} channel(s) each; the network reads channel(s) {pick:?}",
+            a.images.display(),
+            images.len(),
+            stack.channels
+        );
+    } else if stack.channels > 1 {
         eprintln!(
             "{}: {}; the network reads channel(s) {pick:?}",
             a.images.display(),
@@ -205,7 +225,8 @@ fn training_set(a: &TrainArgs) -> Result<(TrainSet, StartFrom)> {
         (Some(images), Some(labels)) => held_out_slices(images, labels, a.label_encoding, &pick)?,
         _ => Vec::new(),
     };
-    Ok((train_set(&picked(&stack, &pick), labels, held_out), start))
+    let inputs: Vec<_> = images.iter().flat_map(|s| picked(s, &pick)).collect();
+    Ok((train_set(&inputs, labels, held_out), start))
 }
 
 /// Where the run starts: `--resume`, `--init` or a fresh network of `--preset` for `classes`

@@ -2,6 +2,7 @@
 //! and float maps (PNG, multipage TIFF with ImageJ metadata). All writes are atomic.
 
 pub mod axes;
+pub mod collection;
 pub mod files;
 pub mod probe;
 pub mod read;
@@ -9,6 +10,7 @@ pub mod tiff;
 pub mod write;
 
 pub use axes::PixelSize;
+pub use collection::{label_files, load_collection, unify_channels};
 pub use files::{FOLDER_LABELS, IMAGE_EXTENSIONS, MAX_EDGE, MAX_SLICE_PIXELS, natural_cmp};
 pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
 pub use read::{decode_stack_bytes, load_label_stack, load_stack};
