@@ -348,6 +348,26 @@ mod tests {
         assert!(!d.busy() && !d.builtin_only);
     }
 
+    pub(crate) fn panics(_: &Pick, _: Option<&Path>) -> Option<PathBuf> {
+        panic!("no display for the portal")
+    }
+
+    #[test]
+    pub(crate) fn a_system_dialog_that_dies_gives_way_to_the_builtin_chooser() {
+        let ctx = egui::Context::default();
+        let mut jobs = jobs();
+        let mut d = Dialogs {
+            builtin_only: false,
+            note: None,
+            system_dialog: panics,
+            ..Dialogs::default()
+        };
+        d.ask(Purpose::LoadModel, Pick::Folder, &mut jobs);
+        assert_eq!(settle(&mut d, &mut jobs, &ctx), None);
+        assert!(d.builtin_only && d.system.is_none());
+        assert_eq!(d.builtin.as_ref().map(|b| b.0), Some(Purpose::LoadModel));
+    }
+
     #[test]
     pub(crate) fn one_dialog_at_a_time() {
         let mut d = Dialogs {

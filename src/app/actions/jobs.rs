@@ -16,10 +16,10 @@ impl StudioApp {
             match delivered {
                 Delivered::Message(m) => self.apply_message(m, &mut preview),
                 // A job that ended without a result: say so, keep everything as it was.
+                // The system dialog could not be shown: the built-in chooser takes the request
+                // (its note says why).
+                Delivered::Failed(JobKind::FileDialog, _) => self.dialogs.system_failed(),
                 Delivered::Failed(kind, why) => {
-                    if kind == JobKind::FileDialog {
-                        self.dialogs.system_failed();
-                    }
                     self.error = Some(format!("{} failed: {why}", kind.what()));
                 }
             }
