@@ -112,6 +112,23 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
         let (ok, err) = run_cli(&args);
         assert!(!ok && err.contains(want), "{args:?}: {err}");
     }
+    // Scored image by image against their truth, pooled (the challenge's measures).
+    let (ok, err) = run_cli(&[
+        "eval",
+        "--model",
+        &model_s,
+        "--images",
+        &images_s,
+        "--truth",
+        &s(&labels),
+        "--label-encoding",
+        "binary",
+        "--tta",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
     // Labels that do not match the images file by file are named.
     std::fs::remove_file(labels.join("field2.png")).unwrap();
     let (ok, err) = run_cli(&[

@@ -2,6 +2,7 @@
 //! ISBI 2012 challenge's definitions.
 
 use super::common::{bytes_per_pixel, check_task_memory, default_views};
+use crate::data::io::{label_files, load_collection, unify_channels};
 use crate::data::{LabelEncoding, Plane, Stack, load_label_stack, load_stack};
 use crate::ml::infer::decide_classes;
 use crate::ml::{
@@ -9,7 +10,7 @@ use crate::ml::{
 };
 use crate::postprocess::{GapClosing, close_gaps};
 use crate::preprocess::D4;
-use crate::project::sets::{check_fit, input_channels, load_labels, picked, sizes};
+use crate::project::sets::{check_fit, input_channels, labels_for, load_labels, picked, sizes};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use anyhow::{Result, bail};
 use clap::Args;
@@ -72,7 +73,29 @@ const EVAL_DEFINITIONS: [&str; 4] = [
 
 pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     check_task_memory(&a.truth, bytes_per_pixel::EVAL, "eval")?;
-    let truth = load_labels(&a.truth, a.label_encoding)?;
+    // With --model: the images (a stack, or a collection of images that differ, their truth
+    // file by file), checked against the truth before predicting.
+    let (truth, stacks) = match (&a.model, &a.images) {
+        (Some(_), Some(images)) => {
+            let mut stacks = load_collection(images)?;
+            unify_channels(&mut stacks)?;
+            let files = label_files(&a.truth, stacks.len())?;
+            let mut truth = Vec::new();
+            for (stack, file) in stacks.iter().zip(&files) {
+                let source = match stacks.len() {
+                    1 => images.clone(),
+                    _ => stack.sources.first().cloned().unwrap_or_default(),
+                };
+                truth.extend(labels_for(
+                    file,
+                    a.label_encoding,
+                    (&source, &stack.slice_sizes()),
+                )?);
+            }
+            (truth, stacks)
+        }
+        _ => (load_labels(&a.truth, a.label_encoding)?, Vec::new()),
+    };
     let classes = crate::data::labels::class_count(&truth);
     let truth_classes: Vec<Plane<u8>> = truth.iter().map(|l| l.classes.clone()).collect();
     let truth_cell: Vec<Plane<bool>> = truth.iter().map(|l| l.classes.map(|c| c >= 2)).collect();
@@ -83,14 +106,9 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
         model_mask: None,
         model_mask_closed_gaps: None,
     };
-    if let (Some(model_dir), Some(images)) = (&a.model, &a.images) {
+    if let Some(model_dir) = a.model.as_ref().filter(|_| !stacks.is_empty()) {
         let ckpt = load_checkpoint(model_dir)?;
-        let stack = load_stack(images)?;
-        check_fit(
-            (&a.truth, &sizes(&truth_classes)),
-            (images, &stack.slice_sizes()),
-        )?;
-        let Collect { masks, p_cell, .. } = predict_for_eval(&a, &ckpt, &stack)?;
+        let Collect { masks, p_cell, .. } = predict_for_eval(&a, &ckpt, &stacks)?;
         report.model_mask = Some((
             ckpt.meta.threshold,
             crate::metrics::mask_scores(&masks, &truth_cell, None),
@@ -181,8 +199,8 @@ impl SliceProgress for Collect {
 }
 
 /// The mask `predict --binary` would write and the cell probabilities of every slice of
-/// `stack`, predicted with the model of `ckpt` and its stored views.
-fn predict_for_eval(a: &EvalArgs, ckpt: &Checkpoint, stack: &Stack) -> Result<Collect> {
+/// `stacks`, predicted with the model of `ckpt` and its stored views.
+fn predict_for_eval(a: &EvalArgs, ckpt: &Checkpoint, stacks: &[Stack]) -> Result<Collect> {
     let device = select_device(a.device)?;
     let model = ckpt.model(&device.device)?;
     let geom = ckpt.meta.unet.geometry();
@@ -192,18 +210,17 @@ fn predict_for_eval(a: &EvalArgs, ckpt: &Checkpoint, stack: &Stack) -> Result<Co
         masks: Vec::new(),
         p_cell: Vec::new(),
     };
-    let pick = input_channels(
-        &ckpt.meta.unet,
-        stack.channels,
-        &a.images.clone().unwrap_or_default(),
-    )?;
-    predict_slices(
-        (&model, &ckpt.meta.unet),
-        &picked(stack, &pick),
-        effective_tile(&geom, 388, stack.width, stack.height),
-        views,
-        (&device.device, &CancelToken::new()),
-        &mut collect,
-    )?;
+    let source = a.images.clone().unwrap_or_default();
+    for stack in stacks {
+        let pick = input_channels(&ckpt.meta.unet, stack.channels, &source)?;
+        predict_slices(
+            (&model, &ckpt.meta.unet),
+            &picked(stack, &pick),
+            effective_tile(&geom, 388, stack.width, stack.height),
+            views,
+            (&device.device, &CancelToken::new()),
+            &mut collect,
+        )?;
+    }
     Ok(collect)
 }
