@@ -2,7 +2,6 @@
 //! ISBI 2012 challenge's definitions.
 
 use super::common::{bytes_per_pixel, check_task_memory, default_views};
-use crate::data::io::{label_files, load_collection, unify_channels};
 use crate::data::{LabelEncoding, Plane, Stack, load_label_stack, load_stack};
 use crate::ml::infer::decide_classes;
 use crate::ml::{
@@ -10,7 +9,9 @@ use crate::ml::{
 };
 use crate::postprocess::{GapClosing, close_gaps};
 use crate::preprocess::D4;
-use crate::project::sets::{check_fit, input_channels, labels_for, load_labels, picked, sizes};
+use crate::project::sets::{
+    check_fit, images_and_labels, input_channels, load_labels, picked, sizes,
+};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use anyhow::{Result, bail};
 use clap::Args;
@@ -77,21 +78,7 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     // file by file), checked against the truth before predicting.
     let (truth, stacks) = match (&a.model, &a.images) {
         (Some(_), Some(images)) => {
-            let mut stacks = load_collection(images)?;
-            unify_channels(&mut stacks)?;
-            let files = label_files(&a.truth, stacks.len())?;
-            let mut truth = Vec::new();
-            for (stack, file) in stacks.iter().zip(&files) {
-                let source = match stacks.len() {
-                    1 => images.clone(),
-                    _ => stack.sources.first().cloned().unwrap_or_default(),
-                };
-                truth.extend(labels_for(
-                    file,
-                    a.label_encoding,
-                    (&source, &stack.slice_sizes()),
-                )?);
-            }
+            let (stacks, truth) = images_and_labels(images, &a.truth, a.label_encoding)?;
             (truth, stacks)
         }
         _ => (load_labels(&a.truth, a.label_encoding)?, Vec::new()),

@@ -1,7 +1,6 @@
 //! `unet-studio train`: train, fine-tune or resume a U-Net from the command line.
 
 use super::common::{bar, bytes_per_pixel, check_task_memory, say, valid_tile};
-use crate::data::io::{label_files, load_collection, unify_channels};
 use crate::data::{LabelEncoding, Stack};
 use crate::ml::config::LrSchedule;
 use crate::ml::train::resume_dir;
@@ -11,7 +10,7 @@ use crate::ml::{
 };
 use crate::preprocess::{AugmentConfig, WeightMapConfig};
 use crate::project::sets::{
-    check_plausible_classes, held_out_slices, input_channels, labels_for, picked, recipe,
+    check_plausible_classes, held_out_slices, images_and_labels, input_channels, picked, recipe,
     train_set, training_channels,
 };
 use indicatif::ProgressBar;
@@ -174,21 +173,7 @@ fn training_set(a: &TrainArgs) -> Result<(TrainSet, StartFrom)> {
     check_task_memory(&a.images, bytes_per_pixel::TRAIN, "train")?;
     // A file, a folder of equal images (one stack), or a collection of images that differ
     // (one stack each, their labels file by file).
-    let mut images = load_collection(&a.images)?;
-    unify_channels(&mut images)?;
-    let files = label_files(&a.labels, images.len())?;
-    let mut labels = Vec::new();
-    for (image, label_file) in images.iter().zip(&files) {
-        let source = match images.len() {
-            1 => a.images.clone(),
-            _ => image.sources.first().cloned().unwrap_or_default(),
-        };
-        labels.extend(labels_for(
-            label_file,
-            a.label_encoding,
-            (&source, &image.slice_sizes()),
-        )?);
-    }
+    let (images, labels) = images_and_labels(&a.images, &a.labels, a.label_encoding)?;
     let stack = &images[0];
     if labels.iter().all(|l| l.labelled_count() == 0) {
         bail!(

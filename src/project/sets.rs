@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::data::error::DataError;
+use crate::data::io::collection::{label_files, load_collection, unify_channels};
 use crate::data::io::read::{load_label_stack, load_stack};
 use crate::data::labels::{LabelEncoding, LabelSlice, encode_labels};
 use crate::data::plane::Plane;
@@ -86,6 +87,27 @@ pub fn labels_for(
         .collect();
     check_fit((path, &label_sizes), (images_path, images))?;
     Ok(labels)
+}
+
+/// The images at `images` (one stack, or a collection of images that differ, given equal
+/// channels) and the labels at `labels`, read and checked against them file by file.
+pub fn images_and_labels(
+    images: &Path,
+    labels: &Path,
+    encoding: LabelEncoding,
+) -> Result<(Vec<Stack>, Vec<LabelSlice>), DataError> {
+    let mut stacks = load_collection(images)?;
+    unify_channels(&mut stacks)?;
+    let files = label_files(labels, stacks.len())?;
+    let mut out = Vec::new();
+    for (stack, file) in stacks.iter().zip(&files) {
+        let source = match stacks.len() {
+            1 => images.to_path_buf(),
+            _ => stack.sources.first().cloned().unwrap_or_default(),
+        };
+        out.extend(labels_for(file, encoding, (&source, &stack.slice_sizes()))?);
+    }
+    Ok((stacks, out))
 }
 
 /// Refuses labels whose classes look like a misread encoding: only 0 and 255 in the
