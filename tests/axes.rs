@@ -233,25 +233,7 @@ fn a_two_channel_model_trains_predicts_and_refuses_a_grey_stack() {
     let (images, truth) = two_channel_stack(&dir);
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let model = dir.join("model");
-    let (ok, err) = run_cli(&[
-        "train",
-        "--images",
-        &s(&images),
-        "--labels",
-        &s(&truth),
-        "--out",
-        &s(&model),
-        "--iterations",
-        "3",
-        "--tile",
-        "36",
-        "--device",
-        "cpu",
-        "--val-every",
-        "0",
-        "--checkpoint-every",
-        "0",
-    ]);
+    let (ok, err) = common::quick_train(&images, &truth, &model, &[]);
     assert!(ok, "{err}");
     assert!(err.contains("2 channels x 3 slices"), "{err}");
     let cfg = unet_studio::ml::load_checkpoint(&model).unwrap().meta.unet;

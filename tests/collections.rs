@@ -51,27 +51,8 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
     collection(&dir);
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let (images, labels, model) = (dir.join("images"), dir.join("labels"), dir.join("model"));
-    let (ok, err) = run_cli(&[
-        "train",
-        "--images",
-        &s(&images),
-        "--labels",
-        &s(&labels),
-        "--label-encoding",
-        "binary",
-        "--out",
-        &s(&model),
-        "--iterations",
-        "3",
-        "--tile",
-        "36",
-        "--device",
-        "cpu",
-        "--val-every",
-        "0",
-        "--checkpoint-every",
-        "0",
-    ]);
+    let binary = ["--label-encoding", "binary"];
+    let (ok, err) = common::quick_train(&images, &labels, &model, &binary);
     assert!(ok, "{err}");
     assert!(err.contains("a collection of 3 images"), "{err}");
     // The grey fields join the colour one as three equal channels.
@@ -131,21 +112,7 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
     assert!(ok, "{err}");
     // Labels that do not match the images file by file are named.
     std::fs::remove_file(labels.join("field2.png")).unwrap();
-    let (ok, err) = run_cli(&[
-        "train",
-        "--images",
-        &s(&images),
-        "--labels",
-        &s(&labels),
-        "--label-encoding",
-        "binary",
-        "--out",
-        &s(&dir.join("m2")),
-        "--iterations",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    let (ok, err) = common::quick_train(&images, &labels, &dir.join("m2"), &binary);
     assert!(
         !ok && err.contains("2 label files for a collection of 3 images"),
         "{err}"

@@ -118,3 +118,31 @@ pub fn run_cli(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A quick `train` from the command line (3 iterations of 36 px tiles on the CPU, no
+/// validation or checkpoints): whether it succeeded, and its standard error.
+pub fn quick_train(images: &Path, labels: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let (images, labels, out) = (s(images), s(labels), s(out));
+    let mut args = vec![
+        "train",
+        "--images",
+        &images,
+        "--labels",
+        &labels,
+        "--out",
+        &out,
+        "--iterations",
+        "3",
+        "--tile",
+        "36",
+        "--device",
+        "cpu",
+        "--val-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+    ];
+    args.extend(extra);
+    run_cli(&args)
+}
