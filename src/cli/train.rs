@@ -6,12 +6,12 @@ use crate::ml::config::LrSchedule;
 use crate::ml::train::resume_dir;
 use crate::ml::{
     CancelToken, DeviceChoice, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent,
-    TrainSet, UNetConfig, load_checkpoint, select_device, train_fitting,
+    TrainSet, load_checkpoint, select_device, train_fitting,
 };
 use crate::preprocess::{AugmentConfig, WeightMapConfig};
 use crate::project::sets::{
-    check_plausible_classes, held_out_slices, images_and_labels, input_channels, picked, recipe,
-    train_set, training_channels,
+    check_plausible_classes, held_out_slices, images_and_labels, input_channels, new_network,
+    picked, recipe, train_set,
 };
 use indicatif::ProgressBar;
 
@@ -225,14 +225,13 @@ fn start_from(a: &TrainArgs, classes: usize, stack: &Stack) -> Result<StartFrom>
     } else if let Some(init) = &a.init {
         StartFrom::FineTune(Box::new(load_checkpoint(init)?))
     } else {
-        let unet = UNetConfig::preset(a.preset, classes);
-        let pick = training_channels(&a.channels, stack.channels, &a.images)?;
-        // A grey network of a grey stack names no channels (as before channels existed).
-        StartFrom::Scratch(if stack.channels == 1 {
-            unet
-        } else {
-            unet.with_input_channels(pick)
-        })
+        StartFrom::Scratch(new_network(
+            a.preset,
+            classes,
+            &a.channels,
+            stack.channels,
+            &a.images,
+        )?)
     };
     Ok(if a.class_names.is_empty() {
         start

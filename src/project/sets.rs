@@ -13,7 +13,7 @@ use crate::data::stack::Stack;
 use crate::ml::config::{OptimizerConfig, TrainConfig};
 use crate::ml::train::events::StartFrom;
 use crate::ml::train::set::{HeldOutSlice, TrainSet};
-use crate::ml::unet::UNetConfig;
+use crate::ml::unet::{Preset, UNetConfig};
 use crate::preprocess::normalize_percentile;
 
 /// Learning rate of a fine-tune (a tenth of training from scratch: at 1e-3 a short run on a
@@ -203,6 +203,25 @@ pub fn training_channels(
     Ok(list)
 }
 
+/// A new network of `preset` for `classes` classes reading the channels `asked` (see
+/// [`training_channels`]) of a stack of `channels` channels read from `source`. A grey
+/// network of a grey stack names no channels (as before channels existed).
+pub fn new_network(
+    preset: Preset,
+    classes: usize,
+    asked: &[usize],
+    channels: usize,
+    source: &Path,
+) -> Result<UNetConfig, DataError> {
+    let pick = training_channels(asked, channels, source)?;
+    let unet = UNetConfig::preset(preset, classes);
+    Ok(if channels == 1 {
+        unet
+    } else {
+        unet.with_input_channels(pick)
+    })
+}
+
 /// The planes of the channels `pick` of every slice of `stack`.
 pub fn picked<'a>(stack: &'a Stack, pick: &[usize]) -> Vec<Vec<&'a Plane<f32>>> {
     (0..stack.slices())
@@ -291,7 +310,6 @@ pub fn recipe(start: &StartFrom) -> TrainConfig {
 mod tests {
     use super::*;
     use crate::ml::checkpoint::{Checkpoint, CheckpointMeta};
-    use crate::ml::unet::Preset;
     use std::path::PathBuf;
 
     fn classes(data: Vec<u32>) -> LabelSlice {

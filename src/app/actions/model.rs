@@ -6,12 +6,11 @@ use crate::app::studio::StudioApp;
 use crate::data::{LabelSlice, Plane};
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
 use crate::ml::{
-    MlError, StartFrom, TrainConfig, TrainEvent, TrainSet, UNet, UNetConfig, save_checkpoint,
-    train_fitting,
+    MlError, StartFrom, TrainConfig, TrainEvent, TrainSet, UNet, save_checkpoint, train_fitting,
 };
 use crate::preprocess::{D4, class_weights, weight_map};
 use crate::project::models::{LoadedModel, save_version};
-use crate::project::sets::{input_channels, picked, recipe, train_set, training_channels};
+use crate::project::sets::{input_channels, new_network, picked, recipe, train_set};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use std::path::PathBuf;
 
@@ -126,16 +125,16 @@ impl StudioApp {
                     .map_err(|e| format!("cannot fine-tune the current model: {e}"))?,
             )),
             _ => {
-                let pick = training_channels(&self.models.train_channels, channels, &doc.source)
-                    .map_err(|e| e.to_string())?;
-                let unet =
-                    UNetConfig::preset(self.models.preset, classes_used.max(doc.classes.len()));
-                // A grey network of a grey stack names no channels (as before channels).
-                StartFrom::Scratch(if channels == 1 {
-                    unet
-                } else {
-                    unet.with_input_channels(pick)
-                })
+                let classes = classes_used.max(doc.classes.len());
+                let models = &self.models;
+                let unet = new_network(
+                    models.preset,
+                    classes,
+                    &models.train_channels,
+                    channels,
+                    &doc.source,
+                );
+                StartFrom::Scratch(unet.map_err(|e| e.to_string())?)
             }
         };
         let pick =

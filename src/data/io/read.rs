@@ -154,18 +154,8 @@ fn file_planes(file: &RawFile) -> Result<(usize, usize, Vec<Plane<f32>>), DataEr
                 l.channels
             ),
         )),
-        Some(l) if l.channels > 1 => {
-            let mut ordered: Vec<Option<Plane<f32>>> = vec![None; planes.len()];
-            for (page, plane) in planes.into_iter().enumerate() {
-                ordered[l.plane_index(page)] = Some(plane);
-            }
-            let ordered: Option<Vec<Plane<f32>>> = ordered.into_iter().collect();
-            let ordered = ordered.ok_or_else(|| {
-                DataError::invalid(&file.path, "its description does not cover every page")
-            })?;
-            Ok((l.channels, l.t, ordered))
-        }
-        // One channel per page (or colour pages): pages in Z, T order as the layout says.
+        // Each page's planes (one, or a colour page's three) go where the layout puts the
+        // page: with channels in the description, a page is one channel of a slice.
         Some(l) => {
             let mut ordered: Vec<Option<Vec<Plane<f32>>>> = vec![None; file.pages.len()];
             for (page, chunk) in planes.chunks(page_channels).enumerate() {
@@ -175,7 +165,8 @@ fn file_planes(file: &RawFile) -> Result<(usize, usize, Vec<Plane<f32>>), DataEr
             let ordered = ordered.ok_or_else(|| {
                 DataError::invalid(&file.path, "its description does not cover every page")
             })?;
-            Ok((page_channels, l.t, ordered.into_iter().flatten().collect()))
+            let channels = l.channels.max(page_channels);
+            Ok((channels, l.t, ordered.into_iter().flatten().collect()))
         }
         None => Ok((page_channels, 1, planes)),
     }
