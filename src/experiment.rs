@@ -13,13 +13,14 @@ use crate::metrics::{
     MaskScores, ThresholdScores, challenge_thresholds, mask_scores, threshold_scores,
 };
 use crate::ml::checkpoint::save_checkpoint;
-use crate::ml::infer::{decide_classes, predict_probabilities_tta};
+use crate::ml::infer::predict_probabilities_tta;
 use crate::ml::train::HeldOutSlice;
 use crate::ml::unet::UNet;
 use crate::ml::{
     CancelToken, ComputeDevice, MlError, OptimizerConfig, Preset, StartFrom, TrainConfig,
     TrainEvent, TrainSet, UNetConfig, train,
 };
+use crate::postprocess::Decision;
 use crate::preprocess::{AugmentConfig, D4, Rng, WeightMapConfig, normalize_percentile};
 use crate::project::sets::labels_for;
 
@@ -150,9 +151,9 @@ pub struct RunResult {
     /// Scores of the cell probabilities on the held-out slices over the challenge's
     /// thresholds.
     pub scores: ThresholdScores,
-    /// The model's decision threshold (chosen on the held-out slices during training).
-    pub threshold: Option<f32>,
-    /// Scores of the mask `predict --binary` writes (the model's threshold).
+    /// The model's decision rule (chosen on the held-out slices at the end of training).
+    pub decision: Decision,
+    /// Scores of the mask `predict --binary` writes (the model's decision rule).
     pub mask: MaskScores,
     /// Model folder.
     pub model: PathBuf,
@@ -374,7 +375,7 @@ fn one_run(
     };
     let dir = cfg.out.join(format!("run{index}"));
     let unet = UNetConfig::preset(preset, 2);
-    let (model, iteration, train_seconds, train_pixels, threshold) = if cfg.score_only {
+    let (model, iteration, train_seconds, train_pixels, decision) = if cfg.score_only {
         let ckpt = crate::ml::load_checkpoint(&dir)?;
         let model = ckpt.model(&device.device)?;
         let pixels = set.labels.iter().map(LabelSlice::labelled_count).sum();
@@ -383,7 +384,7 @@ fn one_run(
             ckpt.meta.iteration,
             f64::NAN,
             pixels,
-            ckpt.meta.threshold,
+            ckpt.meta.decision(),
         )
     } else {
         train_and_save(
@@ -402,7 +403,7 @@ fn one_run(
         &split.val_images,
         &split.val_truth,
         (&model, &unet),
-        threshold,
+        decision,
         device,
         cancel,
     )?;
@@ -418,8 +419,12 @@ fn one_run(
         scores.wrong_px.value
     ));
     log(format!(
-        "{name}: the mask at threshold {threshold:?}: Rand error {:.4}, pixel error {:.4}, V_rand thinned error {:.4}, wrong px {:.4}",
-        mask.rand_error, mask.pixel_error, mask.vrand_thinned_error, mask.wrong_px
+        "{name}: the mask ({}): Rand error {:.4}, pixel error {:.4}, V_rand thinned error {:.4}, wrong px {:.4}",
+        decision.describe(),
+        mask.rand_error,
+        mask.pixel_error,
+        mask.vrand_thinned_error,
+        mask.wrong_px
     ));
     Ok(RunResult {
         name: name.to_string(),
@@ -428,7 +433,7 @@ fn one_run(
         train_seconds,
         train_pixels,
         scores,
-        threshold,
+        decision,
         mask,
         model: dir,
     })
@@ -447,7 +452,7 @@ fn train_and_save(
     device: &ComputeDevice,
     cancel: &CancelToken,
     log: &mut dyn FnMut(String),
-) -> Result<(UNet, u64, f64, usize, Option<f32>), MlError> {
+) -> Result<(UNet, u64, f64, usize, Decision), MlError> {
     let t0 = Instant::now();
     let run_cancel = CancelToken::new();
     let mut train_pixels = 0;
@@ -494,8 +499,9 @@ fn train_and_save(
         val_loss: None,
         labels_hash: Some(set.labels_hash()),
         note: format!("experiment run '{name}' on {}", device.description),
-        threshold: outcome.threshold,
+        threshold: outcome.decision.threshold,
         threshold_views: outcome.threshold_views,
+        gap_closing: outcome.decision.gap_closing,
     };
     save_checkpoint(dir, &meta, &outcome.model, None)?;
     Ok((
@@ -503,19 +509,19 @@ fn train_and_save(
         outcome.model_iteration,
         train_seconds,
         train_pixels,
-        outcome.threshold,
+        outcome.decision,
     ))
 }
 
 /// The challenge's scores of the network on the validation slices: over thresholds of its
-/// probabilities, and of its mask at `threshold`.
+/// probabilities, and of its mask by the `decision` rule.
 #[allow(clippy::too_many_arguments)]
 fn score(
     cfg: &ExperimentConfig,
     images: &[Plane<f32>],
     truth: &[Plane<bool>],
     (model, unet): (&UNet, &UNetConfig),
-    threshold: Option<f32>,
+    decision: Decision,
     device: &ComputeDevice,
     cancel: &CancelToken,
 ) -> Result<(ThresholdScores, MaskScores), MlError> {
@@ -532,7 +538,7 @@ fn score(
             &mut |_, _| {},
             &D4::all()[..cfg.tta.clamp(1, 8)],
         )?;
-        masks.push(decide_classes(&probs, threshold).map(|c| c >= 2));
+        masks.push(decision.classes(&probs).map(|c| c >= 2));
         p_fg.push(probs.swap_remove(1));
     }
     let scores = threshold_scores(&p_fg, truth, &challenge_thresholds(), true);
@@ -568,14 +574,21 @@ pub fn markdown_report(
             r.scores.pixel_error.value,
             r.scores.vrand_thinned_error.value,
             r.scores.wrong_px.value,
-            r.threshold
-                .map_or_else(|| "argmax".to_string(), |t| format!("{t:.2}")),
+            match (r.decision.threshold, r.decision.gap_closing) {
+                (None, None) => "argmax".to_string(),
+                (t, None) => format!("{:.2}", t.unwrap_or(0.5)),
+                (t, Some(g)) => format!(
+                    "{:.2}, gaps closed (seeds {:.2})",
+                    t.unwrap_or(0.5),
+                    g.seed_threshold
+                ),
+            },
             r.mask.rand_error,
             r.mask.pixel_error
         );
     }
     s += &format!(
-        "\nHeld out: the last {} slices of `{}`; trained on the others. Each measure is the best over the challenge's 11 thresholds (0, 0.1, ..., 1) of the cell probability, with the challenge's definitions (Fiji's Trainable_Segmentation): Rand error = 1 - foreground-restricted Rand F-score, pixel error = 1 - F-score of cell pixels, both pooled over the held-out slices; V_rand thinned error = the same Rand F-score after a seeded watershed thins the proposal's membranes; wrong px = fraction of wrong pixels. Warping error is the simplified variant of `src/metrics.rs` (raster-ordered simple-point warping). The mask columns score the mask `predict --binary` writes: the cell probability above the model's threshold, chosen during training by the lowest Rand error on the held-out slices (which also picked the kept network), so they are validation figures, not test figures. Probabilities are the mean over {} test-time views (flips and quarter turns). Adam with a cosine schedule from lr {} (the `sgd` run: SGD, momentum 0.99, same lr), output tile {} px, seed {}.\n\nCommand: `{command}`\n\nMachine: {machine}\n",
+        "\nHeld out: the last {} slices of `{}`; trained on the others. Each measure is the best over the challenge's 11 thresholds (0, 0.1, ..., 1) of the cell probability, with the challenge's definitions (Fiji's Trainable_Segmentation): Rand error = 1 - foreground-restricted Rand F-score, pixel error = 1 - F-score of cell pixels, both pooled over the held-out slices; V_rand thinned error = the same Rand F-score after a seeded watershed thins the proposal's membranes; wrong px = fraction of wrong pixels. Warping error is the simplified variant of `src/metrics.rs` (raster-ordered simple-point warping). The mask columns score the mask `predict --binary` writes: the cell probability above the model's threshold, with gap closing (watershed lines between confident cell cores) when the run chose it, the rule chosen at the end of training by the lowest sum of Rand and pixel errors on the held-out slices (which also picked the kept network by its Rand error), so they are validation figures, not test figures. Probabilities are the mean over {} test-time views (flips and quarter turns). Adam with a cosine schedule from lr {} (the `sgd` run: SGD, momentum 0.99, same lr), output tile {} px, seed {}.\n\nCommand: `{command}`\n\nMachine: {machine}\n",
         cfg.val_slices,
         cfg.data.display(),
         cfg.tta.clamp(1, 8),

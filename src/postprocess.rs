@@ -1,5 +1,7 @@
-//! Optional post-processing of predicted cell probabilities, reported apart from the raw
-//! network in every table.
+//! From class probabilities to classes: the decision rule a model stores ([`Decision`]:
+//! the most probable class, or a threshold of the cell probability, optionally followed by
+//! gap closing), how a run chooses it on held-out slices ([`choose_decision`]), and the gap
+//! closing itself, a post-processing step reported apart from the raw network in every table.
 //!
 //! **Gap closing by seeded watershed lines.** A thresholded mask merges two cells wherever
 //! the membrane between them is faint for a few pixels. Confident cell cores (`p >
@@ -10,19 +12,25 @@
 //! seeded cells is closed by a line along the least cell-like path.
 
 use crate::data::Plane;
-use crate::metrics::{regions, thin_membranes};
+use crate::metrics::{MaskScores, regions, thin_membranes};
 
 /// Settings of the gap closing.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GapClosing {
     /// Cell probability above which a pixel seeds a cell.
     pub seed_threshold: f32,
+    /// Seeds (4-connected) smaller than this many pixels are dropped: their pixels are
+    /// flooded from the seeds around them.
+    #[serde(default)]
+    pub min_seed_area: u32,
 }
 
 impl Default for GapClosing {
     fn default() -> Self {
         Self {
             seed_threshold: 0.9,
+            min_seed_area: 0,
         }
     }
 }
@@ -31,7 +39,18 @@ impl Default for GapClosing {
 /// added as membrane.
 pub fn close_gaps(p_cell: &Plane<f32>, threshold: f32, cfg: &GapClosing) -> Plane<bool> {
     let (w, h) = (p_cell.width, p_cell.height);
-    let seeds = regions(w, h, |i| p_cell.data[i] > cfg.seed_threshold);
+    let mut seeds = regions(w, h, |i| p_cell.data[i] > cfg.seed_threshold);
+    if cfg.min_seed_area > 1 {
+        let mut area = vec![0u32; seeds.iter().copied().max().unwrap_or(0) as usize + 1];
+        for &s in &seeds {
+            area[s as usize] += 1;
+        }
+        for s in &mut seeds {
+            if area[*s as usize] < cfg.min_seed_area {
+                *s = 0;
+            }
+        }
+    }
     let flooded = thin_membranes(&seeds, &p_cell.data, w, h);
     // A pixel the flood left unlabelled next to a labelled one is a watershed line: it was
     // reached and found two floods. Unlabelled pixels with no labelled neighbour were never
@@ -45,6 +64,171 @@ pub fn close_gaps(p_cell: &Plane<f32>, threshold: f32, cfg: &GapClosing) -> Plan
             .map(|i| p_cell.data[i] > threshold && !line(i))
             .collect(),
     }
+}
+
+/// How a model turns its class probabilities into classes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Decision {
+    /// A two-class model's threshold of the cell (class 2) probability; `None`: the most
+    /// probable class.
+    pub threshold: Option<f32>,
+    /// Gap closing after the threshold (two-class models only; at threshold 0.5 when no
+    /// threshold is set).
+    pub gap_closing: Option<GapClosing>,
+}
+
+impl Decision {
+    /// The most probable class, or class 2 where the cell probability exceeds `threshold`.
+    pub fn threshold(threshold: Option<f32>) -> Self {
+        Self {
+            threshold,
+            gap_closing: None,
+        }
+    }
+
+    /// The class of every pixel of `probs` (one plane per class, class ids from 1).
+    pub fn classes(&self, probs: &[Plane<f32>]) -> Plane<u16> {
+        match (probs, self.threshold, &self.gap_closing) {
+            ([_, p_cell], t, Some(g)) => {
+                close_gaps(p_cell, t.unwrap_or(0.5), g).map(|c| if c { 2 } else { 1 })
+            }
+            ([_, p_cell], Some(t), None) => p_cell.map(|p| if p > t { 2 } else { 1 }),
+            _ => argmax_classes(probs),
+        }
+    }
+
+    /// In words, for the app and the CLI: "cell where its probability > 0.25, gaps closed
+    /// between cores > 0.90".
+    pub fn describe(&self) -> String {
+        match (self.threshold, self.gap_closing) {
+            (None, None) => "the most probable class".to_string(),
+            (t, None) => format!("cell where its probability > {:.2}", t.unwrap_or(0.5)),
+            (t, Some(g)) => format!(
+                "cell where its probability > {:.2}, gaps closed between cores > {:.2}{}",
+                t.unwrap_or(0.5),
+                g.seed_threshold,
+                if g.min_seed_area > 1 {
+                    format!(" of {}+ px", g.min_seed_area)
+                } else {
+                    String::new()
+                }
+            ),
+        }
+    }
+
+    /// Whether the decision is one a two-class model can use (thresholds in [0, 1], seeds
+    /// above the mask threshold), else what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(t) = self.threshold
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(format!("threshold {t} is not between 0 and 1"));
+        }
+        if let Some(g) = self.gap_closing {
+            let s = g.seed_threshold;
+            if !(s > 0.0 && s <= 1.0) {
+                return Err(format!("gap closing seed threshold {s} is not in (0, 1]"));
+            }
+            if s < self.threshold.unwrap_or(0.5) {
+                return Err(format!(
+                    "gap closing seed threshold {s} is below the mask threshold"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most probable class of every pixel (class ids from 1).
+pub fn argmax_classes(probs: &[Plane<f32>]) -> Plane<u16> {
+    let Some(first) = probs.first() else {
+        return Plane::filled(0, 0, 0);
+    };
+    let mut out = Plane::filled(first.width, first.height, 1u16);
+    for i in 0..out.data.len() {
+        let mut best = (f32::NEG_INFINITY, 0usize);
+        for (k, p) in probs.iter().enumerate() {
+            if p.data[i] > best.0 {
+                best = (p.data[i], k);
+            }
+        }
+        out.data[i] = best.1 as u16 + 1;
+    }
+    out
+}
+
+/// A decision rule chosen on held-out slices, with its scores there (the challenge's
+/// definitions, counts pooled over the slices).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecisionChoice {
+    /// The rule.
+    pub decision: Decision,
+    /// Its masks' scores on the held-out slices.
+    pub scores: MaskScores,
+}
+
+impl DecisionChoice {
+    /// What the choice minimises: the sum of the challenge's two errors (Rand error and
+    /// pixel error), which weighs gaps in membranes and thick membranes alike.
+    pub fn cost(&self) -> f64 {
+        self.scores.rand_error + self.scores.pixel_error
+    }
+}
+
+/// Thresholds of the cell probability a plain decision is chosen from.
+pub const PLAIN_THRESHOLDS: [f32; 19] = [
+    0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
+    0.9, 0.95,
+];
+/// Seed thresholds of the gap closing a decision is chosen from.
+pub const SEED_THRESHOLDS: [f32; 4] = [0.7, 0.8, 0.9, 0.95];
+/// Smallest seed areas (pixels) of the gap closing a decision is chosen from.
+pub const SEED_AREAS: [u32; 2] = [0, 30];
+/// Mask thresholds of the gap closing a decision is chosen from: low ones, because the
+/// watershed lines keep cells apart where a low threshold alone would merge them.
+pub const GAP_MASK_THRESHOLDS: [f32; 9] = [0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5];
+
+/// The decision rule of a two-class model with the lowest sum of Rand error and pixel error
+/// on held-out slices (`p_cell`: cell probabilities, `truth`: cell pixels): a plain
+/// threshold ([`PLAIN_THRESHOLDS`]) or gap closing ([`SEED_THRESHOLDS`] x [`SEED_AREAS`] x
+/// [`GAP_MASK_THRESHOLDS`]); ties go to the plain threshold. `None` without slices.
+pub fn choose_decision(p_cell: &[Plane<f32>], truth: &[Plane<bool>]) -> Option<DecisionChoice> {
+    if p_cell.is_empty() || p_cell.len() != truth.len() {
+        return None;
+    }
+    let plain = PLAIN_THRESHOLDS
+        .iter()
+        .map(|&t| Decision::threshold(Some(t)));
+    let seeds = SEED_THRESHOLDS.iter().flat_map(|&seed_threshold| {
+        SEED_AREAS.iter().map(move |&min_seed_area| GapClosing {
+            seed_threshold,
+            min_seed_area,
+        })
+    });
+    let closing = seeds.flat_map(|g| {
+        GAP_MASK_THRESHOLDS.iter().map(move |&t| Decision {
+            threshold: Some(t),
+            gap_closing: Some(g),
+        })
+    });
+    let mut best: Option<DecisionChoice> = None;
+    for decision in plain.chain(closing) {
+        let masks: Vec<Plane<bool>> = p_cell
+            .iter()
+            .map(|p| match decision.gap_closing {
+                Some(g) => close_gaps(p, decision.threshold.unwrap_or(0.5), &g),
+                None => p.map(|v| v > decision.threshold.unwrap_or(0.5)),
+            })
+            .collect();
+        let choice = DecisionChoice {
+            decision,
+            scores: crate::metrics::mask_errors(&masks, truth),
+        };
+        if choice.cost().is_finite() && best.is_none_or(|b| choice.cost() < b.cost()) {
+            best = Some(choice);
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -80,5 +264,146 @@ mod tests {
         p.set(0, 0, 0.2);
         let closed = close_gaps(&p, 0.5, &GapClosing::default());
         assert_eq!(closed, p.map(|v| v > 0.5));
+    }
+    /// Two cells (p = 0.95) left and right of a membrane column (p = 0.1 with a faint spot
+    /// of 0.6 in row 2), 7 x 5.
+    fn two_cells_with_a_gap() -> Plane<f32> {
+        let mut p = Plane::filled(7, 5, 0.95f32);
+        for y in 0..5 {
+            p.set(3, y, 0.1);
+        }
+        p.set(3, 2, 0.6);
+        p
+    }
+
+    fn two_class(p_cell: &Plane<f32>) -> Vec<Plane<f32>> {
+        vec![p_cell.map(|v| 1.0 - v), p_cell.clone()]
+    }
+
+    #[test]
+    fn the_decision_rules_by_hand() {
+        let p = two_cells_with_a_gap();
+        let probs = two_class(&p);
+        // Argmax: cell where p > 0.5, the gap pixel (0.6) included.
+        let argmax = Decision::default().classes(&probs);
+        assert_eq!(argmax.at(3, 2), 2);
+        assert_eq!(argmax.at(3, 0), 1);
+        // A threshold above the gap's 0.6 opens the membrane everywhere.
+        let t = Decision::threshold(Some(0.7)).classes(&probs);
+        assert_eq!((0..5).map(|y| t.at(3, y)).collect::<Vec<_>>(), [1; 5]);
+        // A threshold of 0.05 joins everything; gap closing draws the line along column 3.
+        assert!(
+            Decision::threshold(Some(0.05))
+                .classes(&probs)
+                .data
+                .iter()
+                .all(|&c| c == 2)
+        );
+        let closed = Decision {
+            threshold: Some(0.05),
+            gap_closing: Some(GapClosing::default()),
+        }
+        .classes(&probs);
+        for y in 0..5 {
+            for x in 0..7 {
+                assert_eq!(closed.at(x, y), if x == 3 { 1 } else { 2 }, "({x}, {y})");
+            }
+        }
+        assert_eq!(
+            Decision {
+                threshold: Some(0.05),
+                gap_closing: Some(GapClosing::default()),
+            }
+            .describe(),
+            "cell where its probability > 0.05, gaps closed between cores > 0.90"
+        );
+    }
+
+    #[test]
+    fn small_seeds_are_dropped_so_one_cell_with_two_cores_is_not_split() {
+        // One cell (p = 0.8 everywhere) with a large core on the left (0.95, 3 x 5) and a
+        // 2-pixel core on the right.
+        let mut p = Plane::filled(9, 5, 0.8f32);
+        for y in 0..5 {
+            for x in 0..3 {
+                p.set(x, y, 0.95);
+            }
+        }
+        p.set(7, 2, 0.95);
+        p.set(7, 3, 0.95);
+        let split = close_gaps(&p, 0.5, &GapClosing::default());
+        assert_eq!(regions(9, 5, |i| split.data[i]).iter().max(), Some(&2));
+        let whole = close_gaps(
+            &p,
+            0.5,
+            &GapClosing {
+                seed_threshold: 0.9,
+                min_seed_area: 3,
+            },
+        );
+        assert!(whole.data.iter().all(|&c| c));
+    }
+
+    #[test]
+    fn the_choice_closes_gaps_only_where_that_scores_better() {
+        let p = two_cells_with_a_gap();
+        let truth = p.map(|v| v > 0.5);
+        let mut truth = truth;
+        truth.set(3, 2, false);
+        // The truth has the membrane column whole. A plain threshold above 0.6 scores it
+        // exactly (p = 0.1 on the membrane): Rand and pixel error 0, a tie with gap closing,
+        // which goes to the plain threshold.
+        let c = choose_decision(std::slice::from_ref(&p), std::slice::from_ref(&truth)).unwrap();
+        assert_eq!(c.decision.gap_closing, None);
+        assert!(c.decision.threshold.unwrap() >= 0.6, "{c:?}");
+        assert_eq!(c.cost(), 0.0);
+        // Make the membrane as cell-like as the cells' edges (0.7): every plain threshold
+        // below 0.7 merges the two cells and every one above drops a cell column; gap
+        // closing with seeds above 0.9 in the cores keeps both whole.
+        let mut p2 = Plane::filled(7, 5, 0.95f32);
+        for y in 0..5 {
+            p2.set(3, y, 0.7);
+            p2.set(2, y, 0.75);
+            p2.set(4, y, 0.75);
+        }
+        p2.set(3, 2, 0.8);
+        let c = choose_decision(std::slice::from_ref(&p2), std::slice::from_ref(&truth)).unwrap();
+        assert!(c.decision.gap_closing.is_some(), "{c:?}");
+        // Its mask keeps the two cells apart (the line may jog by a pixel round the spike),
+        // and scores better than the best plain threshold.
+        let mask = c.decision.classes(&two_class(&p2));
+        assert_eq!(regions(7, 5, |i| mask.data[i] == 2).iter().max(), Some(&2));
+        let plain = PLAIN_THRESHOLDS
+            .iter()
+            .map(|&t| {
+                let m = p2.map(|v| v > t);
+                let s = crate::metrics::mask_errors(&[m], std::slice::from_ref(&truth));
+                s.rand_error + s.pixel_error
+            })
+            .fold(f64::INFINITY, f64::min);
+        assert!(c.cost() < plain, "{c:?} {plain}");
+        assert!(choose_decision(&[], &[]).is_none());
+    }
+
+    #[test]
+    fn a_decision_is_checked() {
+        assert!(Decision::threshold(Some(0.3)).check().is_ok());
+        assert!(Decision::threshold(Some(1.5)).check().is_err());
+        let seeds = |s| Decision {
+            threshold: Some(0.3),
+            gap_closing: Some(GapClosing {
+                seed_threshold: s,
+                min_seed_area: 0,
+            }),
+        };
+        assert!(seeds(0.9).check().is_ok());
+        assert!(
+            seeds(0.2)
+                .check()
+                .unwrap_err()
+                .contains("below the mask threshold")
+        );
+        assert!(seeds(f32::NAN).check().is_err());
+        assert!(seeds(1.5).check().is_err());
     }
 }

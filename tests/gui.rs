@@ -203,8 +203,18 @@ fn train_from_the_button_then_predict_and_overlay() {
     h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
     let app = h.state();
     let mask = app.models.overlay_map(0).unwrap();
-    let threshold = app.models.model.as_ref().and_then(|m| m.threshold);
-    let classes = unet_studio::ml::infer::decide_classes(&probs, threshold);
+    // The rule stored with the model on disk (threshold and gap closing).
+    let path = app
+        .models
+        .model
+        .as_ref()
+        .and_then(|m| m.path.clone())
+        .unwrap();
+    let decision = unet_studio::ml::load_checkpoint(&path)
+        .unwrap()
+        .meta
+        .decision();
+    let classes = decision.classes(&probs);
     assert!(
         mask.iter()
             .zip(&classes.data)
@@ -359,7 +369,7 @@ fn predict_stack_then_export_every_kind_and_read_back() {
     use egui_kittest::kittest::Queryable as _;
     use unet_studio::app::ExportKind;
     use unet_studio::data::load_stack;
-    use unet_studio::ml::argmax_classes;
+    use unet_studio::postprocess::argmax_classes;
     let dir = copy_sample("export");
     let out = dir.join("export");
     let mut h = harness(&dir);
@@ -870,7 +880,7 @@ fn every_training_run_is_a_version_that_can_be_restored() {
             assert!(max < 1e-4, "{max}");
             // Counted from the side's own probabilities: another tiling's may round
             // differently (other kernels per tile size) and flip a near tie.
-            unet_studio::ml::argmax_classes(&side.probs)
+            unet_studio::postprocess::argmax_classes(&side.probs)
         })
         .collect();
     for (side, mask) in c.sides.iter().zip(&masks) {
@@ -933,7 +943,7 @@ fn every_training_run_is_a_version_that_can_be_restored() {
             .meta;
     assert!(version.train.is_some());
     assert_eq!(saved.train, version.train);
-    assert_eq!(saved.threshold, version.threshold);
+    assert_eq!(saved.decision(), version.decision());
     h.get_by_label("Reset model").click();
     h.run_steps(1);
     h.state_mut().use_version(shared);

@@ -10,12 +10,13 @@ use unet_studio::metrics::{mask_scores, threshold_scores};
 use unet_studio::ml::checkpoint::{Checkpoint, CheckpointMeta};
 use unet_studio::ml::config::LrSchedule;
 use unet_studio::ml::device::cpu_device;
-use unet_studio::ml::infer::{decide_classes, predict_probabilities_tta};
+use unet_studio::ml::infer::predict_probabilities_tta;
 use unet_studio::ml::train::{HeldOutSlice, LAST_STATE_DIR, resume_dir};
 use unet_studio::ml::{
     CancelToken, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent, TrainOutcome,
     TrainSet, UNetConfig, load_checkpoint, predict_probabilities, save_checkpoint, train,
 };
+use unet_studio::postprocess::{Decision, GapClosing, close_gaps};
 use unet_studio::preprocess::{D4, normalize_percentile};
 use unet_studio::project::models::LoadedModel;
 use unet_studio::project::sets::recipe;
@@ -105,11 +106,25 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
             } => events.push((iteration, rand_error.expect("held-out slices"), best)),
             TrainEvent::Threshold {
                 threshold,
+                gap_closing,
                 views,
                 rand_error,
+                pixel_error,
                 other_views,
                 other_rand_error,
-            } => chosen = Some((threshold, views, rand_error, other_views, other_rand_error)),
+                other_pixel_error,
+            } => {
+                chosen = Some((
+                    Decision {
+                        threshold: Some(threshold),
+                        gap_closing,
+                    },
+                    views,
+                    (rand_error, pixel_error),
+                    other_views,
+                    (other_rand_error, other_pixel_error),
+                ))
+            }
             _ => {}
         },
     )
@@ -128,20 +143,24 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     // the CPU kernels' parallel sums make the exact course differ between runs.)
     assert_eq!(out.model_iteration, best_it, "{events:?}");
     assert_eq!(out.iteration, 40);
-    // predict's default: one view or the mean of 8, whichever validated better, with the
-    // threshold for it.
-    let (t, views, rand_at_t, other_views, other_rand) =
-        chosen.expect("views and threshold chosen on the held-out slices");
+    assert!(best_rand.is_finite());
+    // predict's default: one view or the mean of 8 (only when 5 % better: they cost 8x),
+    // with the decision rule (threshold, gap closing) of the lowest Rand + pixel error.
+    let (decision, views, (rand, pixel), other_views, (other_rand, other_pixel)) =
+        chosen.expect("views and decision chosen on the held-out slices");
     assert!(views == 1 || views == 8);
     assert_eq!(other_views, 9 - views);
-    assert!(rand_at_t <= other_rand, "{rand_at_t} > {other_rand}");
-    if views == 1 {
-        assert_eq!(rand_at_t, best_rand);
+    let (cost, other_cost) = (rand + pixel, other_rand + other_pixel);
+    if views == 8 {
+        assert!(cost < other_cost * 0.95, "{cost} {other_cost}");
+    } else {
+        assert!(other_cost >= cost * 0.95, "{cost} {other_cost}");
     }
-    assert_eq!(out.threshold, Some(t));
+    assert_eq!(out.decision, decision);
     assert_eq!(out.threshold_views, Some(views as u8));
+    let t = decision.threshold.unwrap();
     assert!(t > 0.0 && t < 1.0, "{t}");
-    // The kept network's mask with those views at that threshold scores exactly the error.
+    // The kept network's mask with those views by that rule scores exactly the errors.
     let cpu = cpu_device();
     let probs = predict_probabilities_tta(
         &out.model,
@@ -154,14 +173,15 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
         &D4::all()[..views],
     )
     .unwrap();
-    let mask = decide_classes(&probs, Some(t)).map(|c| c >= 2);
+    let mask = decision.classes(&probs).map(|c| c >= 2);
     let s = mask_scores(&[mask], std::slice::from_ref(&held.cell), None);
-    assert!((s.rand_error - rand_at_t).abs() < 1e-9, "{s:?} {rand_at_t}");
+    assert!((s.rand_error - rand).abs() < 1e-9, "{s:?} {rand}");
+    assert!((s.pixel_error - pixel).abs() < 1e-9, "{s:?} {pixel}");
     // On disk: the kept network is the model; the last state (with the optimiser) is in last/,
     // where --resume finds it.
     let model = load_checkpoint(&dir).unwrap();
     assert_eq!(model.meta.iteration, best_it);
-    assert_eq!(model.meta.threshold, Some(t));
+    assert_eq!(model.meta.decision(), decision);
     assert_eq!(model.meta.threshold_views, Some(views as u8));
     assert!(model.optimizer.is_empty());
     let last = load_checkpoint(&dir.join(LAST_STATE_DIR)).unwrap();
@@ -502,6 +522,53 @@ fn predict_binary_applies_the_threshold_stored_with_the_model() {
         (cells as i64 - argmax_cells as i64).abs() <= 10,
         "{cells} vs {argmax_cells}"
     );
+    // A model that stores gap closing (the shipped network, which sees cells in this crop):
+    // predict --binary draws its watershed lines, and --no-close-gaps leaves the plain
+    // threshold.
+    let shipped = load_checkpoint(&sample_dir().join("../model")).unwrap();
+    let seeds = GapClosing {
+        seed_threshold: 0.9,
+        min_seed_area: 5,
+    };
+    let meta = CheckpointMeta {
+        threshold: Some(0.01),
+        gap_closing: Some(seeds),
+        ..shipped.meta.clone()
+    };
+    let trained = shipped.model(&cpu.device).unwrap();
+    save_checkpoint(&dir.join("model"), &meta, &trained, None).unwrap();
+    let probs = predict_probabilities(
+        &trained,
+        &meta.unet,
+        std::slice::from_ref(&own),
+        100,
+        &cpu.device,
+        &CancelToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let closed = close_gaps(&probs[1], 0.01, &seeds);
+    let lines = closed
+        .data
+        .iter()
+        .zip(&probs[1].data)
+        .filter(|&(&c, &p)| !c && p > 0.01)
+        .count();
+    assert!(lines > 20, "{lines} line pixels");
+    let agree = |mask: &Plane<u32>, expect: &Plane<bool>| {
+        mask.data
+            .iter()
+            .zip(&expect.data)
+            .filter(|&(&m, &e)| (m == 255) == e)
+            .count()
+    };
+    let n = closed.data.len();
+    let mask = run(&[]);
+    assert!(agree(&mask, &closed) as f64 >= 0.995 * n as f64);
+    let mask = run(&["--no-close-gaps"]);
+    let plain = probs[1].map(|p| p > 0.01);
+    assert!(agree(&mask, &plain) as f64 >= 0.999 * n as f64);
+    assert!(agree(&mask, &closed) + lines / 2 < n, "the lines are gone");
 }
 
 #[test]

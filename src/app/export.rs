@@ -7,7 +7,7 @@
 
 use crate::data::{DataError, MaskStyle, Plane, TiffAxes, write_f32_tiff, write_mask_coloured};
 use crate::metrics::regions;
-use crate::ml::infer::decide_classes;
+use crate::postprocess::Decision;
 use std::path::{Path, PathBuf};
 
 /// What to export.
@@ -69,15 +69,14 @@ pub(crate) fn write_export(
     kind: ExportKind,
     path: &Path,
     probs: &[Vec<Plane<f32>>],
-    threshold: Option<f32>,
+    decision: Decision,
     labels: &[Plane<u8>],
     colours: &[[u8; 3]],
     axes: &TiffAxes,
 ) -> Result<(Vec<PathBuf>, String), DataError> {
     match kind {
         ExportKind::MaskClasses | ExportKind::MaskBinary => {
-            let masks: Vec<Plane<u16>> =
-                probs.iter().map(|p| decide_classes(p, threshold)).collect();
+            let masks: Vec<Plane<u16>> = probs.iter().map(|p| decision.classes(p)).collect();
             let style = if kind == ExportKind::MaskBinary {
                 MaskStyle::Binary
             } else {
@@ -91,7 +90,7 @@ pub(crate) fn write_export(
             let planes: Vec<Plane<u16>> = probs
                 .iter()
                 .map(|p| {
-                    let m = decide_classes(p, threshold);
+                    let m = decision.classes(p);
                     let ids = regions(m.width, m.height, |i| m.data[i] >= 2);
                     total += ids.iter().copied().max().unwrap_or(0) as usize;
                     Plane {

@@ -3,9 +3,9 @@
 //! [`super::jobs`]); what it draws is in [`crate::ui::panels`].
 
 use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
-use crate::ml::infer::decide_classes;
 use crate::ml::memory::largest_fitting_tile;
 use crate::ml::{ComputeDevice, MlError, Preset, TrainEvent, TrainOutcome, UNetConfig, entropy};
+use crate::postprocess::argmax_classes;
 use crate::preprocess::WeightMapConfig;
 use crate::project::models::{LoadedModel, VersionInfo};
 
@@ -229,7 +229,10 @@ impl ModelState {
             Overlay::Probability => Some(probs[k].data.clone()),
             // Every pixel's class (1..=K), drawn in the class colours.
             Overlay::Mask => {
-                let mask = decide_classes(probs, self.model.as_ref().and_then(|m| m.threshold));
+                let mask = self
+                    .model
+                    .as_ref()
+                    .map_or_else(|| argmax_classes(probs), |m| m.classes(probs));
                 Some(mask.data.iter().map(|&c| f32::from(c)).collect())
             }
             Overlay::Uncertainty => {

@@ -3,11 +3,10 @@
 
 use super::common::{bytes_per_pixel, check_task_memory, default_views};
 use crate::data::{LabelEncoding, Plane, Stack, load_label_stack, load_stack};
-use crate::ml::infer::decide_classes;
 use crate::ml::{
     CancelToken, Checkpoint, DeviceChoice, effective_tile, load_checkpoint, select_device,
 };
-use crate::postprocess::{GapClosing, close_gaps};
+use crate::postprocess::{Decision, GapClosing, close_gaps};
 use crate::preprocess::D4;
 use crate::project::sets::{
     check_fit, images_and_labels, input_channels, load_labels, picked, sizes,
@@ -43,6 +42,10 @@ pub struct EvalArgs {
     /// classes | binary | instances (of the truth).
     #[arg(long, default_value = "classes")]
     label_encoding: LabelEncoding,
+    /// With --model: also score the gap closing over a grid of seed thresholds (0.5 to 0.95)
+    /// and mask thresholds (0.01 to 0.5), to choose its settings.
+    #[arg(long, requires = "model")]
+    sweep_gap_closing: bool,
 }
 
 /// What `eval` prints: every measure with the definition it uses and its threshold.
@@ -56,13 +59,28 @@ struct EvalReport {
     /// Scores of cell probabilities over the challenge's thresholds.
     #[serde(skip_serializing_if = "Option::is_none")]
     probabilities: Option<crate::metrics::ThresholdScores>,
-    /// The mask `predict --binary` writes with this model: its threshold (`None`: argmax)
-    /// and its scores.
+    /// The mask `predict --binary` writes with this model: its decision rule (threshold,
+    /// `null`: argmax; gap closing, if the model chose it) and its scores.
     #[serde(skip_serializing_if = "Option::is_none")]
-    model_mask: Option<(Option<f32>, crate::metrics::MaskScores)>,
-    /// The same mask after gap closing (`predict --close-gaps`), a post-processing step.
+    model_mask: Option<(Decision, crate::metrics::MaskScores)>,
+    /// The mask of the model's threshold alone (`predict --no-close-gaps`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    model_mask_closed_gaps: Option<crate::metrics::MaskScores>,
+    model_mask_without_gap_closing: Option<crate::metrics::MaskScores>,
+    /// The mask of the model's threshold with gap closing (`predict --close-gaps`: the
+    /// model's seed threshold, else 0.9), a post-processing step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_mask_with_gap_closing: Option<crate::metrics::MaskScores>,
+    /// `--sweep-gap-closing`: the gap closing's scores for each seed and mask threshold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    gap_closing_sweep: Vec<GapClosingScore>,
+}
+
+/// The scores of the gap closing at one pair of thresholds.
+#[derive(serde::Serialize)]
+struct GapClosingScore {
+    seeds: GapClosing,
+    threshold: f32,
+    scores: crate::metrics::MaskScores,
 }
 
 const EVAL_DEFINITIONS: [&str; 4] = [
@@ -91,22 +109,28 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
         mask: None,
         probabilities: None,
         model_mask: None,
-        model_mask_closed_gaps: None,
+        model_mask_without_gap_closing: None,
+        model_mask_with_gap_closing: None,
+        gap_closing_sweep: Vec::new(),
     };
     if let Some(model_dir) = a.model.as_ref().filter(|_| !stacks.is_empty()) {
         let ckpt = load_checkpoint(model_dir)?;
         let Collect { masks, p_cell, .. } = predict_for_eval(&a, &ckpt, &stacks)?;
+        let decision = ckpt.meta.decision();
         report.model_mask = Some((
-            ckpt.meta.threshold,
+            decision,
             crate::metrics::mask_scores(&masks, &truth_cell, None),
         ));
         if p_cell.len() == masks.len() {
-            let t = ckpt.meta.threshold.unwrap_or(0.5);
-            let closed: Vec<Plane<bool>> = p_cell
+            let t = decision.threshold.unwrap_or(0.5);
+            let seeds = decision.gap_closing.unwrap_or_default();
+            let (plain, closed): (Vec<Plane<bool>>, Vec<Plane<bool>>) = p_cell
                 .iter()
-                .map(|p| close_gaps(p, t, &GapClosing::default()))
-                .collect();
-            report.model_mask_closed_gaps =
+                .map(|p| (p.map(|v| v > t), close_gaps(p, t, &seeds)))
+                .unzip();
+            report.model_mask_without_gap_closing =
+                Some(crate::metrics::mask_scores(&plain, &truth_cell, None));
+            report.model_mask_with_gap_closing =
                 Some(crate::metrics::mask_scores(&closed, &truth_cell, None));
             report.probabilities = Some(crate::metrics::threshold_scores(
                 &p_cell,
@@ -114,6 +138,9 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
                 &crate::metrics::challenge_thresholds(),
                 true,
             ));
+            if a.sweep_gap_closing {
+                report.gap_closing_sweep = sweep_gap_closing(&p_cell, &truth_cell);
+            }
         }
     } else if let Some(prediction) = &a.prediction {
         let stack = load_stack(prediction)?;
@@ -168,9 +195,41 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The gap closing's scores over seed thresholds 0.5..0.95 and the challenge's thresholds
+/// 0.01 to 0.5.
+fn sweep_gap_closing(p_cell: &[Plane<f32>], truth_cell: &[Plane<bool>]) -> Vec<GapClosingScore> {
+    let mut out = Vec::new();
+    let seeds = [0.5f32, 0.6, 0.7, 0.8, 0.9, 0.95];
+    let areas = [0u32, 10, 30, 100];
+    let grid = seeds
+        .iter()
+        .flat_map(|&s| areas.iter().map(move |&a| (s, a)));
+    for (seed_threshold, min_seed_area) in grid {
+        let cfg = GapClosing {
+            seed_threshold,
+            min_seed_area,
+        };
+        for threshold in [0.01f32, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3] {
+            if threshold > seed_threshold {
+                continue;
+            }
+            let closed: Vec<Plane<bool>> = p_cell
+                .iter()
+                .map(|p| close_gaps(p, threshold, &cfg))
+                .collect();
+            out.push(GapClosingScore {
+                seeds: cfg,
+                threshold,
+                scores: crate::metrics::mask_errors(&closed, truth_cell),
+            });
+        }
+    }
+    out
+}
+
 /// The mask `predict --binary` writes and the cell probabilities of each slice.
 struct Collect {
-    threshold: Option<f32>,
+    decision: Decision,
     masks: Vec<Plane<bool>>,
     p_cell: Vec<Plane<f32>>,
 }
@@ -178,7 +237,7 @@ struct Collect {
 impl SliceProgress for Collect {
     fn slice(&mut self, _: usize, probs: Vec<Plane<f32>>) {
         self.masks
-            .push(decide_classes(&probs, self.threshold).map(|c| c >= 2));
+            .push(self.decision.classes(&probs).map(|c| c >= 2));
         if let Some(p) = probs.into_iter().nth(1) {
             self.p_cell.push(p);
         }
@@ -193,7 +252,7 @@ fn predict_for_eval(a: &EvalArgs, ckpt: &Checkpoint, stacks: &[Stack]) -> Result
     let geom = ckpt.meta.unet.geometry();
     let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
     let mut collect = Collect {
-        threshold: ckpt.meta.threshold,
+        decision: ckpt.meta.decision(),
         masks: Vec::new(),
         p_cell: Vec::new(),
     };

@@ -6,9 +6,8 @@ use super::common::{
 use crate::data::io::{encode_f32_tiff, encode_mask, write_outputs};
 use crate::data::io::{load_collection, unify_channels};
 use crate::data::{MaskStyle, Stack, TiffAxes};
-use crate::ml::infer::decide_classes;
 use crate::ml::{CancelToken, DeviceChoice, effective_tile, load_checkpoint, select_device};
-use crate::postprocess::{GapClosing, close_gaps};
+use crate::postprocess::{Decision, GapClosing};
 use crate::preprocess::D4;
 use crate::project::sets::{input_channels, picked};
 use crate::project::tasks::{SliceProgress, predict_slices};
@@ -43,9 +42,13 @@ pub struct PredictArgs {
     #[arg(long)]
     threshold: Option<f32>,
     /// Post-processing of a two-class model's mask: close gaps in membranes with watershed
-    /// lines between confident cell cores (cell probability > 0.9).
-    #[arg(long)]
+    /// lines between confident cell cores (the model's seed threshold, else cell probability
+    /// > 0.9). Default: as the model chose on its validation slices.
+    #[arg(long, conflicts_with = "no_close_gaps")]
     close_gaps: bool,
+    /// No gap closing, even where the model chose it.
+    #[arg(long)]
+    no_close_gaps: bool,
     /// Output tile edge in pixels (rounded to a valid size).
     #[arg(long, default_value_t = 388)]
     tile: usize,
@@ -61,8 +64,7 @@ pub struct PredictArgs {
 /// The progress bar, and the masks (and probabilities) of the slices predicted so far.
 struct Report<'a> {
     pb: &'a indicatif::ProgressBar,
-    threshold: Option<f32>,
-    close: bool,
+    decision: Decision,
     keep_probabilities: bool,
     masks: Vec<crate::data::Plane<u16>>,
     prob_pages: Vec<crate::data::Plane<f32>>,
@@ -75,15 +77,7 @@ impl SliceProgress for Report<'_> {
         );
     }
     fn slice(&mut self, _: usize, probs: Vec<crate::data::Plane<f32>>) {
-        self.masks.push(match (&probs[..], self.close) {
-            ([_, p_cell], true) => close_gaps(
-                p_cell,
-                self.threshold.unwrap_or(0.5),
-                &GapClosing::default(),
-            )
-            .map(|c| if c { 2 } else { 1 }),
-            _ => decide_classes(&probs, self.threshold),
-        });
+        self.masks.push(self.decision.classes(&probs));
         if self.keep_probabilities {
             self.prob_pages.extend(probs);
         }
@@ -110,13 +104,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     }
     let pick = input_channels(&ckpt.meta.unet, images[0].channels, &a.input)?;
     let mask_paths = check_outputs(&a, &images)?;
-    if a.close_gaps && ckpt.meta.unet.classes != 2 {
-        bail!(
-            "--close-gaps needs a two-class model (membrane, cell); {} predicts {} classes",
-            a.model.display(),
-            ckpt.meta.unet.classes
-        );
-    }
+    let decision = decision_of(&a, &ckpt.meta)?;
     let device = select_device(a.device)?;
     eprintln!("device: {}", device.description);
     let model = ckpt.model(&device.device)?;
@@ -136,8 +124,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
         let mut report = Report {
             pb: &pb,
-            threshold: a.threshold.or(ckpt.meta.threshold),
-            close: a.close_gaps,
+            decision,
             keep_probabilities: a.probabilities.is_some(),
             masks: Vec::new(),
             prob_pages: Vec::new(),
@@ -164,6 +151,31 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         eprintln!("wrote {}", w.display());
     }
     Ok(())
+}
+
+/// The model's decision rule with the threshold and gap closing asked for.
+fn decision_of(a: &PredictArgs, meta: &crate::ml::CheckpointMeta) -> Result<Decision> {
+    let mut decision = meta.decision();
+    if a.threshold.is_some() {
+        decision.threshold = a.threshold;
+    }
+    if a.no_close_gaps {
+        decision.gap_closing = None;
+    } else if a.close_gaps {
+        if meta.unet.classes != 2 {
+            bail!(
+                "--close-gaps needs a two-class model (membrane, cell); {} predicts {} classes",
+                a.model.display(),
+                meta.unet.classes
+            );
+        }
+        decision.gap_closing = decision.gap_closing.or(Some(GapClosing::default()));
+    }
+    decision
+        .check()
+        .map_err(|e| anyhow::anyhow!("--threshold: {e}"))?;
+    eprintln!("mask: {}", decision.describe());
+    Ok(decision)
 }
 
 /// Where the masks go, checked before any computation: `--output` for one stack; for a

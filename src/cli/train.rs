@@ -149,18 +149,27 @@ pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
     pb.finish_and_clear();
     let tail = &out.losses[out.losses.len().saturating_sub(20)..];
     eprintln!(
-        "done: iteration {}, mean loss of the last {} steps {:.4}{}; model (iteration {}{}) in {}",
+        "done: iteration {}, {}{}; model (iteration {}{}) in {}",
         out.iteration,
-        tail.len(),
-        tail.iter().sum::<f32>() / tail.len().max(1) as f32,
+        if tail.is_empty() {
+            "no training steps".to_string()
+        } else {
+            format!(
+                "mean loss of the last {} steps {:.4}",
+                tail.len(),
+                tail.iter().sum::<f32>() / tail.len() as f32
+            )
+        },
         out.validation
             .filter(|(l, _)| l.is_finite())
             .map(|(l, e)| format!(", validation loss {l:.4} wrong px {e:.4}"))
             .unwrap_or_default(),
         out.model_iteration,
-        out.threshold
-            .map(|t| format!(", threshold {t:.2}"))
-            .unwrap_or_default(),
+        if out.decision == Default::default() {
+            String::new()
+        } else {
+            format!(", mask: {}", out.decision.describe())
+        },
         a.out.display()
     );
     Ok(())
@@ -353,14 +362,22 @@ fn report(pb: &ProgressBar, e: TrainEvent) {
         ),
         TrainEvent::Threshold {
             threshold,
+            gap_closing,
             views,
             rand_error,
+            pixel_error,
             other_views,
             other_rand_error,
+            other_pixel_error,
         } => say(
             pb,
             format!(
-                "predict will use {views} view(s) and threshold {threshold:.2}: Rand error {rand_error:.4} on the held-out slices ({other_views} view(s): {other_rand_error:.4})"
+                "predict will use {views} view(s), mask: {}: on the held-out slices Rand error {rand_error:.4}, pixel error {pixel_error:.4} ({other_views} view(s) at best: {other_rand_error:.4}, {other_pixel_error:.4})",
+                crate::postprocess::Decision {
+                    threshold: Some(threshold),
+                    gap_closing
+                }
+                .describe()
             ),
         ),
         TrainEvent::Snapshot { .. } | TrainEvent::TileReduced { .. } => {}

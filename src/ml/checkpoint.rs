@@ -18,6 +18,7 @@ use crate::data::write_atomic;
 use crate::ml::config::TrainConfig;
 use crate::ml::error::MlError;
 use crate::ml::unet::{UNet, UNetConfig};
+use crate::postprocess::{Decision, GapClosing};
 
 const MAGIC: &[u8; 8] = b"UNETSTD1";
 /// The checkpoint file inside a model folder.
@@ -52,6 +53,10 @@ pub struct CheckpointMeta {
     /// prediction); `predict` averages as many by default.
     #[serde(default)]
     pub threshold_views: Option<u8>,
+    /// Gap closing after the threshold, chosen on validation slices with the threshold
+    /// (`None`: none); `predict --binary`, the app's mask and exports apply it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_closing: Option<GapClosing>,
 }
 
 impl CheckpointMeta {
@@ -68,6 +73,15 @@ impl CheckpointMeta {
             note: note.into(),
             threshold: None,
             threshold_views: None,
+            gap_closing: None,
+        }
+    }
+
+    /// How the model turns probabilities into classes.
+    pub fn decision(&self) -> Decision {
+        Decision {
+            threshold: self.threshold,
+            gap_closing: self.gap_closing,
         }
     }
 }
@@ -179,6 +193,7 @@ pub fn decode_checkpoint(path: &Path, bytes: &[u8]) -> Result<Checkpoint, MlErro
     {
         return Err(bad(&format!("threshold {t} is not between 0 and 1")));
     }
+    meta.decision().check().map_err(|e| bad(&e))?;
     let optimizer = sections.pop().unwrap_or_default();
     let weights = sections.pop().unwrap_or_default();
     Ok(Checkpoint {

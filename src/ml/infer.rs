@@ -232,33 +232,6 @@ pub fn predict_probabilities_tta(
     Ok(out)
 }
 
-/// The class of every pixel: for a two-class model with a decision `threshold`, class 2
-/// where its probability exceeds the threshold; else the most probable class.
-pub fn decide_classes(probs: &[Plane<f32>], threshold: Option<f32>) -> Plane<u16> {
-    match (probs, threshold) {
-        ([_, p2], Some(t)) => p2.map(|p| if p > t { 2 } else { 1 }),
-        _ => argmax_classes(probs),
-    }
-}
-
-/// The most probable class of every pixel (class ids from 1).
-pub fn argmax_classes(probs: &[Plane<f32>]) -> Plane<u16> {
-    let Some(first) = probs.first() else {
-        return Plane::filled(0, 0, 0);
-    };
-    let mut out = Plane::filled(first.width, first.height, 1u16);
-    for i in 0..out.data.len() {
-        let mut best = (f32::NEG_INFINITY, 0usize);
-        for (k, p) in probs.iter().enumerate() {
-            if p.data[i] > best.0 {
-                best = (p.data[i], k);
-            }
-        }
-        out.data[i] = best.1 as u16 + 1;
-    }
-    out
-}
-
 /// Shannon entropy of the class distribution per pixel (in nats): where the net is unsure.
 pub fn entropy(probs: &[Plane<f32>]) -> Plane<f32> {
     let Some(first) = probs.first() else {

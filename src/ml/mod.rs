@@ -33,7 +33,7 @@ pub use config::{LrSchedule, OptimizerConfig, TrainConfig};
 pub use device::{ComputeDevice, DeviceChoice, select_device};
 pub use error::DeviceError;
 pub use error::MlError;
-pub use infer::{argmax_classes, effective_tile, entropy, predict_fitting, predict_probabilities};
+pub use infer::{effective_tile, entropy, predict_fitting, predict_probabilities};
 pub use loss::weighted_cross_entropy;
 pub use train::{StartFrom, TrainEvent, TrainOutcome, TrainSet, train, train_fitting};
 pub use unet::{Preset, UNet, UNetConfig};

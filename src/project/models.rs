@@ -4,8 +4,8 @@
 use crate::data::Plane;
 use crate::ml::checkpoint::CheckpointMeta;
 use crate::ml::config::TrainConfig;
-use crate::ml::infer::decide_classes;
 use crate::ml::{Checkpoint, MlError, UNet, UNetConfig, save_checkpoint};
+use crate::postprocess::Decision;
 use std::path::PathBuf;
 
 /// A network the app can predict with.
@@ -19,9 +19,10 @@ pub struct LoadedModel {
     pub iteration: u64,
     /// Where it was loaded from or saved to.
     pub path: Option<PathBuf>,
-    /// Decision threshold of the cell probability stored with the model (`None`: argmax).
-    pub threshold: Option<f32>,
-    /// The test-time views the threshold was chosen with (`None`: one).
+    /// Its decision rule (threshold of the cell probability or the argmax, gap closing),
+    /// stored with the model.
+    pub decision: Decision,
+    /// The test-time views the decision rule was chosen with (`None`: one).
     pub threshold_views: Option<u8>,
     /// How it was trained (with the class weights a fine-tune of it keeps), when known.
     pub trained_with: Option<TrainConfig>,
@@ -39,7 +40,7 @@ impl LoadedModel {
             unet: ckpt.meta.unet.clone(),
             iteration: ckpt.meta.iteration,
             path,
-            threshold: ckpt.meta.threshold,
+            decision: ckpt.meta.decision(),
             threshold_views: ckpt.meta.threshold_views,
             trained_with: ckpt.meta.train.clone(),
         })
@@ -50,8 +51,9 @@ impl LoadedModel {
     pub fn meta(&self, note: impl Into<String>) -> CheckpointMeta {
         CheckpointMeta {
             train: self.trained_with.clone(),
-            threshold: self.threshold,
+            threshold: self.decision.threshold,
             threshold_views: self.threshold_views,
+            gap_closing: self.decision.gap_closing,
             ..CheckpointMeta::new(self.unet.clone(), self.iteration, note)
         }
     }
@@ -63,7 +65,7 @@ impl LoadedModel {
 
     /// The class of every pixel of `probs` by this model's decision rule.
     pub fn classes(&self, probs: &[Plane<f32>]) -> Plane<u16> {
-        decide_classes(probs, self.threshold)
+        self.decision.classes(probs)
     }
 }
 

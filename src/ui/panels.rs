@@ -288,14 +288,13 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
                 "{} base channels, depth {}, {} iterations",
                 model.unet.base_channels, model.unet.depth, model.iteration
             ));
-            match model.threshold {
-                Some(t) => ui.label(format!("mask: cell where its probability > {t:.2}")),
-                None => ui.label("mask: the most probable class"),
-            }
-            .on_hover_text(
-                "The decision threshold is chosen with the model, on held-out validation \
-                 slices (lowest Rand error); masks, exports and the mask overlay use it.",
-            );
+            ui.label(format!("mask: {}", model.decision.describe()))
+                .on_hover_text(
+                    "The decision rule is chosen with the model on held-out validation slices \
+                 (the lowest sum of Rand and pixel errors); masks, exports and the mask \
+                 overlay use it. Gap closing draws one-pixel watershed lines between \
+                 confident cell cores where the threshold alone would join two cells.",
+                );
         }
         None => {
             ui.label("No model yet: Train starts from scratch.");

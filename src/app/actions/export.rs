@@ -5,6 +5,7 @@ use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
 use crate::data::Plane;
 use crate::data::{DataError, TiffAxes};
+use crate::postprocess::Decision;
 use std::path::PathBuf;
 
 impl StudioApp {
@@ -31,13 +32,17 @@ impl StudioApp {
         };
         let labels = doc.labels.clone();
         let colours: Vec<[u8; 3]> = doc.classes.iter().map(|c| c.color).collect();
-        let threshold = self.models.model.as_ref().and_then(|m| m.threshold);
+        let decision = self
+            .models
+            .model
+            .as_ref()
+            .map_or_else(Decision::default, |m| m.decision);
         // Exports keep the stack's time axis and pixel size.
         let axes = TiffAxes::of(&doc.stack);
         self.status = format!("exporting to {}", path.display());
         self.jobs.spawn(JobKind::Export, "export", move |_| {
             Message::Exported(write_export(
-                kind, &path, &probs, threshold, &labels, &colours, &axes,
+                kind, &path, &probs, decision, &labels, &colours, &axes,
             ))
         });
     }

@@ -8,6 +8,7 @@ use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
 use crate::ml::{
     MlError, StartFrom, TrainConfig, TrainEvent, TrainSet, UNet, save_checkpoint, train_fitting,
 };
+use crate::postprocess::Decision;
 use crate::preprocess::{D4, class_weights, weight_map};
 use crate::project::models::{LoadedModel, save_version};
 use crate::project::sets::{input_channels, new_network, picked, recipe, train_set};
@@ -87,8 +88,9 @@ impl StudioApp {
                     val_loss: out.validation.map(|v| v.0),
                     labels_hash: Some(set.labels_hash()),
                     note: format!("trained in the app on {}", device.description),
-                    threshold: out.threshold,
+                    threshold: out.decision.threshold,
                     threshold_views: out.threshold_views,
+                    gap_closing: out.decision.gap_closing,
                 };
                 // A fine-tune that kept its starting network adds no version.
                 let history = if fine_tune && out.model_iteration == base_iteration {
@@ -376,7 +378,7 @@ impl StudioApp {
                 unet,
                 iteration: 0,
                 path: None,
-                threshold: None,
+                decision: Decision::default(),
                 threshold_views: None,
                 trained_with: None,
             });
@@ -408,7 +410,7 @@ impl StudioApp {
                     unet: out.unet,
                     iteration: out.model_iteration,
                     path: self.doc.as_ref().map(|d| d.model_dir()),
-                    threshold: out.threshold,
+                    decision: out.decision,
                     threshold_views: out.threshold_views,
                     trained_with: Some(out.config),
                 });

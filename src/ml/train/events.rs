@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::ml::checkpoint::Checkpoint;
 use crate::ml::config::TrainConfig;
 use crate::ml::unet::{UNet, UNetConfig};
+use crate::postprocess::{Decision, GapClosing};
 
 /// Progress of a training run.
 #[derive(Clone, Debug)]
@@ -55,19 +56,26 @@ pub enum TrainEvent {
         /// The network.
         model: Box<UNet>,
     },
-    /// How `predict` uses the kept network by default: one view or the mean of 8, whichever
-    /// scored the lower Rand error on the held-out slices, and the threshold for it.
+    /// How `predict` uses the kept network by default: one view or the mean of 8, and the
+    /// decision rule for it, chosen on the held-out slices (the lowest sum of Rand and pixel
+    /// errors).
     Threshold {
         /// Threshold of the cell probability.
         threshold: f32,
+        /// Gap closing after the threshold, if chosen.
+        gap_closing: Option<GapClosing>,
         /// Views averaged (1 or 8).
         views: usize,
-        /// Rand error on the held-out slices at that threshold.
+        /// Rand error of the chosen rule's masks on the held-out slices.
         rand_error: f64,
-        /// The views not chosen, and their best Rand error.
+        /// Pixel error of the same masks.
+        pixel_error: f64,
+        /// The views not chosen, and the Rand and pixel errors of their best rule.
         other_views: usize,
         /// See `other_views`.
         other_rand_error: f64,
+        /// See `other_views`.
+        other_pixel_error: f64,
     },
     /// A checkpoint was written.
     Checkpoint {
@@ -103,9 +111,9 @@ pub struct TrainOutcome {
     pub cancelled: bool,
     /// Iteration of the network handed back (the best validation's, with `keep_best`).
     pub model_iteration: u64,
-    /// The decision threshold of the cell probability chosen on the held-out slices (or the
-    /// starting checkpoint's).
-    pub threshold: Option<f32>,
+    /// The decision rule (threshold of the cell probability, gap closing) chosen on the
+    /// held-out slices (or the starting checkpoint's).
+    pub decision: Decision,
     /// The views the threshold was chosen with (`None`: one).
     pub threshold_views: Option<u8>,
     /// The configuration as run: the one asked for, with the class weights it computed from

@@ -17,11 +17,10 @@ use crate::ml::compute_pool::in_compute_pool;
 use crate::ml::config::TrainConfig;
 use crate::ml::device::ComputeDevice;
 use crate::ml::error::MlError;
-use crate::ml::infer::{
-    check_channels, decide_classes, image_tensor, predict_probabilities, tensor_values,
-};
+use crate::ml::infer::{check_channels, image_tensor, predict_probabilities, tensor_values};
 use crate::ml::loss::weighted_cross_entropy;
 use crate::ml::unet::{UNet, UNetConfig};
+use crate::postprocess::{Decision, choose_decision};
 use crate::preprocess::{D4, Rng, class_weights, weight_map};
 
 use super::events::{StartFrom, TrainEvent, TrainOutcome};
@@ -29,7 +28,7 @@ use super::set::{
     HeldOutSlice, Sample, SliceTargets, TrainSet, draw_sample, target_tensors_with,
     validation_masks,
 };
-use super::validate::{Best, Validator, validate_held_out};
+use super::validate::{Best, Validator, held_out_probabilities};
 
 /// [`train`], started again with a smaller tile when the device runs out of memory (see
 /// [`crate::ml::memory::with_smaller_tiles`]); `on_retry(from, to)` is told first.
@@ -111,7 +110,7 @@ pub fn train(
         device,
         cancel,
         keep_best: cfg.keep_best,
-        start_threshold: begin.threshold,
+        start_decision: begin.decision,
     };
     let mut run = Run {
         set,
@@ -136,17 +135,17 @@ pub fn train(
         on_event(event);
     }
     let (mut run, cancelled) = run.steps(&ad, &validator, out_dir, cancel, on_event)?;
-    // Views and threshold are chosen on real held-out slices only (the starting network's
-    // own segmentation says nothing about averaging views).
+    // Views and decision rule are chosen on real held-out slices only (the starting
+    // network's own segmentation says nothing about averaging views or closing gaps).
     let views = match with_truth {
-        None => run.choose_views(&validator, cancel, on_event)?,
+        None => run.choose_decision(&validator, cancel, on_event)?,
         Some(_) => None,
     };
     let threshold_views = views.or(begin.threshold_views);
     if let Some(dir) = out_dir
         && (!run.losses.is_empty() || run.best.is_some())
     {
-        let mut last_meta = run.meta(begin.threshold);
+        let mut last_meta = run.meta(begin.decision);
         last_meta.threshold_views = threshold_views;
         let path = run.save(dir, last_meta)?;
         on_event(TrainEvent::Checkpoint {
@@ -154,12 +153,12 @@ pub fn train(
             path,
         });
     }
-    let (model, model_iteration, threshold, validation) = match run.best {
-        Some(b) => (b.model, b.iteration, b.threshold, Some(b.validation)),
+    let (model, model_iteration, decision, validation) = match run.best {
+        Some(b) => (b.model, b.iteration, b.decision, Some(b.validation)),
         None => (
             run.model.valid(),
             run.iteration,
-            begin.threshold,
+            begin.decision,
             run.validation,
         ),
     };
@@ -171,7 +170,7 @@ pub fn train(
         validation,
         cancelled,
         model_iteration,
-        threshold,
+        decision,
         threshold_views,
         config: cfg.clone(),
     })
@@ -205,13 +204,13 @@ fn check_set(set: &TrainSet, unet: &UNetConfig) -> Result<(), MlError> {
 }
 
 /// Where a run starts: the network, its optimiser and iteration, and what the starting
-/// checkpoint says about its threshold.
+/// checkpoint says about its decision rule.
 struct Begin {
     unet: UNetConfig,
     model: UNet,
     optim: ModuleOptimizer,
     first_iteration: u64,
-    threshold: Option<f32>,
+    decision: Decision,
     threshold_views: Option<u8>,
     from_checkpoint: bool,
     /// Started from a checkpoint's weights with a fresh optimiser.
@@ -227,7 +226,7 @@ impl Begin {
                 unet: u,
                 optim: fresh(),
                 first_iteration: 0,
-                threshold: None,
+                decision: Decision::default(),
                 threshold_views: None,
                 from_checkpoint: false,
                 fine_tune: false,
@@ -237,7 +236,7 @@ impl Begin {
                 unet: c.meta.unet.clone(),
                 optim: fresh(),
                 first_iteration: 0,
-                threshold: c.meta.threshold,
+                decision: c.meta.decision(),
                 threshold_views: c.meta.threshold_views,
                 from_checkpoint: true,
                 fine_tune: true,
@@ -247,7 +246,7 @@ impl Begin {
                 model: c.model(ad)?,
                 unet: c.meta.unet.clone(),
                 first_iteration: c.meta.iteration,
-                threshold: c.meta.threshold,
+                decision: c.meta.decision(),
                 threshold_views: c.meta.threshold_views,
                 from_checkpoint: true,
                 fine_tune: false,
@@ -421,7 +420,7 @@ fn with_parent_truth(
 ) -> Option<TrainSet> {
     let parent = parent?;
     parent_truth_applies(set, cfg, begin).then(|| TrainSet {
-        held_out: parent_truth(set, parent, begin.threshold),
+        held_out: parent_truth(set, parent, begin.decision),
         ..set.clone()
     })
 }
@@ -433,19 +432,18 @@ fn parent_truth_applies(set: &TrainSet, cfg: &TrainConfig, begin: &Begin) -> boo
 }
 
 /// The training slices as held-out slices whose truth is the starting network's segmentation
-/// (cell where its probabilities say so at its `threshold`, else by the argmax) with the
-/// user's labels put over it.
+/// (cell where its `decision` rule says so) with the user's labels put over it.
 fn parent_truth(
     set: &TrainSet,
     parent: &[Vec<Plane<f32>>],
-    threshold: Option<f32>,
+    decision: Decision,
 ) -> Vec<HeldOutSlice> {
     set.images
         .iter()
         .zip(&set.labels)
         .zip(parent)
         .map(|((image, labels), probs)| {
-            let mut cell = decide_classes(probs, threshold).map(|c| c >= 2);
+            let mut cell = decision.classes(probs).map(|c| c >= 2);
             for (t, &l) in cell.data.iter_mut().zip(&labels.classes.data) {
                 match l {
                     0 => {}
@@ -598,7 +596,7 @@ impl Run<'_> {
                 && every(cfg.checkpoint_every)
                 && !last
             {
-                let path = self.save(dir, self.meta(None))?;
+                let path = self.save(dir, self.meta(Decision::default()))?;
                 on_event(TrainEvent::Checkpoint {
                     iteration: self.iteration,
                     path,
@@ -641,11 +639,14 @@ impl Run<'_> {
         sample
     }
 
-    /// How `predict` should use the kept network by default: one view, or the mean of the 8
-    /// flips and rotations (which smooths the probabilities and shifts the best threshold),
-    /// whichever gives the lower Rand error on the held-out slices, with its own threshold.
-    /// On ISBI 2012 either has won, depending on the network (docs/results.md).
-    fn choose_views(
+    /// How `predict` should use the kept network by default, chosen on the held-out slices:
+    /// one view or the mean of the 8 flips and rotations (which smooths the probabilities
+    /// and shifts the best threshold), each with the decision rule ([`choose_decision`]: a
+    /// threshold, or gap closing) with the lowest sum of Rand and pixel errors. Eight views
+    /// cost eight predictions, so they are chosen only when they lower that sum by at least
+    /// [`EIGHT_VIEWS_GAIN`]. On ISBI 2012 either has won, depending on the network
+    /// (docs/results.md).
+    fn choose_decision(
         &mut self,
         validator: &Validator<'_>,
         cancel: &CancelToken,
@@ -657,39 +658,47 @@ impl Run<'_> {
         if self.set.held_out.is_empty() || cancel.is_cancelled() {
             return Ok(None);
         }
-        let Some((rand8, t8)) = validate_held_out(
-            &b.model,
-            &self.unet,
-            &self.set.held_out,
-            validator.tile_out,
-            self.device,
-            cancel,
-            &D4::all(),
-        )?
-        else {
-            return Ok(None);
-        };
-        let eight = D4::all().len();
-        let one = (b.threshold.unwrap_or(t8), 1, b.score);
-        let all = (t8, eight, rand8);
-        let (chosen, other) = if rand8 < b.score {
-            (all, one)
+        let mut choices = Vec::with_capacity(2);
+        for views in [&D4::all()[..1], &D4::all()[..]] {
+            let Some((p_cell, truth)) = held_out_probabilities(
+                &b.model,
+                &self.unet,
+                &self.set.held_out,
+                validator.tile_out,
+                self.device,
+                cancel,
+                views,
+            )?
+            else {
+                return Ok(None);
+            };
+            let Some(choice) = choose_decision(&p_cell, &truth) else {
+                return Ok(None);
+            };
+            choices.push((views.len(), choice));
+        }
+        let [one, eight] = [choices[0], choices[1]];
+        let (chosen, other) = if eight.1.cost() < one.1.cost() * (1.0 - EIGHT_VIEWS_GAIN) {
+            (eight, one)
         } else {
-            (one, all)
+            (one, eight)
         };
-        b.threshold = Some(chosen.0);
+        b.decision = chosen.1.decision;
         on_event(TrainEvent::Threshold {
-            threshold: chosen.0,
-            views: chosen.1,
-            rand_error: chosen.2,
-            other_views: other.1,
-            other_rand_error: other.2,
+            threshold: chosen.1.decision.threshold.unwrap_or(0.5),
+            gap_closing: chosen.1.decision.gap_closing,
+            views: chosen.0,
+            rand_error: chosen.1.scores.rand_error,
+            pixel_error: chosen.1.scores.pixel_error,
+            other_views: other.0,
+            other_rand_error: other.1.scores.rand_error,
+            other_pixel_error: other.1.scores.pixel_error,
         });
-        Ok(Some(chosen.1 as u8))
+        Ok(Some(chosen.0 as u8))
     }
 
     /// The checkpoint metadata of the current state.
-    fn meta(&self, threshold: Option<f32>) -> CheckpointMeta {
+    fn meta(&self, decision: Decision) -> CheckpointMeta {
         CheckpointMeta {
             unet: self.unet.clone(),
             train: Some(self.cfg.clone()),
@@ -699,8 +708,9 @@ impl Run<'_> {
             val_loss: self.validation.map(|v| v.0),
             labels_hash: Some(self.labels_hash.clone()),
             note: format!("trained on {}", self.device.description),
-            threshold,
+            threshold: decision.threshold,
             threshold_views: None,
+            gap_closing: decision.gap_closing,
         }
     }
 
@@ -750,6 +760,10 @@ fn train_step(
 /// its best network as the model.
 pub const LAST_STATE_DIR: &str = "last";
 
+/// How much lower (relative) the sum of Rand and pixel errors on held-out slices must be
+/// with 8 views than with one for `predict` to average 8 by default (they cost 8x).
+pub const EIGHT_VIEWS_GAIN: f64 = 0.05;
+
 /// Where `--resume` finds the state of the run saved in `dir`.
 pub fn resume_dir(dir: &Path) -> PathBuf {
     let last = dir.join(LAST_STATE_DIR);
@@ -778,8 +792,9 @@ fn save_run(
     let meta = CheckpointMeta {
         iteration: b.iteration,
         val_loss: Some(b.validation.0),
-        threshold: b.threshold,
+        threshold: b.decision.threshold,
         threshold_views: last_meta.threshold_views,
+        gap_closing: b.decision.gap_closing,
         note: format!(
             "{}; best validation at iteration {} of {reached}",
             last_meta.note, b.iteration

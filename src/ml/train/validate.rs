@@ -8,6 +8,7 @@ use crate::ml::device::ComputeDevice;
 use crate::ml::error::MlError;
 use crate::ml::infer::{predict_probabilities_tta, predict_probabilities_where};
 use crate::ml::unet::{UNet, UNetConfig};
+use crate::postprocess::Decision;
 use crate::preprocess::D4;
 
 use super::events::TrainEvent;
@@ -27,7 +28,8 @@ pub(crate) struct Validator<'a> {
     pub(crate) device: &'a ComputeDevice,
     pub(crate) cancel: &'a CancelToken,
     pub(crate) keep_best: bool,
-    pub(crate) start_threshold: Option<f32>,
+    /// The starting network's decision rule, kept when there are no held-out slices.
+    pub(crate) start_decision: Decision,
 }
 
 impl Validator<'_> {
@@ -77,7 +79,10 @@ impl Validator<'_> {
                 score,
                 iteration,
                 model: valid,
-                threshold: held.map(|(_, t)| t).or(self.start_threshold),
+                decision: match held {
+                    Some((_, t)) => Decision::threshold(Some(t)),
+                    None => self.start_decision,
+                },
                 validation: v,
             });
         }
@@ -98,7 +103,9 @@ pub(crate) struct Best {
     pub(crate) score: f64,
     pub(crate) iteration: u64,
     pub(crate) model: UNet,
-    pub(crate) threshold: Option<f32>,
+    /// Its decision rule: the best plain threshold during the run; at the end, the rule
+    /// chosen with the views `predict` will average (`Run::choose_decision`).
+    pub(crate) decision: Decision,
     /// `(loss, pixel error)` on the held-out blocks.
     pub(crate) validation: (f32, f32),
 }
@@ -115,6 +122,31 @@ pub(crate) fn validate_held_out(
     cancel: &CancelToken,
     views: &[D4],
 ) -> Result<Option<(f64, f32)>, MlError> {
+    let Some((p_cell, truth)) =
+        held_out_probabilities(model, unet, held_out, tile_out, device, cancel, views)?
+    else {
+        return Ok(None);
+    };
+    let grid: Vec<f32> = (1..20).map(|k| k as f32 / 20.0).collect();
+    let scores = crate::metrics::threshold_scores(&p_cell, &truth, &grid, false);
+    Ok(crate::metrics::decision_threshold(&scores)
+        .and_then(|t| scores.at(t).map(|s| (s.rand_error, t))))
+}
+
+/// Cell probabilities of the held-out slices and their truth's cell pixels.
+pub(crate) type HeldOutPredictions = (Vec<Plane<f32>>, Vec<Plane<bool>>);
+
+/// The cell probabilities of `model` on the held-out slices (the mean over `views`) and
+/// their truth; `None` without held-out slices or for more than two classes.
+pub(crate) fn held_out_probabilities(
+    model: &UNet,
+    unet: &UNetConfig,
+    held_out: &[HeldOutSlice],
+    tile_out: usize,
+    device: &ComputeDevice,
+    cancel: &CancelToken,
+    views: &[D4],
+) -> Result<Option<HeldOutPredictions>, MlError> {
     if held_out.is_empty() || unet.classes != 2 {
         return Ok(None);
     }
@@ -133,10 +165,7 @@ pub(crate) fn validate_held_out(
         p_cell.push(probs.swap_remove(1));
     }
     let truth: Vec<Plane<bool>> = held_out.iter().map(|h| h.cell.clone()).collect();
-    let grid: Vec<f32> = (1..20).map(|k| k as f32 / 20.0).collect();
-    let scores = crate::metrics::threshold_scores(&p_cell, &truth, &grid, false);
-    Ok(crate::metrics::decision_threshold(&scores)
-        .and_then(|t| scores.at(t).map(|s| (s.rand_error, t))))
+    Ok(Some((p_cell, truth)))
 }
 
 /// Weighted cross-entropy and pixel error on the held-out labelled pixels.
