@@ -977,6 +977,7 @@ fn recent_files_are_remembered_and_reopen() {
 
 #[test]
 fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
+    use egui_kittest::kittest::Queryable as _;
     let req = OpenRequest::sample();
     assert!(req.initial_model.is_some(), "samples/model is shipped");
     let config =
@@ -1003,6 +1004,58 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     assert!(
         error < 0.2,
         "pixel error of the shipped model on slice 0: {error}"
+    );
+    // The mask overlay follows the model's rule, gap closing included; the checkbox turns
+    // it off (the plain threshold) and on again, and the overlay follows each time.
+    let decision = h.state().models.model.as_ref().unwrap().decision;
+    let (t, seeds) = (decision.threshold.unwrap(), decision.gap_closing.unwrap());
+    let closed = unet_studio::postprocess::close_gaps(&probs[1], t, &seeds);
+    let plain = probs[1].map(|p| p > t);
+    assert!(closed != plain);
+    let overlay_cells = |h: &Harness<'static, StudioApp>| -> Vec<bool> {
+        h.state()
+            .models
+            .overlay_map(0)
+            .unwrap()
+            .iter()
+            .map(|&c| c == 2.0)
+            .collect()
+    };
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
+    h.run_steps(2);
+    assert_eq!(overlay_cells(&h), closed.data);
+    h.get_by_label("Close gaps between cells").click();
+    h.run_steps(2);
+    assert!(
+        h.state()
+            .models
+            .model
+            .as_ref()
+            .unwrap()
+            .decision
+            .gap_closing
+            .is_none()
+    );
+    assert_eq!(overlay_cells(&h), plain.data);
+    h.get_by_label("Close gaps between cells").click();
+    h.run_steps(2);
+    assert_eq!(h.state().models.model.as_ref().unwrap().decision, decision);
+    assert_eq!(overlay_cells(&h), closed.data);
+    // On the truth of slice 0, the lines keep cells apart: a lower Rand error (the
+    // challenge's definition) than the plain threshold.
+    let truth_cell = truth[0].map(|c| c >= 2);
+    let score = |m: &unet_studio::data::Plane<bool>| {
+        unet_studio::metrics::mask_errors(
+            std::slice::from_ref(m),
+            std::slice::from_ref(&truth_cell),
+        )
+        .rand_error
+    };
+    assert!(
+        score(&closed) < score(&plain),
+        "{} {}",
+        score(&closed),
+        score(&plain)
     );
 }
 

@@ -5,7 +5,7 @@ use crate::data::Plane;
 use crate::ml::checkpoint::CheckpointMeta;
 use crate::ml::config::TrainConfig;
 use crate::ml::{Checkpoint, MlError, UNet, UNetConfig, save_checkpoint};
-use crate::postprocess::Decision;
+use crate::postprocess::{Decision, GapClosing};
 use std::path::PathBuf;
 
 /// A network the app can predict with.
@@ -22,6 +22,8 @@ pub struct LoadedModel {
     /// Its decision rule (threshold of the cell probability or the argmax, gap closing),
     /// stored with the model.
     pub decision: Decision,
+    /// Gap closing settings turned off in the app, to turn them on again.
+    pub unused_gap_closing: Option<GapClosing>,
     /// The test-time views the decision rule was chosen with (`None`: one).
     pub threshold_views: Option<u8>,
     /// How it was trained (with the class weights a fine-tune of it keeps), when known.
@@ -41,6 +43,7 @@ impl LoadedModel {
             iteration: ckpt.meta.iteration,
             path,
             decision: ckpt.meta.decision(),
+            unused_gap_closing: None,
             threshold_views: ckpt.meta.threshold_views,
             trained_with: ckpt.meta.train.clone(),
         })
@@ -61,6 +64,20 @@ impl LoadedModel {
     /// The checkpoint of this network in memory (see [`Self::meta`]).
     pub fn checkpoint(&self, note: impl Into<String>) -> Result<Checkpoint, MlError> {
         Checkpoint::of_model(self.meta(note), &self.model)
+    }
+
+    /// Turns gap closing off, or on again with the settings it had (or those of
+    /// [`Decision::UNTUNED`]).
+    pub fn toggle_gap_closing(&mut self) {
+        match self.decision.gap_closing.take() {
+            Some(g) => self.unused_gap_closing = Some(g),
+            None => {
+                self.decision.gap_closing = self
+                    .unused_gap_closing
+                    .take()
+                    .or(Decision::UNTUNED.gap_closing)
+            }
+        }
     }
 
     /// The class of every pixel of `probs` by this model's decision rule.

@@ -282,7 +282,8 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
     if channels > 1 {
         input_channels(m, channels, ui);
     }
-    match &m.model {
+    let mut toggled = false;
+    match &mut m.model {
         Some(model) => {
             ui.label(format!(
                 "{} base channels, depth {}, {} iterations",
@@ -295,6 +296,20 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
                  overlay use it. Gap closing draws one-pixel watershed lines between \
                  confident cell cores where the threshold alone would join two cells.",
                 );
+            if model.unet.classes == 2 {
+                let mut on = model.decision.gap_closing.is_some();
+                toggled = ui
+                    .checkbox(&mut on, "Close gaps between cells")
+                    .on_hover_text(
+                        "Watershed lines between confident cell cores keep touching cells \
+                         apart (a post-processing step). Applies to the mask overlay and \
+                         exports; File > Save model keeps the choice.",
+                    )
+                    .changed();
+                if toggled {
+                    model.toggle_gap_closing();
+                }
+            }
         }
         None => {
             ui.label("No model yet: Train starts from scratch.");
@@ -303,6 +318,9 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
                 ui.selectable_value(&mut m.preset, Preset::Paper, "paper");
             });
         }
+    }
+    if toggled {
+        m.generation += 1;
     }
 }
 

@@ -375,10 +375,11 @@ impl StudioApp {
             // No model yet: the preview network is the current one until training ends.
             self.models.model = Some(LoadedModel {
                 model: network,
+                decision: Decision::for_new_network(unet.classes),
+                unused_gap_closing: None,
                 unet,
                 iteration: 0,
                 path: None,
-                decision: Decision::default(),
                 threshold_views: None,
                 trained_with: None,
             });
@@ -411,6 +412,7 @@ impl StudioApp {
                     iteration: out.model_iteration,
                     path: self.doc.as_ref().map(|d| d.model_dir()),
                     decision: out.decision,
+                    unused_gap_closing: None,
                     threshold_views: out.threshold_views,
                     trained_with: Some(out.config),
                 });

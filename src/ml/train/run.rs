@@ -222,11 +222,11 @@ impl Begin {
         let fresh = || cfg.optimizer.init_optimizer();
         Ok(match start {
             StartFrom::Scratch(u) => Self {
+                decision: Decision::for_new_network(u.classes),
                 model: u.init(ad),
                 unet: u,
                 optim: fresh(),
                 first_iteration: 0,
-                decision: Decision::default(),
                 threshold_views: None,
                 from_checkpoint: false,
                 fine_tune: false,
