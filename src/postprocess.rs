@@ -123,11 +123,16 @@ impl Decision {
     /// In words, for the app and the CLI: "cell where its probability > 0.25, gaps closed
     /// between cores > 0.90".
     pub fn describe(&self) -> String {
+        self.describe_for("cell")
+    }
+
+    /// [`Self::describe`] with class 2 called `name`.
+    pub fn describe_for(&self, name: &str) -> String {
         match (self.threshold, self.gap_closing) {
             (None, None) => "the most probable class".to_string(),
-            (t, None) => format!("cell where its probability > {:.2}", t.unwrap_or(0.5)),
+            (t, None) => format!("{name} where its probability > {:.2}", t.unwrap_or(0.5)),
             (t, Some(g)) => format!(
-                "cell where its probability > {:.2}, gaps closed between cores > {:.2}{}",
+                "{name} where its probability > {:.2}, gaps closed between cores > {:.2}{}",
                 t.unwrap_or(0.5),
                 g.seed_threshold,
                 if g.min_seed_area > 1 {

@@ -1024,7 +1024,7 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
     h.run_steps(2);
     assert_eq!(overlay_cells(&h), closed.data);
-    h.get_by_label("Close gaps between cells").click();
+    h.get_by_label("Close gaps (watershed lines)").click();
     h.run_steps(2);
     assert!(
         h.state()
@@ -1037,7 +1037,7 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
             .is_none()
     );
     assert_eq!(overlay_cells(&h), plain.data);
-    h.get_by_label("Close gaps between cells").click();
+    h.get_by_label("Close gaps (watershed lines)").click();
     h.run_steps(2);
     assert_eq!(h.state().models.model.as_ref().unwrap().decision, decision);
     assert_eq!(overlay_cells(&h), closed.data);

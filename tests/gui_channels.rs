@@ -122,3 +122,141 @@ fn a_two_channel_stack_is_shown_painted_trained_and_exported_with_its_scale() {
         (0.2, Some(0.5), "µm")
     );
 }
+
+/// A folder of a grey image and a colour one of other sizes (crops of the EM sample, the
+/// colour one an RGB PNG): a collection.
+fn collection_folder(dir: &Path) -> PathBuf {
+    let sample = common::engine::sample_dir();
+    let folder = dir.join("fields");
+    std::fs::create_dir_all(&folder).unwrap();
+    let img = load_stack(&sample.join("images/slice00.png")).unwrap();
+    let grey = img.planes[0].crop_mirrored(0, 0, 120, 96);
+    image::GrayImage::from_fn(120, 96, |x, y| {
+        image::Luma([grey.at(x as usize, y as usize) as u8])
+    })
+    .save(folder.join("a.png"))
+    .unwrap();
+    let colour = img.planes[0].crop_mirrored(200, 150, 100, 140);
+    image::RgbImage::from_fn(100, 140, |x, y| {
+        let v = colour.at(x as usize, y as usize) as u8;
+        image::Rgb([v, v / 2, 255 - v])
+    })
+    .save(folder.join("b.png"))
+    .unwrap();
+    folder
+}
+
+#[test]
+fn a_collection_is_browsed_labelled_image_by_image_trained_on_all_and_reopened() {
+    let dir = common::engine::tempdir("gui-collection");
+    let folder = collection_folder(&dir);
+    let open = || OpenRequest {
+        images: folder.clone(),
+        ..Default::default()
+    };
+    let mut h = harness_for(open(), dir.join("config"));
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    {
+        let app = h.state();
+        let (c, index) = app
+            .collection
+            .as_ref()
+            .expect("a folder of sizes is a collection");
+        assert_eq!((c.files.len(), *index, c.channels), (2, 0, 3));
+        let doc = app.doc.as_ref().unwrap();
+        // The grey image joins the colour one as three equal channels.
+        assert_eq!(
+            (doc.stack.width, doc.stack.height, doc.stack.channels),
+            (120, 96, 3)
+        );
+        // Its labels are kept in the collection's folder, not beside the images.
+        assert!(
+            doc.label_path
+                .starts_with(folder.join("labels.unet.images"))
+        );
+        assert_eq!(doc.model_dir(), folder.join("labels.unet.model"));
+        assert!(app.status.contains("image 1 of 2"), "{}", app.status);
+    }
+    // Paint both classes on image 1, then open image 2 from the list.
+    paint_at(&mut h, 20.0, 20.0);
+    h.state_mut().active_class = 2;
+    paint_at(&mut h, 60.0, 60.0);
+    let counts_a = h.state().doc.as_ref().unwrap().class_counts();
+    assert!(counts_a[1] > 0 && counts_a[2] > 0, "{counts_a:?}");
+    h.get_by_label("b.png").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    {
+        let app = h.state();
+        assert_eq!(app.collection.as_ref().unwrap().1, 1);
+        let doc = app.doc.as_ref().unwrap();
+        assert_eq!((doc.stack.width, doc.stack.height), (100, 140));
+        assert_eq!(doc.class_counts()[1..].iter().sum::<usize>(), 0);
+    }
+    // The folder still lists only its two images (nothing written beside them).
+    let listed = unet_studio::data::io::load_collection(&folder).unwrap();
+    assert_eq!(listed.len(), 2);
+    h.state_mut().active_class = 1;
+    paint_at(&mut h, 30.0, 100.0);
+    h.state_mut().active_class = 2;
+    paint_at(&mut h, 70.0, 40.0);
+    let counts_b = h.state().doc.as_ref().unwrap().class_counts();
+    // Train learns from both images: a new 3-channel network, saved as the collection's.
+    h.state_mut().models.iterations = 3;
+    h.get_by_label("Train").click();
+    h.run_steps(1);
+    assert!(
+        h.state().status.contains("labels of 2 image(s)"),
+        "{}",
+        h.state().status
+    );
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let model = h
+        .state()
+        .models
+        .model
+        .as_ref()
+        .expect("trained")
+        .unet
+        .clone();
+    assert_eq!(model.in_channels, 3);
+    let saved = unet_studio::ml::load_checkpoint(&folder.join("labels.unet.model")).unwrap();
+    // The run trained on the labelled pixels of both images: its labels hash is that of the
+    // two images' labels together, not of the shown one alone.
+    let hash = saved.meta.labels_hash.clone().unwrap();
+    assert_eq!(saved.meta.unet.in_channels, 3);
+    let shown_only = unet_studio::ml::train::TrainSet {
+        images: Vec::new(),
+        labels: unet_studio::project::document::train_labels(
+            &h.state().doc.as_ref().unwrap().labels,
+        ),
+        held_out: Vec::new(),
+    }
+    .labels_hash();
+    assert_ne!(hash, shown_only);
+    // Back to image 1: its labels are there; quit and reopen the folder: the image list,
+    // the labels of both images and the shared model come back.
+    h.get_by_label("a.png").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert_eq!(h.state().doc.as_ref().unwrap().class_counts(), counts_a);
+    h.state_mut().flush_labels().unwrap();
+    drop(h);
+    let mut h = harness_for(open(), dir.join("config"));
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.collection.as_ref().unwrap().1, 0);
+    assert_eq!(app.doc.as_ref().unwrap().class_counts(), counts_a);
+    assert_eq!(
+        app.models.model.as_ref().unwrap().iteration,
+        saved.meta.iteration
+    );
+    let c = app.collection.as_ref().unwrap().0.clone();
+    let b = c.open(1).unwrap();
+    assert_eq!(b.class_counts(), counts_b);
+}

@@ -11,16 +11,19 @@ use crate::app::model::{PredictResult, TrainResult, WeightKey};
 use crate::data::{DataError, Plane};
 use crate::jobs::JobSet;
 use crate::ml::{MlError, TrainEvent};
+use crate::project::collection::Collection;
 use crate::project::{Document, LoadedModel, Saved, VersionInfo};
 
-/// An open job's result: the document, the model found for it, a warning, and the model
-/// versions trained on it (or why it failed).
+/// An open job's result: the document, the model found for it, a warning, the model
+/// versions trained on it, and the collection it belongs to with its index there (or why it
+/// failed).
 pub(crate) type OpenResult = Result<
     (
         Document,
         Option<LoadedModel>,
         Option<String>,
         Vec<VersionInfo>,
+        Option<(Collection, usize)>,
     ),
     DataError,
 >;

@@ -2,7 +2,7 @@
 //! and the maps it shows. What it does is in `actions/model.rs` (its jobs report through
 //! [`super::jobs`]); what it draws is in [`crate::ui::panels`].
 
-use crate::data::{LabelEncoding, LabelSlice, Plane, encode_labels};
+use crate::data::Plane;
 use crate::ml::memory::largest_fitting_tile;
 use crate::ml::{ComputeDevice, MlError, Preset, TrainEvent, TrainOutcome, UNetConfig, entropy};
 use crate::postprocess::argmax_classes;
@@ -241,12 +241,4 @@ impl ModelState {
             }
         }
     }
-}
-
-/// The document's labels as training sees them (classes convention, objects from components).
-pub(crate) fn train_labels(labels: &[Plane<u8>]) -> Vec<LabelSlice> {
-    labels
-        .iter()
-        .filter_map(|p| encode_labels(&p.map(u32::from), LabelEncoding::Classes).ok())
-        .collect()
 }

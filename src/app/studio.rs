@@ -15,6 +15,7 @@ use super::import::ImportView;
 use super::jobs::{JobKind, Jobs, Message, OpenResult};
 use super::model::ModelState;
 use super::viewer::ViewerState;
+use crate::project::collection::Collection;
 use crate::project::{Document, LoadedModel, Saved};
 
 /// What to open at start-up.
@@ -33,6 +34,10 @@ pub struct OpenRequest {
     /// Keep this stack's work in the user's data folder even when its folder is writable
     /// (the bundled sample; read-only folders go there anyway).
     pub in_data_dir: bool,
+    /// `images` is this collection (known already: not read again to find out).
+    pub collection: Option<Collection>,
+    /// The image of the collection to open (default: the first).
+    pub collection_image: Option<usize>,
 }
 
 impl OpenRequest {
@@ -58,6 +63,8 @@ impl OpenRequest {
             initial_labels: Some((root.join("scribbles"), LabelEncoding::Classes)),
             initial_model: model,
             in_data_dir: true,
+            collection: None,
+            collection_image: None,
         }
     }
 }
@@ -157,6 +164,8 @@ pub struct ViewState {
 pub struct StudioApp {
     /// The open document.
     pub doc: Option<Document>,
+    /// The collection the document is an image of, and its index there.
+    pub collection: Option<(Collection, usize)>,
     /// The view.
     pub view: ViewState,
     /// Active tool.
@@ -266,6 +275,7 @@ impl StudioApp {
         };
         let mut app = Self {
             doc: None,
+            collection: None,
             view: ViewState {
                 slice: 0,
                 zoom: 1.0,
@@ -333,15 +343,30 @@ fn open_stack(
     data_dir: Option<&Path>,
     device: &burn::prelude::Device,
 ) -> OpenResult {
-    let (label_path, work_note) =
-        crate::project::work::work_label_path(&req.images, data_dir, req.in_data_dir);
-    let mut doc = Document::open_at(
-        &req.images,
-        req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
-        label_path,
-        req.initial_labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
-    )?;
-    doc.work_note = work_note;
+    // A folder of images that differ is a collection: one of its images is opened.
+    let collection = match &req.collection {
+        Some(c) => Some(c.clone()),
+        None if req.labels.is_none() => Collection::detect(&req.images, data_dir, req.in_data_dir)?,
+        None => None,
+    };
+    let (doc, collection) = match collection {
+        Some(c) => {
+            let index = req.collection_image.unwrap_or(0).min(c.files.len() - 1);
+            (c.open(index)?, Some((c, index)))
+        }
+        None => {
+            let (label_path, work_note) =
+                crate::project::work::work_label_path(&req.images, data_dir, req.in_data_dir);
+            let mut doc = Document::open_at(
+                &req.images,
+                req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
+                label_path,
+                req.initial_labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
+            )?;
+            doc.work_note = work_note;
+            (doc, None)
+        }
+    };
     // A model given explicitly, else the one trained on this stack before, else the
     // one it comes with.
     let own = doc.model_dir();
@@ -369,14 +394,16 @@ fn open_stack(
         (None, None)
     };
     let history = crate::project::list_versions(&doc.model_dir());
-    Ok((doc, model, warning, history))
+    Ok((doc, model, warning, history, collection))
 }
 
 impl StudioApp {
     pub(crate) fn apply_open(&mut self, res: OpenResult) {
         match res {
-            Ok((doc, model, warning, history)) => {
+            Ok((doc, model, warning, history, collection)) => {
                 self.models.history = history;
+                // The model stays when the next stack (or image) has none saved.
+                self.collection = collection;
                 if let Some(w) = warning {
                     self.error = Some(w);
                 }
@@ -420,7 +447,19 @@ impl StudioApp {
                 self.viewer.invalidate();
                 self.models.probabilities = vec![None; doc.slices()];
                 self.saved_settings = Some(doc.settings());
-                self.remember_next = Some(doc.source.clone());
+                // A collection is reopened as the folder, not one of its images.
+                self.remember_next = Some(match &self.collection {
+                    Some((c, _)) => c.folder.clone(),
+                    None => doc.source.clone(),
+                });
+                if let Some((c, i)) = &self.collection {
+                    self.status.push_str(&format!(
+                        "; image {} of {} of the collection {}",
+                        i + 1,
+                        c.files.len(),
+                        c.folder.display()
+                    ));
+                }
                 self.models.generation += 1;
                 self.doc = Some(doc);
                 // A stack that comes with its model shows the model's segmentation at once.
@@ -488,6 +527,29 @@ impl StudioApp {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Opens image `index` of the open collection, the labels of the shown one written to
+    /// their file first (a failure is shown and the shown image stays).
+    pub fn open_collection_image(&mut self, index: usize) {
+        let Some((c, current)) = self.collection.clone() else {
+            return;
+        };
+        if index == current || index >= c.files.len() || self.jobs.running(JobKind::Open) {
+            return;
+        }
+        if let Err(e) = self.flush_labels() {
+            self.error = Some(format!(
+                "the labels could not be saved, staying on this image: {e}"
+            ));
+            return;
+        }
+        self.open(OpenRequest {
+            images: c.folder.clone(),
+            collection: Some(c),
+            collection_image: Some(index),
+            ..OpenRequest::default()
+        });
     }
 
     /// File > Quit: writes the whole label file now (a failure is shown and the window stays

@@ -53,6 +53,9 @@ pub struct Document {
     pub work_note: Option<String>,
     /// Whether class names, colours and contrast came from an earlier session.
     pub settings_restored: bool,
+    /// Where its models are kept when not beside its labels (an image of a collection: the
+    /// collection's model).
+    pub model_home: Option<PathBuf>,
 }
 
 impl Document {
@@ -150,6 +153,7 @@ impl Document {
             recovered,
             work_note: None,
             settings_restored,
+            model_home: None,
         })
     }
 
@@ -175,9 +179,12 @@ impl Document {
         crate::data::write_atomic(path, &json)
     }
 
-    /// Folder where networks trained on this stack are saved (`<labels file>.model`).
+    /// Folder where networks trained on this stack are saved (`<labels file>.model`, or the
+    /// collection's model).
     pub fn model_dir(&self) -> PathBuf {
-        self.label_path.with_extension("model")
+        self.model_home
+            .clone()
+            .unwrap_or_else(|| self.label_path.with_extension("model"))
     }
 
     /// Number of slices.
@@ -547,6 +554,14 @@ impl Document {
     pub fn write_labels(path: &Path, labels: &[Plane<u16>]) -> Result<(), DataError> {
         write_mask(path, labels, MaskStyle::Classes).map(|_| ())
     }
+}
+
+/// A document's labels as training sees them (classes convention, objects from components).
+pub fn train_labels(labels: &[Plane<u8>]) -> Vec<crate::data::LabelSlice> {
+    labels
+        .iter()
+        .filter_map(|p| crate::data::encode_labels(&p.map(u32::from), LabelEncoding::Classes).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //!
 //! This file only declares and re-exports.
 
+pub mod collection;
 pub mod document;
 pub mod models;
 pub mod recent;

@@ -3,6 +3,7 @@
 //! keyboard shortcuts ([`keys`]).
 
 pub mod canvas;
+pub mod collection;
 pub mod keys;
 pub mod panels;
 pub mod windows;

@@ -133,11 +133,13 @@ pub(crate) fn status_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
 
 pub(crate) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
     let (mut undo_clicked, mut redo_clicked) = (false, false);
+    let mut open_image = None;
     egui::Panel::left("tools")
         .resizable(true)
         .default_size(240.0)
         .show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
+                open_image = crate::ui::collection::image_list(app, ui);
                 let Some(doc) = &mut app.doc else {
                     ui.label(if app.busy() {
                         "Opening…"
@@ -223,6 +225,9 @@ pub(crate) fn side_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
     if redo_clicked {
         app.redo();
     }
+    if let Some(i) = open_image {
+        app.open_collection_image(i);
+    }
 }
 
 pub(crate) fn model_panel(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -289,7 +294,12 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
                 "{} base channels, depth {}, {} iterations",
                 model.unet.base_channels, model.unet.depth, model.iteration
             ));
-            ui.label(format!("mask: {}", model.decision.describe()))
+            let name = model
+                .unet
+                .class_names
+                .get(1)
+                .map_or("class 2", String::as_str);
+            ui.label(format!("mask: {}", model.decision.describe_for(name)))
                 .on_hover_text(
                     "The decision rule is chosen with the model on held-out validation slices \
                  (the lowest sum of Rand and pixel errors); masks, exports and the mask \
@@ -299,11 +309,11 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
             if model.unet.classes == 2 {
                 let mut on = model.decision.gap_closing.is_some();
                 toggled = ui
-                    .checkbox(&mut on, "Close gaps between cells")
+                    .checkbox(&mut on, "Close gaps (watershed lines)")
                     .on_hover_text(
-                        "Watershed lines between confident cell cores keep touching cells \
-                         apart (a post-processing step). Applies to the mask overlay and \
-                         exports; File > Save model keeps the choice.",
+                        "Watershed lines between confident cores of class 2 keep touching \
+                         cells or nuclei apart (a post-processing step). Applies to the mask \
+                         overlay and exports; File > Save model keeps the choice.",
                     )
                     .changed();
                 if toggled {

@@ -1,7 +1,7 @@
 //! Training and prediction from the app: background jobs around the engine, the loss curve, live previews, versions.
 
 use crate::app::jobs::{JobKind, Message};
-use crate::app::model::{Overlay, PredictResult, TrainResult, train_labels, weight_key};
+use crate::app::model::{Overlay, PredictResult, TrainResult, weight_key};
 use crate::app::studio::StudioApp;
 use crate::data::{LabelSlice, Plane};
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
@@ -10,8 +10,9 @@ use crate::ml::{
 };
 use crate::postprocess::Decision;
 use crate::preprocess::{D4, class_weights, weight_map};
+use crate::project::document::train_labels;
 use crate::project::models::{LoadedModel, save_version};
-use crate::project::sets::{input_channels, new_network, picked, recipe, train_set};
+use crate::project::sets::{input_channels, new_network, normalized, picked, recipe, train_set};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use std::path::PathBuf;
 
@@ -23,7 +24,7 @@ impl StudioApp {
             return;
         }
         let Some(doc) = &self.doc else { return };
-        let (start, set) = match self.training_start(doc) {
+        let (start, set, pick) = match self.training_start(doc) {
             Ok(both) => both,
             Err(e) => {
                 self.error = Some(e);
@@ -62,8 +63,27 @@ impl StudioApp {
         self.models.val_losses.clear();
         self.models.val_rand.clear();
         self.status = format!("training on {}", device.description);
+        // In a collection, the labels of the other images join the shown one's.
+        let collection = self.collection.clone();
+        if let Some((c, _)) = &collection {
+            self.status.push_str(&format!(
+                " with the labels of {} image(s) of the collection",
+                c.images_with_work()
+            ));
+        }
         self.jobs.spawn(JobKind::Train, "train", move |ctx| {
             let run = || {
+                let mut set = set;
+                if let Some((c, shown)) = &collection {
+                    for other in c.labelled_images(*shown)? {
+                        for (slice, labels) in other.slices.iter().zip(other.labels) {
+                            let planes: Vec<&Plane<f32>> =
+                                pick.iter().filter_map(|&ch| slice.get(ch)).collect();
+                            set.images.push(normalized(&planes));
+                            set.labels.push(labels);
+                        }
+                    }
+                }
                 // Out of device memory: the same run again with a smaller tile.
                 let out = train_fitting(
                     &set,
@@ -111,9 +131,13 @@ impl StudioApp {
     fn training_start(
         &self,
         doc: &crate::project::Document,
-    ) -> Result<(StartFrom, TrainSet), String> {
+    ) -> Result<(StartFrom, TrainSet, Vec<usize>), String> {
         let labels = train_labels(&doc.labels);
-        if labels.iter().map(LabelSlice::labelled_count).sum::<usize>() == 0 {
+        let others = self
+            .collection
+            .as_ref()
+            .is_some_and(|(c, _)| c.images_with_work() > 0);
+        if labels.iter().map(LabelSlice::labelled_count).sum::<usize>() == 0 && !others {
             return Err("paint some labels first: every pixel is unlabelled".into());
         }
         let classes_used = crate::data::labels::class_count(&labels);
@@ -141,10 +165,8 @@ impl StudioApp {
         };
         let pick =
             input_channels(start.unet(), channels, &doc.source).map_err(|e| e.to_string())?;
-        Ok((
-            start,
-            train_set(&picked(&doc.stack, &pick), labels, Vec::new()),
-        ))
+        let set = train_set(&picked(&doc.stack, &pick), labels, Vec::new());
+        Ok((start, set, pick))
     }
 
     /// Makes a saved version the current model again (roll back), in the background.

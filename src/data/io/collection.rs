@@ -57,28 +57,34 @@ pub fn label_files(path: &Path, images: usize) -> Result<Vec<PathBuf>, DataError
 pub fn unify_channels(images: &mut [Stack]) -> Result<usize, DataError> {
     let most = images.iter().map(|s| s.channels).max().unwrap_or(1);
     for s in images.iter_mut() {
-        if s.channels == most {
-            continue;
-        }
-        if s.channels == 1 && most == 3 {
-            s.planes = s
-                .planes
-                .iter()
-                .flat_map(|p| [p.clone(), p.clone(), p.clone()])
-                .collect();
-            s.channels = 3;
-            continue;
-        }
-        let name: PathBuf = s.sources.first().cloned().unwrap_or_default();
-        return Err(DataError::invalid(
-            name,
-            format!(
-                "it has {} channel(s) and other images of the collection {most}; a network reads the same channels from every image",
-                s.channels
-            ),
-        ));
+        with_channels(s, most)?;
     }
     Ok(most)
+}
+
+/// Gives one image of a collection the collection's `channels`: a grey image joins colour
+/// ones as three equal channels; other mixes are refused, naming the file.
+pub fn with_channels(s: &mut Stack, channels: usize) -> Result<(), DataError> {
+    if s.channels == channels {
+        return Ok(());
+    }
+    if s.channels == 1 && channels == 3 {
+        s.planes = s
+            .planes
+            .iter()
+            .flat_map(|p| [p.clone(), p.clone(), p.clone()])
+            .collect();
+        s.channels = 3;
+        return Ok(());
+    }
+    let name: PathBuf = s.sources.first().cloned().unwrap_or_default();
+    Err(DataError::invalid(
+        name,
+        format!(
+            "it has {} channel(s) and other images of the collection {channels}; a network reads the same channels from every image",
+            s.channels
+        ),
+    ))
 }
 
 #[cfg(test)]

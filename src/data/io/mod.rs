@@ -10,7 +10,7 @@ pub mod tiff;
 pub mod write;
 
 pub use axes::PixelSize;
-pub use collection::{label_files, load_collection, unify_channels};
+pub use collection::{label_files, load_collection, unify_channels, with_channels};
 pub use files::{FOLDER_LABELS, IMAGE_EXTENSIONS, MAX_EDGE, MAX_SLICE_PIXELS, natural_cmp};
 pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
 pub use read::{decode_stack_bytes, load_label_stack, load_stack};
