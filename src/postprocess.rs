@@ -111,12 +111,21 @@ impl Decision {
 
     /// The class of every pixel of `probs` (one plane per class, class ids from 1).
     pub fn classes(&self, probs: &[Plane<f32>]) -> Plane<u16> {
-        match (probs, self.threshold, &self.gap_closing) {
-            ([_, p_cell], t, Some(g)) => {
-                close_gaps(p_cell, t.unwrap_or(0.5), g).map(|c| if c { 2 } else { 1 })
+        match probs {
+            [_, p_cell] if *self != Self::default() => {
+                self.cell_mask(p_cell).map(|c| if c { 2 } else { 1 })
             }
-            ([_, p_cell], Some(t), None) => p_cell.map(|p| if p > t { 2 } else { 1 }),
             _ => argmax_classes(probs),
+        }
+    }
+
+    /// The cell (class 2) mask of a two-class model's cell probabilities by this rule (the
+    /// most probable class of two is cell where its probability exceeds 0.5).
+    pub fn cell_mask(&self, p_cell: &Plane<f32>) -> Plane<bool> {
+        let t = self.threshold.unwrap_or(0.5);
+        match &self.gap_closing {
+            Some(g) => close_gaps(p_cell, t, g),
+            None => p_cell.map(|v| v > t),
         }
     }
 
@@ -241,13 +250,7 @@ pub fn choose_decision(p_cell: &[Plane<f32>], truth: &[Plane<bool>]) -> Option<D
     });
     let mut best: Option<DecisionChoice> = None;
     for decision in plain.chain(closing) {
-        let masks: Vec<Plane<bool>> = p_cell
-            .iter()
-            .map(|p| match decision.gap_closing {
-                Some(g) => close_gaps(p, decision.threshold.unwrap_or(0.5), &g),
-                None => p.map(|v| v > decision.threshold.unwrap_or(0.5)),
-            })
-            .collect();
+        let masks: Vec<Plane<bool>> = p_cell.iter().map(|p| decision.cell_mask(p)).collect();
         let choice = DecisionChoice {
             decision,
             scores: crate::metrics::mask_errors(&masks, truth),

@@ -654,3 +654,67 @@ fn a_crafted_model_config_is_refused_naming_the_file_and_the_field() {
     assert!(good.validate().is_ok());
     assert!(UNetConfig::preset(Preset::Paper, 2).validate().is_ok());
 }
+
+#[test]
+fn a_fine_tune_judges_networks_by_the_starting_models_rule_gap_closing_included() {
+    // The starting model closes gaps. Its own segmentation (by that rule, with watershed
+    // lines no plain threshold draws) is the validation truth of a fine-tune without
+    // held-out slices, so it must score exactly 0 there and its rule must stay with the
+    // network the run keeps.
+    let (img, _) = em_crop(1, 100, 140, 160);
+    let probe = one_slice_set(Vec::new());
+    let mut ckpt = base_network(&probe);
+    let rule = Decision {
+        threshold: Some(0.3),
+        gap_closing: Some(GapClosing {
+            seed_threshold: 0.6,
+            min_seed_area: 4,
+        }),
+    };
+    ckpt.meta.threshold = rule.threshold;
+    ckpt.meta.gap_closing = rule.gap_closing;
+    let cpu = cpu_device();
+    let probs = predict_probabilities(
+        &ckpt.model(&cpu.device).unwrap(),
+        &lite(),
+        std::slice::from_ref(&img),
+        68,
+        &cpu.device,
+        &CancelToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let own = rule.cell_mask(&probs[1]);
+    // The rule draws lines: no plain threshold gives the same mask.
+    assert!(
+        (1..20).all(|k| probs[1].map(|p| p > k as f32 / 20.0) != own),
+        "no watershed lines in this crop"
+    );
+    let mut labels = Plane::filled(img.width, img.height, 0u8);
+    for y in (4..img.height).step_by(9) {
+        for x in (4..img.width).step_by(9) {
+            labels.set(x, y, if own.at(x, y) { 2 } else { 1 });
+        }
+    }
+    let set = TrainSet {
+        images: vec![vec![img.clone()]],
+        labels: vec![unet_studio::data::LabelSlice {
+            objects: labels.map(|c| u32::from(c == 2)),
+            classes: labels,
+        }],
+        held_out: Vec::new(),
+    };
+    let cfg = TrainConfig {
+        optimizer: OptimizerConfig::Adam { lr: 0.01 },
+        val_fraction: 0.0,
+        val_every: 5,
+        ..quick_cfg(10, 7)
+    };
+    let (out, rounds) = fine_tune(&set, ckpt, &cfg);
+    assert_eq!(
+        rounds.first().map(|r| (r.0, r.2)),
+        Some((0, Some(0.0))),
+        "{rounds:?}"
+    );
+    assert_eq!(out.decision, rule);
+}

@@ -351,7 +351,7 @@ fn report(pb: &ProgressBar, e: TrainEvent) {
                     String::new()
                 },
                 rand_error
-                    .map(|r| format!(" Rand error {r:.4} (held-out slices, best threshold)"))
+                    .map(|r| format!(" Rand error {r:.4} (held-out slices)"))
                     .unwrap_or_default(),
                 if best { " (best so far)" } else { "" }
             ),

@@ -111,6 +111,9 @@ pub fn train(
         cancel,
         keep_best: cfg.keep_best,
         start_decision: begin.decision,
+        // Against the starting model's own segmentation every network is scored by the rule
+        // that made it (the starting model then scores 0), and keeps that rule.
+        fixed_rule: with_truth.is_some(),
     };
     let mut run = Run {
         set,

@@ -30,6 +30,9 @@ pub(crate) struct Validator<'a> {
     pub(crate) keep_best: bool,
     /// The starting network's decision rule, kept when there are no held-out slices.
     pub(crate) start_decision: Decision,
+    /// Score the held-out slices by `start_decision` instead of the best plain threshold
+    /// (they are the starting network's own segmentation by that rule).
+    pub(crate) fixed_rule: bool,
 }
 
 impl Validator<'_> {
@@ -63,15 +66,35 @@ impl Validator<'_> {
         };
         // One view during the run (fast); the kept network's threshold is chosen again with
         // the views `predict` averages at the end.
-        let held = validate_held_out(
-            &valid,
-            self.unet,
-            &self.set.held_out,
-            self.tile_out,
-            self.device,
-            self.cancel,
-            &[D4::default()],
-        )?;
+        let held = if self.fixed_rule {
+            held_out_probabilities(
+                &valid,
+                self.unet,
+                &self.set.held_out,
+                self.tile_out,
+                self.device,
+                self.cancel,
+                &[D4::default()],
+            )?
+            .map(|(p_cell, truth)| {
+                let masks: Vec<Plane<bool>> = p_cell
+                    .iter()
+                    .map(|p| self.start_decision.cell_mask(p))
+                    .collect();
+                let rand = crate::metrics::mask_errors(&masks, &truth).rand_error;
+                (rand, self.start_decision.threshold.unwrap_or(0.5))
+            })
+        } else {
+            validate_held_out(
+                &valid,
+                self.unet,
+                &self.set.held_out,
+                self.tile_out,
+                self.device,
+                self.cancel,
+                &[D4::default()],
+            )?
+        };
         let score = held.map_or(f64::from(v.0), |(rand, _)| rand);
         let is_best = best.as_ref().is_none_or(|b| score < b.score);
         if is_best && self.keep_best {
@@ -80,6 +103,7 @@ impl Validator<'_> {
                 iteration,
                 model: valid,
                 decision: match held {
+                    Some(_) if self.fixed_rule => self.start_decision,
                     Some((_, t)) => Decision::threshold(Some(t)),
                     None => self.start_decision,
                 },
