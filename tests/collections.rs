@@ -58,7 +58,7 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
     // The grey fields join the colour one as three equal channels.
     let unet = unet_studio::ml::load_checkpoint(&model).unwrap().meta.unet;
     assert_eq!(unet.in_channels, 3);
-    let out = dir.join("masks");
+    let (out, probs) = (dir.join("masks"), dir.join("probs"));
     let (ok, err) = run_cli(&[
         "predict",
         "--model",
@@ -67,6 +67,8 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
         &s(&images),
         "--output",
         &s(&out),
+        "--probabilities",
+        &s(&probs),
         "--tta",
         "1",
         "--device",
@@ -77,6 +79,16 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
         let m = load_label_stack(&out.join(format!("field{f}.tif"))).unwrap();
         assert_eq!((m.len(), m[0].width, m[0].height), (1, w, h), "field{f}");
         assert!(m[0].data.iter().all(|&c| c == 1 || c == 2));
+        // Each image's probabilities: one channel per class, its size, summing to one.
+        let p = unet_studio::data::load_stack(&probs.join(format!("field{f}.probabilities.tif")))
+            .unwrap();
+        assert_eq!(
+            (p.channels, p.slices(), p.width, p.height),
+            (2, 1, w, h),
+            "field{f}"
+        );
+        let sum = p.channel(0, 0).at(5, 5) + p.channel(0, 1).at(5, 5);
+        assert!((sum - 1.0).abs() < 1e-4, "{sum}");
     }
     // One mask file, probabilities or the input folder itself: refused before any work.
     let (model_s, images_s, out_s) = (s(&model), s(&images), s(&out));
@@ -84,7 +96,11 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
         (vec!["--output", "m.tif"], "must be a folder"),
         (
             vec!["--output", &out_s, "--probabilities", "p.tif"],
-            "--probabilities takes one stack",
+            "--probabilities must be a folder for their probabilities",
+        ),
+        (
+            vec!["--output", &out_s, "--probabilities", &images_s],
+            "the probabilities would be read as images",
         ),
         (vec!["--output", &images_s], "is the input folder"),
     ] {

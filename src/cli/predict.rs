@@ -26,7 +26,8 @@ pub struct PredictArgs {
     /// Mask to write: .png (one per slice) or .tif (multipage).
     #[arg(long)]
     output: PathBuf,
-    /// Also write class probabilities as a float TIFF.
+    /// Also write class probabilities as a float TIFF (for a collection: a folder, one
+    /// `<image>.probabilities.tif` per image).
     #[arg(long)]
     probabilities: Option<PathBuf>,
     /// Write 0/255 instead of class ids.
@@ -103,7 +104,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         ckpt.meta.unet.input_channels = a.channels.clone();
     }
     let pick = input_channels(&ckpt.meta.unet, images[0].channels, &a.input)?;
-    let mask_paths = check_outputs(&a, &images)?;
+    let outputs = check_outputs(&a, &images)?;
     let decision = decision_of(&a, &ckpt.meta)?;
     let device = select_device(a.device)?;
     eprintln!("device: {}", device.description);
@@ -120,7 +121,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         "predict",
     );
     let mut files = Vec::new();
-    for (stack, mask_path) in images.iter().zip(&mask_paths) {
+    for (stack, (mask_path, prob_path)) in images.iter().zip(&outputs) {
         let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
         let mut report = Report {
             pb: &pb,
@@ -139,7 +140,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         )?;
         let axes = TiffAxes::of(stack);
         files.extend(encode_mask(mask_path, &report.masks, style, &[], &axes)?);
-        if let Some(p) = &a.probabilities {
+        if let Some(p) = prob_path {
             let bytes = encode_f32_tiff(p, &report.prob_pages, ckpt.meta.unet.classes, &axes)?;
             files.push((p.clone(), bytes));
         }
@@ -178,9 +179,10 @@ fn decision_of(a: &PredictArgs, meta: &crate::ml::CheckpointMeta) -> Result<Deci
     Ok(decision)
 }
 
-/// Where the masks go, checked before any computation: `--output` for one stack; for a
-/// collection, one `.tif` per image (named after it) in the folder `--output`.
-fn check_outputs(a: &PredictArgs, images: &[Stack]) -> Result<Vec<PathBuf>> {
+/// Where the masks (and probabilities) go, checked before any computation: `--output` (and
+/// `--probabilities`) for one stack; for a collection, one `<image>.tif` per image in the
+/// folder `--output` (and one `<image>.probabilities.tif` in the folder `--probabilities`).
+fn check_outputs(a: &PredictArgs, images: &[Stack]) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
     let inputs = [a.input.as_path(), a.model.as_path()];
     if let [stack] = images {
         let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
@@ -196,39 +198,46 @@ fn check_outputs(a: &PredictArgs, images: &[Stack]) -> Result<Vec<PathBuf>> {
                 bail!("--probabilities {} is also the mask output", p.display());
             }
         }
-        return Ok(vec![a.output.clone()]);
+        return Ok(vec![(a.output.clone(), a.probabilities.clone())]);
     }
-    if a.probabilities.is_some() {
-        bail!(
-            "{} is a collection of {} images of different sizes or channels: --probabilities takes one stack; predict the images one by one for their probabilities",
-            a.input.display(),
-            images.len()
-        );
+    let folders = std::iter::once(("--output", &a.output, "masks")).chain(
+        a.probabilities
+            .iter()
+            .map(|p| ("--probabilities", p, "probabilities")),
+    );
+    for (flag, folder, what) in folders {
+        if crate::data::ImageFormat::from_path(folder).is_some() {
+            bail!(
+                "{} is a collection of {} images of different sizes or channels: {flag} must be a folder for their {what}, not {}",
+                a.input.display(),
+                images.len(),
+                folder.display()
+            );
+        }
+        if resolved(folder) == resolved(&a.input) {
+            bail!(
+                "{flag} {} is the input folder: the {what} would be read as images next time; choose another folder",
+                folder.display()
+            );
+        }
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("creating the folder {} ({flag})", folder.display()))?;
     }
-    if crate::data::ImageFormat::from_path(&a.output).is_some() {
-        bail!(
-            "{} is a collection of {} images of different sizes or channels: --output must be a folder for their masks, not {}",
-            a.input.display(),
-            images.len(),
-            a.output.display()
-        );
-    }
-    if resolved(&a.output) == resolved(&a.input) {
-        bail!(
-            "--output {} is the input folder: the masks would be read as images next time; choose another folder",
-            a.output.display()
-        );
-    }
-    std::fs::create_dir_all(&a.output)
-        .with_context(|| format!("creating the mask folder {}", a.output.display()))?;
     images
         .iter()
         .map(|s| {
             let source = s.sources.first().cloned().unwrap_or_default();
             let stem = source.file_stem().unwrap_or_default().to_string_lossy();
-            let path = a.output.join(format!("{stem}.tif"));
-            check_output(&path, &["tif"], std::slice::from_ref(&path), &inputs)?;
-            Ok(path)
+            let mask = a.output.join(format!("{stem}.tif"));
+            check_output(&mask, &["tif"], std::slice::from_ref(&mask), &inputs)?;
+            let probs = a
+                .probabilities
+                .as_ref()
+                .map(|p| p.join(format!("{stem}.probabilities.tif")));
+            if let Some(p) = &probs {
+                check_output(p, &["tif"], std::slice::from_ref(p), &inputs)?;
+            }
+            Ok((mask, probs))
         })
         .collect()
 }
