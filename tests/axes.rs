@@ -35,7 +35,7 @@ tifffile.imwrite(f'{d}/ome_zc.tif', vol(1, 3, 2)[0], ome=True,
                  metadata={'axes': 'ZCYX', 'PhysicalSizeX': 0.25, 'PhysicalSizeY': 0.25,
                            'PhysicalSizeZ': 2.0})
 tifffile.imwrite(f'{d}/ome_cz.tif', np.moveaxis(vol(1, 3, 2)[0], 1, 0), ome=True,
-                 metadata={'axes': 'CZYX'})
+                 metadata={'axes': 'CZYX', 'Channel': {'Name': ['DAPI', 'GFP']}})
 rgb = np.zeros((6, 5, 3), np.uint8)
 rgb[..., 0], rgb[..., 1], rgb[..., 2] = 10, 20, 30
 tifffile.imwrite(f'{d}/rgb.tif', rgb, photometric='rgb')
@@ -114,6 +114,17 @@ fn hyperstacks_ome_rgb_bigtiff_and_big_endian_read_with_their_axes() {
         .pixel_size
         .unwrap();
     assert_eq!((ome.x, ome.y, ome.z), (0.25, 0.25, Some(2.0)));
+    // OME channel names, shown by the app; a file without them says "channel 2".
+    let named = load_stack(&d.join("ome_cz.tif")).unwrap();
+    assert_eq!(named.channel_names, ["DAPI", "GFP"]);
+    assert_eq!(named.channel_label(1), "channel 2 (GFP)");
+    let unnamed = load_stack(&d.join("ome_zc.tif")).unwrap();
+    assert!(
+        unnamed.channel_names.iter().all(String::is_empty),
+        "{:?}",
+        unnamed.channel_names
+    );
+    assert_eq!(unnamed.channel_label(1), "channel 2");
     // Colour: three channels; a grey image saved as colour stays one channel.
     let rgb = load_stack(&d.join("rgb.tif")).unwrap();
     assert_eq!((rgb.channels, rgb.slices()), (3, 1));

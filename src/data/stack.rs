@@ -41,6 +41,8 @@ pub struct Stack {
     pub sources: Vec<PathBuf>,
     /// The pixel size, when the file says.
     pub pixel_size: Option<PixelSize>,
+    /// The channels' names, when the file says (OME `Channel Name`); empty otherwise.
+    pub channel_names: Vec<String>,
 }
 
 impl Stack {
@@ -56,6 +58,15 @@ impl Stack {
             planes: slices,
             sources,
             pixel_size: None,
+            channel_names: Vec::new(),
+        }
+    }
+
+    /// Channel `c` for people: "channel 1", or "channel 1 (DAPI)" when the file names it.
+    pub fn channel_label(&self, c: usize) -> String {
+        match self.channel_names.get(c).filter(|n| !n.trim().is_empty()) {
+            Some(name) => format!("channel {} ({})", c + 1, name.trim()),
+            None => format!("channel {}", c + 1),
         }
     }
 

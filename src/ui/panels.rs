@@ -743,6 +743,9 @@ fn history_section(app: &mut StudioApp, ui: &mut egui::Ui) {
 /// The contrast window and gamma; for a multichannel stack, each channel's visibility,
 /// colour and window (the image is their composite).
 fn contrast(ui: &mut egui::Ui, doc: &mut crate::project::Document, slice: usize) {
+    let labels: Vec<String> = (0..doc.stack.channels)
+        .map(|c| doc.stack.channel_label(c))
+        .collect();
     let d = &mut doc.display;
     if d.channels.is_empty() {
         ui.add(egui::DragValue::new(&mut d.min).prefix("min ").speed(1.0));
@@ -750,7 +753,11 @@ fn contrast(ui: &mut egui::Ui, doc: &mut crate::project::Document, slice: usize)
     }
     for (c, ch) in d.channels.iter_mut().enumerate() {
         ui.horizontal(|ui| {
-            ui.checkbox(&mut ch.visible, format!("channel {}", c + 1));
+            let label = labels
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| format!("channel {}", c + 1));
+            ui.checkbox(&mut ch.visible, label);
             ui.color_edit_button_srgb(&mut ch.color);
         });
         ui.horizontal(|ui| {

@@ -45,6 +45,8 @@ pub struct Layout {
     pub order: [Axis; 3],
     /// Pixel size, when the file says.
     pub pixel_size: Option<PixelSize>,
+    /// Channel names, when the file says (OME); empty otherwise.
+    pub channel_names: Vec<String>,
 }
 
 impl Layout {
@@ -56,6 +58,7 @@ impl Layout {
             t: 1,
             order: [Axis::C, Axis::Z, Axis::T],
             pixel_size: None,
+            channel_names: Vec::new(),
         }
     }
 
@@ -194,6 +197,7 @@ fn imagej(
         t: frames,
         order: [Axis::C, Axis::Z, Axis::T],
         pixel_size,
+        channel_names: Vec::new(),
     }))
 }
 
@@ -204,6 +208,7 @@ fn ome(path: &Path, description: &str) -> Result<Option<Layout>, DataError> {
     let mut reader = quick_xml::Reader::from_str(description);
     let mut images = 0usize;
     let mut pixels = None;
+    let mut names = Vec::new();
     loop {
         match reader.read_event() {
             Ok(Event::Start(e) | Event::Empty(e)) => match e.local_name().as_ref() {
@@ -218,6 +223,14 @@ fn ome(path: &Path, description: &str) -> Result<Option<Layout>, DataError> {
                     }
                     pixels = Some(attrs);
                 }
+                // The first image's channels, in order (their names, or nothing).
+                b"Channel" if images <= 1 => names.push(
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.local_name().as_ref() == b"Name")
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                        .unwrap_or_default(),
+                ),
                 _ => {}
             },
             Ok(Event::Eof) => break,
@@ -273,12 +286,19 @@ fn ome(path: &Path, description: &str) -> Result<Option<Layout>, DataError> {
         }),
         _ => None,
     };
+    // Names only when every channel has its element (else they could be misattributed).
+    let channel_names = if names.len() == channels {
+        names
+    } else {
+        Vec::new()
+    };
     Ok(Some(Layout {
         channels,
         z,
         t,
         order,
         pixel_size,
+        channel_names,
     }))
 }
 

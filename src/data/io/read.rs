@@ -90,6 +90,11 @@ fn files_to_stack(files: Vec<RawFile>) -> Result<Stack, DataError> {
         .first()
         .and_then(|f| f.layout.as_ref())
         .and_then(|l| l.pixel_size.clone());
+    let channel_names = files
+        .first()
+        .and_then(|f| f.layout.as_ref())
+        .map(|l| l.channel_names.clone())
+        .unwrap_or_default();
     let single = files.len() == 1;
     let mut stack = Stack {
         width,
@@ -100,6 +105,7 @@ fn files_to_stack(files: Vec<RawFile>) -> Result<Stack, DataError> {
         planes: Vec::new(),
         sources: Vec::new(),
         pixel_size,
+        channel_names,
     };
     for file in files {
         let (channels, frames, planes) = file_planes(&file)?;
