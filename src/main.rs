@@ -29,6 +29,17 @@ fn main() -> std::process::ExitCode {
         // SAFETY: the first statements of `main`, before any other thread exists.
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
+    // Mesa's Vulkan device-select layer looks for a Wayland session to pick the default GPU;
+    // without `XDG_RUNTIME_DIR` (servers, CI, `su`, containers) it prints "error:
+    // XDG_RUNTIME_DIR is invalid or not set in the environment." several times on every start
+    // that probes a GPU. There is no session for it to ask then, so the layer is turned off
+    // (it only orders the adapters; wgpu still chooses among all of them).
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        // SAFETY: the first statements of `main`, before any other thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     let cli = unet_studio::cli::Cli::parse();
     match unet_studio::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

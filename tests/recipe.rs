@@ -600,6 +600,31 @@ fn auto_never_computes_on_a_software_adapter() {
         let why = auto.fallback_reason.expect("the reason is given");
         assert!(why.contains("software renderer"), "{why}");
     }
+    // The binary probes the GPU without Mesa's device-select layer printing "XDG_RUNTIME_DIR
+    // is invalid" when there is no session (servers, CI).
+    let dir = tempdir("no-session");
+    let small = load_stack(&sample_dir().join("images/slice00.png"))
+        .unwrap()
+        .planes[0]
+        .crop_mirrored(0, 0, 64, 64);
+    image::GrayImage::from_fn(64, 64, |x, y| {
+        image::Luma([small.at(x as usize, y as usize) as u8])
+    })
+    .save(dir.join("in.png"))
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_unet-studio"))
+        .args(["predict", "--device", "gpu", "--tta", "1", "--model"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/model"))
+        .arg("--input")
+        .arg(dir.join("in.png"))
+        .arg("--output")
+        .arg(dir.join("m.png"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
 }
 
 #[test]
