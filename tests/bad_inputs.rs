@@ -655,3 +655,119 @@ fn palette_labels_truncated_jpegs_and_unbounded_grids() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Under an address-space limit (`ulimit -v`, a batch system's memory limit) the machine's
+/// free memory is not what the process can use: every subcommand asks what is left under the
+/// limit and refuses a stack that does not fit with a message, instead of aborting on a
+/// failed allocation (`predict` counting the network's working memory too).
+#[cfg(unix)]
+#[test]
+fn subcommands_under_an_address_space_limit_refuse_instead_of_aborting() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = scratch_copy("address-space");
+    // 8 pages of 2048 x 2048 (32 Mpx): more than fits in what a 600 MiB address space
+    // leaves the binary, for every command.
+    let labels: Vec<Plane<u16>> = (0..8)
+        .map(|i| {
+            Plane::from_vec(
+                2048,
+                2048,
+                (0..2048 * 2048)
+                    .map(|p| ((p / 97 + i) % 3) as u16)
+                    .collect(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let big = dir.join("big.tif");
+    write_mask(&big, &labels, MaskStyle::Classes).unwrap();
+    drop(labels);
+    let big_s = big.to_string_lossy().into_owned();
+    let out = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/model");
+    let model_s = model.to_string_lossy().into_owned();
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "weights".into(),
+            "--labels".into(),
+            big_s.clone(),
+            "--output".into(),
+            out("w.tif"),
+        ],
+        vec![
+            "deform".into(),
+            "--image".into(),
+            big_s.clone(),
+            "--seed".into(),
+            "1".into(),
+            "--output-dir".into(),
+            out("d"),
+        ],
+        vec![
+            "eval".into(),
+            "--prediction".into(),
+            big_s.clone(),
+            "--truth".into(),
+            big_s.clone(),
+        ],
+        vec![
+            "train".into(),
+            "--images".into(),
+            big_s.clone(),
+            "--labels".into(),
+            big_s.clone(),
+            "--out".into(),
+            out("m"),
+            "--iterations".into(),
+            "1".into(),
+            "--device".into(),
+            "cpu".into(),
+        ],
+        vec![
+            "predict".into(),
+            "--model".into(),
+            model_s,
+            "--input".into(),
+            big_s.clone(),
+            "--output".into(),
+            out("p.tif"),
+            "--device".into(),
+            "cpu".into(),
+        ],
+    ];
+    for args in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_unet-studio"));
+        cmd.args(&args)
+            .env("UNET_STUDIO_NO_PROGRESS", "1")
+            .env_remove("UNET_STUDIO_MEMORY_LIMIT");
+        let limit: libc::rlim_t = 600 << 20;
+        // SAFETY: setrlimit is async-signal-safe; the closure runs in the child between fork
+        // and exec and touches nothing else.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let o = cmd.output().expect("run the binary");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{args:?} ended by a signal or succeeded: {err}"
+        );
+        assert!(
+            err.contains("big.tif") && err.contains("needs about") && err.contains("available"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("memory allocation"), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -156,7 +156,21 @@ pub(crate) mod bytes_per_pixel {
 /// Refuses `what` when the stack at `path`, at `per_pixel` bytes per pixel, needs more memory
 /// than the machine has (from the files' headers: nothing is decoded).
 pub(crate) fn check_task_memory(path: &Path, per_pixel: u64, what: &str) -> Result<()> {
+    check_task_memory_plus(path, per_pixel, 0, what)
+}
+
+/// [`check_task_memory`] with `extra` bytes the command needs besides the stack (the
+/// network's working memory).
+pub(crate) fn check_task_memory_plus(
+    path: &Path,
+    per_pixel: u64,
+    extra: u64,
+    what: &str,
+) -> Result<()> {
     let info = crate::data::io::probe_stack(path)?;
-    crate::data::io::check_memory(path, (info.pixels as u64).saturating_mul(per_pixel), what)?;
+    let need = (info.pixels as u64)
+        .saturating_mul(per_pixel)
+        .saturating_add(extra);
+    crate::data::io::check_memory(path, need, what)?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `unet-studio predict`: masks, probabilities or instances of a stack with a trained model.
 
 use super::common::{
-    bar, bytes_per_pixel, check_output, check_task_memory, default_views, resolved, say, valid_tile,
+    bar, bytes_per_pixel, check_output, check_task_memory_plus, default_views, resolved, say,
+    valid_tile,
 };
 use crate::data::io::{encode_f32_tiff, encode_mask, write_outputs};
 use crate::data::io::{load_collection, unify_channels};
@@ -88,7 +89,13 @@ impl SliceProgress for Report<'_> {
 
 pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     let mut ckpt = load_checkpoint(&a.model)?;
-    check_task_memory(&a.input, bytes_per_pixel::PREDICT, "predict")?;
+    // The stack, and the network's pass over one tile (its activations).
+    let geom = ckpt.meta.unet.geometry();
+    let network_bytes = geom
+        .input_size(valid_tile(&geom, a.tile)?)
+        .and_then(|input| ckpt.meta.unet.memory_estimate(input, false))
+        .map_or(0, |m| m.total_bytes);
+    check_task_memory_plus(&a.input, bytes_per_pixel::PREDICT, network_bytes, "predict")?;
     // A file, a folder of equal images (one stack), or a collection of images that differ:
     // one mask each, written into the folder --output.
     let mut images = load_collection(&a.input)?;
@@ -109,7 +116,6 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     let device = select_device(a.device)?;
     eprintln!("device: {}", device.description);
     let model = ckpt.model(&device.device)?;
-    let geom = ckpt.meta.unet.geometry();
     let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
     let style = if a.binary {
         MaskStyle::Binary

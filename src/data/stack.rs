@@ -133,6 +133,7 @@ mod tests {
             planes,
             sources: vec![PathBuf::from("a.tif"); 6],
             pixel_size: None,
+            channel_names: Vec::new(),
         };
         assert_eq!((s.slices(), s.depth()), (6, 3));
         // Slice 4 = t 1, z 1; its channel 1 is plane 9.

@@ -168,8 +168,9 @@ pub fn probe_stack(path: &Path) -> Result<StackInfo, DataError> {
 }
 
 /// Memory this process may use, in bytes: `UNET_STUDIO_MEMORY_LIMIT` when set (bytes), else
-/// what the system has available (`MemAvailable` of `/proc/meminfo` on Linux; unknown
-/// elsewhere).
+/// what the system has available (`MemAvailable` of `/proc/meminfo` on Linux), and no more
+/// than the address space the process has left under its limit (`ulimit -v`, a batch
+/// system's memory limit); unknown elsewhere.
 pub fn available_memory() -> Option<u64> {
     if let Some(limit) = std::env::var("UNET_STUDIO_MEMORY_LIMIT")
         .ok()
@@ -180,7 +181,38 @@ pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let free = kib * 1024;
+    Some(address_space_left().map_or(free, |left| free.min(left)))
+}
+
+/// The address space this process may still map under its `RLIMIT_AS` (limit minus what it
+/// has mapped, `VmSize`), or `None` without a limit. An allocation past it fails and the
+/// process aborts, however much memory the machine has.
+#[cfg(unix)]
+fn address_space_left() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we pass and reads nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } == 0;
+    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mapped_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmSize:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(lim.rlim_cur.saturating_sub(mapped_kib * 1024))
+}
+
+/// No address-space limit is read outside Unix.
+#[cfg(not(unix))]
+fn address_space_left() -> Option<u64> {
+    None
 }
 
 /// Refuses `what` on `path` when it needs more than 90 % of [`available_memory`] (nothing is
