@@ -573,21 +573,6 @@ pub fn threshold_scores(
     }
 }
 
-/// The decision threshold a model should use: the one with the lowest Rand error on the
-/// validation slices (ties: the lower pixel error), from `scores` of a fine threshold grid.
-pub fn decision_threshold(scores: &ThresholdScores) -> Option<f32> {
-    scores
-        .per_threshold
-        .iter()
-        .filter(|(_, s)| s.rand_error.is_finite())
-        .min_by(|a, b| {
-            (a.1.rand_error, a.1.pixel_error)
-                .partial_cmp(&(b.1.rand_error, b.1.pixel_error))
-                .unwrap_or(std::cmp::Ordering::Equal)
-        })
-        .map(|(t, _)| *t)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,8 +764,6 @@ mod tests {
         // At 0.6 one of the two cell pixels is lost: pixel F = 2/3.
         let at = s.at(0.6).unwrap();
         assert!((at.pixel_error - 1.0 / 3.0).abs() < 1e-12, "{at:?}");
-        let t = decision_threshold(&s).unwrap();
-        assert!((0.3..0.6).contains(&t), "{t}");
     }
 
     #[test]

@@ -369,7 +369,6 @@ fn predict_stack_then_export_every_kind_and_read_back() {
     use egui_kittest::kittest::Queryable as _;
     use unet_studio::app::ExportKind;
     use unet_studio::data::load_stack;
-    use unet_studio::postprocess::argmax_classes;
     let dir = copy_sample("export");
     let out = dir.join("export");
     let mut h = harness(&dir);
@@ -421,8 +420,12 @@ fn predict_stack_then_export_every_kind_and_read_back() {
             .kind,
         unet_studio::data::PixelKind::U16
     );
+    // Masks by the model's decision rule (a new two-class network's: threshold and gap
+    // closing, `Decision::UNTUNED`).
+    let decision = h.state().models.model.as_ref().unwrap().decision;
+    assert_eq!(decision, unet_studio::postprocess::Decision::UNTUNED);
     for s in 0..3 {
-        let expect = argmax_classes(&probs[s]);
+        let expect = decision.classes(&probs[s]);
         assert!(
             masks[s]
                 .data
@@ -823,6 +826,8 @@ fn every_training_run_is_a_version_that_can_be_restored() {
     for iterations in [3u64, 5] {
         h.state_mut().reset_model();
         h.state_mut().models.iterations = iterations;
+        // A frame first: the panel loses the model's rows, and the button moves.
+        h.run_steps(1);
         h.get_by_label("Train").click();
         h.run_steps(1);
         h.state_mut().finish_jobs();

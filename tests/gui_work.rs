@@ -70,6 +70,8 @@ fn the_sample_resumes_its_own_labels_and_model_after_a_restart() {
     // strokes it already gets right keeps the bundled model and adds no version).
     h.state_mut().reset_model();
     h.state_mut().models.iterations = 3;
+    // A frame first: the panel loses the model's rows, and the button moves.
+    h.run_steps(1);
     h.get_by_label("Train").click();
     h.run_steps(2);
     h.state_mut().finish_jobs();

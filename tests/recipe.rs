@@ -101,9 +101,13 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
             TrainEvent::Validation {
                 iteration,
                 rand_error,
+                score,
                 best,
                 ..
-            } => events.push((iteration, rand_error.expect("held-out slices"), best)),
+            } => {
+                assert!(rand_error.is_some());
+                events.push((iteration, score.expect("held-out slices"), best))
+            }
             TrainEvent::Threshold {
                 threshold,
                 gap_closing,
@@ -133,8 +137,9 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
         events.iter().map(|e| e.0).collect::<Vec<_>>(),
         vec![5, 10, 15, 20, 25, 30, 35, 40]
     );
-    // The kept network is the first one with the lowest Rand error, not the last.
-    let (best_it, best_rand, _) = events
+    // The kept network is the first one with the lowest score (Rand + pixel error of its
+    // best decision rule), not the last.
+    let (best_it, best_score, _) = events
         .iter()
         .copied()
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -143,7 +148,7 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     // the CPU kernels' parallel sums make the exact course differ between runs.)
     assert_eq!(out.model_iteration, best_it, "{events:?}");
     assert_eq!(out.iteration, 40);
-    assert!(best_rand.is_finite());
+    assert!(best_score.is_finite());
     // predict's default: one view or the mean of 8 (only when 5 % better: they cost 8x),
     // with the decision rule (threshold, gap closing) of the lowest Rand + pixel error.
     let (decision, views, (rand, pixel), other_views, (other_rand, other_pixel)) =
@@ -155,6 +160,8 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
         assert!(cost < other_cost * 0.95, "{cost} {other_cost}");
     } else {
         assert!(other_cost >= cost * 0.95, "{cost} {other_cost}");
+        // One view: the same choice as the round that kept the network.
+        assert!((cost - best_score).abs() < 1e-9, "{cost} {best_score}");
     }
     assert_eq!(out.decision, decision);
     assert_eq!(out.threshold_views, Some(views as u8));

@@ -340,11 +340,12 @@ fn report(pb: &ProgressBar, e: TrainEvent) {
             loss,
             pixel_error,
             rand_error,
+            score,
             best,
         } => say(
             pb,
             format!(
-                "iteration {iteration}: validation{}{}{}",
+                "iteration {iteration}: validation{}{}{}{}",
                 if loss.is_finite() {
                     format!(" loss {loss:.4}, wrong px {pixel_error:.4} (held-out blocks)")
                 } else {
@@ -352,6 +353,10 @@ fn report(pb: &ProgressBar, e: TrainEvent) {
                 },
                 rand_error
                     .map(|r| format!(" Rand error {r:.4} (held-out slices)"))
+                    .unwrap_or_default(),
+                score
+                    .filter(|s| rand_error.is_none_or(|r| r != *s))
+                    .map(|s| format!(", Rand + pixel error {s:.4} (best rule)"))
                     .unwrap_or_default(),
                 if best { " (best so far)" } else { "" }
             ),

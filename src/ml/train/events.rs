@@ -43,9 +43,14 @@ pub enum TrainEvent {
         loss: f32,
         /// Fraction of held-out pixels whose argmax class is wrong.
         pixel_error: f32,
-        /// The paper's Rand error on the held-out slices at its best threshold, when the set
-        /// has held-out slices.
+        /// The paper's Rand error on the held-out slices by the network's best decision rule
+        /// there (the starting model's rule against its own segmentation), when the set has
+        /// held-out slices.
         rand_error: Option<f64>,
+        /// What picks the kept network on held-out slices: the lowest sum of the Rand and
+        /// pixel errors of its best decision rule (threshold, gap closing); the Rand error
+        /// alone against the starting model's segmentation.
+        score: Option<f64>,
         /// Whether this is the best validation of the run so far (the one kept).
         best: bool,
     },

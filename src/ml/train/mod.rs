@@ -1,7 +1,8 @@
-//! Training: what a run trains on ([`set`]), how it starts and reports ([`events`]), its
-//! validation ([`validate`]) and the loop itself ([`run`]). Its configuration is
-//! [`crate::ml::config`].
+//! Training: what a run trains on ([`set`]), where it starts (`begin`), how it reports
+//! ([`events`]), its validation ([`validate`]) and the loop itself ([`run`]). Its
+//! configuration is [`crate::ml::config`].
 
+mod begin;
 pub mod events;
 pub mod run;
 pub mod set;

@@ -23,6 +23,7 @@ use crate::ml::unet::{UNet, UNetConfig};
 use crate::postprocess::{Decision, choose_decision};
 use crate::preprocess::{D4, Rng, class_weights, weight_map};
 
+use super::begin::Begin;
 use super::events::{StartFrom, TrainEvent, TrainOutcome};
 use super::set::{
     HeldOutSlice, Sample, SliceTargets, TrainSet, draw_sample, target_tensors_with,
@@ -137,46 +138,66 @@ pub fn train(
         run.validation = Some(v);
         on_event(event);
     }
-    let (mut run, cancelled) = run.steps(&ad, &validator, out_dir, cancel, on_event)?;
+    let (run, cancelled) = run.steps(&ad, &validator, out_dir, cancel, on_event)?;
     // Views and decision rule are chosen on real held-out slices only (the starting
     // network's own segmentation says nothing about averaging views or closing gaps).
-    let views = match with_truth {
-        None => run.choose_decision(&validator, cancel, on_event)?,
-        Some(_) => None,
-    };
-    let threshold_views = views.or(begin.threshold_views);
-    if let Some(dir) = out_dir
-        && (!run.losses.is_empty() || run.best.is_some())
-    {
-        let mut last_meta = run.meta(begin.decision);
-        last_meta.threshold_views = threshold_views;
-        let path = run.save(dir, last_meta)?;
-        on_event(TrainEvent::Checkpoint {
-            iteration: run.iteration,
-            path,
-        });
+    run.finish(
+        (begin.decision, begin.threshold_views, with_truth.is_none()),
+        &validator,
+        (out_dir, cancel, cancelled),
+        on_event,
+    )
+}
+
+impl Run<'_> {
+    /// The end of a run: views and decision rule chosen (when `choose`), the last state and
+    /// the kept network saved, the outcome.
+    fn finish(
+        mut self,
+        (start_decision, start_views, choose): (Decision, Option<u8>, bool),
+        validator: &Validator<'_>,
+        (out_dir, cancel, cancelled): (Option<&Path>, &CancelToken, bool),
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<TrainOutcome, MlError> {
+        let views = if choose {
+            self.choose_decision(validator, cancel, on_event)?
+        } else {
+            None
+        };
+        let threshold_views = views.or(start_views);
+        if let Some(dir) = out_dir
+            && (!self.losses.is_empty() || self.best.is_some())
+        {
+            let mut last_meta = self.meta(start_decision);
+            last_meta.threshold_views = threshold_views;
+            let path = self.save(dir, last_meta)?;
+            on_event(TrainEvent::Checkpoint {
+                iteration: self.iteration,
+                path,
+            });
+        }
+        let (model, model_iteration, decision, validation) = match self.best {
+            Some(b) => (b.model, b.iteration, b.decision, Some(b.validation)),
+            None => (
+                self.model.valid(),
+                self.iteration,
+                start_decision,
+                self.validation,
+            ),
+        };
+        Ok(TrainOutcome {
+            model,
+            unet: self.unet,
+            iteration: self.iteration,
+            losses: self.losses,
+            validation,
+            cancelled,
+            model_iteration,
+            decision,
+            threshold_views,
+            config: self.cfg.clone(),
+        })
     }
-    let (model, model_iteration, decision, validation) = match run.best {
-        Some(b) => (b.model, b.iteration, b.decision, Some(b.validation)),
-        None => (
-            run.model.valid(),
-            run.iteration,
-            begin.decision,
-            run.validation,
-        ),
-    };
-    Ok(TrainOutcome {
-        model,
-        unet: run.unet,
-        iteration: run.iteration,
-        losses: run.losses,
-        validation,
-        cancelled,
-        model_iteration,
-        decision,
-        threshold_views,
-        config: cfg.clone(),
-    })
 }
 
 /// Refuses a set without images, with labels of another size than their image, or with
@@ -204,58 +225,6 @@ fn check_set(set: &TrainSet, unet: &UNetConfig) -> Result<(), MlError> {
         }
     }
     Ok(())
-}
-
-/// Where a run starts: the network, its optimiser and iteration, and what the starting
-/// checkpoint says about its decision rule.
-struct Begin {
-    unet: UNetConfig,
-    model: UNet,
-    optim: ModuleOptimizer,
-    first_iteration: u64,
-    decision: Decision,
-    threshold_views: Option<u8>,
-    from_checkpoint: bool,
-    /// Started from a checkpoint's weights with a fresh optimiser.
-    fine_tune: bool,
-}
-
-impl Begin {
-    fn new(start: StartFrom, cfg: &TrainConfig, ad: &Device) -> Result<Self, MlError> {
-        let fresh = || cfg.optimizer.init_optimizer();
-        Ok(match start {
-            StartFrom::Scratch(u) => Self {
-                decision: Decision::for_new_network(u.classes),
-                model: u.init(ad),
-                unet: u,
-                optim: fresh(),
-                first_iteration: 0,
-                threshold_views: None,
-                from_checkpoint: false,
-                fine_tune: false,
-            },
-            StartFrom::FineTune(c) => Self {
-                model: c.model(ad)?,
-                unet: c.meta.unet.clone(),
-                optim: fresh(),
-                first_iteration: 0,
-                decision: c.meta.decision(),
-                threshold_views: c.meta.threshold_views,
-                from_checkpoint: true,
-                fine_tune: true,
-            },
-            StartFrom::Resume(c) => Self {
-                optim: c.restore_optimizer(fresh())?,
-                model: c.model(ad)?,
-                unet: c.meta.unet.clone(),
-                first_iteration: c.meta.iteration,
-                decision: c.meta.decision(),
-                threshold_views: c.meta.threshold_views,
-                from_checkpoint: true,
-                fine_tune: false,
-            },
-        })
-    }
 }
 
 /// The labels split into training and held-out blocks, the class weights, the weight maps

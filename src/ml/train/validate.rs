@@ -8,7 +8,7 @@ use crate::ml::device::ComputeDevice;
 use crate::ml::error::MlError;
 use crate::ml::infer::{predict_probabilities_tta, predict_probabilities_where};
 use crate::ml::unet::{UNet, UNetConfig};
-use crate::postprocess::Decision;
+use crate::postprocess::{Decision, choose_decision};
 use crate::preprocess::D4;
 
 use super::events::TrainEvent;
@@ -64,49 +64,38 @@ impl Validator<'_> {
         } else {
             (f32::NAN, f32::NAN)
         };
-        // One view during the run (fast); the kept network's threshold is chosen again with
-        // the views `predict` averages at the end.
-        let held = if self.fixed_rule {
-            held_out_probabilities(
-                &valid,
-                self.unet,
-                &self.set.held_out,
-                self.tile_out,
-                self.device,
-                self.cancel,
-                &[D4::default()],
-            )?
-            .map(|(p_cell, truth)| {
+        // One view during the run (fast); the kept network's rule is chosen again with the
+        // views `predict` averages at the end.
+        let held = held_out_probabilities(
+            &valid,
+            self.unet,
+            &self.set.held_out,
+            self.tile_out,
+            self.device,
+            self.cancel,
+            &[D4::default()],
+        )?
+        .and_then(|(p_cell, truth)| {
+            if self.fixed_rule {
                 let masks: Vec<Plane<bool>> = p_cell
                     .iter()
                     .map(|p| self.start_decision.cell_mask(p))
                     .collect();
                 let rand = crate::metrics::mask_errors(&masks, &truth).rand_error;
-                (rand, self.start_decision.threshold.unwrap_or(0.5))
-            })
-        } else {
-            validate_held_out(
-                &valid,
-                self.unet,
-                &self.set.held_out,
-                self.tile_out,
-                self.device,
-                self.cancel,
-                &[D4::default()],
-            )?
-        };
-        let score = held.map_or(f64::from(v.0), |(rand, _)| rand);
+                Some((rand, rand, self.start_decision))
+            } else {
+                choose_decision(&p_cell, &truth)
+                    .map(|c| (c.cost(), c.scores.rand_error, c.decision))
+            }
+        });
+        let score = held.map_or(f64::from(v.0), |(score, _, _)| score);
         let is_best = best.as_ref().is_none_or(|b| score < b.score);
         if is_best && self.keep_best {
             *best = Some(Best {
                 score,
                 iteration,
                 model: valid,
-                decision: match held {
-                    Some(_) if self.fixed_rule => self.start_decision,
-                    Some((_, t)) => Decision::threshold(Some(t)),
-                    None => self.start_decision,
-                },
+                decision: held.map_or(self.start_decision, |(_, _, d)| d),
                 validation: v,
             });
         }
@@ -114,7 +103,8 @@ impl Validator<'_> {
             iteration,
             loss: v.0,
             pixel_error: v.1,
-            rand_error: held.map(|(rand, _)| rand),
+            rand_error: held.map(|(_, rand, _)| rand),
+            score: held.map(|(score, _, _)| score),
             best: is_best,
         };
         Ok((v, event))
@@ -132,29 +122,6 @@ pub(crate) struct Best {
     pub(crate) decision: Decision,
     /// `(loss, pixel error)` on the held-out blocks.
     pub(crate) validation: (f32, f32),
-}
-
-/// The paper's Rand error of `model` on the held-out slices at its best threshold, and that
-/// threshold (a grid of 0.05 steps); `None` without held-out slices or for more than two
-/// classes.
-pub(crate) fn validate_held_out(
-    model: &UNet,
-    unet: &UNetConfig,
-    held_out: &[HeldOutSlice],
-    tile_out: usize,
-    device: &ComputeDevice,
-    cancel: &CancelToken,
-    views: &[D4],
-) -> Result<Option<(f64, f32)>, MlError> {
-    let Some((p_cell, truth)) =
-        held_out_probabilities(model, unet, held_out, tile_out, device, cancel, views)?
-    else {
-        return Ok(None);
-    };
-    let grid: Vec<f32> = (1..20).map(|k| k as f32 / 20.0).collect();
-    let scores = crate::metrics::threshold_scores(&p_cell, &truth, &grid, false);
-    Ok(crate::metrics::decision_threshold(&scores)
-        .and_then(|t| scores.at(t).map(|s| (s.rand_error, t))))
 }
 
 /// Cell probabilities of the held-out slices and their truth's cell pixels.
