@@ -13,7 +13,7 @@ use unet_studio::ml::{
 };
 
 mod common;
-use common::engine::{em_crop, lite, quick_cfg, sample_dir, tempdir};
+use common::engine::{em_crop, lite, probabilities, quick_cfg, sample_dir, tempdir};
 
 #[test]
 fn tiled_prediction_equals_whole_image_prediction() {
@@ -23,16 +23,7 @@ fn tiled_prediction_equals_whole_image_prediction() {
     // 100 is a valid output edge of the lite net: one tile covers the whole image.
     let (img, _) = em_crop(0, 100, 80, 100);
     let cancel = CancelToken::new();
-    let whole = predict_probabilities(
-        &model,
-        &cfg,
-        std::slice::from_ref(&img),
-        100,
-        &cpu.device,
-        &cancel,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let whole = probabilities(&model, &cfg, &img, 100);
     let mut tiles = 0;
     let tiled = predict_probabilities(
         &model,
@@ -67,20 +58,10 @@ fn odd_and_tiny_images_are_predicted_at_their_size() {
     let cpu = cpu_device();
     let cfg = lite();
     let model = cfg.init(&cpu.device);
-    let cancel = CancelToken::new();
     for (w, h) in [(7usize, 5usize), (45, 13), (1, 1)] {
         let img =
             Plane::from_vec(w, h, (0..w * h).map(|i| (i % 7) as f32 / 7.0).collect()).unwrap();
-        let p = predict_probabilities(
-            &model,
-            &cfg,
-            std::slice::from_ref(&img),
-            36,
-            &cpu.device,
-            &cancel,
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let p = probabilities(&model, &cfg, &img, 36);
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].width, p[0].height), (w, h));
         assert!(p[0].data.iter().all(|v| v.is_finite()));

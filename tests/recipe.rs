@@ -14,7 +14,7 @@ use unet_studio::ml::infer::predict_probabilities_tta;
 use unet_studio::ml::train::{HeldOutSlice, LAST_STATE_DIR, resume_dir};
 use unet_studio::ml::{
     CancelToken, OptimizerConfig, Preset, StartFrom, TrainConfig, TrainEvent, TrainOutcome,
-    TrainSet, UNetConfig, load_checkpoint, predict_probabilities, save_checkpoint, train,
+    TrainSet, UNetConfig, load_checkpoint, save_checkpoint, train,
 };
 use unet_studio::postprocess::{Decision, GapClosing, close_gaps};
 use unet_studio::preprocess::{D4, normalize_percentile};
@@ -22,7 +22,7 @@ use unet_studio::project::models::LoadedModel;
 use unet_studio::project::sets::recipe;
 
 mod common;
-use common::engine::{em_crop, lite, quick_cfg, sample_dir, tempdir};
+use common::engine::{em_crop, lite, probabilities, quick_cfg, sample_dir, tempdir};
 
 fn one_slice_set(held_out: Vec<HeldOutSlice>) -> TrainSet {
     let (img, lab) = em_crop(0, 128, 128, 160);
@@ -195,25 +195,6 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     assert_eq!(last.meta.iteration, 40);
     assert!(!last.optimizer.is_empty());
     assert_eq!(resume_dir(&dir), dir.join(LAST_STATE_DIR));
-}
-
-/// The class probabilities of `model` on `img` in tiles of `tile` px, on the CPU.
-fn probabilities(
-    model: &unet_studio::ml::UNet,
-    unet: &UNetConfig,
-    img: &Plane<f32>,
-    tile: usize,
-) -> Vec<Plane<f32>> {
-    predict_probabilities(
-        model,
-        unet,
-        std::slice::from_ref(img),
-        tile,
-        &cpu_device().device,
-        &CancelToken::new(),
-        &mut |_, _| {},
-    )
-    .unwrap()
 }
 
 /// A network trained a little, for the fine-tune tests.

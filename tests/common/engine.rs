@@ -51,3 +51,22 @@ pub fn tempdir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// The class probabilities of `model` on `img` in tiles of `tile` px, on the CPU.
+pub fn probabilities(
+    model: &unet_studio::ml::UNet,
+    unet: &UNetConfig,
+    img: &Plane<f32>,
+    tile: usize,
+) -> Vec<Plane<f32>> {
+    unet_studio::ml::predict_probabilities(
+        model,
+        unet,
+        std::slice::from_ref(img),
+        tile,
+        &unet_studio::ml::device::cpu_device().device,
+        &unet_studio::ml::CancelToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
