@@ -502,6 +502,7 @@ fn train_and_save(
         threshold: outcome.decision.threshold,
         threshold_views: outcome.threshold_views,
         gap_closing: outcome.decision.gap_closing,
+        gap_closing_off: None,
     };
     save_checkpoint(dir, &meta, &outcome.model, None)?;
     Ok((

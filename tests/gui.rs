@@ -989,7 +989,7 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
         std::env::temp_dir().join(format!("unet-gui-sample-config-{}", std::process::id()));
     // A fresh data folder: the sample starts from its bundled model.
     let _ = std::fs::remove_dir_all(&config);
-    let mut h = harness_for(req, config);
+    let mut h = harness_for(req, config.clone());
     assert!(h.state().models.model.is_some(), "{:?}", h.state().error);
     // Opening predicted the shown slice with it, without a click.
     h.state_mut().finish_jobs();
@@ -1062,6 +1062,39 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
         score(&closed),
         score(&plain)
     );
+    // The switch is kept with the stack's own model (in the data folder, never in the
+    // bundled one): off, then a restart, then on again gives back the model's own settings.
+    h.get_by_label("Close gaps (watershed lines)").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    let own = h.state().doc.as_ref().unwrap().model_dir();
+    assert!(own.starts_with(&config), "{}", own.display());
+    let saved = unet_studio::ml::load_checkpoint(&own).unwrap().meta;
+    assert_eq!(
+        (saved.gap_closing, saved.gap_closing_off),
+        (None, Some(seeds))
+    );
+    drop(h);
+    let mut h = harness_for(OpenRequest::sample(), config.clone());
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert_eq!(
+        h.state()
+            .models
+            .model
+            .as_ref()
+            .unwrap()
+            .decision
+            .gap_closing,
+        None
+    );
+    h.get_by_label("Close gaps (watershed lines)").click();
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    assert_eq!(h.state().models.model.as_ref().unwrap().decision, decision);
+    let saved = unet_studio::ml::load_checkpoint(&own).unwrap().meta;
+    assert_eq!(saved.decision(), decision);
+    let _ = std::fs::remove_dir_all(&config);
 }
 
 /// The pixels of the image canvas only (the status bar changes with every autosave).

@@ -57,6 +57,10 @@ pub struct CheckpointMeta {
     /// (`None`: none); `predict --binary`, the app's mask and exports apply it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap_closing: Option<GapClosing>,
+    /// The gap-closing settings of a model whose gap closing was switched off in the app,
+    /// kept to switch it on again as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_closing_off: Option<GapClosing>,
 }
 
 impl CheckpointMeta {
@@ -74,6 +78,7 @@ impl CheckpointMeta {
             threshold: None,
             threshold_views: None,
             gap_closing: None,
+            gap_closing_off: None,
         }
     }
 

@@ -43,7 +43,7 @@ impl LoadedModel {
             iteration: ckpt.meta.iteration,
             path,
             decision: ckpt.meta.decision(),
-            unused_gap_closing: None,
+            unused_gap_closing: ckpt.meta.gap_closing_off,
             threshold_views: ckpt.meta.threshold_views,
             trained_with: ckpt.meta.train.clone(),
         })
@@ -57,6 +57,7 @@ impl LoadedModel {
             threshold: self.decision.threshold,
             threshold_views: self.threshold_views,
             gap_closing: self.decision.gap_closing,
+            gap_closing_off: self.unused_gap_closing,
             ..CheckpointMeta::new(self.unet.clone(), self.iteration, note)
         }
     }

@@ -313,12 +313,9 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
                     .on_hover_text(
                         "Watershed lines between confident cores of class 2 keep touching \
                          cells or nuclei apart (a post-processing step). Applies to the mask \
-                         overlay and exports; File > Save model keeps the choice.",
+                         overlay and exports; the stack's model keeps the choice.",
                     )
                     .changed();
-                if toggled {
-                    model.toggle_gap_closing();
-                }
             }
         }
         None => {
@@ -330,7 +327,7 @@ fn model_info(app: &mut StudioApp, ui: &mut egui::Ui) {
         }
     }
     if toggled {
-        m.generation += 1;
+        app.toggle_gap_closing();
     }
 }
 

@@ -111,6 +111,7 @@ impl StudioApp {
                     threshold: out.decision.threshold,
                     threshold_views: out.threshold_views,
                     gap_closing: out.decision.gap_closing,
+                    gap_closing_off: None,
                 };
                 // A fine-tune that kept its starting network adds no version.
                 let history = if fine_tune && out.model_iteration == base_iteration {
@@ -188,6 +189,22 @@ impl StudioApp {
             };
             Message::ModelLoaded(Box::new(load()))
         });
+    }
+
+    /// Turns gap closing of the current model on or off; the mask overlay and exports follow,
+    /// and the choice is kept with the stack's model (saved in the background to the stack's
+    /// model folder, which the stack reopens with; never into a bundled model).
+    pub fn toggle_gap_closing(&mut self) {
+        let Some(m) = &mut self.models.model else {
+            return;
+        };
+        m.toggle_gap_closing();
+        self.models.generation += 1;
+        if let Some(dir) = self.doc.as_ref().map(|d| d.model_dir())
+            && !self.training()
+        {
+            self.save_model_to(dir);
+        }
     }
 
     /// Saves the current network (config and weights) as a model folder `dir`, in the

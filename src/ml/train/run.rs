@@ -683,6 +683,7 @@ impl Run<'_> {
             threshold: decision.threshold,
             threshold_views: None,
             gap_closing: decision.gap_closing,
+            gap_closing_off: None,
         }
     }
 
