@@ -237,6 +237,37 @@ fn a_collection_is_browsed_labelled_image_by_image_trained_on_all_and_reopened()
     }
     .labels_hash();
     assert_ne!(hash, shown_only);
+    // Export > Masks of every image: each image predicted and its mask written, named after
+    // it, at its own size; never into the collection's folder.
+    let masks = dir.join("masks");
+    h.state_mut().export_collection(folder.clone());
+    assert!(
+        h.state()
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("own folder")),
+        "{:?}",
+        h.state().error
+    );
+    h.state_mut().error = None;
+    h.state_mut().export_collection(masks.clone());
+    h.state_mut().finish_jobs();
+    h.run_steps(1);
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(
+        h.state().status.contains("the masks of 2 images"),
+        "{}",
+        h.state().status
+    );
+    for (name, size) in [("a.tif", (120, 96)), ("b.tif", (100, 140))] {
+        let m = unet_studio::data::load_label_stack(&masks.join(name)).unwrap();
+        assert_eq!(
+            (m.len(), m[0].width, m[0].height),
+            (1, size.0, size.1),
+            "{name}"
+        );
+        assert!(m[0].data.iter().all(|&c| c == 1 || c == 2), "{name}");
+    }
     // Back to image 1: its labels are there; quit and reopen the folder: the image list,
     // the labels of both images and the shared model come back.
     h.get_by_label("a.png").click();

@@ -28,6 +28,8 @@ pub enum Purpose {
     OpenFolder,
     /// Export > one of the kinds.
     Export(ExportKind),
+    /// Export > Masks of every image (of a collection): a folder.
+    ExportCollection,
     /// Model > Load model.
     LoadModel,
     /// Model > Save model as.
@@ -197,6 +199,7 @@ pub(crate) fn title(purpose: Purpose) -> &'static str {
         Purpose::OpenStack => "Open image or stack",
         Purpose::OpenFolder => "Open folder as stack",
         Purpose::Export(_) => "Export",
+        Purpose::ExportCollection => "Folder for the masks of every image",
         Purpose::LoadModel => "Load model folder",
         Purpose::SaveModel => "Save model into folder",
         Purpose::ImportLabels => "Import labels",

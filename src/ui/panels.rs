@@ -94,6 +94,23 @@ pub(crate) fn top_bar(app: &mut StudioApp, ui: &mut egui::Ui) {
                         );
                     }
                 }
+                if app.collection.is_some() {
+                    ui.separator();
+                    if ui
+                        .add_enabled(
+                            app.can_export_collection(),
+                            egui::Button::new("Masks of every image…"),
+                        )
+                        .on_hover_text(
+                            "Predicts every image of the collection with the current model and \
+                             writes one mask per image (<image>.tif) into a folder.",
+                        )
+                        .clicked()
+                    {
+                        ui.close();
+                        app.ask_path(Purpose::ExportCollection, Pick::Folder);
+                    }
+                }
             });
             ui.menu_button("Help", |ui| {
                 if ui.button("Keyboard shortcuts  (?)").clicked() {

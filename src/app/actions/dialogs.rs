@@ -45,6 +45,7 @@ impl StudioApp {
                 })
             }
             Purpose::Export(kind) => self.export(kind, path),
+            Purpose::ExportCollection => self.export_collection(path),
             Purpose::LoadModel => self.use_version(path),
             Purpose::SaveModel => self.save_model_to(path),
             Purpose::ImportLabels => self.import.path = path.display().to_string(),

@@ -2,6 +2,7 @@
 //! of it (its commands and the polling of its background jobs).
 
 mod augment;
+mod collection;
 mod compare;
 mod dialogs;
 mod export;
