@@ -1029,9 +1029,7 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
     h.run_steps(2);
     assert_eq!(overlay_cells(&h), closed.data);
-    h.get_by_label("Close gaps (watershed lines)").click();
-    h.run_steps(2);
-    assert!(
+    let gaps = |h: &Harness<'static, StudioApp>| {
         h.state()
             .models
             .model
@@ -1039,8 +1037,10 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
             .unwrap()
             .decision
             .gap_closing
-            .is_none()
-    );
+    };
+    h.get_by_label("Close gaps (watershed lines)").click();
+    h.run_steps(2);
+    assert_eq!(gaps(&h), None);
     assert_eq!(overlay_cells(&h), plain.data);
     h.get_by_label("Close gaps (watershed lines)").click();
     h.run_steps(2);
@@ -1078,16 +1078,7 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     let mut h = harness_for(OpenRequest::sample(), config.clone());
     h.state_mut().finish_jobs();
     h.run_steps(2);
-    assert_eq!(
-        h.state()
-            .models
-            .model
-            .as_ref()
-            .unwrap()
-            .decision
-            .gap_closing,
-        None
-    );
+    assert_eq!(gaps(&h), None);
     h.get_by_label("Close gaps (watershed lines)").click();
     h.run_steps(2);
     h.state_mut().finish_jobs();
