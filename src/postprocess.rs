@@ -250,16 +250,22 @@ pub fn choose_decision(p_cell: &[Plane<f32>], truth: &[Plane<bool>]) -> Option<D
     });
     let mut best: Option<DecisionChoice> = None;
     for decision in plain.chain(closing) {
-        let masks: Vec<Plane<bool>> = p_cell.iter().map(|p| decision.cell_mask(p)).collect();
         let choice = DecisionChoice {
             decision,
-            scores: crate::metrics::mask_errors(&masks, truth),
+            scores: rule_errors(decision, p_cell, truth),
         };
         if choice.cost().is_finite() && best.is_none_or(|b| choice.cost() < b.cost()) {
             best = Some(choice);
         }
     }
     best
+}
+
+/// The Rand and pixel errors ([`crate::metrics::mask_errors`]) of the masks `decision` makes
+/// of cell probabilities `p_cell` against the truth's cell pixels.
+pub fn rule_errors(decision: Decision, p_cell: &[Plane<f32>], truth: &[Plane<bool>]) -> MaskScores {
+    let masks: Vec<Plane<bool>> = p_cell.iter().map(|p| decision.cell_mask(p)).collect();
+    crate::metrics::mask_errors(&masks, truth)
 }
 
 #[cfg(test)]

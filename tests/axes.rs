@@ -253,19 +253,7 @@ fn a_two_channel_model_trains_predicts_and_refuses_a_grey_stack() {
         (2, vec![0, 1])
     );
     let mask = dir.join("mask.tif");
-    let (ok, err) = run_cli(&[
-        "predict",
-        "--model",
-        &s(&model),
-        "--input",
-        &s(&images),
-        "--output",
-        &s(&mask),
-        "--tta",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    let (ok, err) = common::quick_predict(&model, &images, &mask, &["--tta", "1"]);
     assert!(ok, "{err}");
     let m = load_label_stack(&mask).unwrap();
     assert_eq!((m.len(), m[0].width, m[0].height), (3, 128, 96));
@@ -278,17 +266,7 @@ fn a_two_channel_model_trains_predicts_and_refuses_a_grey_stack() {
         .step_by(2)
         .collect();
     write_f32_tiff(&grey, &first, 1, &TiffAxes::default()).unwrap();
-    let (ok, err) = run_cli(&[
-        "predict",
-        "--model",
-        &s(&model),
-        "--input",
-        &s(&grey),
-        "--output",
-        &s(&dir.join("m2.tif")),
-        "--device",
-        "cpu",
-    ]);
+    let (ok, err) = common::quick_predict(&model, &grey, &dir.join("m2.tif"), &[]);
     assert!(
         !ok && err.contains("grey.tif") && err.contains("channel"),
         "{err}"

@@ -59,21 +59,9 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
     let unet = unet_studio::ml::load_checkpoint(&model).unwrap().meta.unet;
     assert_eq!(unet.in_channels, 3);
     let (out, probs) = (dir.join("masks"), dir.join("probs"));
-    let (ok, err) = run_cli(&[
-        "predict",
-        "--model",
-        &s(&model),
-        "--input",
-        &s(&images),
-        "--output",
-        &s(&out),
-        "--probabilities",
-        &s(&probs),
-        "--tta",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    let probs_s = s(&probs);
+    let extra = ["--probabilities", &probs_s, "--tta", "1"];
+    let (ok, err) = common::quick_predict(&model, &images, &out, &extra);
     assert!(ok, "{err}");
     for (f, (w, h)) in [(0, (96, 80)), (1, (128, 64)), (2, (72, 100))] {
         let m = load_label_stack(&out.join(format!("field{f}.tif"))).unwrap();

@@ -59,20 +59,7 @@ pub(crate) fn default_views(asked: Option<u8>, meta: &crate::ml::CheckpointMeta)
     usize::from(n.clamp(1, 8))
 }
 
-/// A path made absolute and, as far as it exists, free of `..` and links, for comparing
-/// outputs with inputs.
-pub(crate) fn resolved(path: &Path) -> PathBuf {
-    if let Ok(p) = std::fs::canonicalize(path) {
-        return p;
-    }
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
-            .map(|p| p.join(name))
-            .unwrap_or(abs.clone()),
-        _ => abs,
-    }
-}
+pub(crate) use crate::data::io::resolved;
 
 /// Checks an output before any work is done: its ending is one of `endings`, its folder
 /// exists, and none of the files it stands for (`files`) is an input or lies in an input

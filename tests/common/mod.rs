@@ -119,6 +119,17 @@ pub fn run_cli(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `predict` from the command line on the CPU: whether it succeeded, and its standard error.
+pub fn quick_predict(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> (bool, String) {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let (model, input, output) = (s(model), s(input), s(output));
+    let mut args = vec![
+        "predict", "--model", &model, "--input", &input, "--output", &output, "--device", "cpu",
+    ];
+    args.extend(extra);
+    run_cli(&args)
+}
+
 /// A quick `train` from the command line (3 iterations of 36 px tiles on the CPU, no
 /// validation or checkpoints): whether it succeeded, and its standard error.
 pub fn quick_train(images: &Path, labels: &Path, out: &Path, extra: &[&str]) -> (bool, String) {

@@ -4,7 +4,7 @@
 
 use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
-use crate::data::io::{encode_mask, load_stack, with_channels, write_all_atomic};
+use crate::data::io::{encode_mask, load_stack, resolved, with_channels, write_all_atomic};
 use crate::data::{DataError, MaskStyle, Plane, TiffAxes};
 use crate::preprocess::D4;
 use crate::project::sets::{input_channels, picked};
@@ -18,7 +18,7 @@ impl StudioApp {
             self.error = Some("masks of every image need a collection and a model".into());
             return;
         };
-        if same_folder(&dir, &collection.folder) {
+        if resolved(&dir) == resolved(&collection.folder) {
             self.error = Some(format!(
                 "{} is the collection's own folder: the masks would be read as images next time; choose another folder",
                 dir.display()
@@ -101,12 +101,4 @@ fn mask_name(file: &Path) -> String {
         "{}.tif",
         file.file_stem().unwrap_or_default().to_string_lossy()
     )
-}
-
-/// Whether two paths name one folder (as far as they exist).
-fn same_folder(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }

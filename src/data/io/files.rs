@@ -57,6 +57,21 @@ pub(crate) fn stack_files(path: &Path) -> Result<Vec<PathBuf>, DataError> {
     })
 }
 
+/// A path made absolute and, as far as it exists, free of `..` and links, for comparing
+/// outputs with inputs.
+pub fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = fs::canonicalize(path) {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
 /// Compares names with runs of digits taken as numbers (`s2` before `s10`); equal numbers
 /// with different zero padding, and everything else, compare as text.
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {

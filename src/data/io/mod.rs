@@ -11,7 +11,9 @@ pub mod write;
 
 pub use axes::PixelSize;
 pub use collection::{label_files, load_collection, unify_channels, with_channels};
-pub use files::{FOLDER_LABELS, IMAGE_EXTENSIONS, MAX_EDGE, MAX_SLICE_PIXELS, natural_cmp};
+pub use files::{
+    FOLDER_LABELS, IMAGE_EXTENSIONS, MAX_EDGE, MAX_SLICE_PIXELS, natural_cmp, resolved,
+};
 pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
 pub use read::{decode_stack_bytes, load_label_stack, load_stack};
 pub use tiff::TiffAxes;

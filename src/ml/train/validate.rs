@@ -8,7 +8,7 @@ use crate::ml::device::ComputeDevice;
 use crate::ml::error::MlError;
 use crate::ml::infer::{predict_probabilities_tta, predict_probabilities_where};
 use crate::ml::unet::{UNet, UNetConfig};
-use crate::postprocess::{Decision, choose_decision};
+use crate::postprocess::{Decision, choose_decision, rule_errors};
 use crate::preprocess::D4;
 
 use super::events::TrainEvent;
@@ -77,11 +77,7 @@ impl Validator<'_> {
         )?
         .and_then(|(p_cell, truth)| {
             if self.fixed_rule {
-                let masks: Vec<Plane<bool>> = p_cell
-                    .iter()
-                    .map(|p| self.start_decision.cell_mask(p))
-                    .collect();
-                let rand = crate::metrics::mask_errors(&masks, &truth).rand_error;
+                let rand = rule_errors(self.start_decision, &p_cell, &truth).rand_error;
                 Some((rand, rand, self.start_decision))
             } else {
                 choose_decision(&p_cell, &truth)
