@@ -69,66 +69,28 @@ impl OpenRequest {
     }
 }
 
-/// The device descriptor the app asks eframe for: the adapter's own limits and features
-/// (as burn's wgpu runtime requests them), so that burn can compute on the display's device.
+/// The device descriptor the app asks eframe for (see [`crate::ml::device::shared_device_descriptor`]).
 pub fn device_descriptor(
     adapter: &eframe::wgpu::Adapter,
 ) -> eframe::wgpu::DeviceDescriptor<'static> {
-    eframe::wgpu::DeviceDescriptor {
-        label: Some("unet-studio device"),
-        required_features: adapter
-            .features()
-            .difference(eframe::wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
-        required_limits: adapter.limits(),
-        ..Default::default()
-    }
+    crate::ml::device::shared_device_descriptor(adapter)
 }
 
-/// Registers eframe's wgpu device with burn; falls back to the CPU with the reason. A
-/// software adapter (lavapipe, llvmpipe) is declined unless `allow_software`: burn's own CPU
-/// backend is much faster than a GPU emulated on the CPU.
+/// burn on eframe's wgpu device (see [`crate::ml::device::share_wgpu`]), or the CPU with the
+/// reason.
 pub fn shared_compute_device(
     rs: &eframe::egui_wgpu::RenderState,
     allow_software: bool,
 ) -> crate::ml::ComputeDevice {
-    let info = rs.adapter.get_info();
-    if info.device_type == eframe::wgpu::DeviceType::Cpu && !allow_software {
-        let mut cpu = crate::ml::device::cpu_device();
-        cpu.fallback_reason = Some(crate::ml::device::software_adapter_reason(&info.name));
-        return cpu;
-    }
-    let setup = burn::tensor::wgpu::WgpuSetup {
-        instance: rs.instance.clone(),
-        adapter: rs.adapter.clone(),
-        device: rs.device.clone(),
-        queue: rs.queue.clone(),
-        backend: info.backend,
-    };
-    let init =
-        std::panic::AssertUnwindSafe(|| burn::prelude::Device::wgpu_options().setup(setup).init());
-    match std::panic::catch_unwind(init) {
-        Ok(Ok(device)) => crate::ml::ComputeDevice {
-            device,
-            is_gpu: true,
-            description: format!(
-                "GPU: {} via {:?} (shared with the display)",
-                info.name, info.backend
-            ),
-            fallback_reason: None,
-            software: info.device_type == eframe::wgpu::DeviceType::Cpu,
-            memory: crate::ml::memory::MemoryLimits::of_wgpu(&rs.device, &rs.adapter),
+    crate::ml::device::share_wgpu(
+        crate::ml::device::WgpuParts {
+            instance: rs.instance.clone(),
+            adapter: rs.adapter.clone(),
+            device: rs.device.clone(),
+            queue: rs.queue.clone(),
         },
-        Ok(Err(e)) => {
-            let mut cpu = crate::ml::device::cpu_device();
-            cpu.fallback_reason = Some(format!("the display's GPU was refused by burn: {e}"));
-            cpu
-        }
-        Err(_) => {
-            let mut cpu = crate::ml::device::cpu_device();
-            cpu.fallback_reason = Some("initialising burn on the display's GPU failed".into());
-            cpu
-        }
-    }
+        allow_software,
+    )
 }
 
 /// Painting tools.

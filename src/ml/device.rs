@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use burn::prelude::Device;
+use burn::tensor::wgpu::wgpu;
 
 use super::error::DeviceError;
 use super::memory::MemoryLimits;
@@ -105,6 +106,76 @@ pub fn cpu_device() -> ComputeDevice {
 /// line decide by this one rule).
 pub fn software_adapter_reason(adapter: &str) -> String {
     format!("the adapter ({adapter}) is a software renderer; the CPU backend is faster")
+}
+
+/// The device descriptor a display asks for when burn is to compute on its device: the
+/// adapter's own limits and features (as burn's wgpu runtime requests them).
+pub fn shared_device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    wgpu::DeviceDescriptor {
+        label: Some("unet-studio device"),
+        required_features: adapter
+            .features()
+            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }
+}
+
+/// A wgpu device created by someone else (the display), with what burn needs to use it.
+#[derive(Clone, Debug)]
+pub struct WgpuParts {
+    /// The instance.
+    pub instance: wgpu::Instance,
+    /// The adapter.
+    pub adapter: wgpu::Adapter,
+    /// The device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+}
+
+/// burn on a wgpu device another part of the program created (eframe's, so that training,
+/// prediction and drawing share one device and its buffers); the CPU, with the reason, when
+/// burn refuses it or the adapter is a software one (lavapipe, llvmpipe) and
+/// `allow_software` is false: burn's CPU backend is much faster than a GPU emulated on the
+/// CPU.
+pub fn share_wgpu(parts: WgpuParts, allow_software: bool) -> ComputeDevice {
+    let info = parts.adapter.get_info();
+    let software = info.device_type == wgpu::DeviceType::Cpu;
+    if software && !allow_software {
+        let mut cpu = cpu_device();
+        cpu.fallback_reason = Some(software_adapter_reason(&info.name));
+        return cpu;
+    }
+    let memory = MemoryLimits::of_wgpu(&parts.device, &parts.adapter);
+    let setup = burn::tensor::wgpu::WgpuSetup {
+        instance: parts.instance,
+        adapter: parts.adapter,
+        device: parts.device,
+        queue: parts.queue,
+        backend: info.backend,
+    };
+    let init = std::panic::AssertUnwindSafe(|| Device::wgpu_options().setup(setup).init());
+    let fallback = |reason: String| {
+        let mut cpu = cpu_device();
+        cpu.fallback_reason = Some(reason);
+        cpu
+    };
+    match std::panic::catch_unwind(init) {
+        Ok(Ok(device)) => ComputeDevice {
+            device,
+            is_gpu: true,
+            description: format!(
+                "GPU: {} via {:?} (shared with the display)",
+                info.name, info.backend
+            ),
+            fallback_reason: None,
+            software,
+            memory,
+        },
+        Ok(Err(e)) => fallback(format!("the display's GPU was refused by burn: {e}")),
+        Err(_) => fallback("initialising burn on the display's GPU failed".into()),
+    }
 }
 
 /// Resolves a [`DeviceChoice`].
