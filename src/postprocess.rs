@@ -36,8 +36,25 @@ impl Default for GapClosing {
 }
 
 /// The cell mask of `p_cell` at `threshold` with the watershed lines between seeded cells
-/// added as membrane.
+/// ([`gap_lines`]) added as membrane.
 pub fn close_gaps(p_cell: &Plane<f32>, threshold: f32, cfg: &GapClosing) -> Plane<bool> {
+    let lines = gap_lines(p_cell, cfg);
+    Plane {
+        width: p_cell.width,
+        height: p_cell.height,
+        data: p_cell
+            .data
+            .iter()
+            .zip(&lines.data)
+            .map(|(&p, &line)| p > threshold && !line)
+            .collect(),
+    }
+}
+
+/// The watershed lines of the gap closing: the pixels where floods from different confident
+/// cores (seeds) of `p_cell` meet. They do not depend on the mask's threshold, so the app
+/// computes them once per prediction and draws the mask of any threshold over them.
+pub fn gap_lines(p_cell: &Plane<f32>, cfg: &GapClosing) -> Plane<bool> {
     let (w, h) = (p_cell.width, p_cell.height);
     let mut seeds = regions(w, h, |i| p_cell.data[i] > cfg.seed_threshold);
     if cfg.min_seed_area > 1 {
@@ -55,13 +72,11 @@ pub fn close_gaps(p_cell: &Plane<f32>, threshold: f32, cfg: &GapClosing) -> Plan
     // A pixel the flood left unlabelled next to a labelled one is a watershed line: it was
     // reached and found two floods. Unlabelled pixels with no labelled neighbour were never
     // reached (no seed at all) and keep the thresholded value.
-    let line =
-        |i: usize| flooded[i] == 0 && crate::data::neighbours4(i, w, h).any(|j| flooded[j] != 0);
     Plane {
         width: w,
         height: h,
         data: (0..w * h)
-            .map(|i| p_cell.data[i] > threshold && !line(i))
+            .map(|i| flooded[i] == 0 && crate::data::neighbours4(i, w, h).any(|j| flooded[j] != 0))
             .collect(),
     }
 }

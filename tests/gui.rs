@@ -193,17 +193,11 @@ fn train_from_the_button_then_predict_and_overlay() {
     assert_eq!(probs.len(), 2);
     let s = probs[0].at(100, 100) + probs[1].at(100, 100);
     assert!((s - 1.0).abs() < 1e-4);
-    // The overlay map is what the viewer uploads.
-    let map = app.models.overlay_map(0).unwrap();
-    assert_eq!(map.len(), 512 * 512);
-    assert!((map[100 * 512 + 100] - probs[1].at(100, 100)).abs() < 1e-6);
-    // The mask overlay holds every pixel's class (drawn in the class colours), by the model's
-    // decision rule.
+    // The overlays the shader computes from the probabilities: the probability of class 2
+    // and the uncertainty in heat colours, the mask in the class colours by the model's
+    // decision rule (as stored on disk: threshold and gap closing), each against the CPU's
+    // own computation of the same pixels.
     let probs = probs.clone();
-    h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
-    let app = h.state();
-    let mask = app.models.overlay_map(0).unwrap();
-    // The rule stored with the model on disk (threshold and gap closing).
     let path = app
         .models
         .model
@@ -215,12 +209,31 @@ fn train_from_the_button_then_predict_and_overlay() {
         .meta
         .decision();
     let classes = decision.classes(&probs);
-    assert!(
-        mask.iter()
-            .zip(&classes.data)
-            .all(|(&m, &c)| m == f32::from(c))
-    );
-    assert!(mask.iter().all(|&m| m == 1.0 || m == 2.0));
+    let colours: Vec<[u8; 3]> = app
+        .doc
+        .as_ref()
+        .unwrap()
+        .classes
+        .iter()
+        .map(|c| c.color)
+        .collect();
+    let entropy = unet_studio::ml::entropy(&probs);
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Probability;
+    let drawn = overlay_pixels(&mut h);
+    assert_heat(&drawn, |x, y| probs[1].at(x, y), "probability of class 2");
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Uncertainty;
+    let drawn = overlay_pixels(&mut h);
+    assert_heat(&drawn, |x, y| entropy.at(x, y) / 2f32.ln(), "uncertainty");
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
+    let drawn = overlay_pixels(&mut h);
+    let (drawn_classes, want) = (mask_of(&drawn, &colours), classes_at(&drawn, &classes));
+    let wrong = drawn_classes
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(wrong, 0, "of {} pixels", want.len());
+    assert!(classes.data.contains(&1) && classes.data.contains(&2));
     h.state_mut().models.overlay = unet_studio::app::Overlay::Probability;
     // Stop is offered only while training; Predict slice runs again on demand.
     h.get_by_label("Predict slice").click();
@@ -1017,18 +1030,33 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     let closed = unet_studio::postprocess::close_gaps(&probs[1], t, &seeds);
     let plain = probs[1].map(|p| p > t);
     assert!(closed != plain);
-    let overlay_cells = |h: &Harness<'static, StudioApp>| -> Vec<bool> {
-        h.state()
-            .models
-            .overlay_map(0)
-            .unwrap()
-            .iter()
-            .map(|&c| c == 2.0)
-            .collect()
+    let colours: Vec<[u8; 3]> = h
+        .state()
+        .doc
+        .as_ref()
+        .unwrap()
+        .classes
+        .iter()
+        .map(|c| c.color)
+        .collect();
+    let overlay_cells = |h: &mut Harness<'static, StudioApp>| -> Vec<bool> {
+        let drawn = overlay_pixels(h);
+        mask_of(&drawn, &colours).iter().map(|&c| c == 2).collect()
     };
+    let at = |mask: &unet_studio::data::Plane<bool>, h: &mut Harness<'static, StudioApp>| {
+        overlay_pixels(h)
+            .iter()
+            .map(|&((x, y), _)| mask.at(x, y))
+            .collect::<Vec<bool>>()
+    };
+    let differ = |a: &[bool], b: &[bool]| a.iter().zip(b).filter(|(x, y)| x != y).count();
     h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
-    h.run_steps(2);
-    assert_eq!(overlay_cells(&h), closed.data);
+    let want = at(&closed, &mut h);
+    assert_eq!(differ(&overlay_cells(&mut h), &want), 0);
+    assert!(
+        differ(&want, &at(&plain, &mut h)) > 0,
+        "the lines are on the canvas"
+    );
     let gaps = |h: &Harness<'static, StudioApp>| {
         h.state()
             .models
@@ -1041,11 +1069,13 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     h.get_by_label("Close gaps (watershed lines)").click();
     h.run_steps(2);
     assert_eq!(gaps(&h), None);
-    assert_eq!(overlay_cells(&h), plain.data);
+    let want = at(&plain, &mut h);
+    assert_eq!(differ(&overlay_cells(&mut h), &want), 0);
     h.get_by_label("Close gaps (watershed lines)").click();
     h.run_steps(2);
     assert_eq!(h.state().models.model.as_ref().unwrap().decision, decision);
-    assert_eq!(overlay_cells(&h), closed.data);
+    let want = at(&closed, &mut h);
+    assert_eq!(differ(&overlay_cells(&mut h), &want), 0);
     // On the truth of slice 0, the lines keep cells apart: a lower Rand error (the
     // challenge's definition) than the plain threshold.
     let truth_cell = truth[0].map(|c| c >= 2);
@@ -1086,6 +1116,92 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     let saved = unet_studio::ml::load_checkpoint(&own).unwrap().meta;
     assert_eq!(saved.decision(), decision);
     let _ = std::fs::remove_dir_all(&config);
+}
+
+/// The colours the viewer draws for image pixels with the overlay opaque and the labels
+/// hidden, at one framebuffer pixel per image pixel from the image's corner: each image pixel
+/// on the canvas with its colour.
+fn overlay_pixels(h: &mut Harness<'static, StudioApp>) -> Vec<((usize, usize), [u8; 3])> {
+    let ppp = h.ctx.pixels_per_point();
+    {
+        let s = h.state_mut();
+        s.view.fit = false;
+        s.view.fitted = None;
+        s.view.zoom = 1.0 / ppp;
+        s.view.origin = egui::vec2(0.0, 0.0);
+        s.show_labels = false;
+        s.models.overlay_opacity = 1.0;
+    }
+    h.remove_cursor();
+    // Jobs the overlay starts (the mask's gap-closing lines) end before the picture.
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    let full = h.render().unwrap();
+    let (r, doc) = (h.state().canvas_rect, h.state().doc.as_ref().unwrap());
+    let (w, ht) = (doc.stack.width, doc.stack.height);
+    let mut out = Vec::new();
+    // Inside the canvas by a pixel, so egui's frame around it is not read.
+    for fy in (r.min.y * ppp).ceil() as u32 + 1..(r.max.y * ppp).floor() as u32 - 1 {
+        for fx in (r.min.x * ppp).ceil() as u32 + 1..(r.max.x * ppp).floor() as u32 - 1 {
+            // The shader's mapping: image position = (fragment centre - rect min) / zoom.
+            let x = (fx as f32 + 0.5 - r.min.x * ppp).floor();
+            let y = (fy as f32 + 0.5 - r.min.y * ppp).floor();
+            if x >= 0.0 && y >= 0.0 && (x as usize) < w && (y as usize) < ht {
+                let p = full.get_pixel(fx, fy).0;
+                out.push(((x as usize, y as usize), [p[0], p[1], p[2]]));
+            }
+        }
+    }
+    assert!(
+        out.len() > 10_000,
+        "{} image pixels on the canvas",
+        out.len()
+    );
+    out
+}
+
+/// The WGSL `heat` colour map (black, red, yellow, white) of `t`, in 8 bits.
+fn heat(t: f32) -> [f32; 3] {
+    let x = t.clamp(0.0, 1.0);
+    [3.0 * x, 3.0 * x - 1.0, 3.0 * x - 2.0].map(|v| v.clamp(0.0, 1.0) * 255.0)
+}
+
+/// Every drawn pixel is the heat colour of `value` at its image pixel (within rounding).
+fn assert_heat(
+    drawn: &[((usize, usize), [u8; 3])],
+    value: impl Fn(usize, usize) -> f32,
+    what: &str,
+) {
+    let mut worst = 0.0f32;
+    for &((x, y), c) in drawn {
+        let want = heat(value(x, y));
+        for (a, b) in c.iter().zip(want) {
+            worst = worst.max((f32::from(*a) - b).abs());
+        }
+    }
+    assert!(worst <= 1.5, "{what}: a drawn pixel is {worst} levels off");
+}
+
+/// The class each drawn pixel's colour is (0: none of the classes' colours).
+fn mask_of(drawn: &[((usize, usize), [u8; 3])], colours: &[[u8; 3]]) -> Vec<u16> {
+    drawn
+        .iter()
+        .map(|(_, c)| {
+            colours
+                .iter()
+                .position(|k| k == c)
+                .map_or(0, |k| k as u16 + 1)
+        })
+        .collect()
+}
+
+/// `classes` at the drawn pixels.
+fn classes_at(
+    drawn: &[((usize, usize), [u8; 3])],
+    classes: &unet_studio::data::Plane<u16>,
+) -> Vec<u16> {
+    drawn.iter().map(|&((x, y), _)| classes.at(x, y)).collect()
 }
 
 /// The pixels of the image canvas only (the status bar changes with every autosave).

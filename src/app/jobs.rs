@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::app::augment_view::AugmentSample;
 use crate::app::compare::Comparison;
 use crate::app::import::ImportResult;
-use crate::app::model::{PredictResult, TrainResult, WeightKey};
+use crate::app::model::{GapKey, PredictResult, TrainResult, WeightKey};
 use crate::data::{DataError, Plane};
 use crate::jobs::JobSet;
 use crate::ml::{MlError, TrainEvent};
@@ -51,6 +51,8 @@ pub enum JobKind {
     SaveModel,
     /// The weight map of the shown slice.
     WeightMap,
+    /// The gap-closing lines of the shown slice's mask.
+    GapLines,
     /// A random elastic deformation of the shown slice.
     Deform,
     /// Two model versions on the shown slice.
@@ -75,6 +77,7 @@ impl JobKind {
             Self::LoadModel => "loading the model",
             Self::SaveModel => "saving the model",
             Self::WeightMap => "the weight map",
+            Self::GapLines => "closing the mask's gaps",
             Self::Deform => "the deformation",
             Self::Compare => "comparing model versions",
             Self::Import => "importing labels",
@@ -107,6 +110,8 @@ pub enum Message {
     ModelSaved(Result<PathBuf, MlError>),
     /// A weight map was computed.
     WeightMap(WeightKey, Plane<f32>),
+    /// The gap-closing lines of a slice's mask were computed (1 on a line).
+    GapLines(GapKey, Plane<u8>),
     /// A deformation was drawn.
     Deformed(Box<AugmentSample>),
     /// Two versions were compared.

@@ -4,8 +4,7 @@
 
 use crate::data::Plane;
 use crate::ml::memory::largest_fitting_tile;
-use crate::ml::{ComputeDevice, MlError, Preset, TrainEvent, TrainOutcome, UNetConfig, entropy};
-use crate::postprocess::argmax_classes;
+use crate::ml::{ComputeDevice, MlError, Preset, TrainEvent, TrainOutcome, UNetConfig};
 use crate::preprocess::WeightMapConfig;
 use crate::project::models::{LoadedModel, VersionInfo};
 
@@ -32,6 +31,10 @@ pub enum Overlay {
 
 /// Key of a computed weight map: slice, label edits, w0, sigma.
 pub(crate) type WeightKey = (usize, u64, u32, u32);
+
+/// Key of computed gap-closing lines: slice, probabilities' generation, the gap closing's
+/// seed threshold and smallest seed.
+pub(crate) type GapKey = (usize, u64, u32, u32);
 
 pub(crate) fn weight_key(slice: usize, edits: u64, cfg: &WeightMapConfig) -> WeightKey {
     (slice, edits, cfg.w0.to_bits(), cfg.sigma_px.to_bits())
@@ -76,6 +79,8 @@ pub struct ModelState {
     pub weights: WeightMapConfig,
     /// The weight map last computed, with its key.
     pub weight_map: Option<(WeightKey, Plane<f32>)>,
+    /// The gap-closing lines last computed (1 on a line), with their key.
+    pub gap_lines: Option<(GapKey, Plane<u8>)>,
     /// Config of the network being trained (for previews before the first model exists).
     pub(crate) training_unet: Option<UNetConfig>,
     /// Output tile edges of training and prediction: the largest that fit the device's
@@ -123,6 +128,7 @@ impl ModelState {
             history: Vec::new(),
             weights: WeightMapConfig::default(),
             weight_map: None,
+            gap_lines: None,
             training_unet: None,
             fine_tuning: false,
             val_rand: Vec::new(),
@@ -213,32 +219,46 @@ impl ModelState {
         }
     }
 
-    /// The overlay map of `slice` for the current mode, if there is one.
+    /// The weight map of `slice`, if the weight-map overlay is shown and it is computed (the
+    /// viewer's map overlay; the network's overlays are computed by the shader from the
+    /// probabilities).
     pub fn overlay_map(&self, slice: usize) -> Option<Vec<f32>> {
-        if self.overlay == Overlay::WeightMap {
-            return self
-                .weight_map
-                .as_ref()
-                .filter(|(k, _)| k.0 == slice)
-                .map(|(_, m)| m.data.clone());
+        if self.overlay != Overlay::WeightMap {
+            return None;
         }
-        let probs = self.probabilities.get(slice)?.as_ref()?;
-        let k = (self.overlay_class.max(1) as usize - 1).min(probs.len().saturating_sub(1));
-        match self.overlay {
-            Overlay::None | Overlay::WeightMap => None,
-            Overlay::Probability => Some(probs[k].data.clone()),
-            // Every pixel's class (1..=K), drawn in the class colours.
-            Overlay::Mask => {
-                let mask = self
-                    .model
-                    .as_ref()
-                    .map_or_else(|| argmax_classes(probs), |m| m.classes(probs));
-                Some(mask.data.iter().map(|&c| f32::from(c)).collect())
-            }
-            Overlay::Uncertainty => {
-                let norm = (probs.len().max(2) as f32).ln();
-                Some(entropy(probs).data.iter().map(|e| e / norm).collect())
-            }
-        }
+        self.weight_map
+            .as_ref()
+            .filter(|(k, _)| k.0 == slice)
+            .map(|(_, m)| m.data.clone())
+    }
+
+    /// The threshold of class 2 the mask overlay draws by (the model's rule for two classes),
+    /// or `None`: the most probable class.
+    pub fn mask_threshold(&self) -> Option<f32> {
+        let m = self.model.as_ref()?;
+        (m.unet.classes == 2 && m.decision != crate::postprocess::Decision::default())
+            .then(|| m.decision.threshold.unwrap_or(0.5))
+    }
+
+    /// The key of the gap-closing lines the mask of `slice` needs, if the model's rule closes
+    /// gaps and the slice is predicted.
+    pub(crate) fn gap_key(&self, slice: usize) -> Option<GapKey> {
+        let g = self.model.as_ref()?.decision.gap_closing?;
+        self.probabilities.get(slice)?.as_ref()?;
+        Some((
+            slice,
+            self.generation,
+            g.seed_threshold.to_bits(),
+            g.min_seed_area,
+        ))
+    }
+
+    /// The gap-closing lines of `slice` for the current rule and probabilities, if computed.
+    pub fn gap_lines_of(&self, slice: usize) -> Option<&Plane<u8>> {
+        let key = self.gap_key(slice)?;
+        self.gap_lines
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, l)| l)
     }
 }

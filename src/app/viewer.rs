@@ -18,9 +18,15 @@ pub(crate) struct ViewerState {
     pub(crate) readout: Option<String>,
     /// Uploads not yet performed by a rendered frame.
     pub(crate) queue: UploadQueue,
-    /// (slice, overlay, class, generation) of the map on the GPU, if any.
-    pub(crate) map_key: Option<(usize, crate::app::model::Overlay, u8, u64)>,
-    /// Whether the map on the GPU belongs to the shown slice.
+    /// (slice, generation) of the probabilities last sent to the GPU.
+    pub(crate) probs_key: Option<(usize, u64)>,
+    /// Whether the GPU holds the probabilities of `probs_key` (the slice was predicted).
+    pub(crate) probs_shown: bool,
+    /// The gap-closing lines on the GPU, if any.
+    pub(crate) lines_key: Option<crate::app::model::GapKey>,
+    /// The weight map on the GPU, if any.
+    pub(crate) weight_key: Option<crate::app::model::WeightKey>,
+    /// Whether the weight map on the GPU belongs to the shown slice.
     pub(crate) map_shown: bool,
     /// Outline of the lasso being drawn (image coordinates).
     pub(crate) lasso: Vec<(f32, f32)>,

@@ -8,12 +8,28 @@ pub(crate) fn texture_entry(
     binding: u32,
     sample_type: wgpu::TextureSampleType,
 ) -> wgpu::BindGroupLayoutEntry {
+    texture_entry_of(binding, sample_type, wgpu::TextureViewDimension::D2)
+}
+
+/// [`texture_entry`] of a 2-D texture array (one layer per class, say).
+pub(crate) fn texture_array_entry(
+    binding: u32,
+    sample_type: wgpu::TextureSampleType,
+) -> wgpu::BindGroupLayoutEntry {
+    texture_entry_of(binding, sample_type, wgpu::TextureViewDimension::D2Array)
+}
+
+fn texture_entry_of(
+    binding: u32,
+    sample_type: wgpu::TextureSampleType,
+    view_dimension: wgpu::TextureViewDimension,
+) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::FRAGMENT,
         ty: wgpu::BindingType::Texture {
             sample_type,
-            view_dimension: wgpu::TextureViewDimension::D2,
+            view_dimension,
             multisampled: false,
         },
         count: None,
@@ -83,12 +99,23 @@ pub(crate) fn create_texture(
     height: u32,
     format: wgpu::TextureFormat,
 ) -> wgpu::Texture {
+    create_texture_array(device, label, (width, height, 1), format)
+}
+
+/// A 2-D texture array of `layers` layers that shaders read and the queue (or a copy from a
+/// buffer) writes.
+pub(crate) fn create_texture_array(
+    device: &wgpu::Device,
+    label: &str,
+    (width, height, layers): (u32, u32, u32),
+    format: wgpu::TextureFormat,
+) -> wgpu::Texture {
     device.create_texture(&wgpu::TextureDescriptor {
         label: Some(label),
         size: wgpu::Extent3d {
             width: width.max(1),
             height: height.max(1),
-            depth_or_array_layers: 1,
+            depth_or_array_layers: layers.max(1),
         },
         mip_level_count: 1,
         sample_count: 1,
@@ -121,6 +148,25 @@ pub(crate) fn bind_group(
         .iter()
         .map(|t| t.create_view(&wgpu::TextureViewDescriptor::default()))
         .collect();
+    bind_group_of_views(device, label, layout, uniforms, &views)
+}
+
+/// The view of a texture array (as a WGSL `texture_2d_array`, even with one layer).
+pub(crate) fn array_view(t: &wgpu::Texture) -> wgpu::TextureView {
+    t.create_view(&wgpu::TextureViewDescriptor {
+        dimension: Some(wgpu::TextureViewDimension::D2Array),
+        ..Default::default()
+    })
+}
+
+/// [`bind_group`] of texture views.
+pub(crate) fn bind_group_of_views(
+    device: &wgpu::Device,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    uniforms: &wgpu::Buffer,
+    views: &[wgpu::TextureView],
+) -> wgpu::BindGroup {
     let mut entries = vec![wgpu::BindGroupEntry {
         binding: 0,
         resource: uniforms.as_entire_binding(),
@@ -143,7 +189,19 @@ pub(crate) fn bind_group(
 pub(crate) fn write_texture(
     queue: &wgpu::Queue,
     tex: &wgpu::Texture,
+    rect: [u32; 4],
+    data: &[u8],
+    bytes_per_px: u32,
+) {
+    write_texture_layer(queue, tex, rect, 0, data, bytes_per_px);
+}
+
+/// [`write_texture`] into array layer `layer`.
+pub(crate) fn write_texture_layer(
+    queue: &wgpu::Queue,
+    tex: &wgpu::Texture,
     [x, y, w, h]: [u32; 4],
+    layer: u32,
     data: &[u8],
     bytes_per_px: u32,
 ) {
@@ -151,7 +209,7 @@ pub(crate) fn write_texture(
         wgpu::TexelCopyTextureInfo {
             texture: tex,
             mip_level: 0,
-            origin: wgpu::Origin3d { x, y, z: 0 },
+            origin: wgpu::Origin3d { x, y, z: layer },
             aspect: wgpu::TextureAspect::All,
         },
         data,

@@ -5,18 +5,29 @@
 use eframe::egui_wgpu::{self, wgpu};
 
 use super::gpu::{
-    bind_group, create_texture, fullscreen_pipeline, texture_entry, uniform_buffer, uniform_entry,
-    write_texture,
+    array_view, bind_group_of_views, create_texture, create_texture_array, fullscreen_pipeline,
+    texture_array_entry, texture_entry, uniform_buffer, uniform_entry, write_texture,
+    write_texture_layer,
 };
 
 /// `flags` bit: draw the label overlay.
 pub const SHOW_LABELS: u32 = 1;
 /// `flags` bit: dim pixels without a label.
 pub const DIM_UNLABELLED: u32 = 2;
-/// `flags` bit: draw the map overlay (probability, uncertainty or weight map).
-pub const SHOW_MAP: u32 = 4;
-/// `flags` bit: the map holds class ids, drawn in the palette's class colours (the mask).
-pub const MAP_CLASSES: u32 = 8;
+/// `flags` bit: the mask overlay closes gaps along the uploaded lines ([`Upload::GapLines`]).
+pub const GAP_LINES: u32 = 4;
+
+/// `overlay`: none.
+pub const OVERLAY_NONE: u32 = 0;
+/// `overlay`: the uploaded map ([`Upload::Map`], a weight map) in heat colours.
+pub const OVERLAY_MAP: u32 = 1;
+/// `overlay`: the probability of class `overlay_class + 1` in heat colours.
+pub const OVERLAY_PROBABILITY: u32 = 2;
+/// `overlay`: every pixel's class by the rule in `threshold` (and the gap-closing lines), in
+/// the palette's class colours.
+pub const OVERLAY_MASK: u32 = 3;
+/// `overlay`: the entropy of the class probabilities over ln K, in heat colours.
+pub const OVERLAY_UNCERTAINTY: u32 = 4;
 
 /// Uniforms of `shaders/viewer.wgsl`, mirrored field by field by its `struct View` (192
 /// bytes: every field 4-byte aligned, every `[f32; 2]` at a multiple of 8 and every
@@ -37,28 +48,30 @@ pub struct ViewUniforms {
     pub image_size: [f32; 2],
     /// Channels in the image texture (1 to 4).
     pub channels: u32,
-    /// Padding (WGSL: `_pad2`).
-    pub _pad2: u32,
+    /// What the overlay shows: [`OVERLAY_NONE`], [`OVERLAY_MAP`], [`OVERLAY_PROBABILITY`],
+    /// [`OVERLAY_MASK`], [`OVERLAY_UNCERTAINTY`].
+    pub overlay: u32,
     /// Opacity of the label overlay.
     pub label_opacity: f32,
-    /// [`SHOW_LABELS`], [`DIM_UNLABELLED`], [`SHOW_MAP`], [`MAP_CLASSES`].
+    /// [`SHOW_LABELS`], [`DIM_UNLABELLED`], [`GAP_LINES`].
     pub flags: u32,
-    /// Opacity of the map overlay.
+    /// Opacity of the overlay.
     pub map_opacity: f32,
-    /// Map value shown cold.
+    /// Overlay value shown cold.
     pub map_cold: f32,
-    /// Map value shown hot.
+    /// Overlay value shown hot.
     pub map_hot: f32,
-    /// Padding (WGSL: `_pad0`).
-    pub _pad0: f32,
+    /// The mask of two classes: class 2 where its probability exceeds this; negative: the
+    /// most probable class (the rule of [`crate::postprocess::Decision::classes`]).
+    pub threshold: f32,
     /// The image pixels this tile draws: x0, y0, x1, y1 (exclusive).
     pub tile_core: [f32; 4],
     /// Image coordinates of the tile textures' first texel.
     pub tile_origin: [f32; 2],
     /// 1 when this tile draws the background outside the image, else 0.
     pub background: u32,
-    /// Padding (WGSL: `_pad1`).
-    pub _pad1: u32,
+    /// The class the probability overlay shows, 0-based.
+    pub overlay_class: u32,
     /// Per channel, the raw value shown black (contrast window).
     pub channel_min: [f32; 4],
     /// Per channel, the raw value shown at full colour.
@@ -142,8 +155,19 @@ pub enum Upload {
     },
     /// Colours of class ids 0..=255.
     Palette(Box<[[u8; 4]; 256]>),
-    /// The overlay map of the shown slice (`width * height`: a probability, an entropy).
+    /// The map overlay of the shown slice (`width * height`: a weight map).
     Map(Vec<f32>),
+    /// The class probabilities of the shown slice: `classes` planes of `width * height`,
+    /// class 1 first; the probability, mask and uncertainty overlays are computed from them
+    /// by the shader.
+    Probabilities {
+        /// Planes.
+        classes: u32,
+        /// The planes, one after the other.
+        data: Vec<f32>,
+    },
+    /// The gap-closing lines of the shown slice's mask (`width * height`, 1 on a line).
+    GapLines(Vec<u8>),
 }
 
 struct Tile {
@@ -151,6 +175,9 @@ struct Tile {
     image: wgpu::Texture,
     labels: wgpu::Texture,
     map: wgpu::Texture,
+    /// One layer per class.
+    probs: wgpu::Texture,
+    lines: wgpu::Texture,
     uniforms: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
 }
@@ -159,6 +186,8 @@ struct SliceTextures {
     width: u32,
     height: u32,
     channels: u32,
+    /// Layers of the probability textures.
+    classes: u32,
     tiles: Vec<Tile>,
 }
 
@@ -189,6 +218,8 @@ pub fn install(rs: &egui_wgpu::RenderState) {
             texture_entry(2, wgpu::TextureSampleType::Uint),
             texture_entry(3, wgpu::TextureSampleType::Float { filterable: false }),
             texture_entry(4, wgpu::TextureSampleType::Float { filterable: false }),
+            texture_array_entry(5, wgpu::TextureSampleType::Float { filterable: false }),
+            texture_entry(6, wgpu::TextureSampleType::Uint),
         ],
     });
     let pipeline = fullscreen_pipeline(
@@ -241,8 +272,27 @@ impl ViewerResources {
             width,
             channels,
             height,
+            classes: 1,
             tiles,
         });
+    }
+
+    /// Gives every tile probability textures of `classes` layers (their values undefined
+    /// until written).
+    fn set_classes(&mut self, device: &wgpu::Device, classes: u32) {
+        let Some(s) = &mut self.slice else { return };
+        if s.classes == classes.max(1) {
+            return;
+        }
+        s.classes = classes.max(1);
+        for t in &mut s.tiles {
+            t.probs = probs_texture(device, t.rect, s.classes);
+            t.bind_group = tile_bind_group(
+                device,
+                (&self.layout, &t.uniforms, &self.palette),
+                [&t.image, &t.labels, &t.map, &t.probs, &t.lines],
+            );
+        }
     }
 
     fn tile(&self, device: &wgpu::Device, rect: TileRect, channels: u32) -> Tile {
@@ -259,19 +309,21 @@ impl ViewerResources {
         );
         let labels = tex("viewer labels", wgpu::TextureFormat::R8Uint);
         let map = tex("viewer map", wgpu::TextureFormat::R32Float);
+        let lines = tex("viewer gap lines", wgpu::TextureFormat::R8Uint);
+        let probs = probs_texture(device, rect, 1);
         let uniforms = uniform_buffer(device, "viewer uniforms", UNIFORM_BYTES);
-        let bind_group = bind_group(
+        let bind_group = tile_bind_group(
             device,
-            "viewer",
-            &self.layout,
-            &uniforms,
-            &[&image, &labels, &self.palette, &map],
+            (&self.layout, &uniforms, &self.palette),
+            [&image, &labels, &map, &probs, &lines],
         );
         Tile {
             rect,
             image,
             labels,
             map,
+            probs,
+            lines,
             uniforms,
             bind_group,
         }
@@ -318,6 +370,41 @@ impl ViewerResources {
                     .map(|t| write_region(queue, &t.map, t.rect, [0, 0, s.width, s.height], values))
                     .sum()
             }
+            Upload::Probabilities { classes, data } => {
+                let pixels = self
+                    .slice
+                    .as_ref()
+                    .map_or(0, |s| (s.width * s.height) as usize);
+                if pixels == 0 || data.len() != *classes as usize * pixels || *classes == 0 {
+                    return 0;
+                }
+                self.set_classes(device, *classes);
+                let Some(s) = &self.slice else { return 0 };
+                let whole = [0, 0, s.width, s.height];
+                data.chunks_exact(pixels)
+                    .enumerate()
+                    .map(|(k, plane)| {
+                        s.tiles
+                            .iter()
+                            .map(|t| {
+                                write_region_layer(queue, &t.probs, t.rect, whole, k as u32, plane)
+                            })
+                            .sum::<u64>()
+                    })
+                    .sum()
+            }
+            Upload::GapLines(values) => {
+                let Some(s) = &self.slice else { return 0 };
+                if values.len() != (s.width * s.height) as usize {
+                    return 0;
+                }
+                s.tiles
+                    .iter()
+                    .map(|t| {
+                        write_region(queue, &t.lines, t.rect, [0, 0, s.width, s.height], values)
+                    })
+                    .sum()
+            }
             Upload::LabelRect {
                 x0,
                 y0,
@@ -347,6 +434,41 @@ impl ViewerResources {
     }
 }
 
+/// The probability texture of a tile: `classes` layers of its texels.
+fn probs_texture(device: &wgpu::Device, rect: TileRect, classes: u32) -> wgpu::Texture {
+    let [x0, y0, x1, y1] = rect.tex;
+    create_texture_array(
+        device,
+        "viewer probabilities",
+        (x1 - x0, y1 - y0, classes),
+        wgpu::TextureFormat::R32Float,
+    )
+}
+
+/// The bind group of a tile's uniforms and its image, labels, map, probabilities and lines
+/// textures, with the shared palette (the bindings of `shaders/viewer.wgsl`).
+fn tile_bind_group(
+    device: &wgpu::Device,
+    (layout, uniforms, palette): (&wgpu::BindGroupLayout, &wgpu::Buffer, &wgpu::Texture),
+    [image, labels, map, probs, lines]: [&wgpu::Texture; 5],
+) -> wgpu::BindGroup {
+    let view = |tex: &wgpu::Texture| tex.create_view(&wgpu::TextureViewDescriptor::default());
+    bind_group_of_views(
+        device,
+        "viewer",
+        layout,
+        uniforms,
+        &[
+            view(image),
+            view(labels),
+            view(palette),
+            view(map),
+            array_view(probs),
+            view(lines),
+        ],
+    )
+}
+
 /// Writes the image region `[x0, y0, x1, y1)` (`data`, row after row) into the part of tile
 /// `rect` it covers; returns the bytes written. Only a tile narrower than the region needs a
 /// copy of its columns.
@@ -354,7 +476,19 @@ fn write_region<T: bytemuck::Pod>(
     queue: &wgpu::Queue,
     tex: &wgpu::Texture,
     rect: TileRect,
+    region: [u32; 4],
+    data: &[T],
+) -> u64 {
+    write_region_layer(queue, tex, rect, region, 0, data)
+}
+
+/// [`write_region`] into array layer `layer`.
+fn write_region_layer<T: bytemuck::Pod>(
+    queue: &wgpu::Queue,
+    tex: &wgpu::Texture,
+    rect: TileRect,
     [x0, y0, x1, y1]: [u32; 4],
+    layer: u32,
     data: &[T],
 ) -> u64 {
     let [tx0, ty0, tx1, ty1] = rect.tex;
@@ -368,7 +502,7 @@ fn write_region<T: bytemuck::Pod>(
     let w = (x1 - x0) as usize;
     let rows = &data[(b0 - y0) as usize * w..(b1 - y0) as usize * w];
     if a0 == x0 && a1 == x1 {
-        write_texture(queue, tex, target, bytemuck::cast_slice(rows), bpp);
+        write_texture_layer(queue, tex, target, layer, bytemuck::cast_slice(rows), bpp);
     } else {
         let (c0, c1) = ((a0 - x0) as usize, (a1 - x0) as usize);
         let part: Vec<T> = rows
@@ -376,7 +510,7 @@ fn write_region<T: bytemuck::Pod>(
             .flat_map(|row| &row[c0..c1])
             .copied()
             .collect();
-        write_texture(queue, tex, target, bytemuck::cast_slice(&part), bpp);
+        write_texture_layer(queue, tex, target, layer, bytemuck::cast_slice(&part), bpp);
     }
     u64::from(target[2] * target[3] * bpp)
 }
@@ -506,17 +640,17 @@ mod tests {
             ("origin", offset_of!(ViewUniforms, origin)),
             ("image_size", offset_of!(ViewUniforms, image_size)),
             ("channels", offset_of!(ViewUniforms, channels)),
-            ("_pad2", offset_of!(ViewUniforms, _pad2)),
+            ("overlay", offset_of!(ViewUniforms, overlay)),
             ("label_opacity", offset_of!(ViewUniforms, label_opacity)),
             ("flags", offset_of!(ViewUniforms, flags)),
             ("map_opacity", offset_of!(ViewUniforms, map_opacity)),
             ("map_cold", offset_of!(ViewUniforms, map_cold)),
             ("map_hot", offset_of!(ViewUniforms, map_hot)),
-            ("_pad0", offset_of!(ViewUniforms, _pad0)),
+            ("threshold", offset_of!(ViewUniforms, threshold)),
             ("tile_core", offset_of!(ViewUniforms, tile_core)),
             ("tile_origin", offset_of!(ViewUniforms, tile_origin)),
             ("background", offset_of!(ViewUniforms, background)),
-            ("_pad1", offset_of!(ViewUniforms, _pad1)),
+            ("overlay_class", offset_of!(ViewUniforms, overlay_class)),
             ("channel_min", offset_of!(ViewUniforms, channel_min)),
             ("channel_max", offset_of!(ViewUniforms, channel_max)),
             ("channel_colour", offset_of!(ViewUniforms, channel_colour)),

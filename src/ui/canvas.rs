@@ -2,7 +2,10 @@
 
 use crate::app::model::Overlay;
 use crate::app::studio::{StudioApp, Tool};
-use crate::render::viewer::{DIM_UNLABELLED, MAP_CLASSES, SHOW_LABELS, SHOW_MAP};
+use crate::render::viewer::{
+    DIM_UNLABELLED, GAP_LINES, OVERLAY_MAP, OVERLAY_MASK, OVERLAY_NONE, OVERLAY_PROBABILITY,
+    OVERLAY_UNCERTAINTY, SHOW_LABELS,
+};
 use crate::render::{Upload, ViewUniforms, ViewerCallback};
 use bytemuck::Zeroable as _;
 use eframe::egui;
@@ -336,24 +339,72 @@ fn uploads(app: &mut StudioApp) -> Option<Vec<Upload>> {
             data,
         });
     }
-    let key = (
-        slice,
-        app.models.overlay,
-        app.models.overlay_class,
-        app.models.generation,
-    );
-    if app.viewer.map_key != Some(key) || uploads.iter().any(|u| matches!(u, Upload::Resize { .. }))
+    let resized = uploads.iter().any(|u| matches!(u, Upload::Resize { .. }));
+    overlay_uploads(app, slice, resized, &mut uploads);
+    Some(uploads)
+}
+
+/// The overlays' data the GPU lacks: the shown slice's class probabilities (the shader
+/// computes the probability, mask and uncertainty overlays from them, so switching between
+/// those or between classes uploads nothing), the mask's gap-closing lines, the weight map.
+fn overlay_uploads(app: &mut StudioApp, slice: usize, resized: bool, uploads: &mut Vec<Upload>) {
+    let m = &app.models;
+    let v = &mut app.viewer;
+    let probs_key = (slice, m.generation);
+    if v.probs_key != Some(probs_key) || resized {
+        v.probs_key = Some(probs_key);
+        v.probs_shown = match m.probabilities.get(slice).and_then(Option::as_ref) {
+            Some(probs) if !probs.is_empty() => {
+                uploads.push(Upload::Probabilities {
+                    classes: probs.len() as u32,
+                    data: probs.iter().flat_map(|p| p.data.iter().copied()).collect(),
+                });
+                true
+            }
+            _ => false,
+        };
+        v.lines_key = None;
+    }
+    let gap_key = m.gap_key(slice);
+    if gap_key.is_some()
+        && v.lines_key != gap_key
+        && let Some(lines) = m.gap_lines_of(slice)
     {
-        app.viewer.map_key = Some(key);
-        match app.models.overlay_map(slice) {
+        uploads.push(Upload::GapLines(lines.data.clone()));
+        v.lines_key = gap_key;
+    }
+    let weight_key = m.weight_map.as_ref().map(|(k, _)| *k);
+    if m.overlay == Overlay::WeightMap && (v.weight_key != weight_key || resized) {
+        v.weight_key = weight_key;
+        v.map_shown = match m.overlay_map(slice) {
             Some(map) => {
                 uploads.push(Upload::Map(map));
-                app.viewer.map_shown = true;
+                true
             }
-            None => app.viewer.map_shown = false,
-        }
+            None => false,
+        };
     }
-    Some(uploads)
+    if weight_key.is_some_and(|k| k.0 != slice) {
+        v.map_shown = false;
+    }
+}
+
+/// What the overlay draws this frame ([`OVERLAY_NONE`] while its data is not on the GPU: a
+/// mask whose rule closes gaps waits for its lines), and whether the mask closes gaps.
+fn overlay_mode(app: &StudioApp) -> (u32, bool) {
+    let (m, v) = (&app.models, &app.viewer);
+    let probs = v.probs_shown && v.probs_key == Some((app.view.slice, m.generation));
+    let gaps = m.gap_key(app.view.slice);
+    let lines = gaps.is_some() && v.lines_key == gaps;
+    let mode = match m.overlay {
+        Overlay::None => OVERLAY_NONE,
+        Overlay::WeightMap if v.map_shown => OVERLAY_MAP,
+        Overlay::Probability if probs => OVERLAY_PROBABILITY,
+        Overlay::Mask if probs && (gaps.is_none() || lines) => OVERLAY_MASK,
+        Overlay::Uncertainty if probs => OVERLAY_UNCERTAINTY,
+        _ => OVERLAY_NONE,
+    };
+    (mode, lines)
 }
 
 /// A slice's values as the viewer's image texture holds them: one per pixel for one channel,
@@ -402,11 +453,11 @@ fn uniforms(
 ) -> ViewUniforms {
     let ppp = ui.ctx().pixels_per_point();
     let mut flags = 0;
+    let (overlay, lines) = overlay_mode(app);
     for (on, bit) in [
         (app.show_labels, SHOW_LABELS),
         (app.show_only_labelled, DIM_UNLABELLED),
-        (app.viewer.map_shown, SHOW_MAP),
-        (app.models.overlay == Overlay::Mask, MAP_CLASSES),
+        (lines, GAP_LINES),
     ] {
         if on {
             flags |= bit;
@@ -426,6 +477,9 @@ fn uniforms(
         channel_colour,
         label_opacity: app.label_opacity,
         flags,
+        overlay,
+        overlay_class: u32::from(app.models.overlay_class.max(1) - 1),
+        threshold: app.models.mask_threshold().unwrap_or(-1.0),
         map_opacity: app.models.overlay_opacity,
         map_cold,
         map_hot,

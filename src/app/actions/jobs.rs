@@ -28,6 +28,7 @@ impl StudioApp {
             self.preview(network);
         }
         self.refresh_weight_map();
+        self.refresh_gap_lines();
         self.refresh_augment();
         self.save_settings_if_changed();
         self.remember_recent();
@@ -62,6 +63,7 @@ impl StudioApp {
                 self.models.weight_map = Some((key, map));
                 self.models.generation += 1;
             }
+            Message::GapLines(key, lines) => self.models.gap_lines = Some((key, lines)),
             Message::Deformed(sample) => self.apply_augment(*sample),
             Message::Compared(res) => self.apply_comparison(*res),
             Message::Imported(res) => self.apply_import(res),

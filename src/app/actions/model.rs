@@ -355,6 +355,47 @@ impl StudioApp {
         });
     }
 
+    /// Starts computing the gap-closing lines of the shown slice's mask when the mask overlay
+    /// needs them (the model's rule closes gaps) and they are missing or stale. Runs in the
+    /// background; the shader draws the mask over them.
+    pub(crate) fn refresh_gap_lines(&mut self) {
+        if self.models.overlay != Overlay::Mask || self.jobs.running(JobKind::GapLines) {
+            return;
+        }
+        let slice = self.view.slice;
+        let Some(key) = self.models.gap_key(slice) else {
+            return;
+        };
+        if self
+            .models
+            .gap_lines
+            .as_ref()
+            .is_some_and(|(k, _)| *k == key)
+        {
+            return;
+        }
+        let (Some(probs), Some(cfg)) = (
+            self.models
+                .probabilities
+                .get(slice)
+                .and_then(Option::as_ref),
+            self.models
+                .model
+                .as_ref()
+                .and_then(|m| m.decision.gap_closing),
+        ) else {
+            return;
+        };
+        let Some(p_cell) = probs.get(1).cloned() else {
+            return;
+        };
+        self.jobs
+            .spawn(JobKind::GapLines, "closing gaps", move |_| {
+                let lines = crate::postprocess::gap_lines(&p_cell, &cfg);
+                Message::GapLines(key, lines.map(u8::from))
+            });
+    }
+
     /// Starts computing the weight map of the shown slice when the view needs one that is
     /// missing or stale (labels edited, w0 or sigma changed). Runs in the background.
     pub(crate) fn refresh_weight_map(&mut self) {
