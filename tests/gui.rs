@@ -733,6 +733,87 @@ fn lasso_and_fill_tools_from_the_keyboard() {
     assert!(h.state().doc.as_ref().unwrap().labels[0] == before_fill);
 }
 
+/// On the display's own GPU (lavapipe here, allowed for the test), a prediction leaves the
+/// shown slice's probabilities in burn's buffer and the viewer copies them into its textures
+/// on the GPU: nothing of them is uploaded from the CPU, and the overlays drawn from them
+/// are the probabilities read back (the mask by the model's rule, gaps closed).
+#[test]
+fn overlays_on_the_display_gpu_are_copied_from_burns_buffer() {
+    use egui_kittest::kittest::Queryable as _;
+    let config = std::env::temp_dir().join(format!("unet-gui-gpu-overlay-{}", std::process::id()));
+    let setup = eframe::egui_wgpu::WgpuSetup::CreateNew(eframe::egui_wgpu::WgpuSetupCreateNew {
+        device_descriptor: std::sync::Arc::new(unet_studio::app::device_descriptor),
+        ..eframe::egui_wgpu::WgpuSetupCreateNew::without_display_handle()
+    });
+    let dir = config.clone();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1100.0, 760.0))
+        .wgpu_setup(setup)
+        .build_eframe(move |cc| {
+            let rs = cc.wgpu_render_state.as_ref().expect("wgpu render state");
+            let compute = unet_studio::app::shared_compute_device(rs, true);
+            StudioApp::with_options(cc, Some(OpenRequest::sample()), compute, Some(dir))
+        });
+    h.state_mut().finish_jobs();
+    h.run_steps(4);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert!(
+        h.state().models.compute.is_gpu,
+        "{}",
+        h.state().models.compute.description
+    );
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert_eq!(h.state().models.slice_on_gpu(), Some(0));
+    // Predict again: the new probabilities reach the textures by a copy on the GPU only.
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Probability;
+    h.run_steps(2);
+    // A rendered frame performs what is queued (the first prediction's copy).
+    h.render().unwrap();
+    assert_eq!(
+        h.state().gpu_copied_bytes(),
+        2 * 512 * 512 * 4,
+        "one copy of two planes"
+    );
+    // Textures of at most 200 px: each tile copies its own window of the buffer (its core and
+    // a one-pixel halo), so a wrong offset would show in the pictures below.
+    h.state_mut().set_texture_tile_edge(200);
+    h.run_steps(2);
+    h.render().unwrap();
+    let tiles: u64 = unet_studio::render::tile_layout(512, 512, 200)
+        .iter()
+        .map(|t| u64::from((t.tex[2] - t.tex[0]) * (t.tex[3] - t.tex[1])))
+        .sum();
+    let (up0, copied0) = (h.state().gpu_upload_stats().1, h.state().gpu_copied_bytes());
+    assert_eq!(h.state().gpu_upload_stats().0, 9);
+    h.get_by_label("Predict slice").click();
+    h.run_steps(1);
+    h.state_mut().finish_jobs();
+    let drawn = overlay_pixels(&mut h);
+    let (up1, copied1) = (h.state().gpu_upload_stats().1, h.state().gpu_copied_bytes());
+    let probs = h.state().models.probabilities[0].clone().unwrap();
+    assert_eq!(
+        copied1 - copied0,
+        2 * tiles * 4,
+        "two class planes copied, tile by tile"
+    );
+    assert_eq!(up1, up0, "nothing uploaded from the CPU");
+    assert_heat(&drawn, |x, y| probs[1].at(x, y), "probability of class 2");
+    // The mask by the model's rule, its gap-closing lines computed from the read-back.
+    let decision = h.state().models.model.as_ref().unwrap().decision;
+    assert!(decision.gap_closing.is_some());
+    let classes = decision.classes(&probs);
+    let colours: Vec<[u8; 3]> = (h.state().doc.as_ref().unwrap().classes.iter())
+        .map(|c| c.color)
+        .collect();
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
+    let drawn = overlay_pixels(&mut h);
+    let (got, want) = (mask_of(&drawn, &colours), classes_at(&drawn, &classes));
+    let wrong = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(wrong, 0, "of {} pixels", want.len());
+    let _ = std::fs::remove_dir_all(&config);
+}
+
 #[test]
 fn burn_computes_on_the_display_device() {
     use unet_studio::ml::{

@@ -8,8 +8,20 @@ use crate::ml::{ComputeDevice, MlError, Preset, TrainEvent, TrainOutcome, UNetCo
 use crate::preprocess::WeightMapConfig;
 use crate::project::models::{LoadedModel, VersionInfo};
 
-/// The output tile finally used, and the probabilities per predicted slice.
-pub(crate) type PredictResult = Result<(usize, Vec<(usize, Vec<Plane<f32>>)>), MlError>;
+/// A finished prediction: the output tile finally used, the probabilities per predicted
+/// slice, and the shown slice's probabilities in the GPU's buffer when burn computes on the
+/// display's device.
+pub struct Prediction {
+    /// The output tile finally used.
+    pub tile: usize,
+    /// `(slice, probabilities)` of each predicted slice.
+    pub slices: Vec<(usize, Vec<Plane<f32>>)>,
+    /// `(slice, buffer)` of the shown slice when kept on the GPU.
+    pub on_gpu: Option<(usize, crate::ml::resident::GpuPlanes)>,
+}
+
+/// See [`Prediction`].
+pub(crate) type PredictResult = Result<Prediction, MlError>;
 
 /// A training job's result: the run and the versions now saved.
 pub(crate) type TrainResult = Result<(TrainOutcome, Vec<VersionInfo>), MlError>;
@@ -65,6 +77,10 @@ pub struct ModelState {
     pub its_per_s: f32,
     /// Probabilities per slice (class `k` at index `k - 1`), from the current network.
     pub probabilities: Vec<Option<Vec<Plane<f32>>>>,
+    /// The last prediction's probabilities of the shown slice in the GPU's buffer (burn on the
+    /// display's device), with the slice and the generation they belong to: the viewer copies
+    /// them into its textures on the GPU.
+    pub(crate) on_gpu: Option<(usize, u64, crate::ml::resident::GpuPlanes)>,
     /// Overlay mode.
     pub overlay: Overlay,
     /// Class the probability / mask overlays show.
@@ -121,6 +137,7 @@ impl ModelState {
             val_losses: Vec::new(),
             its_per_s: 0.0,
             probabilities: Vec::new(),
+            on_gpu: None,
             overlay: Overlay::Probability,
             overlay_class: 2,
             overlay_opacity: 0.5,
@@ -230,6 +247,14 @@ impl ModelState {
             .as_ref()
             .filter(|(k, _)| k.0 == slice)
             .map(|(_, m)| m.data.clone())
+    }
+
+    /// The slice whose current probabilities are also in the GPU's buffer, if any.
+    pub fn slice_on_gpu(&self) -> Option<usize> {
+        self.on_gpu
+            .as_ref()
+            .filter(|(_, g, _)| *g == self.generation)
+            .map(|(s, _, _)| *s)
     }
 
     /// The threshold of class 2 the mask overlay draws by (the model's rule for two classes),

@@ -23,6 +23,7 @@ pub mod loss;
 pub mod memory;
 pub mod ops;
 pub mod optim;
+pub mod resident;
 pub mod train;
 pub mod unet;
 

@@ -6,6 +6,8 @@ use crate::data::plane::Plane;
 use crate::ml::cancel::CancelToken;
 use crate::ml::error::MlError;
 use crate::ml::infer::predict_fitting;
+use crate::ml::memory::with_smaller_tiles;
+use crate::ml::resident::{GpuPlanes, planes_of, predict_resident};
 use crate::ml::unet::{UNet, UNetConfig};
 use crate::preprocess::{D4, normalize_percentile};
 
@@ -17,6 +19,14 @@ pub trait SliceProgress {
     fn tiles(&mut self, _slice: usize, _done: usize, _total: usize) {}
     /// The slice's class probabilities.
     fn slice(&mut self, slice: usize, probs: Vec<Plane<f32>>);
+    /// Whether to keep the slice's probabilities on the GPU as well (the slice the display
+    /// shows, when burn computes on the display's device): they are assembled there and
+    /// handed to [`Self::slice_on_gpu`] before [`Self::slice`] gets them read back.
+    fn keep_on_gpu(&self, _slice: usize) -> bool {
+        false
+    }
+    /// The slice's class probabilities in the GPU's buffer (see [`Self::keep_on_gpu`]).
+    fn slice_on_gpu(&mut self, _slice: usize, _planes: GpuPlanes) {}
 }
 
 /// Predicts `slices` (each the raw values of the channels the network takes, normalised here
@@ -35,21 +45,27 @@ pub fn predict_slices(
     // The two reports below are called one at a time, never together.
     let progress = std::cell::RefCell::new(progress);
     for (i, slice) in slices.iter().enumerate() {
-        let (used, probs) = predict_fitting(
-            model,
-            unet,
-            &slice
-                .iter()
-                .map(|c| normalize_percentile(c))
-                .collect::<Vec<_>>(),
-            tile,
-            device,
-            cancel,
-            &mut |from, to| progress.borrow_mut().retry(i, from, to),
-            &mut |done, total| progress.borrow_mut().tiles(i, done, total),
-            views,
-        )?;
-        tile = used;
+        let image: Vec<Plane<f32>> = slice.iter().map(|c| normalize_percentile(c)).collect();
+        let on_retry = &mut |from, to| progress.borrow_mut().retry(i, from, to);
+        let on_tile = &mut |done, total| progress.borrow_mut().tiles(i, done, total);
+        let probs = if progress.borrow().keep_on_gpu(i) {
+            let (used, on_device) = with_smaller_tiles(unet, tile, on_retry, &mut |t| {
+                predict_resident(model, unet, &image, t, device, cancel, on_tile, views)
+                    .map(|p| (t, p))
+            })?;
+            tile = used;
+            let probs = planes_of(on_device.clone())?;
+            if let Some(gpu) = GpuPlanes::of(on_device)? {
+                progress.borrow_mut().slice_on_gpu(i, gpu);
+            }
+            probs
+        } else {
+            let (used, probs) = predict_fitting(
+                model, unet, &image, tile, device, cancel, on_retry, on_tile, views,
+            )?;
+            tile = used;
+            probs
+        };
         progress.borrow_mut().slice(i, probs);
     }
     Ok(tile)

@@ -5,6 +5,7 @@
 
 pub mod deform;
 pub mod gpu;
+pub mod tiles;
 pub mod viewer;
 
 pub use viewer::{

@@ -4,6 +4,8 @@
 
 use eframe::egui_wgpu::{self, wgpu};
 
+pub use super::tiles::{TileRect, tile_layout};
+
 use super::gpu::{
     array_view, bind_group_of_views, create_texture, create_texture_array, fullscreen_pipeline,
     texture_array_entry, texture_entry, uniform_buffer, uniform_entry, write_texture,
@@ -81,47 +83,6 @@ pub struct ViewUniforms {
     pub channel_colour: [[f32; 4]; 4],
 }
 
-/// One texture tile of a slice: the image pixels it draws (`core`) and the pixels its
-/// textures hold (`tex`: the core plus a one-pixel halo towards neighbouring tiles, so that
-/// bilinear minification is seamless across tile borders). Rectangles are `[x0, y0, x1, y1)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TileRect {
-    /// Pixels drawn.
-    pub core: [u32; 4],
-    /// Pixels held by the textures.
-    pub tex: [u32; 4],
-}
-
-/// Spans of one axis: `(core0, core1, tex0, tex1)`.
-fn spans(len: u32, max_edge: u32) -> Vec<(u32, u32, u32, u32)> {
-    if len <= max_edge {
-        return vec![(0, len, 0, len)];
-    }
-    let stride = max_edge.saturating_sub(2).max(1);
-    (0..len)
-        .step_by(stride as usize)
-        .map(|c0| {
-            let c1 = (c0 + stride).min(len);
-            (c0, c1, c0.saturating_sub(1), (c1 + 1).min(len))
-        })
-        .collect()
-}
-
-/// How an image of `width x height` is split into textures of at most `max_edge` pixels per
-/// side: one tile when it fits, otherwise a grid, row by row.
-pub fn tile_layout(width: u32, height: u32, max_edge: u32) -> Vec<TileRect> {
-    let xs = spans(width, max_edge);
-    let ys = spans(height, max_edge);
-    ys.iter()
-        .flat_map(|&(cy0, cy1, ty0, ty1)| {
-            xs.iter().map(move |&(cx0, cx1, tx0, tx1)| TileRect {
-                core: [cx0, cy0, cx1, cy1],
-                tex: [tx0, ty0, tx1, ty1],
-            })
-        })
-        .collect()
-}
-
 /// Data to move to the GPU before drawing.
 #[derive(Clone, Debug)]
 pub enum Upload {
@@ -168,6 +129,10 @@ pub enum Upload {
     },
     /// The gap-closing lines of the shown slice's mask (`width * height`, 1 on a line).
     GapLines(Vec<u8>),
+    /// [`Upload::Probabilities`] already on the GPU, in a buffer of the same device (burn's,
+    /// when it computes on the display's device): copied into the textures by the GPU, no
+    /// read-back and no upload.
+    GpuProbabilities(crate::ml::resident::GpuPlanes),
 }
 
 struct Tile {
@@ -295,6 +260,58 @@ impl ViewerResources {
         }
     }
 
+    /// [`Upload::Probabilities`]; returns the bytes written.
+    fn upload_probabilities(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        classes: u32,
+        data: &[f32],
+    ) -> u64 {
+        let pixels = self
+            .slice
+            .as_ref()
+            .map_or(0, |s| (s.width * s.height) as usize);
+        if pixels == 0 || classes == 0 || data.len() != classes as usize * pixels {
+            return 0;
+        }
+        self.set_classes(device, classes);
+        let Some(s) = &self.slice else { return 0 };
+        let whole = [0, 0, s.width, s.height];
+        data.chunks_exact(pixels)
+            .enumerate()
+            .map(|(k, plane)| {
+                s.tiles
+                    .iter()
+                    .map(|t| write_region_layer(queue, &t.probs, t.rect, whole, k as u32, plane))
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// [`Upload::GpuProbabilities`]: every tile's window of every class plane copied on the
+    /// GPU; returns the bytes copied.
+    fn copy_probabilities(
+        &mut self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        planes: &crate::ml::resident::GpuPlanes,
+    ) -> u64 {
+        let fits = self.slice.as_ref().is_some_and(|s| {
+            (s.width, s.height) == (planes.width, planes.height) && planes.classes > 0
+        });
+        if !fits {
+            return 0;
+        }
+        self.set_classes(device, planes.classes);
+        self.slice.as_ref().map_or(0, |s| {
+            s.tiles
+                .iter()
+                .map(|t| copy_planes(encoder, planes, t))
+                .sum()
+        })
+    }
+
     fn tile(&self, device: &wgpu::Device, rect: TileRect, channels: u32) -> Tile {
         let [x0, y0, x1, y1] = rect.tex;
         let tex = |label: &str, format| create_texture(device, label, x1 - x0, y1 - y0, format);
@@ -329,9 +346,19 @@ impl ViewerResources {
         }
     }
 
-    /// Performs one upload; returns the bytes written to textures.
-    fn upload(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, up: &Upload) -> u64 {
+    /// Performs one upload; returns the bytes written to textures from the CPU (copies on the
+    /// GPU are encoded into `encoder` and counted in `copied`).
+    fn upload(
+        &mut self,
+        (device, queue, encoder): (&wgpu::Device, &wgpu::Queue, &mut wgpu::CommandEncoder),
+        up: &Upload,
+        copied: &mut u64,
+    ) -> u64 {
         match up {
+            Upload::GpuProbabilities(planes) => {
+                *copied += self.copy_probabilities(device, encoder, planes);
+                0
+            }
             Upload::Resize {
                 width,
                 height,
@@ -371,27 +398,7 @@ impl ViewerResources {
                     .sum()
             }
             Upload::Probabilities { classes, data } => {
-                let pixels = self
-                    .slice
-                    .as_ref()
-                    .map_or(0, |s| (s.width * s.height) as usize);
-                if pixels == 0 || data.len() != *classes as usize * pixels || *classes == 0 {
-                    return 0;
-                }
-                self.set_classes(device, *classes);
-                let Some(s) = &self.slice else { return 0 };
-                let whole = [0, 0, s.width, s.height];
-                data.chunks_exact(pixels)
-                    .enumerate()
-                    .map(|(k, plane)| {
-                        s.tiles
-                            .iter()
-                            .map(|t| {
-                                write_region_layer(queue, &t.probs, t.rect, whole, k as u32, plane)
-                            })
-                            .sum::<u64>()
-                    })
-                    .sum()
+                self.upload_probabilities(device, queue, *classes, data)
             }
             Upload::GapLines(values) => {
                 let Some(s) = &self.slice else { return 0 };
@@ -432,6 +439,45 @@ impl ViewerResources {
             }
         }
     }
+}
+
+/// Copies a tile's texels of every class plane from the GPU buffer into its probability
+/// texture, on the GPU; returns the bytes copied. The buffer's rows are 256-byte aligned
+/// ([`crate::ml::resident::ROW_ALIGN`]), as wgpu's buffer-to-texture copies require.
+fn copy_planes(
+    encoder: &mut wgpu::CommandEncoder,
+    planes: &crate::ml::resident::GpuPlanes,
+    t: &Tile,
+) -> u64 {
+    let [x0, y0, x1, y1] = t.rect.tex;
+    let pitch = u64::from(planes.pitch);
+    let plane_bytes = 4 * pitch * u64::from(planes.height);
+    for k in 0..planes.classes {
+        encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: &planes.buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: planes.offset
+                        + u64::from(k) * plane_bytes
+                        + 4 * (u64::from(y0) * pitch + u64::from(x0)),
+                    bytes_per_row: Some(4 * planes.pitch),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: &t.probs,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y: 0, z: k },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width: x1 - x0,
+                height: y1 - y0,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
+    4 * u64::from((x1 - x0) * (y1 - y0) * planes.classes)
 }
 
 /// The probability texture of a tile: `classes` layers of its texels.
@@ -524,8 +570,10 @@ pub struct GpuFeed {
     pub pending: Vec<Upload>,
     /// Texture tiles of the current slice.
     pub tiles: usize,
-    /// Bytes written to textures so far.
+    /// Bytes written to textures from the CPU so far.
     pub uploaded_bytes: u64,
+    /// Bytes copied into textures from GPU buffers so far.
+    pub gpu_copied_bytes: u64,
 }
 
 /// The shared [`GpuFeed`].
@@ -545,7 +593,7 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
         device: &wgpu::Device,
         queue: &wgpu::Queue,
         _screen: &egui_wgpu::ScreenDescriptor,
-        _encoder: &mut wgpu::CommandEncoder,
+        encoder: &mut wgpu::CommandEncoder,
         resources: &mut egui_wgpu::CallbackResources,
     ) -> Vec<wgpu::CommandBuffer> {
         if let Some(r) = resources.get_mut::<ViewerResources>() {
@@ -553,9 +601,11 @@ impl egui_wgpu::CallbackTrait for ViewerCallback {
                 .uploads
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut copied = 0;
             for up in std::mem::take(&mut feed.pending) {
-                feed.uploaded_bytes += r.upload(device, queue, &up);
+                feed.uploaded_bytes += r.upload((device, queue, encoder), &up, &mut copied);
             }
+            feed.gpu_copied_bytes += copied;
             feed.tiles = r.slice.as_ref().map_or(0, |s| s.tiles.len());
             drop(feed);
             if let Some(s) = &r.slice {
@@ -675,47 +725,5 @@ mod tests {
         assert_eq!(wgsl, rust);
         assert_eq!(span as usize, std::mem::size_of::<ViewUniforms>());
         assert_eq!(UNIFORM_BYTES, 192);
-    }
-
-    #[test]
-    fn one_tile_when_the_image_fits() {
-        assert_eq!(
-            tile_layout(300, 200, 300),
-            vec![TileRect {
-                core: [0, 0, 300, 200],
-                tex: [0, 0, 300, 200]
-            }]
-        );
-    }
-
-    #[test]
-    fn tiles_cover_every_pixel_once_with_a_halo_within_the_limit() {
-        for (w, h, edge) in [
-            (1000, 300, 256),
-            (8193, 5, 4096),
-            (17, 23, 3),
-            (512, 512, 200),
-        ] {
-            let tiles = tile_layout(w, h, edge);
-            let mut covered = vec![0u8; (w * h) as usize];
-            for t in &tiles {
-                let [x0, y0, x1, y1] = t.core;
-                let [a0, b0, a1, b1] = t.tex;
-                assert!(a1 - a0 <= edge && b1 - b0 <= edge, "{t:?} within {edge}");
-                // The halo: one pixel on each inner side, none at the image border.
-                assert_eq!(a0, x0.saturating_sub(1));
-                assert_eq!(b0, y0.saturating_sub(1));
-                assert_eq!(a1, (x1 + 1).min(w));
-                assert_eq!(b1, (y1 + 1).min(h));
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        covered[(y * w + x) as usize] += 1;
-                    }
-                }
-            }
-            assert!(covered.iter().all(|&c| c == 1), "{w}x{h} edge {edge}");
-        }
-        // 512 with edge 200: cores of 198 px -> 3 x 3 tiles.
-        assert_eq!(tile_layout(512, 512, 200).len(), 9);
     }
 }

@@ -353,7 +353,17 @@ fn overlay_uploads(app: &mut StudioApp, slice: usize, resized: bool, uploads: &m
     let probs_key = (slice, m.generation);
     if v.probs_key != Some(probs_key) || resized {
         v.probs_key = Some(probs_key);
+        let on_gpu = m
+            .on_gpu
+            .as_ref()
+            .filter(|(s, g, _)| (*s, *g) == probs_key)
+            .map(|(_, _, planes)| planes);
         v.probs_shown = match m.probabilities.get(slice).and_then(Option::as_ref) {
+            // Already on the GPU (burn on the display's device): copied there.
+            Some(_) if on_gpu.is_some() => {
+                uploads.extend(on_gpu.cloned().map(Upload::GpuProbabilities));
+                true
+            }
             Some(probs) if !probs.is_empty() => {
                 uploads.push(Upload::Probabilities {
                     classes: probs.len() as u32,

@@ -1,10 +1,11 @@
 //! Training and prediction from the app: background jobs around the engine, the loss curve, live previews, versions.
 
 use crate::app::jobs::{JobKind, Message};
-use crate::app::model::{Overlay, PredictResult, TrainResult, weight_key};
+use crate::app::model::{Overlay, PredictResult, Prediction, TrainResult, weight_key};
 use crate::app::studio::StudioApp;
 use crate::data::{LabelSlice, Plane};
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
+use crate::ml::resident::GpuPlanes;
 use crate::ml::{
     MlError, StartFrom, TrainConfig, TrainEvent, TrainSet, UNet, save_checkpoint, train_fitting,
 };
@@ -313,12 +314,17 @@ impl StudioApp {
             self.models.tta_views
         };
         let views: Vec<D4> = D4::all()[..views_n.clamp(1, 8)].to_vec();
+        let (shown, shares_display) = (self.view.slice, self.models.compute.is_gpu);
         self.jobs.spawn(JobKind::Predict, "predict", move |ctx| {
             /// Progress of the job, and the probabilities by stack slice.
             struct Report<'a, 'b> {
                 ctx: &'a crate::jobs::JobContext<Message>,
                 slices: &'b [usize],
                 out: Vec<(usize, Vec<Plane<f32>>)>,
+                /// The shown slice, kept on the GPU for the viewer (burn on the display's
+                /// device only).
+                keep: Option<usize>,
+                on_gpu: Option<(usize, GpuPlanes)>,
             }
             impl SliceProgress for Report<'_, '_> {
                 fn retry(&mut self, i: usize, from: usize, to: usize) {
@@ -336,11 +342,19 @@ impl StudioApp {
                 fn slice(&mut self, i: usize, probs: Vec<Plane<f32>>) {
                     self.out.push((self.slices[i], probs));
                 }
+                fn keep_on_gpu(&self, i: usize) -> bool {
+                    self.keep == Some(self.slices[i])
+                }
+                fn slice_on_gpu(&mut self, i: usize, planes: GpuPlanes) {
+                    self.on_gpu = Some((self.slices[i], planes));
+                }
             }
             let mut report = Report {
                 ctx,
                 slices: &slices,
                 out: Vec::with_capacity(slices.len()),
+                keep: shares_display.then_some(shown),
+                on_gpu: None,
             };
             let raw: Vec<Vec<&Plane<f32>>> = images.iter().map(|i| i.iter().collect()).collect();
             let res = predict_slices(
@@ -351,7 +365,11 @@ impl StudioApp {
                 (&device, &ctx.cancel),
                 &mut report,
             );
-            Message::Predicted(res.map(|tile| (tile, report.out)))
+            Message::Predicted(res.map(|tile| Prediction {
+                tile,
+                slices: report.out,
+                on_gpu: report.on_gpu,
+            }))
         });
     }
 
@@ -507,7 +525,11 @@ impl StudioApp {
     /// Takes a finished prediction's probabilities.
     pub(crate) fn apply_prediction(&mut self, res: PredictResult) {
         match res {
-            Ok((tile, results)) => {
+            Ok(Prediction {
+                tile,
+                slices: results,
+                on_gpu,
+            }) => {
                 if self.models.tile_predict.is_some_and(|t| t > tile) {
                     self.models.tile_note = format!(
                         "out of memory with {} px prediction tiles: now {tile} px",
@@ -523,6 +545,8 @@ impl StudioApp {
                     }
                 }
                 self.models.generation += 1;
+                let generation = self.models.generation;
+                self.models.on_gpu = on_gpu.map(|(slice, planes)| (slice, generation, planes));
             }
             Err(MlError::Cancelled) => {}
             Err(e) => self.error = Some(format!("prediction failed: {e}")),

@@ -15,6 +15,16 @@ impl StudioApp {
         (feed.tiles, feed.uploaded_bytes)
     }
 
+    /// Bytes the viewer copied into its textures from GPU buffers (probabilities that burn
+    /// computed on the display's device).
+    pub fn gpu_copied_bytes(&self) -> u64 {
+        self.viewer
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .gpu_copied_bytes
+    }
+
     /// Limits the texture edge of the image display (at most the device's limit; larger
     /// images are split into tiles) and rebuilds the textures.
     pub fn set_texture_tile_edge(&mut self, edge: u32) {
