@@ -84,6 +84,22 @@ impl Layout {
         (t, z, c)
     }
 
+    /// The page of channel `c` of Z slice `z` at time point `t` (the inverse of
+    /// [`Self::position`]).
+    pub fn page_of(&self, t: usize, z: usize, c: usize) -> usize {
+        let (mut page, mut stride) = (0, 1);
+        for axis in self.order {
+            let i = match axis {
+                Axis::C => c,
+                Axis::Z => z,
+                Axis::T => t,
+            };
+            page += i * stride;
+            stride *= self.size(axis);
+        }
+        page
+    }
+
     /// Where page `page` goes in unet-studio's order (time, then Z, then channel fastest).
     pub fn plane_index(&self, page: usize) -> usize {
         let (t, z, c) = self.position(page);

@@ -25,10 +25,10 @@ enum Samples {
 }
 
 /// One decoded page or image: `channels` samples per pixel, interleaved.
-struct RawSlice {
-    width: usize,
-    height: usize,
-    channels: usize,
+pub(super) struct RawSlice {
+    pub(super) width: usize,
+    pub(super) height: usize,
+    pub(super) channels: usize,
     samples: Samples,
 }
 
@@ -41,7 +41,7 @@ struct RawFile {
 }
 
 impl RawSlice {
-    fn kind(&self) -> PixelKind {
+    pub(super) fn kind(&self) -> PixelKind {
         match self.samples {
             Samples::U8(_) => PixelKind::U8,
             Samples::U16(_) => PixelKind::U16,
@@ -179,7 +179,7 @@ fn file_planes(file: &RawFile) -> Result<(usize, usize, Vec<Plane<f32>>), DataEr
 }
 
 /// A page's samples as one `f32` plane per channel.
-fn page_planes(path: &Path, page: usize, raw: &RawSlice) -> Result<Vec<Plane<f32>>, DataError> {
+pub(super) fn page_planes(path: &Path, page: usize, raw: &RawSlice) -> Result<Vec<Plane<f32>>, DataError> {
     let values: Vec<f32> = match &raw.samples {
         Samples::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
         Samples::U16(v) => v.iter().map(|&x| f32::from(x)).collect(),
@@ -266,7 +266,7 @@ fn label_plane(path: &Path, raw: RawSlice) -> Result<Plane<u32>, DataError> {
 
 /// What a file is read as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Read {
+pub(super) enum Read {
     /// Grey values (colours become grey).
     Image,
     /// Label values (a palette PNG gives its indices).
@@ -377,95 +377,19 @@ fn decode_bytes(path: &Path, bytes: &[u8], read: Read) -> Result<Decoded, DataEr
 }
 
 fn decode_tiff(path: &Path, bytes: &[u8], read: Read) -> Result<Decoded, DataError> {
-    let mut limits = TiffLimits::default();
-    limits.decoding_buffer_size = MAX_SLICE_PIXELS * 4 * 4;
-    let mut dec = TiffDecoder::new(Cursor::new(bytes))
-        .map_err(|e| tiff_error(path, "not a readable TIFF", e))?
-        .with_limits(limits);
-    // The first page's description and resolution describe the file.
-    let description = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
-    let rational = |dec: &mut TiffDecoder<Cursor<&[u8]>>, tag| match dec.get_tag(tag) {
-        Ok(tiff::decoder::ifd::Value::Rational(n, d)) if d > 0 => Some(f64::from(n) / f64::from(d)),
-        _ => None,
-    };
-    let resolution = rational(&mut dec, Tag::XResolution).zip(rational(&mut dec, Tag::YResolution));
+    let (mut dec, description, resolution) = open_tiff(path, Cursor::new(bytes))?;
     let mut out = Vec::new();
     let mut total = 0usize;
     loop {
-        let page = out.len();
-        let ctx = |e: tiff::TiffError| tiff_error(path, &format!("page {page}"), e);
-        let (w, h) = dec.dimensions().map_err(ctx)?;
-        let (w, h) = (w as usize, h as usize);
-        check_size(path, w, h)?;
-        total += w * h;
+        let page = decode_page(path, &mut dec, out.len(), read)?;
+        total += page.width * page.height;
         if total > MAX_STACK_PIXELS {
             return Err(DataError::invalid(
                 path,
                 format!("the TIFF exceeds {MAX_STACK_PIXELS} pixels in all"),
             ));
         }
-        let color = dec.colortype().map_err(ctx)?;
-        let channels = match color {
-            tiff::ColorType::Gray(_) => 1,
-            tiff::ColorType::GrayA(_) => 2,
-            tiff::ColorType::RGB(_) => 3,
-            tiff::ColorType::RGBA(_) => 4,
-            other => {
-                return Err(DataError::decode(
-                    path,
-                    format!(
-                        "page {page}: colour type {other:?} is not supported (grey or RGB only)"
-                    ),
-                ));
-            }
-        };
-        if channels > 1 && dec.get_tag_u32(Tag::PlanarConfiguration).ok() == Some(2) {
-            return Err(DataError::decode(
-                path,
-                format!(
-                    "page {page}: colour stored plane by plane (planar configuration 2) is not supported; save it with interleaved colour (Fiji does)"
-                ),
-            ));
-        }
-        let white_is_zero = dec.get_tag_u32(Tag::PhotometricInterpretation).ok() == Some(0);
-        let data = match (dec.read_image().map_err(ctx)?, color) {
-            // 1-, 2- and 4-bit grey (binary masks): rows of packed samples, unpacked; with
-            // "white is zero" (how bilevel masks are often stored) the bright value is the high
-            // one, so a mask's "on" pixels read 1.
-            (DecodingResult::U8(v), tiff::ColorType::Gray(bits)) if bits < 8 => {
-                let mut u = unpack_bits(&v, w, h, usize::from(bits));
-                if white_is_zero {
-                    let top = ((1u16 << bits) - 1) as u8;
-                    u.iter_mut().for_each(|x| *x = top - *x);
-                }
-                DecodingResult::U8(u)
-            }
-            (data, _) => data,
-        };
-        let samples = match data {
-            DecodingResult::U8(v) => Samples::U8(v),
-            DecodingResult::U16(v) => Samples::U16(v),
-            DecodingResult::U32(v) => Samples::U32(v),
-            DecodingResult::I8(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
-            DecodingResult::I16(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
-            DecodingResult::I32(v) => Samples::F32(v.into_iter().map(|x| x as f32).collect()),
-            DecodingResult::F32(v) => Samples::F32(v),
-            DecodingResult::F64(v) => Samples::F32(v.into_iter().map(|x| x as f32).collect()),
-            DecodingResult::F16(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
-            DecodingResult::U64(_) | DecodingResult::I64(_) => {
-                return Err(DataError::decode(
-                    path,
-                    format!("page {page}: 64-bit integer samples are not supported"),
-                ));
-            }
-        };
-        let (samples, channels) = samples.shaped(path, page, w * h, channels, read)?;
-        out.push(RawSlice {
-            width: w,
-            height: h,
-            channels,
-            samples,
-        });
+        out.push(page);
         if !dec.more_images() {
             break;
         }
@@ -477,6 +401,99 @@ fn decode_tiff(path: &Path, bytes: &[u8], read: Read) -> Result<Decoded, DataErr
         None => None,
     };
     Ok((out, layout))
+}
+
+/// A TIFF decoder of `reader` with the slice limits, and the first page's description and
+/// resolution (pixels per unit in X and Y), which describe the file.
+pub(super) fn open_tiff<R: std::io::Read + std::io::Seek>(
+    path: &Path,
+    reader: R,
+) -> Result<(TiffDecoder<R>, Option<String>, Option<(f64, f64)>), DataError> {
+    let mut limits = TiffLimits::default();
+    limits.decoding_buffer_size = MAX_SLICE_PIXELS * 4 * 4;
+    let mut dec = TiffDecoder::new(reader)
+        .map_err(|e| tiff_error(path, "not a readable TIFF", e))?
+        .with_limits(limits);
+    let description = dec.get_tag_ascii_string(Tag::ImageDescription).ok();
+    let mut rational = |tag| match dec.get_tag(tag) {
+        Ok(tiff::decoder::ifd::Value::Rational(n, d)) if d > 0 => Some(f64::from(n) / f64::from(d)),
+        _ => None,
+    };
+    let resolution = rational(Tag::XResolution).zip(rational(Tag::YResolution));
+    Ok((dec, description, resolution))
+}
+
+/// Decodes the page the decoder is at (number `page`, for messages).
+pub(super) fn decode_page<R: std::io::Read + std::io::Seek>(
+    path: &Path,
+    dec: &mut TiffDecoder<R>,
+    page: usize,
+    read: Read,
+) -> Result<RawSlice, DataError> {
+    let ctx = |e: tiff::TiffError| tiff_error(path, &format!("page {page}"), e);
+    let (w, h) = dec.dimensions().map_err(ctx)?;
+    let (w, h) = (w as usize, h as usize);
+    check_size(path, w, h)?;
+    let color = dec.colortype().map_err(ctx)?;
+    let channels = match color {
+        tiff::ColorType::Gray(_) => 1,
+        tiff::ColorType::GrayA(_) => 2,
+        tiff::ColorType::RGB(_) => 3,
+        tiff::ColorType::RGBA(_) => 4,
+        other => {
+            return Err(DataError::decode(
+                path,
+                format!("page {page}: colour type {other:?} is not supported (grey or RGB only)"),
+            ));
+        }
+    };
+    if channels > 1 && dec.get_tag_u32(Tag::PlanarConfiguration).ok() == Some(2) {
+        return Err(DataError::decode(
+            path,
+            format!(
+                "page {page}: colour stored plane by plane (planar configuration 2) is not supported; save it with interleaved colour (Fiji does)"
+            ),
+        ));
+    }
+    let white_is_zero = dec.get_tag_u32(Tag::PhotometricInterpretation).ok() == Some(0);
+    let data = match (dec.read_image().map_err(ctx)?, color) {
+        // 1-, 2- and 4-bit grey (binary masks): rows of packed samples, unpacked; with
+        // "white is zero" (how bilevel masks are often stored) the bright value is the high
+        // one, so a mask's "on" pixels read 1.
+        (DecodingResult::U8(v), tiff::ColorType::Gray(bits)) if bits < 8 => {
+            let mut u = unpack_bits(&v, w, h, usize::from(bits));
+            if white_is_zero {
+                let top = ((1u16 << bits) - 1) as u8;
+                u.iter_mut().for_each(|x| *x = top - *x);
+            }
+            DecodingResult::U8(u)
+        }
+        (data, _) => data,
+    };
+    let samples = match data {
+        DecodingResult::U8(v) => Samples::U8(v),
+        DecodingResult::U16(v) => Samples::U16(v),
+        DecodingResult::U32(v) => Samples::U32(v),
+        DecodingResult::I8(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
+        DecodingResult::I16(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
+        DecodingResult::I32(v) => Samples::F32(v.into_iter().map(|x| x as f32).collect()),
+        DecodingResult::F32(v) => Samples::F32(v),
+        DecodingResult::F64(v) => Samples::F32(v.into_iter().map(|x| x as f32).collect()),
+        DecodingResult::F16(v) => Samples::F32(v.into_iter().map(f32::from).collect()),
+        DecodingResult::U64(_) | DecodingResult::I64(_) => {
+            return Err(DataError::decode(
+                path,
+                format!("page {page}: 64-bit integer samples are not supported"),
+            ));
+        }
+    };
+    let (samples, channels) = samples.shaped(path, page, w * h, channels, read)?;
+    Ok(RawSlice {
+        width: w,
+        height: h,
+        channels,
+        samples,
+    })
 }
 
 /// Rows of `width` samples of `bits` bits packed from the high bit (each row starting on a
