@@ -771,3 +771,91 @@ fn subcommands_under_an_address_space_limit_refuse_instead_of_aborting() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TIFF stack that does not fit in memory whole is predicted one slice at a time, by
+/// itself, with the mask and probabilities a whole prediction gives and the stack's axes
+/// (time points) kept; `--plane-by-plane` asks for it on any TIFF. A stack in which even one
+/// slice does not fit is still refused. (`UNET_STUDIO_MEMORY_LIMIT` stands in for a small
+/// machine.)
+#[test]
+fn a_tiff_too_large_for_the_memory_is_predicted_plane_by_plane() {
+    let dir = std::env::temp_dir().join(format!("unet-plane-by-plane-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012");
+    let source = load_stack(&sample.join("images")).unwrap();
+    // 12 slices of 192 x 160 (2 time points of 6 Z slices), crops of the sample's slices.
+    let (w, h, n) = (192, 160, 12);
+    let pages: Vec<Plane<f32>> = (0..n)
+        .map(|i| source.planes[i % 3].crop_mirrored((i * 23) as isize, (i * 31) as isize, w, h))
+        .collect();
+    let input = dir.join("stack.tif");
+    let axes = unet_studio::data::TiffAxes {
+        frames: 2,
+        pixel_size: None,
+    };
+    write_f32_tiff(&input, &pages, 1, &axes).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/model");
+    let run = |limit: Option<&str>, out: &str, extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_unet-studio"));
+        cmd.args(["predict", "--model", model.to_str().unwrap()])
+            .args([
+                "--input",
+                input.to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--tile",
+                "100",
+            ])
+            .args(["--tta", "1", "--output"])
+            .arg(dir.join(format!("{out}.tif")))
+            .arg("--probabilities")
+            .arg(dir.join(format!("{out}.p.tif")))
+            .args(extra)
+            .env("UNET_STUDIO_NO_PROGRESS", "1");
+        match limit {
+            Some(l) => cmd.env("UNET_STUDIO_MEMORY_LIMIT", l),
+            None => cmd.env_remove("UNET_STUDIO_MEMORY_LIMIT"),
+        };
+        let o = cmd.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(None, "whole", &[]);
+    assert!(ok && !err.contains("one at a time"), "{err}");
+    let (ok, err) = run(None, "asked", &["--plane-by-plane"]);
+    assert!(ok && err.contains("one at a time"), "{err}");
+    // The network's working memory at this tile, as predict estimates it; the limit leaves
+    // room for it and one slice (about 0.4 MB) but not for the whole stack (about 3 MB).
+    let unet = unet_studio::ml::load_checkpoint(&model).unwrap().meta.unet;
+    let geom = unet.geometry();
+    let input_edge = geom.input_size(geom.nearest_valid_output(100)).unwrap();
+    let net = unet.memory_estimate(input_edge, false).unwrap().total_bytes;
+    let limit = ((net + 1_600_000) as f64 / 0.9) as u64;
+    let (ok, err) = run(Some(&limit.to_string()), "auto", &[]);
+    assert!(ok && err.contains("one at a time"), "{err}");
+    let (ok, err) = run(Some(&(net / 2).to_string()), "refused", &[]);
+    assert!(
+        !ok && err.contains("stack.tif") && err.contains("memory"),
+        "{err}"
+    );
+    assert!(!dir.join("refused.tif").exists() && !dir.join("refused.p.tif").exists());
+    let whole_mask = load_label_stack(&dir.join("whole.tif")).unwrap();
+    let whole_probs = load_stack(&dir.join("whole.p.tif")).unwrap();
+    assert_eq!(whole_mask.len(), n);
+    assert_eq!((whole_probs.channels, whole_probs.frames), (2, 2));
+    for out in ["asked", "auto"] {
+        assert_eq!(
+            load_label_stack(&dir.join(format!("{out}.tif"))).unwrap(),
+            whole_mask
+        );
+        let probs = load_stack(&dir.join(format!("{out}.p.tif"))).unwrap();
+        assert_eq!((probs.channels, probs.frames), (2, 2), "{out}");
+        assert_eq!(probs.planes, whole_probs.planes, "{out}");
+        let mask = load_stack(&dir.join(format!("{out}.tif"))).unwrap();
+        assert_eq!(mask.frames, 2, "{out}: the time axis is kept");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -61,6 +61,10 @@ pub struct PredictArgs {
     /// ones the model names, or all when it takes as many as the images have).
     #[arg(long, value_delimiter = ',')]
     channels: Vec<usize>,
+    /// Read, predict and write one slice at a time (a single TIFF file): memory for one
+    /// slice, not the stack. Chosen by itself when a TIFF stack does not fit in memory.
+    #[arg(long)]
+    plane_by_plane: bool,
 }
 
 /// The progress bar, and the masks (and probabilities) of the slices predicted so far.
@@ -95,21 +99,15 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         .input_size(valid_tile(&geom, a.tile)?)
         .and_then(|input| ckpt.meta.unet.memory_estimate(input, false))
         .map_or(0, |m| m.total_bytes);
+    if a.plane_by_plane || too_large_tiff(&a.input, network_bytes)? {
+        return plane_by_plane(&a, ckpt, network_bytes);
+    }
     check_task_memory_plus(&a.input, bytes_per_pixel::PREDICT, network_bytes, "predict")?;
     // A file, a folder of equal images (one stack), or a collection of images that differ:
     // one mask each, written into the folder --output.
     let mut images = load_collection(&a.input)?;
     unify_channels(&mut images)?;
-    if !a.channels.is_empty() {
-        if a.channels.len() != ckpt.meta.unet.in_channels {
-            bail!(
-                "--channels {:?}: the model takes {} channel(s)",
-                a.channels,
-                ckpt.meta.unet.in_channels
-            );
-        }
-        ckpt.meta.unet.input_channels = a.channels.clone();
-    }
+    set_channels(&a, &mut ckpt.meta.unet)?;
     let pick = input_channels(&ckpt.meta.unet, images[0].channels, &a.input)?;
     let outputs = check_outputs(&a, &images)?;
     let decision = decision_of(&a, &ckpt.meta)?;
@@ -160,6 +158,148 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--channels`, checked against what the model takes.
+fn set_channels(a: &PredictArgs, unet: &mut crate::ml::UNetConfig) -> Result<()> {
+    if !a.channels.is_empty() {
+        if a.channels.len() != unet.in_channels {
+            bail!(
+                "--channels {:?}: the model takes {} channel(s)",
+                a.channels,
+                unet.in_channels
+            );
+        }
+        unet.input_channels = a.channels.clone();
+    }
+    Ok(())
+}
+
+/// Whether `input` is one TIFF file of several slices that does not fit in memory whole (it
+/// is then predicted plane by plane).
+fn too_large_tiff(input: &std::path::Path, network_bytes: u64) -> Result<bool> {
+    let is_tiff = input.is_file()
+        && matches!(
+            crate::data::ImageFormat::from_path(input),
+            Some(crate::data::ImageFormat::Tiff)
+        );
+    if !is_tiff {
+        return Ok(false);
+    }
+    let info = crate::data::io::probe_stack(input)?;
+    let need = (info.pixels as u64)
+        .saturating_mul(bytes_per_pixel::PREDICT)
+        .saturating_add(network_bytes);
+    Ok(info.slices > 1 && crate::data::io::check_memory(input, need, "predict").is_err())
+}
+
+/// `predict` of a TIFF read, predicted and written one slice at a time: memory for one slice
+/// (its channels, probabilities and mask) and the network; outputs staged and renamed into
+/// place at the end, all or nothing.
+fn plane_by_plane(
+    a: &PredictArgs,
+    mut ckpt: crate::ml::Checkpoint,
+    network_bytes: u64,
+) -> Result<()> {
+    let mut input = crate::data::io::TiffSlices::open(&a.input)?;
+    let (w, h, n) = (input.width, input.height, input.slices());
+    let classes = ckpt.meta.unet.classes;
+    let slice_bytes = (w * h) as u64 * (4 * (input.channels + classes) as u64 + 2);
+    crate::data::io::check_memory(
+        &a.input,
+        slice_bytes.saturating_add(network_bytes),
+        "predict (one slice at a time)",
+    )?;
+    eprintln!("{} slices, predicted one at a time", n);
+    set_channels(a, &mut ckpt.meta.unet)?;
+    let pick = input_channels(&ckpt.meta.unet, input.channels, &a.input)?;
+    check_stack_outputs(a, n)?;
+    let decision = decision_of(a, &ckpt.meta)?;
+    let device = select_device(a.device)?;
+    eprintln!("device: {}", device.description);
+    let model = ckpt.model(&device.device)?;
+    let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
+    let style = if a.binary {
+        MaskStyle::Binary
+    } else {
+        MaskStyle::Classes
+    };
+    let axes = input.axes();
+    let mut streams = Streams {
+        decision,
+        mask: crate::data::io::MaskStream::create(&a.output, (w, h, n), classes, style, &axes)?,
+        probs: a
+            .probabilities
+            .as_ref()
+            .map(|p| {
+                crate::data::io::TiffStream::probabilities(p, (w, h, n * classes), classes, &axes)
+            })
+            .transpose()?,
+        failed: None,
+        pb: bar(n as u64, "predict"),
+    };
+    let geom = ckpt.meta.unet.geometry();
+    let mut tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, w, h);
+    for s in 0..n {
+        let image = input.slice(s)?;
+        let chosen: Vec<&crate::data::Plane<f32>> = pick.iter().map(|&c| &image[c]).collect();
+        tile = predict_slices(
+            (&model, &ckpt.meta.unet),
+            &[chosen],
+            tile,
+            views,
+            (&device.device, &CancelToken::new()),
+            &mut streams,
+        )?;
+        if let Some(e) = streams.failed.take() {
+            return Err(e.into());
+        }
+    }
+    streams.pb.finish_and_clear();
+    let mut staged = vec![streams.mask.finish()?];
+    if let Some(p) = streams.probs {
+        staged.push(p.finish()?);
+    }
+    crate::data::io::commit(staged)?;
+    eprintln!("wrote {}", a.output.display());
+    if let Some(p) = &a.probabilities {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Where [`plane_by_plane`] writes each slice as it is predicted.
+struct Streams {
+    decision: Decision,
+    mask: crate::data::io::MaskStream,
+    probs: Option<crate::data::io::TiffStream>,
+    /// The first write that failed (reported after the slice).
+    failed: Option<crate::data::DataError>,
+    pb: indicatif::ProgressBar,
+}
+
+impl SliceProgress for Streams {
+    fn retry(&mut self, _: usize, from: usize, to: usize) {
+        say(
+            &self.pb,
+            format!("out of device memory with {from} px tiles: retrying with {to} px"),
+        );
+    }
+    fn slice(&mut self, _: usize, probs: Vec<crate::data::Plane<f32>>) {
+        let mut write = || -> Result<(), crate::data::DataError> {
+            self.mask.push(&self.decision.classes(&probs))?;
+            if let Some(p) = &mut self.probs {
+                for plane in &probs {
+                    p.push_f32(plane)?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = write() {
+            self.failed.get_or_insert(e);
+        }
+        self.pb.inc(1);
+    }
+}
+
 /// The model's decision rule with the threshold and gap closing asked for.
 fn decision_of(a: &PredictArgs, meta: &crate::ml::CheckpointMeta) -> Result<Decision> {
     let mut decision = meta.decision();
@@ -185,25 +325,31 @@ fn decision_of(a: &PredictArgs, meta: &crate::ml::CheckpointMeta) -> Result<Deci
     Ok(decision)
 }
 
+/// `--output` (and `--probabilities`) of one stack of `slices` slices, checked before any
+/// computation.
+fn check_stack_outputs(a: &PredictArgs, slices: usize) -> Result<()> {
+    let inputs = [a.input.as_path(), a.model.as_path()];
+    let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
+        Some(crate::data::ImageFormat::Png) => crate::data::io::png_slice_paths(&a.output, slices),
+        _ => vec![a.output.clone()],
+    };
+    check_output(&a.output, &["tif", "tiff", "png"], &mask_files, &inputs)?;
+    if let Some(p) = &a.probabilities {
+        check_output(p, &["tif", "tiff"], std::slice::from_ref(p), &inputs)?;
+        if mask_files.contains(p) {
+            bail!("--probabilities {} is also the mask output", p.display());
+        }
+    }
+    Ok(())
+}
+
 /// Where the masks (and probabilities) go, checked before any computation: `--output` (and
 /// `--probabilities`) for one stack; for a collection, one `<image>.tif` per image in the
 /// folder `--output` (and one `<image>.probabilities.tif` in the folder `--probabilities`).
 fn check_outputs(a: &PredictArgs, images: &[Stack]) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
     let inputs = [a.input.as_path(), a.model.as_path()];
     if let [stack] = images {
-        let mask_files = match crate::data::ImageFormat::from_path(&a.output) {
-            Some(crate::data::ImageFormat::Png) => {
-                crate::data::io::png_slice_paths(&a.output, stack.slices())
-            }
-            _ => vec![a.output.clone()],
-        };
-        check_output(&a.output, &["tif", "tiff", "png"], &mask_files, &inputs)?;
-        if let Some(p) = &a.probabilities {
-            check_output(p, &["tif", "tiff"], std::slice::from_ref(p), &inputs)?;
-            if mask_files.contains(p) {
-                bail!("--probabilities {} is also the mask output", p.display());
-            }
-        }
+        check_stack_outputs(a, stack.slices())?;
         return Ok(vec![(a.output.clone(), a.probabilities.clone())]);
     }
     let folders = std::iter::once(("--output", &a.output, "masks")).chain(

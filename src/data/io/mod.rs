@@ -7,6 +7,7 @@ pub mod files;
 pub mod probe;
 pub mod read;
 pub mod slices;
+pub mod stream;
 pub mod tiff;
 pub mod write;
 
@@ -18,6 +19,7 @@ pub use files::{
 pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
 pub use read::{decode_stack_bytes, load_label_stack, load_stack};
 pub use slices::TiffSlices;
+pub use stream::{MaskStream, Staged, TiffStream, commit};
 pub use tiff::TiffAxes;
 pub use write::{
     ImageFormat, MaskStyle, encode_f32_tiff, encode_mask, png_slice_paths, write_all_atomic,

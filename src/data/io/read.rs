@@ -179,7 +179,11 @@ fn file_planes(file: &RawFile) -> Result<(usize, usize, Vec<Plane<f32>>), DataEr
 }
 
 /// A page's samples as one `f32` plane per channel.
-pub(super) fn page_planes(path: &Path, page: usize, raw: &RawSlice) -> Result<Vec<Plane<f32>>, DataError> {
+pub(super) fn page_planes(
+    path: &Path,
+    page: usize,
+    raw: &RawSlice,
+) -> Result<Vec<Plane<f32>>, DataError> {
     let values: Vec<f32> = match &raw.samples {
         Samples::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
         Samples::U16(v) => v.iter().map(|&x| f32::from(x)).collect(),
@@ -403,12 +407,15 @@ fn decode_tiff(path: &Path, bytes: &[u8], read: Read) -> Result<Decoded, DataErr
     Ok((out, layout))
 }
 
+/// Pixels per unit in X and Y, when the resolution tags say.
+pub(super) type Resolution = Option<(f64, f64)>;
+
 /// A TIFF decoder of `reader` with the slice limits, and the first page's description and
 /// resolution (pixels per unit in X and Y), which describe the file.
 pub(super) fn open_tiff<R: std::io::Read + std::io::Seek>(
     path: &Path,
     reader: R,
-) -> Result<(TiffDecoder<R>, Option<String>, Option<(f64, f64)>), DataError> {
+) -> Result<(TiffDecoder<R>, Option<String>, Resolution), DataError> {
     let mut limits = TiffLimits::default();
     limits.decoding_buffer_size = MAX_SLICE_PIXELS * 4 * 4;
     let mut dec = TiffDecoder::new(reader)

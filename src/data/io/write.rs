@@ -58,8 +58,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DataError> {
 /// temporaries are removed and no target is touched. Stale temporaries of processes that no
 /// longer run (a kill during an earlier write) are removed on the way.
 pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataError> {
-    // Unique per call, so concurrent writers of one target never share a temporary file.
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut temps: Vec<PathBuf> = Vec::with_capacity(files.len());
     let cleanup = |temps: &[PathBuf]| {
         for t in temps {
@@ -87,9 +85,7 @@ pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataError> {
             cleanup(&temps);
             return Err(e);
         }
-        remove_stale_temps(&dir, &name);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.tmp{}-{n}", std::process::id()));
+        let tmp = temp_beside(&dir, &name);
         temps.push(tmp.clone());
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
@@ -108,6 +104,16 @@ pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataError> {
         }
     }
     Ok(())
+}
+
+/// A temporary name for the file `name` in `dir` (`.{name}.tmp<pid>-<n>`, unique per call, so
+/// concurrent writers of one target never share one); stale temporaries of dead processes
+/// are removed on the way.
+pub(crate) fn temp_beside(dir: &Path, name: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    remove_stale_temps(dir, name);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{name}.tmp{}-{n}", std::process::id()))
 }
 
 /// Removes `.{name}.tmp<pid>-<n>` files in `dir` whose process no longer runs (Linux: no
@@ -263,7 +269,7 @@ pub fn encode_mask(
 
 /// Removes `stem_NNNN.png` beside `path` numbered `n` or more: slices of an earlier, longer
 /// export that would otherwise be read as part of this one.
-fn remove_stale_slices(path: &Path, n: usize) {
+pub(crate) fn remove_stale_slices(path: &Path, n: usize) {
     if n < 2 {
         return;
     }
@@ -290,7 +296,11 @@ fn remove_stale_slices(path: &Path, n: usize) {
     }
 }
 
-fn encode_png(path: &Path, plane: &Plane<u16>, eight_bit: bool) -> Result<Vec<u8>, DataError> {
+pub(crate) fn encode_png(
+    path: &Path,
+    plane: &Plane<u16>,
+    eight_bit: bool,
+) -> Result<Vec<u8>, DataError> {
     use image::ImageEncoder as _;
     let mut out = Vec::new();
     let enc = image::codecs::png::PngEncoder::new(&mut out);
