@@ -792,6 +792,32 @@ fn overlays_on_the_display_gpu_are_copied_from_burns_buffer() {
     let drawn = overlay_pixels(&mut h);
     let (up1, copied1) = (h.state().gpu_upload_stats().1, h.state().gpu_copied_bytes());
     let probs = h.state().models.probabilities[0].clone().unwrap();
+    // What the GPU computed is the network's prediction: the CPU's, to float rounding, over
+    // every tile of the slice.
+    let sample_model = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/model");
+    let ckpt = unet_studio::ml::load_checkpoint(&sample_model).unwrap();
+    let cpu = unet_studio::ml::device::cpu_device();
+    let network = ckpt.model(&cpu.device).unwrap();
+    let image = unet_studio::preprocess::normalize_percentile(
+        &h.state().doc.as_ref().unwrap().stack.planes[0],
+    );
+    let reference = unet_studio::ml::predict_probabilities(
+        &network,
+        &ckpt.meta.unet,
+        &[image],
+        h.state().models.tile_predict.unwrap(),
+        &cpu.device,
+        &unet_studio::ml::CancelToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let worst = reference[1]
+        .data
+        .iter()
+        .zip(&probs[1].data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "GPU and CPU probabilities differ by {worst}");
     assert_eq!(
         copied1 - copied0,
         2 * tiles * 4,
@@ -886,6 +912,42 @@ fn burn_computes_on_the_display_device() {
     .unwrap();
     assert_eq!(out.losses.len(), 2);
     assert!(out.losses.iter().all(|l| l.is_finite()));
+    // Training on the display's GPU follows the CPU step for step: a fine-tune of the sample
+    // model (no dropout, so no device random numbers; tiles and deformations come from the
+    // seed) gives the same losses, so every update reached the next step's weights.
+    let mut ckpt = unet_studio::ml::load_checkpoint(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/model"),
+    )
+    .unwrap();
+    ckpt.meta.unet.dropout = 0.0;
+    let cfg = TrainConfig {
+        iterations: 4,
+        ..cfg
+    };
+    let losses = |on: &unet_studio::ml::ComputeDevice| {
+        train(
+            &set,
+            &cfg,
+            StartFrom::FineTune(Box::new(ckpt.clone())),
+            on,
+            None,
+            &CancelToken::new(),
+            &mut |_| {},
+        )
+        .unwrap()
+        .losses
+    };
+    let (gpu, cpu) = (
+        losses(&compute),
+        losses(&unet_studio::ml::device::cpu_device()),
+    );
+    assert_eq!(gpu.len(), 4);
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert!(
+            (g - c).abs() <= 1e-3 * c.abs().max(1e-3),
+            "GPU {gpu:?} CPU {cpu:?}"
+        );
+    }
 }
 
 #[test]

@@ -197,12 +197,22 @@ impl StudioApp {
     /// opening `open` in the background. Training and prediction run on the same wgpu device
     /// when burn accepts it, on the CPU otherwise (the status bar says which, and why).
     pub fn new(cc: &eframe::CreationContext<'_>, open: Option<OpenRequest>) -> Self {
-        let compute = cc
-            .wgpu_render_state
-            .as_ref()
-            .map_or_else(crate::ml::device::cpu_device, |rs| {
-                shared_compute_device(rs, false)
-            });
+        Self::on_device(cc, open, crate::ml::DeviceChoice::Auto)
+    }
+
+    /// [`Self::new`] computing where `choice` says: `Auto` takes the display's GPU unless it
+    /// is a software renderer, `Gpu` takes it even then, `Cpu` the CPU backend. Without the
+    /// display's GPU (no wgpu renderer, or burn refuses it) the CPU, with the reason.
+    pub fn on_device(
+        cc: &eframe::CreationContext<'_>,
+        open: Option<OpenRequest>,
+        choice: crate::ml::DeviceChoice,
+    ) -> Self {
+        let compute = match (cc.wgpu_render_state.as_ref(), choice) {
+            (_, crate::ml::DeviceChoice::Cpu) | (None, _) => crate::ml::device::cpu_device(),
+            (Some(rs), crate::ml::DeviceChoice::Auto) => shared_compute_device(rs, false),
+            (Some(rs), crate::ml::DeviceChoice::Gpu) => shared_compute_device(rs, true),
+        };
         Self::with_options(cc, open, compute, crate::project::recent::config_dir())
     }
 

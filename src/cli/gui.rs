@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 
-/// Opens the desktop app (eframe with the wgpu renderer).
-pub fn run_gui(open: crate::app::OpenRequest) -> Result<()> {
+/// Opens the desktop app (eframe with the wgpu renderer), computing where `device` says.
+pub fn run_gui(open: crate::app::OpenRequest, device: crate::ml::DeviceChoice) -> Result<()> {
     let mut wgpu_options = eframe::egui_wgpu::WgpuConfiguration::default();
     if let eframe::egui_wgpu::WgpuSetup::CreateNew(create) = &mut wgpu_options.wgpu_setup {
         create.device_descriptor = std::sync::Arc::new(crate::app::device_descriptor);
@@ -24,7 +24,13 @@ pub fn run_gui(open: crate::app::OpenRequest) -> Result<()> {
     eframe::run_native(
         "unet-studio",
         options,
-        Box::new(move |cc| Ok(Box::new(crate::app::StudioApp::new(cc, Some(open))))),
+        Box::new(move |cc| {
+            Ok(Box::new(crate::app::StudioApp::on_device(
+                cc,
+                Some(open),
+                device,
+            )))
+        }),
     )
     .map_err(|e| anyhow::anyhow!("the window could not be opened: {e}"))
 }

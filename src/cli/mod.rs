@@ -45,6 +45,11 @@ pub struct Cli {
     /// Model folder to load into the app.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Where the app trains and predicts: auto (the display's GPU, unless it is a software
+    /// renderer such as lavapipe: the CPU backend is faster then), gpu (the display's GPU,
+    /// even a software one), cpu.
+    #[arg(long, default_value = "auto")]
+    pub device: crate::ml::DeviceChoice,
 }
 
 /// The subcommands.
@@ -80,7 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
             },
             None => crate::app::OpenRequest::sample(),
         };
-        return run_gui(open);
+        return run_gui(open, cli.device);
     };
     match command {
         Command::Train(a) => train::cmd_train(a),

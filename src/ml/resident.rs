@@ -18,7 +18,6 @@ use burn::tensor::wgpu::wgpu;
 
 use crate::data::Plane;
 use crate::ml::cancel::CancelToken;
-use crate::ml::compute_pool::in_compute_pool;
 use crate::ml::error::MlError;
 use crate::ml::infer::{check_channels, effective_tile, image_tensor, tensor_values};
 use crate::ml::unet::{UNet, UNetConfig};
@@ -116,11 +115,13 @@ fn assemble(
                 .map(|c| c.crop_mirrored(x0, y0, input, input))
                 .collect();
             let (tw, th) = (tile.min(w - tx), tile.min(h - ty));
-            out = in_compute_pool(|| {
-                let probs = softmax(model.forward(image_tensor(&crop, device)), 1);
-                let part = probs.slice([0..1, 0..k, 0..th, 0..tw]).reshape([k, th, tw]);
-                out.slice_assign([0..k, ty..ty + th, tx..tx + tw], part)
-            });
+            // On this thread, not in the compute pool: CubeCL keeps a stream per thread, and
+            // the tiles written into `out` from pool threads were not all visible to the
+            // reader on this one (the last tile of a 512 px slice read back as zeros on
+            // lavapipe). The GPU queues the operations either way.
+            let probs = softmax(model.forward(image_tensor(&crop, device)), 1);
+            let part = probs.slice([0..1, 0..k, 0..th, 0..tw]).reshape([k, th, tw]);
+            out = out.slice_assign([0..k, ty..ty + th, tx..tx + tw], part);
             done += 1;
             on_tile(done, total);
         }
