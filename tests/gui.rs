@@ -209,14 +209,7 @@ fn train_from_the_button_then_predict_and_overlay() {
         .meta
         .decision();
     let classes = decision.classes(&probs);
-    let colours: Vec<[u8; 3]> = app
-        .doc
-        .as_ref()
-        .unwrap()
-        .classes
-        .iter()
-        .map(|c| c.color)
-        .collect();
+    let colours = class_colours(app);
     let entropy = unet_studio::ml::entropy(&probs);
     h.state_mut().models.overlay = unet_studio::app::Overlay::Probability;
     let drawn = overlay_pixels(&mut h);
@@ -829,9 +822,7 @@ fn overlays_on_the_display_gpu_are_copied_from_burns_buffer() {
     let decision = h.state().models.model.as_ref().unwrap().decision;
     assert!(decision.gap_closing.is_some());
     let classes = decision.classes(&probs);
-    let colours: Vec<[u8; 3]> = (h.state().doc.as_ref().unwrap().classes.iter())
-        .map(|c| c.color)
-        .collect();
+    let colours = class_colours(h.state());
     h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
     let drawn = overlay_pixels(&mut h);
     let (got, want) = (mask_of(&drawn, &colours), classes_at(&drawn, &classes));
@@ -1173,15 +1164,7 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
     let closed = unet_studio::postprocess::close_gaps(&probs[1], t, &seeds);
     let plain = probs[1].map(|p| p > t);
     assert!(closed != plain);
-    let colours: Vec<[u8; 3]> = h
-        .state()
-        .doc
-        .as_ref()
-        .unwrap()
-        .classes
-        .iter()
-        .map(|c| c.color)
-        .collect();
+    let colours = class_colours(h.state());
     let overlay_cells = |h: &mut Harness<'static, StudioApp>| -> Vec<bool> {
         let drawn = overlay_pixels(h);
         mask_of(&drawn, &colours).iter().map(|&c| c == 2).collect()
@@ -1302,6 +1285,12 @@ fn overlay_pixels(h: &mut Harness<'static, StudioApp>) -> Vec<((usize, usize), [
         out.len()
     );
     out
+}
+
+/// The colours of the open document's classes (class k at index k - 1).
+fn class_colours(app: &StudioApp) -> Vec<[u8; 3]> {
+    let doc = app.doc.as_ref().expect("a document is open");
+    doc.classes.iter().map(|c| c.color).collect()
 }
 
 /// The WGSL `heat` colour map (black, red, yellow, white) of `t`, in 8 bits.

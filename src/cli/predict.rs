@@ -110,16 +110,14 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     set_channels(&a, &mut ckpt.meta.unet)?;
     let pick = input_channels(&ckpt.meta.unet, images[0].channels, &a.input)?;
     let outputs = check_outputs(&a, &images)?;
-    let decision = decision_of(&a, &ckpt.meta)?;
-    let device = select_device(a.device)?;
-    eprintln!("device: {}", device.description);
-    let model = ckpt.model(&device.device)?;
-    let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
-    let style = if a.binary {
-        MaskStyle::Binary
-    } else {
-        MaskStyle::Classes
-    };
+    let Run {
+        decision,
+        device,
+        model,
+        views,
+        style,
+    } = prepare(&a, &ckpt)?;
+    let views = &views[..];
     let pb = bar(
         images.iter().map(Stack::slices).sum::<usize>() as u64,
         "predict",
@@ -156,6 +154,35 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         eprintln!("wrote {}", w.display());
     }
     Ok(())
+}
+
+/// What a prediction runs with: the decision rule, the device and the network on it, the
+/// views averaged, the mask's style.
+struct Run {
+    decision: Decision,
+    device: crate::ml::ComputeDevice,
+    model: crate::ml::UNet,
+    views: Vec<D4>,
+    style: MaskStyle,
+}
+
+/// The [`Run`] of `a` with the model `ckpt` (the rule and the device are said on stderr).
+fn prepare(a: &PredictArgs, ckpt: &crate::ml::Checkpoint) -> Result<Run> {
+    let decision = decision_of(a, &ckpt.meta)?;
+    let device = select_device(a.device)?;
+    eprintln!("device: {}", device.description);
+    let model = ckpt.model(&device.device)?;
+    Ok(Run {
+        decision,
+        model,
+        device,
+        views: D4::all()[..default_views(a.tta, &ckpt.meta)].to_vec(),
+        style: if a.binary {
+            MaskStyle::Binary
+        } else {
+            MaskStyle::Classes
+        },
+    })
 }
 
 /// `--channels`, checked against what the model takes.
@@ -212,16 +239,14 @@ fn plane_by_plane(
     set_channels(a, &mut ckpt.meta.unet)?;
     let pick = input_channels(&ckpt.meta.unet, input.channels, &a.input)?;
     check_stack_outputs(a, n)?;
-    let decision = decision_of(a, &ckpt.meta)?;
-    let device = select_device(a.device)?;
-    eprintln!("device: {}", device.description);
-    let model = ckpt.model(&device.device)?;
-    let views = &D4::all()[..default_views(a.tta, &ckpt.meta)];
-    let style = if a.binary {
-        MaskStyle::Binary
-    } else {
-        MaskStyle::Classes
-    };
+    let Run {
+        decision,
+        device,
+        model,
+        views,
+        style,
+    } = prepare(a, &ckpt)?;
+    let views = &views[..];
     let axes = input.axes();
     let mut streams = Streams {
         decision,
