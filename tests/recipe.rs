@@ -195,6 +195,26 @@ fn held_out_slices_pick_the_kept_network_and_its_threshold() {
     assert_eq!(last.meta.iteration, 40);
     assert!(!last.optimizer.is_empty());
     assert_eq!(resume_dir(&dir), dir.join(LAST_STATE_DIR));
+    // Resumed (here with no further step), the run takes back the network its first part
+    // kept and weighs it against the last state: the better one stays the model, so the
+    // kept network is not replaced by the (worse) last one.
+    let resumed = train(
+        &set,
+        &TrainConfig {
+            iterations: 0,
+            ..cfg.clone()
+        },
+        StartFrom::Resume(Box::new(last)),
+        &cpu_device(),
+        Some(&dir),
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let last_score = events.last().map(|e| e.1).unwrap();
+    let want = if last_score < best_score { 40 } else { best_it };
+    assert_eq!(resumed.model_iteration, want, "{events:?}");
+    assert_eq!(load_checkpoint(&dir).unwrap().meta.iteration, want);
 }
 
 /// A network trained a little, for the fine-tune tests.

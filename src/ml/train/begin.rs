@@ -4,6 +4,7 @@
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 
+use crate::ml::checkpoint::{Checkpoint, load_checkpoint};
 use crate::ml::config::TrainConfig;
 use crate::ml::error::MlError;
 use crate::ml::unet::{UNet, UNetConfig};
@@ -26,6 +27,20 @@ pub(crate) struct Begin {
 }
 
 impl Begin {
+    /// The best network an earlier part of a resumed run kept in `out_dir` (beside the last
+    /// state), when it is older than the state resumed and of the same network.
+    pub(crate) fn kept_best(
+        &self,
+        cfg: &TrainConfig,
+        out_dir: Option<&std::path::Path>,
+    ) -> Option<Checkpoint> {
+        if !self.from_checkpoint || self.fine_tune || !cfg.keep_best {
+            return None;
+        }
+        let kept = load_checkpoint(out_dir?).ok()?;
+        (kept.meta.iteration < self.first_iteration && kept.meta.unet == self.unet).then_some(kept)
+    }
+
     pub(crate) fn new(start: StartFrom, cfg: &TrainConfig, ad: &Device) -> Result<Self, MlError> {
         let fresh = || cfg.optimizer.init_optimizer();
         Ok(match start {

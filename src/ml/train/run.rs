@@ -116,6 +116,7 @@ pub fn train(
         // that made it (the starting model then scores 0), and keeps that rule.
         fixed_rule: with_truth.is_some(),
     };
+    let kept = begin.kept_best(cfg, out_dir);
     let mut run = Run {
         set,
         cfg,
@@ -131,6 +132,16 @@ pub fn train(
         best: None,
         validation: None,
     };
+    // A resumed run first takes back the network its earlier part kept (the best, saved in
+    // `out_dir` beside the last state): resuming must neither forget it nor replace it with a
+    // worse one.
+    if let Some(kept) = kept
+        && validator.can()
+    {
+        let model = kept.model(&device.device)?;
+        let (_, event) = validator.round(model, kept.meta.iteration, &mut run.best)?;
+        on_event(event);
+    }
     // A run from a checkpoint validates the starting network first, so that a run that only
     // makes it worse hands the starting network back.
     if begin.from_checkpoint && cfg.keep_best && validator.can() {
