@@ -127,11 +127,17 @@ impl Decision {
     /// The class of every pixel of `probs` (one plane per class, class ids from 1).
     pub fn classes(&self, probs: &[Plane<f32>]) -> Plane<u16> {
         match probs {
-            [_, p_cell] if *self != Self::default() => {
+            [_, p_cell] if self.threshold_for(2).is_some() => {
                 self.cell_mask(p_cell).map(|c| if c { 2 } else { 1 })
             }
             _ => argmax_classes(probs),
         }
+    }
+
+    /// The threshold of class 2 this rule applies to the probabilities of `classes` classes,
+    /// or `None` where it takes the most probable class (not two classes, or no rule).
+    pub fn threshold_for(&self, classes: usize) -> Option<f32> {
+        (classes == 2 && *self != Self::default()).then(|| self.threshold.unwrap_or(0.5))
     }
 
     /// The cell (class 2) mask of a two-class model's cell probabilities by this rule (the

@@ -261,8 +261,7 @@ impl ModelState {
     /// or `None`: the most probable class.
     pub fn mask_threshold(&self) -> Option<f32> {
         let m = self.model.as_ref()?;
-        (m.unet.classes == 2 && m.decision != crate::postprocess::Decision::default())
-            .then(|| m.decision.threshold.unwrap_or(0.5))
+        m.decision.threshold_for(m.unet.classes)
     }
 
     /// The key of the gap-closing lines the mask of `slice` needs, if the model's rule closes
