@@ -110,14 +110,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
     set_channels(&a, &mut ckpt.meta.unet)?;
     let pick = input_channels(&ckpt.meta.unet, images[0].channels, &a.input)?;
     let outputs = check_outputs(&a, &images)?;
-    let Run {
-        decision,
-        device,
-        model,
-        views,
-        style,
-    } = prepare(&a, &ckpt)?;
-    let views = &views[..];
+    let run = prepare(&a, &ckpt)?;
     let pb = bar(
         images.iter().map(Stack::slices).sum::<usize>() as u64,
         "predict",
@@ -127,21 +120,27 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, stack.width, stack.height);
         let mut report = Report {
             pb: &pb,
-            decision,
+            decision: run.decision,
             keep_probabilities: a.probabilities.is_some(),
             masks: Vec::new(),
             prob_pages: Vec::new(),
         };
         predict_slices(
-            (&model, &ckpt.meta.unet),
+            (&run.model, &ckpt.meta.unet),
             &picked(stack, &pick),
             tile,
-            views,
-            (&device.device, &CancelToken::new()),
+            &run.views,
+            (&run.device.device, &CancelToken::new()),
             &mut report,
         )?;
         let axes = TiffAxes::of(stack);
-        files.extend(encode_mask(mask_path, &report.masks, style, &[], &axes)?);
+        files.extend(encode_mask(
+            mask_path,
+            &report.masks,
+            run.style,
+            &[],
+            &axes,
+        )?);
         if let Some(p) = prob_path {
             let bytes = encode_f32_tiff(p, &report.prob_pages, ckpt.meta.unet.classes, &axes)?;
             files.push((p.clone(), bytes));
@@ -239,18 +238,11 @@ fn plane_by_plane(
     set_channels(a, &mut ckpt.meta.unet)?;
     let pick = input_channels(&ckpt.meta.unet, input.channels, &a.input)?;
     check_stack_outputs(a, n)?;
-    let Run {
-        decision,
-        device,
-        model,
-        views,
-        style,
-    } = prepare(a, &ckpt)?;
-    let views = &views[..];
+    let run = prepare(a, &ckpt)?;
     let axes = input.axes();
     let mut streams = Streams {
-        decision,
-        mask: crate::data::io::MaskStream::create(&a.output, (w, h, n), classes, style, &axes)?,
+        decision: run.decision,
+        mask: crate::data::io::MaskStream::create(&a.output, (w, h, n), classes, run.style, &axes)?,
         probs: a
             .probabilities
             .as_ref()
@@ -267,11 +259,11 @@ fn plane_by_plane(
         let image = input.slice(s)?;
         let chosen: Vec<&crate::data::Plane<f32>> = pick.iter().map(|&c| &image[c]).collect();
         tile = predict_slices(
-            (&model, &ckpt.meta.unet),
+            (&run.model, &ckpt.meta.unet),
             &[chosen],
             tile,
-            views,
-            (&device.device, &CancelToken::new()),
+            &run.views,
+            (&run.device.device, &CancelToken::new()),
             &mut streams,
         )?;
         if let Some(e) = streams.failed.take() {

@@ -97,6 +97,57 @@ pub fn predict_fitting(
     })
 }
 
+/// The overlap tiles of an image: output tiles of `tile` px at `origins` (`(x, y)`, row by
+/// row, the last of a row or column reaching the border), each predicted from an input of
+/// `input` px reaching `margin` px beyond it, mirrored at the image border.
+pub(crate) struct TilePlan {
+    /// Output tile edge actually used ([`effective_tile`]).
+    pub(crate) tile: usize,
+    /// Input tile edge.
+    pub(crate) input: usize,
+    /// Context on each side of an output tile.
+    pub(crate) margin: usize,
+    /// Top-left corners of the output tiles.
+    pub(crate) origins: Vec<(usize, usize)>,
+}
+
+impl TilePlan {
+    /// The tiles of a `width x height` image for output tiles near `tile_out` px.
+    pub(crate) fn new(
+        cfg: &UNetConfig,
+        width: usize,
+        height: usize,
+        tile_out: usize,
+    ) -> Result<Self, MlError> {
+        let geom = cfg.geometry();
+        let tile = effective_tile(&geom, tile_out, width, height);
+        let input = geom
+            .input_size(tile)
+            .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile} px output")))?;
+        let align = 1usize << cfg.depth;
+        let xs = tile_origins(width, tile, align);
+        let origins = tile_origins(height, tile, align)
+            .into_iter()
+            .flat_map(|ty| xs.iter().map(move |&tx| (tx, ty)))
+            .collect();
+        Ok(Self {
+            tile,
+            input,
+            margin: (input - tile) / 2,
+            origins,
+        })
+    }
+
+    /// The input of the output tile at `(tx, ty)`: each channel cropped with its context.
+    pub(crate) fn crop(&self, image: &[Plane<f32>], (tx, ty): (usize, usize)) -> Vec<Plane<f32>> {
+        let m = self.margin as isize;
+        image
+            .iter()
+            .map(|c| c.crop_mirrored(tx as isize - m, ty as isize - m, self.input, self.input))
+            .collect()
+    }
+}
+
 /// Class probabilities of every pixel of a normalised image, by overlap-tile prediction.
 /// Returns one plane per class (class `k` at index `k - 1`). `on_tile(done, total)` is called
 /// after each tile; the cancel token is checked between tiles.
@@ -136,48 +187,36 @@ pub fn predict_probabilities_where(
 ) -> Result<Vec<Plane<f32>>, MlError> {
     check_channels(cfg, image)?;
     let (w, h) = (image[0].width, image[0].height);
-    let geom = cfg.geometry();
-    let tile = effective_tile(&geom, tile_out, w, h);
-    let input = geom
-        .input_size(tile)
-        .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile} px output")))?;
-    let margin = (input - tile) / 2;
+    let plan = TilePlan::new(cfg, w, h, tile_out)?;
+    let tile = plan.tile;
     let mut out: Vec<Plane<f32>> = (0..cfg.classes).map(|_| Plane::filled(w, h, 0.0)).collect();
-    let align = 1usize << cfg.depth;
-    let xs = tile_origins(w, tile, align);
-    let ys = tile_origins(h, tile, align);
-    let todo: Vec<(usize, usize)> = ys
+    let todo: Vec<(usize, usize)> = plan
+        .origins
         .iter()
-        .flat_map(|&ty| xs.iter().map(move |&tx| (tx, ty)))
+        .copied()
         .filter(|&(tx, ty)| want(tx, ty, tile))
         .collect();
     let total = todo.len();
     let mut done = 0;
-    {
-        for &(tx, ty) in &todo {
-            if cancel.is_cancelled() {
-                return Err(MlError::Cancelled);
-            }
-            let (x0, y0) = (tx as isize - margin as isize, ty as isize - margin as isize);
-            let crop: Vec<Plane<f32>> = image
-                .iter()
-                .map(|c| c.crop_mirrored(x0, y0, input, input))
-                .collect();
-            let v = in_compute_pool(|| {
-                tensor_values(softmax(model.forward(image_tensor(&crop, device)), 1))
-            })?;
-            for (k, plane) in out.iter_mut().enumerate() {
-                let base = k * tile * tile;
-                for y in 0..tile.min(h - ty) {
-                    let src = &v[base + y * tile..base + y * tile + tile.min(w - tx)];
-                    // Later tiles overwrite the overlap: identical values up to rounding.
-                    let row = (ty + y) * w + tx;
-                    plane.data[row..row + src.len()].copy_from_slice(src);
-                }
-            }
-            done += 1;
-            on_tile(done, total);
+    for &(tx, ty) in &todo {
+        if cancel.is_cancelled() {
+            return Err(MlError::Cancelled);
         }
+        let crop = plan.crop(image, (tx, ty));
+        let v = in_compute_pool(|| {
+            tensor_values(softmax(model.forward(image_tensor(&crop, device)), 1))
+        })?;
+        for (k, plane) in out.iter_mut().enumerate() {
+            let base = k * tile * tile;
+            for y in 0..tile.min(h - ty) {
+                let src = &v[base + y * tile..base + y * tile + tile.min(w - tx)];
+                // Later tiles overwrite the overlap: identical values up to rounding.
+                let row = (ty + y) * w + tx;
+                plane.data[row..row + src.len()].copy_from_slice(src);
+            }
+        }
+        done += 1;
+        on_tile(done, total);
     }
     Ok(out)
 }

@@ -19,9 +19,9 @@ use burn::tensor::wgpu::wgpu;
 use crate::data::Plane;
 use crate::ml::cancel::CancelToken;
 use crate::ml::error::MlError;
-use crate::ml::infer::{check_channels, effective_tile, image_tensor, tensor_values};
+use crate::ml::infer::{TilePlan, check_channels, image_tensor, tensor_values};
 use crate::ml::unet::{UNet, UNetConfig};
-use crate::preprocess::{D4, tile_origins};
+use crate::preprocess::D4;
 
 /// wgpu's alignment of a row in a buffer-to-texture copy, in `f32`s (256 bytes).
 pub const ROW_ALIGN: usize = 64;
@@ -92,39 +92,24 @@ fn assemble(
     on_tile: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor<3>, MlError> {
     let (w, h) = (image[0].width, image[0].height);
-    let geom = cfg.geometry();
-    let tile = effective_tile(&geom, tile_out, w, h);
-    let input = geom
-        .input_size(tile)
-        .ok_or_else(|| MlError::Tile(format!("no input size gives a {tile} px output")))?;
-    let margin = (input - tile) / 2;
-    let align = 1usize << cfg.depth;
-    let (xs, ys) = (tile_origins(w, tile, align), tile_origins(h, tile, align));
-    let k = cfg.classes;
+    let plan = TilePlan::new(cfg, w, h, tile_out)?;
+    let (k, tile) = (cfg.classes, plan.tile);
     let mut out = Tensor::<3>::zeros([k, h, w], device);
-    let total = xs.len() * ys.len();
-    let mut done = 0;
-    for &ty in &ys {
-        for &tx in &xs {
-            if cancel.is_cancelled() {
-                return Err(MlError::Cancelled);
-            }
-            let (x0, y0) = (tx as isize - margin as isize, ty as isize - margin as isize);
-            let crop: Vec<Plane<f32>> = image
-                .iter()
-                .map(|c| c.crop_mirrored(x0, y0, input, input))
-                .collect();
-            let (tw, th) = (tile.min(w - tx), tile.min(h - ty));
-            // On this thread, not in the compute pool: CubeCL keeps a stream per thread, and
-            // the tiles written into `out` from pool threads were not all visible to the
-            // reader on this one (the last tile of a 512 px slice read back as zeros on
-            // lavapipe). The GPU queues the operations either way.
-            let probs = softmax(model.forward(image_tensor(&crop, device)), 1);
-            let part = probs.slice([0..1, 0..k, 0..th, 0..tw]).reshape([k, th, tw]);
-            out = out.slice_assign([0..k, ty..ty + th, tx..tx + tw], part);
-            done += 1;
-            on_tile(done, total);
+    let total = plan.origins.len();
+    for (done, &(tx, ty)) in plan.origins.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(MlError::Cancelled);
         }
+        let crop = plan.crop(image, (tx, ty));
+        let (tw, th) = (tile.min(w - tx), tile.min(h - ty));
+        // On this thread, not in the compute pool: CubeCL keeps a stream per thread, and
+        // the tiles written into `out` from pool threads were not all visible to the
+        // reader on this one (the last tile of a 512 px slice read back as zeros on
+        // lavapipe). The GPU queues the operations either way.
+        let probs = softmax(model.forward(image_tensor(&crop, device)), 1);
+        let part = probs.slice([0..1, 0..k, 0..th, 0..tw]).reshape([k, th, tw]);
+        out = out.slice_assign([0..k, ty..ty + th, tx..tx + tw], part);
+        on_tile(done + 1, total);
     }
     Ok(out)
 }

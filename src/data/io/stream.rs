@@ -14,7 +14,7 @@ use tiff::tags::Tag;
 use crate::data::error::DataError;
 use crate::data::io::tiff::{BIGTIFF_PIXEL_BYTES, TiffAxes, imagej_description, write_resolution};
 use crate::data::io::write::{
-    ImageFormat, MaskStyle, encode_png, png_slice_paths, remove_stale_slices, temp_beside,
+    ImageFormat, MaskStyle, encode_png, png_slice_paths, remove_stale_slices, temp_for,
 };
 use crate::data::plane::Plane;
 
@@ -36,21 +36,7 @@ impl Drop for Staged {
 
 impl Staged {
     fn temp_for(&mut self, target: &Path) -> Result<PathBuf, DataError> {
-        if target.is_dir() {
-            return Err(DataError::invalid(
-                target,
-                "is a folder; cannot write a file there",
-            ));
-        }
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
-        let name = target
-            .file_name()
-            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-        let temp = temp_beside(&dir, &name);
+        let temp = temp_for(target)?;
         self.files.push((temp.clone(), target.to_path_buf()));
         Ok(temp)
     }

@@ -65,27 +65,13 @@ pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataError> {
         }
     };
     for (path, data) in files {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
+        let tmp = match temp_for(path) {
+            Ok(t) => t,
+            Err(e) => {
+                cleanup(&temps);
+                return Err(e);
+            }
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        if path.is_dir() {
-            cleanup(&temps);
-            return Err(DataError::invalid(
-                path,
-                "is a folder; cannot write a file there",
-            ));
-        }
-        let created = fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e));
-        if let Err(e) = created {
-            cleanup(&temps);
-            return Err(e);
-        }
-        let tmp = temp_beside(&dir, &name);
         temps.push(tmp.clone());
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
@@ -106,14 +92,28 @@ pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataError> {
     Ok(())
 }
 
-/// A temporary name for the file `name` in `dir` (`.{name}.tmp<pid>-<n>`, unique per call, so
-/// concurrent writers of one target never share one); stale temporaries of dead processes
-/// are removed on the way.
-pub(crate) fn temp_beside(dir: &Path, name: &str) -> PathBuf {
+/// A temporary name beside `target` (`.{name}.tmp<pid>-<n>`, unique per call, so concurrent
+/// writers of one target never share one), its folder created; stale temporaries of dead
+/// processes are removed on the way. A target that is a folder is refused.
+pub(crate) fn temp_for(target: &Path) -> Result<PathBuf, DataError> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    remove_stale_temps(dir, name);
+    if target.is_dir() {
+        return Err(DataError::invalid(
+            target,
+            "is a folder; cannot write a file there",
+        ));
+    }
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
+    remove_stale_temps(&dir, &name);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    dir.join(format!(".{name}.tmp{}-{n}", std::process::id()))
+    Ok(dir.join(format!(".{name}.tmp{}-{n}", std::process::id())))
 }
 
 /// Removes `.{name}.tmp<pid>-<n>` files in `dir` whose process no longer runs (Linux: no
