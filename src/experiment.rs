@@ -195,7 +195,11 @@ pub fn load_split(data: &Path, val_slices: usize) -> Result<SplitData, MlError> 
         )));
     }
     let n_train = labels.len() - val_slices;
-    let images: Vec<Plane<f32>> = stack.planes.iter().map(normalize_percentile).collect();
+    let images: Vec<Plane<f32>> = stack
+        .all_planes()?
+        .iter()
+        .map(normalize_percentile)
+        .collect();
     Ok(SplitData {
         train_images: images[..n_train].to_vec(),
         train_labels: labels[..n_train].to_vec(),

@@ -79,7 +79,7 @@ fn check_order(path: &Path, (t, z, c): (usize, usize, usize)) {
     for ti in 0..t {
         for zi in 0..z {
             for ci in 0..c {
-                let got = s.channel(ti * z + zi, ci).data[7];
+                let got = s.image(ti * z + zi).unwrap()[ci].data[7];
                 assert_eq!(
                     got,
                     value(ti, zi, ci),
@@ -128,10 +128,13 @@ fn hyperstacks_ome_rgb_bigtiff_and_big_endian_read_with_their_axes() {
     // Colour: three channels; a grey image saved as colour stays one channel.
     let rgb = load_stack(&d.join("rgb.tif")).unwrap();
     assert_eq!((rgb.channels, rgb.slices()), (3, 1));
-    let px: Vec<f32> = (0..3).map(|c| rgb.channel(0, c).data[0]).collect();
+    let px: Vec<f32> = (0..3).map(|c| rgb.image(0).unwrap()[c].data[0]).collect();
     assert_eq!(px, [10.0, 20.0, 30.0]);
     let grey = load_stack(&d.join("grey_rgb.tif")).unwrap();
-    assert_eq!((grey.channels, grey.planes[0].data[0]), (1, 7.0));
+    assert_eq!(
+        (grey.channels, grey.all_planes().unwrap()[0].data[0]),
+        (1, 7.0)
+    );
     // A 1-bit mask: its bits, pixel by pixel (rows start on a byte).
     let bits = load_label_stack(&d.join("bit1.tif")).unwrap();
     let on: Vec<usize> = (0..30).filter(|&i| bits[0].data[i] == 1).collect();
@@ -184,7 +187,7 @@ fn exports_keep_time_points_and_the_pixel_size() {
     assert_eq!(m.pixel_size.as_ref(), axes.pixel_size.as_ref());
     let p = load_stack(&dir.join("p.tif")).unwrap();
     assert_eq!((p.channels, p.depth(), p.frames), (2, 3, 2));
-    assert_eq!(p.channel(4, 1).data[0], 9.0);
+    assert_eq!(p.image(4).unwrap()[1].data[0], 9.0);
     // And by tifffile, as Fiji users' scripts read them.
     const SCRIPT: &str = r#"
 import sys, tifffile
@@ -214,7 +217,7 @@ fn two_channel_stack(dir: &Path) -> (PathBuf, PathBuf) {
     for s in 0..3 {
         let name = format!("slice{s:02}.png");
         let img = load_stack(&sample.join("images").join(&name)).unwrap();
-        let crop = img.planes[0].crop_mirrored(100, 100, 128, 96);
+        let crop = img.all_planes().unwrap()[0].crop_mirrored(100, 100, 128, 96);
         let inverted = crop.map(|v| 255.0 - v);
         planes.push(crop);
         planes.push(inverted);
@@ -261,8 +264,10 @@ fn a_two_channel_model_trains_predicts_and_refuses_a_grey_stack() {
     let grey = dir.join("grey.tif");
     let first: Vec<Plane<f32>> = load_stack(&images)
         .unwrap()
-        .planes
-        .into_iter()
+        .all_planes()
+        .unwrap()
+        .iter()
+        .cloned()
         .step_by(2)
         .collect();
     write_f32_tiff(&grey, &first, 1, &TiffAxes::default()).unwrap();

@@ -245,9 +245,9 @@ fn valid_writes_read_back() {
     let t = valid_tiffs();
     let s = decode_stack_bytes(Path::new("a.tif"), &t[0]).unwrap();
     assert_eq!((s.width, s.height, s.slices()), (16, 8, 2));
-    assert_eq!(s.planes[1].data[127], 127.0);
+    assert_eq!(s.all_planes().unwrap()[1].data[127], 127.0);
     let f = decode_stack_bytes(Path::new("b.tif"), &t[1]).unwrap();
-    assert_eq!(f.planes[0].data[63], 31.5);
+    assert_eq!(f.all_planes().unwrap()[0].data[63], 31.5);
 }
 
 proptest! {
@@ -599,7 +599,7 @@ fn palette_labels_truncated_jpegs_and_unbounded_grids() {
         // The same file as an image: its colours (pixel 1 is red), not index 1.
         let image = load_stack(&path).unwrap();
         assert_eq!(image.channels, 3, "{name}");
-        let red: Vec<f32> = (0..3).map(|c| image.channel(0, c).data[1]).collect();
+        let red: Vec<f32> = (0..3).map(|c| image.image(0).unwrap()[c].data[1]).collect();
         assert_eq!(red, [255.0, 0.0, 0.0], "{name}");
     }
     // A JPEG of 64 x 64, cut in half.
@@ -797,7 +797,14 @@ fn a_tiff_too_large_for_the_memory_is_predicted_plane_by_plane() {
     // 12 slices of 192 x 160 (2 time points of 6 Z slices), crops of the sample's slices.
     let (w, h, n) = (192, 160, 12);
     let pages: Vec<Plane<f32>> = (0..n)
-        .map(|i| source.planes[i % 3].crop_mirrored((i * 23) as isize, (i * 31) as isize, w, h))
+        .map(|i| {
+            source.all_planes().unwrap()[i % 3].crop_mirrored(
+                (i * 23) as isize,
+                (i * 31) as isize,
+                w,
+                h,
+            )
+        })
         .collect();
     let input = dir.join("stack.tif");
     let axes = unet_studio::data::TiffAxes {
@@ -863,7 +870,11 @@ fn a_tiff_too_large_for_the_memory_is_predicted_plane_by_plane() {
         );
         let probs = load_stack(&dir.join(format!("{out}.p.tif"))).unwrap();
         assert_eq!((probs.channels, probs.frames), (2, 2), "{out}");
-        assert_eq!(probs.planes, whole_probs.planes, "{out}");
+        assert_eq!(
+            probs.all_planes().unwrap(),
+            whole_probs.all_planes().unwrap(),
+            "{out}"
+        );
         let mask = load_stack(&dir.join(format!("{out}.tif"))).unwrap();
         assert_eq!(mask.frames, 2, "{out}: the time axis is kept");
     }

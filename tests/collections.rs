@@ -23,7 +23,9 @@ fn collection(dir: &Path) {
         let name = format!("slice{s:02}.png");
         let img = load_stack(&sample_dir().join("images").join(&name)).unwrap();
         let lab = load_label_stack(&sample_dir().join("labels").join(&name)).unwrap();
-        let at = |x: u32, y: u32| img.planes[0].at(x as usize + 50, y as usize + 60) as u8;
+        let at = |x: u32, y: u32| {
+            img.all_planes().unwrap()[0].at(x as usize + 50, y as usize + 60) as u8
+        };
         let out = images.join(format!("field{s}.png"));
         if s == 1 {
             image::RgbImage::from_fn(w, h, |x, y| {
@@ -75,7 +77,7 @@ fn a_collection_of_sizes_and_colours_trains_and_predicts_image_by_image() {
             (2, 1, w, h),
             "field{f}"
         );
-        let sum = p.channel(0, 0).at(5, 5) + p.channel(0, 1).at(5, 5);
+        let sum = p.image(0).unwrap()[0].at(5, 5) + p.image(0).unwrap()[1].at(5, 5);
         assert!((sum - 1.0).abs() < 1e-4, "{sum}");
     }
     // One mask file, probabilities or the input folder itself: refused before any work.

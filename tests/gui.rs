@@ -458,7 +458,7 @@ fn predict_stack_then_export_every_kind_and_read_back() {
     }
     let p = load_stack(&out.join("probabilities.tif")).unwrap();
     assert_eq!((p.channels, p.slices()), (2, 3), "3 slices x 2 classes");
-    assert_eq!(p.planes[3].data, probs[1][1].data);
+    assert_eq!(p.all_planes().unwrap()[3].data, probs[1][1].data);
     let labels = load_label_stack(&out.join("labels.tif")).unwrap();
     let doc = h.state().doc.as_ref().unwrap();
     assert!(
@@ -478,7 +478,8 @@ fn predict_stack_then_export_every_kind_and_read_back() {
             .sum()
     };
     let prob_sum: f64 = p
-        .planes
+        .all_planes()
+        .unwrap()
         .iter()
         .flat_map(|s| &s.data)
         .map(|&v| f64::from(v))
@@ -600,7 +601,7 @@ fn augmentation_view_shows_seeded_deformations() {
     let doc = app.doc.as_ref().unwrap();
     assert!(s.labels.data.iter().all(|v| doc.labels[0].data.contains(v)));
     assert!(
-        s.image.data != doc.stack.planes[0].data,
+        s.image.data != doc.stack.all_planes().unwrap()[0].data,
         "the image was deformed"
     );
     h.remove_cursor();
@@ -661,7 +662,7 @@ fn augmentation_view_shows_seeded_deformations() {
     h.run_steps(1);
     let app = h.state();
     let s = app.augment.sample.as_ref().unwrap();
-    assert!(s.image.data == app.doc.as_ref().unwrap().stack.planes[0].data);
+    assert!(s.image.data == app.doc.as_ref().unwrap().stack.all_planes().unwrap()[0].data);
 }
 
 #[test]
@@ -792,7 +793,7 @@ fn overlays_on_the_display_gpu_are_copied_from_burns_buffer() {
     let cpu = unet_studio::ml::device::cpu_device();
     let network = ckpt.model(&cpu.device).unwrap();
     let image = unet_studio::preprocess::normalize_percentile(
-        &h.state().doc.as_ref().unwrap().stack.planes[0],
+        &h.state().doc.as_ref().unwrap().stack.all_planes().unwrap()[0],
     );
     let reference = unet_studio::ml::predict_probabilities(
         &network,
@@ -869,7 +870,8 @@ fn burn_computes_on_the_display_device() {
     let img = unet_studio::preprocess::normalize_percentile(
         &unet_studio::data::load_stack(&dir.join("images/slice00.png"))
             .unwrap()
-            .planes[0],
+            .all_planes()
+            .unwrap()[0],
     )
     .crop_mirrored(0, 0, 96, 96);
     let raw = load_label_stack(&dir.join("scribbles/slice00.png")).unwrap()[0]
@@ -1005,7 +1007,7 @@ fn every_training_run_is_a_version_that_can_be_restored() {
     // Each side is what the saved version predicts (checked through the library), its error
     // on the painted labels and the agreement are counted independently here.
     let doc = h.state().doc.as_ref().unwrap();
-    let image = unet_studio::preprocess::normalize_percentile(&doc.stack.planes[0]);
+    let image = unet_studio::preprocess::normalize_percentile(&doc.stack.all_planes().unwrap()[0]);
     let cpu = unet_studio::ml::device::cpu_device();
     let masks: Vec<_> = c
         .sides

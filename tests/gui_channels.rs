@@ -19,7 +19,7 @@ fn two_channel_stack(dir: &Path) -> PathBuf {
     let mut planes = Vec::new();
     for s in 0..3 {
         let img = load_stack(&sample.join("images").join(format!("slice{s:02}.png"))).unwrap();
-        let crop = img.planes[0].crop_mirrored(100, 100, 160, 128);
+        let crop = img.all_planes().unwrap()[0].crop_mirrored(100, 100, 160, 128);
         let inverted = crop.map(|v| 255.0 - v);
         planes.push(crop);
         planes.push(inverted);
@@ -130,13 +130,13 @@ fn collection_folder(dir: &Path) -> PathBuf {
     let folder = dir.join("fields");
     std::fs::create_dir_all(&folder).unwrap();
     let img = load_stack(&sample.join("images/slice00.png")).unwrap();
-    let grey = img.planes[0].crop_mirrored(0, 0, 120, 96);
+    let grey = img.all_planes().unwrap()[0].crop_mirrored(0, 0, 120, 96);
     image::GrayImage::from_fn(120, 96, |x, y| {
         image::Luma([grey.at(x as usize, y as usize) as u8])
     })
     .save(folder.join("a.png"))
     .unwrap();
-    let colour = img.planes[0].crop_mirrored(200, 150, 100, 140);
+    let colour = img.all_planes().unwrap()[0].crop_mirrored(200, 150, 100, 140);
     image::RgbImage::from_fn(100, 140, |x, y| {
         let v = colour.at(x as usize, y as usize) as u8;
         image::Rgb([v, v / 2, 255 - v])
@@ -232,7 +232,8 @@ fn a_collection_is_browsed_labelled_image_by_image_trained_on_all_and_reopened()
         images: Vec::new(),
         labels: unet_studio::project::document::train_labels(
             &h.state().doc.as_ref().unwrap().labels,
-        ),
+        )
+        .1,
         held_out: Vec::new(),
     }
     .labels_hash();

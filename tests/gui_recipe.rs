@@ -64,7 +64,7 @@ fn the_tta_box_makes_predictions_average_the_eight_views() {
     let want = predict_probabilities_tta(
         &model,
         &ckpt.meta.unet,
-        &[normalize_percentile(&doc.stack.planes[0])],
+        &[normalize_percentile(&doc.stack.all_planes().unwrap()[0])],
         app.models.tile_predict.expect("a prediction tile"),
         &cpu.device,
         &CancelToken::new(),

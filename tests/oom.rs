@@ -72,7 +72,7 @@ fn em_slice(size: usize) -> (Plane<f32>, Plane<u32>) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/isbi2012");
     let stack = load_stack(&dir.join("images/slice00.png")).unwrap();
     let labels = load_label_stack(&dir.join("labels/slice00.png")).unwrap();
-    let img = normalize_percentile(&stack.planes[0]).crop_mirrored(60, 40, size, size);
+    let img = normalize_percentile(&stack.image(0).unwrap()[0]).crop_mirrored(60, 40, size, size);
     (img, labels[0].crop_mirrored(60, 40, size, size))
 }
 

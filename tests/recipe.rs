@@ -463,7 +463,7 @@ fn predict_binary_applies_the_threshold_stored_with_the_model() {
     save_checkpoint(&dir.join("model"), &meta, &model, None).unwrap();
     // The input as the CLI reads it: an 8-bit PNG of the crop's source pixels.
     let stack = load_stack(&sample_dir().join("images/slice00.png")).unwrap();
-    let raw = stack.planes[0].crop_mirrored(0, 0, 100, 100);
+    let raw = stack.image(0).unwrap()[0].crop_mirrored(0, 0, 100, 100);
     image::GrayImage::from_fn(100, 100, |x, y| {
         image::Luma([raw.at(x as usize, y as usize) as u8])
     })
@@ -595,7 +595,8 @@ fn auto_never_computes_on_a_software_adapter() {
     let dir = tempdir("no-session");
     let small = load_stack(&sample_dir().join("images/slice00.png"))
         .unwrap()
-        .planes[0]
+        .image(0)
+        .unwrap()[0]
         .crop_mirrored(0, 0, 64, 64);
     image::GrayImage::from_fn(64, 64, |x, y| {
         image::Luma([small.at(x as usize, y as usize) as u8])

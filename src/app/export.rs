@@ -70,7 +70,7 @@ pub(crate) fn write_export(
     path: &Path,
     probs: &[Vec<Plane<f32>>],
     decision: Decision,
-    labels: &[Plane<u8>],
+    labels: &crate::data::SliceLabels,
     colours: &[[u8; 3]],
     axes: &TiffAxes,
 ) -> Result<(Vec<PathBuf>, String), DataError> {

@@ -61,6 +61,8 @@ pub enum JobKind {
     Import,
     /// The system's file dialog.
     FileDialog,
+    /// Reading a slice of a stack read on demand.
+    ReadSlice,
 }
 
 impl JobKind {
@@ -82,6 +84,7 @@ impl JobKind {
             Self::Compare => "comparing model versions",
             Self::Import => "importing labels",
             Self::FileDialog => "the file dialog",
+            Self::ReadSlice => "reading the slice",
         }
     }
 }
@@ -120,6 +123,8 @@ pub enum Message {
     Imported(ImportResult),
     /// The system's file dialog closed: the chosen path, if any.
     Picked(Option<PathBuf>),
+    /// A slice of a stack read on demand was read into its cache (or why not).
+    SliceRead(Result<usize, DataError>),
 }
 
 /// The app's jobs.

@@ -38,6 +38,9 @@ pub struct OpenRequest {
     pub collection: Option<Collection>,
     /// The image of the collection to open (default: the first).
     pub collection_image: Option<usize>,
+    /// Read a multipage TIFF slice by slice even when it fits in memory (a stack larger than
+    /// memory is read so anyway).
+    pub slice_by_slice: bool,
 }
 
 impl OpenRequest {
@@ -65,6 +68,7 @@ impl OpenRequest {
             in_data_dir: true,
             collection: None,
             collection_image: None,
+            slice_by_slice: false,
         }
     }
 }
@@ -334,6 +338,7 @@ fn open_stack(
                 req.labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
                 label_path,
                 req.initial_labels.as_ref().map(|(p, e)| (p.as_path(), *e)),
+                req.slice_by_slice,
             )?;
             doc.work_note = work_note;
             (doc, None)
@@ -404,6 +409,10 @@ impl StudioApp {
                         .map(|p| format!(", pixel {} x {} {}", p.x, p.y, p.unit))
                         .unwrap_or_default()
                 );
+                if doc.stack.on_demand() {
+                    self.status
+                        .push_str("; read slice by slice (exports predict one slice at a time)");
+                }
                 if let Some(note) = &doc.work_note {
                     self.status.push_str(&format!("; {note}"));
                 }

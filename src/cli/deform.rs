@@ -95,7 +95,7 @@ pub(crate) fn cmd_deform(a: DeformArgs) -> Result<()> {
         Interpolation::Bicubic
     };
     let warped: Vec<Plane<f32>> = stack
-        .planes
+        .all_planes()?
         .iter()
         .map(|s| warp_f32(s, &dx, &dy, interp))
         .collect();

@@ -155,8 +155,12 @@ pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
                     prediction.display()
                 ),
             };
-            let p_cell: Vec<Plane<f32>> = (0..stack.slices())
-                .map(|s| stack.channel(s, cell).clone())
+            let p_cell: Vec<Plane<f32>> = stack
+                .all_planes()?
+                .iter()
+                .skip(cell)
+                .step_by(stack.channels)
+                .cloned()
                 .collect();
             check_fit(
                 (prediction, &sizes(&p_cell)),
@@ -261,7 +265,7 @@ fn predict_for_eval(a: &EvalArgs, ckpt: &Checkpoint, stacks: &[Stack]) -> Result
         let pick = input_channels(&ckpt.meta.unet, stack.channels, &source)?;
         predict_slices(
             (&model, &ckpt.meta.unet),
-            &picked(stack, &pick),
+            &picked(stack, &pick)?,
             effective_tile(&geom, 388, stack.width, stack.height),
             views,
             (&device.device, &CancelToken::new()),

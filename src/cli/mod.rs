@@ -50,6 +50,10 @@ pub struct Cli {
     /// even a software one), cpu.
     #[arg(long, default_value = "auto")]
     pub device: crate::ml::DeviceChoice,
+    /// Read a multipage TIFF slice by slice (as a stack larger than memory is read anyway):
+    /// the app then holds the shown slice and the painted ones, not the whole stack.
+    #[arg(long)]
+    pub slice_by_slice: bool,
 }
 
 /// The subcommands.
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 images: p,
                 labels: cli.labels.map(|l| (l, cli.label_encoding)),
                 model: cli.model,
+                slice_by_slice: cli.slice_by_slice,
                 ..Default::default()
             },
             None => crate::app::OpenRequest::sample(),

@@ -11,7 +11,7 @@ use crate::ml::{CancelToken, DeviceChoice, effective_tile, load_checkpoint, sele
 use crate::postprocess::{Decision, GapClosing};
 use crate::preprocess::D4;
 use crate::project::sets::{input_channels, picked};
-use crate::project::tasks::{SliceProgress, predict_slices};
+use crate::project::tasks::{SliceProgress, StreamedOutputs, predict_slices, predict_streamed};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
@@ -127,7 +127,7 @@ pub(crate) fn cmd_predict(a: PredictArgs) -> Result<()> {
         };
         predict_slices(
             (&run.model, &ckpt.meta.unet),
-            &picked(stack, &pick),
+            &picked(stack, &pick)?,
             tile,
             &run.views,
             (&run.device.device, &CancelToken::new()),
@@ -240,81 +240,42 @@ fn plane_by_plane(
     check_stack_outputs(a, n)?;
     let run = prepare(a, &ckpt)?;
     let axes = input.axes();
-    let mut streams = Streams {
-        decision: run.decision,
-        mask: crate::data::io::MaskStream::create(&a.output, (w, h, n), classes, run.style, &axes)?,
-        probs: a
-            .probabilities
-            .as_ref()
-            .map(|p| {
-                crate::data::io::TiffStream::probabilities(p, (w, h, n * classes), classes, &axes)
-            })
-            .transpose()?,
-        failed: None,
-        pb: bar(n as u64, "predict"),
-    };
+    let mask =
+        crate::data::io::MaskStream::create(&a.output, (w, h, n), classes, run.style, &axes)?;
+    let probs = a
+        .probabilities
+        .as_ref()
+        .map(|p| crate::data::io::TiffStream::probabilities(p, (w, h, n * classes), classes, &axes))
+        .transpose()?;
+    let mut out = StreamedOutputs::new(run.decision, Some(mask), probs);
     let geom = ckpt.meta.unet.geometry();
-    let mut tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, w, h);
-    for s in 0..n {
-        let image = input.slice(s)?;
-        let chosen: Vec<&crate::data::Plane<f32>> = pick.iter().map(|&c| &image[c]).collect();
-        tile = predict_slices(
-            (&run.model, &ckpt.meta.unet),
-            &[chosen],
-            tile,
-            &run.views,
-            (&run.device.device, &CancelToken::new()),
-            &mut streams,
-        )?;
-        if let Some(e) = streams.failed.take() {
-            return Err(e.into());
-        }
-    }
-    streams.pb.finish_and_clear();
-    let mut staged = vec![streams.mask.finish()?];
-    if let Some(p) = streams.probs {
-        staged.push(p.finish()?);
-    }
-    crate::data::io::commit(staged)?;
+    let tile = effective_tile(&geom, valid_tile(&geom, a.tile)?, w, h);
+    let pb = bar(n as u64, "predict");
+    predict_streamed(
+        (&run.model, &ckpt.meta.unet),
+        (n, &pick),
+        &mut |s| input.slice(s),
+        tile,
+        &run.views,
+        (&run.device.device, &CancelToken::new()),
+        &mut out,
+        &mut |_, retried| {
+            if let Some((from, to)) = retried {
+                say(
+                    &pb,
+                    format!("out of device memory with {from} px tiles: retrying with {to} px"),
+                );
+            }
+            pb.inc(1);
+        },
+    )?;
+    pb.finish_and_clear();
+    out.commit()?;
     eprintln!("wrote {}", a.output.display());
     if let Some(p) = &a.probabilities {
         eprintln!("wrote {}", p.display());
     }
     Ok(())
-}
-
-/// Where [`plane_by_plane`] writes each slice as it is predicted.
-struct Streams {
-    decision: Decision,
-    mask: crate::data::io::MaskStream,
-    probs: Option<crate::data::io::TiffStream>,
-    /// The first write that failed (reported after the slice).
-    failed: Option<crate::data::DataError>,
-    pb: indicatif::ProgressBar,
-}
-
-impl SliceProgress for Streams {
-    fn retry(&mut self, _: usize, from: usize, to: usize) {
-        say(
-            &self.pb,
-            format!("out of device memory with {from} px tiles: retrying with {to} px"),
-        );
-    }
-    fn slice(&mut self, _: usize, probs: Vec<crate::data::Plane<f32>>) {
-        let mut write = || -> Result<(), crate::data::DataError> {
-            self.mask.push(&self.decision.classes(&probs))?;
-            if let Some(p) = &mut self.probs {
-                for plane in &probs {
-                    p.push_f32(plane)?;
-                }
-            }
-            Ok(())
-        };
-        if let Err(e) = write() {
-            self.failed.get_or_insert(e);
-        }
-        self.pb.inc(1);
-    }
 }
 
 /// The model's decision rule with the threshold and gap closing asked for.

@@ -219,7 +219,10 @@ fn training_set(a: &TrainArgs) -> Result<(TrainSet, StartFrom)> {
         (Some(images), Some(labels)) => held_out_slices(images, labels, a.label_encoding, &pick)?,
         _ => Vec::new(),
     };
-    let inputs: Vec<_> = images.iter().flat_map(|s| picked(s, &pick)).collect();
+    let mut inputs = Vec::new();
+    for s in &images {
+        inputs.extend(picked(s, &pick)?);
+    }
     Ok((train_set(&inputs, labels, held_out), start))
 }
 

@@ -16,6 +16,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::data::error::DataError;
+use crate::data::painted::SliceLabels;
 use crate::data::plane::Plane;
 
 /// Edge of a journal block in pixels.
@@ -66,8 +67,8 @@ impl Block {
     }
 
     /// Writes the block into `planes`; `false` when it does not fit them.
-    fn apply(&self, planes: &mut [Plane<u8>]) -> bool {
-        let Some(plane) = planes.get_mut(self.slice) else {
+    fn apply(&self, planes: &mut SliceLabels) -> bool {
+        let Some(plane) = planes.get(self.slice) else {
             return false;
         };
         if self.x0 + self.width > plane.width
@@ -76,6 +77,9 @@ impl Block {
         {
             return false;
         }
+        let Some(plane) = planes.get_mut(self.slice) else {
+            return false;
+        };
         for (r, y) in (self.y0..self.y0 + self.height).enumerate() {
             let row = y * plane.width;
             plane.data[row + self.x0..row + self.x0 + self.width]
@@ -193,7 +197,7 @@ pub struct Replay {
 ///
 /// A journal written for a stack of another size is an error naming it; a torn or corrupt tail
 /// is ignored (reported in [`Replay::ignored_bytes`]).
-pub fn replay(label_path: &Path, planes: &mut [Plane<u8>]) -> Result<Replay, DataError> {
+pub fn replay(label_path: &Path, planes: &mut SliceLabels) -> Result<Replay, DataError> {
     let path = journal_path(label_path);
     let mut bytes = Vec::new();
     match File::open(&path) {
@@ -207,7 +211,7 @@ pub fn replay(label_path: &Path, planes: &mut [Plane<u8>]) -> Result<Replay, Dat
     if bytes.is_empty() {
         return Ok(Replay::default());
     }
-    let (w, h) = planes.first().map_or((0, 0), |p| (p.width, p.height));
+    let (w, h) = planes.get(0).map_or((0, 0), |p| (p.width, p.height));
     if bytes.len() < HEADER_LEN || &bytes[..8] != FILE_MAGIC {
         return Err(DataError::invalid(
             &path,
@@ -280,8 +284,8 @@ mod tests {
         d.join("labels.tif")
     }
 
-    fn planes(w: usize, h: usize, n: usize) -> Vec<Plane<u8>> {
-        (0..n).map(|_| Plane::filled(w, h, 0)).collect()
+    fn planes(w: usize, h: usize, n: usize) -> SliceLabels {
+        SliceLabels::new(w, h, n)
     }
 
     #[test]
@@ -289,7 +293,7 @@ mod tests {
         let label = tmp("roundtrip");
         // 100 x 70: edge blocks are 36 wide and 6 high.
         let mut a = planes(100, 70, 2);
-        for (i, v) in a[1].data.iter_mut().enumerate() {
+        for (i, v) in a.get_mut(1).unwrap().data.iter_mut().enumerate() {
             *v = (i % 7) as u8;
         }
         let blocks: Vec<Block> = [(0, 0), (1, 0), (0, 1), (1, 1)]
@@ -322,11 +326,11 @@ mod tests {
     fn a_torn_tail_loses_only_the_last_record() {
         let label = tmp("torn");
         let mut a = planes(64, 64, 1);
-        a[0].data[5] = 1;
+        a.get_mut(0).unwrap().data[5] = 1;
         let second_start =
             append(&label, (64, 64, 1), &[Block::copy_from(&a[0], 0, 0, 0)]).unwrap() as usize;
         let first = a.clone();
-        a[0].data[9] = 2;
+        a.get_mut(0).unwrap().data[9] = 2;
         let full = append(&label, (64, 64, 1), &[Block::copy_from(&a[0], 0, 0, 0)]).unwrap();
         let path = journal_path(&label);
         let bytes = fs::read(&path).unwrap();

@@ -7,6 +7,7 @@ pub mod error;
 pub mod io;
 pub mod journal;
 pub mod labels;
+pub mod painted;
 pub mod plane;
 pub mod stack;
 
@@ -16,5 +17,6 @@ pub use io::{
     write_atomic, write_f32_tiff, write_mask, write_mask_coloured,
 };
 pub use labels::{LabelEncoding, LabelSlice, encode_labels};
+pub use painted::SliceLabels;
 pub use plane::{Plane, mirror_index, neighbours4};
-pub use stack::{PixelKind, Stack};
+pub use stack::{PixelKind, Planes, SliceRef, Stack};

@@ -1,9 +1,13 @@
 //! A stack of images with axes: time points, Z slices and channels of equally sized planes,
 //! with the sample type it was stored with and its pixel size.
 
+use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::data::error::DataError;
 use crate::data::io::axes::PixelSize;
+use crate::data::io::slices::PageCache;
 use crate::data::plane::Plane;
 
 /// The sample type a stack was stored with; it decides the display range and export depth.
@@ -35,14 +39,44 @@ pub struct Stack {
     /// Time points (1 unless the file says otherwise); the slices are `frames` runs of Z.
     pub frames: usize,
     /// The planes: plane `s * channels + c` is channel `c` of slice `s`, and slice
-    /// `t * depth + z` is Z slice `z` of time point `t`.
-    pub planes: Vec<Plane<f32>>,
+    /// `t * depth + z` is Z slice `z` of time point `t`; in memory, or read from the file
+    /// slice by slice when asked for (a stack larger than memory).
+    pub planes: Planes,
     /// For each slice, the file it came from.
     pub sources: Vec<PathBuf>,
     /// The pixel size, when the file says.
     pub pixel_size: Option<PixelSize>,
     /// The channels' names, when the file says (OME `Channel Name`); empty otherwise.
     pub channel_names: Vec<String>,
+}
+
+/// Where a stack's planes are.
+#[derive(Clone, Debug)]
+pub enum Planes {
+    /// Every plane, decoded.
+    Memory(Vec<Plane<f32>>),
+    /// Read from a TIFF slice by slice when asked for, the last few kept.
+    OnDemand(Arc<PageCache>),
+}
+
+/// The channels of one slice: borrowed from a stack in memory, or shared with the cache of a
+/// stack read on demand.
+#[derive(Debug)]
+pub enum SliceRef<'a> {
+    /// Planes of a stack in memory.
+    Borrowed(&'a [Plane<f32>]),
+    /// Planes decoded from the file.
+    Shared(Arc<[Plane<f32>]>),
+}
+
+impl Deref for SliceRef<'_> {
+    type Target = [Plane<f32>];
+    fn deref(&self) -> &[Plane<f32>] {
+        match self {
+            Self::Borrowed(p) => p,
+            Self::Shared(p) => p,
+        }
+    }
 }
 
 impl Stack {
@@ -55,7 +89,7 @@ impl Stack {
             kind,
             channels: 1,
             frames: 1,
-            planes: slices,
+            planes: Planes::Memory(slices),
             sources,
             pixel_size: None,
             channel_names: Vec::new(),
@@ -72,7 +106,10 @@ impl Stack {
 
     /// Number of slices ((t, z) positions).
     pub fn slices(&self) -> usize {
-        self.planes.len() / self.channels.max(1)
+        match &self.planes {
+            Planes::Memory(p) => p.len() / self.channels.max(1),
+            Planes::OnDemand(cache) => cache.slices(),
+        }
     }
 
     /// Z slices per time point.
@@ -80,20 +117,51 @@ impl Stack {
         self.slices() / self.frames.max(1)
     }
 
-    /// The channels of slice `s`.
-    pub fn image(&self, s: usize) -> &[Plane<f32>] {
+    /// Whether the planes are read from the file slice by slice (a stack larger than memory).
+    pub fn on_demand(&self) -> bool {
+        matches!(self.planes, Planes::OnDemand(_))
+    }
+
+    /// The channels of slice `s`; read from the file when the stack is read on demand (the
+    /// error names the file and the page).
+    pub fn image(&self, s: usize) -> Result<SliceRef<'_>, DataError> {
         let c = self.channels.max(1);
-        &self.planes[s * c..(s + 1) * c]
+        match &self.planes {
+            Planes::Memory(p) => p
+                .get(s * c..(s + 1) * c)
+                .map(SliceRef::Borrowed)
+                .ok_or_else(|| self.no_slice(s)),
+            Planes::OnDemand(cache) => cache.slice(s).map(SliceRef::Shared),
+        }
     }
 
-    /// Every slice's channels, in order.
-    pub fn images(&self) -> impl ExactSizeIterator<Item = &[Plane<f32>]> {
-        self.planes.chunks_exact(self.channels.max(1))
+    /// The channels of slice `s` if they can be had without reading the file (always for a
+    /// stack in memory; when kept in the cache and the file is not being read by another thread
+    /// for a stack read on demand): for the UI thread, which must not wait for the disk.
+    pub fn image_now(&self, s: usize) -> Option<SliceRef<'_>> {
+        match &self.planes {
+            Planes::Memory(_) => self.image(s).ok(),
+            Planes::OnDemand(cache) => cache.cached(s).map(SliceRef::Shared),
+        }
     }
 
-    /// Channel `c` of slice `s`.
-    pub fn channel(&self, s: usize, c: usize) -> &Plane<f32> {
-        &self.planes[s * self.channels.max(1) + c]
+    /// Every plane, in order, of a stack in memory; a stack read on demand refuses, naming its
+    /// file (whatever asks for every plane at once cannot work on it).
+    pub fn all_planes(&self) -> Result<&[Plane<f32>], DataError> {
+        match &self.planes {
+            Planes::Memory(p) => Ok(p),
+            Planes::OnDemand(cache) => Err(DataError::invalid(
+                cache.path(),
+                "it is larger than memory and read slice by slice; this needs every slice in memory at once",
+            )),
+        }
+    }
+
+    fn no_slice(&self, s: usize) -> DataError {
+        DataError::invalid(
+            self.sources.first().cloned().unwrap_or_default(),
+            format!("slice {s} asked for; the stack has {}", self.slices()),
+        )
     }
 
     /// The size of each slice (for checking labels against it).
@@ -130,16 +198,17 @@ mod tests {
             kind: PixelKind::U8,
             channels: 2,
             frames: 2,
-            planes,
+            planes: Planes::Memory(planes),
             sources: vec![PathBuf::from("a.tif"); 6],
             pixel_size: None,
             channel_names: Vec::new(),
         };
         assert_eq!((s.slices(), s.depth()), (6, 3));
         // Slice 4 = t 1, z 1; its channel 1 is plane 9.
-        assert_eq!(s.channel(4, 1).data[0], 9.0);
-        assert_eq!(s.image(4)[0].data[0], 8.0);
-        assert_eq!(s.images().len(), 6);
+        assert_eq!(s.image(4).unwrap()[1].data[0], 9.0);
+        assert_eq!(s.image(4).unwrap()[0].data[0], 8.0);
+        assert_eq!(s.all_planes().unwrap().len(), 12);
+        assert!(s.image(6).is_err());
         assert_eq!(s.shape_text(), "2 channels x 3 Z x 2 T");
         let g = Stack::grey(vec![Plane::filled(3, 2, 0.0)], PixelKind::U16, Vec::new());
         assert_eq!((g.width, g.height, g.slices()), (3, 2, 1));

@@ -105,12 +105,12 @@ impl Collection {
         if let Some(dir) = label_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
         }
-        let mut doc = Document::open_at(file, None, label_path, None)?;
+        let mut doc = Document::open_at(file, None, label_path, None, false)?;
         with_channels(&mut doc.stack, self.channels)?;
         doc.display = if doc.display.fits(self.channels) {
             doc.display
         } else {
-            crate::project::settings::Display::auto(&doc.stack)
+            crate::project::settings::Display::auto(&doc.stack)?
         };
         doc.model_home = Some(self.model_dir());
         doc.work_note.clone_from(&self.work_note);
@@ -129,15 +129,14 @@ impl Collection {
                 continue;
             }
             let doc = self.open(index)?;
-            let labels = train_labels(&doc.labels);
+            let (slices, labels) = train_labels(&doc.labels);
             if labels.iter().all(|l| l.labelled_count() == 0) {
                 continue;
             }
+            let all: Vec<usize> = (0..doc.stack.channels).collect();
             out.push(LabelledImage {
                 name: self.name(index),
-                slices: (0..doc.stack.slices())
-                    .map(|s| doc.stack.image(s).to_vec())
-                    .collect(),
+                slices: crate::project::sets::picked_slices(&doc.stack, &all, &slices)?,
                 labels,
             });
         }
@@ -150,8 +149,8 @@ impl Collection {
 pub struct LabelledImage {
     /// Its file name.
     pub name: String,
-    /// Its planes (every channel) per slice.
+    /// Its planes (every channel) per painted slice.
     pub slices: Vec<Vec<Plane<f32>>>,
-    /// Its labels per slice.
+    /// Its labels per painted slice.
     pub labels: Vec<LabelSlice>,
 }

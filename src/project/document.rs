@@ -4,8 +4,10 @@
 use super::sets::labels_for;
 use super::settings::{ClassInfo, Display, ProjectSettings, class_color, default_classes};
 use super::work::{Dirt, SaveWork, Saved, label_path_for};
+use crate::data::io::slices::cache_budget;
+use crate::data::io::{MaskStream, TiffAxes, commit, open_on_demand, open_stack};
 use crate::data::journal::{self, Block, Replay};
-use crate::data::{DataError, LabelEncoding, MaskStyle, Plane, Stack, load_stack, write_mask};
+use crate::data::{DataError, LabelEncoding, MaskStyle, Plane, SliceLabels, Stack, write_mask};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -23,8 +25,8 @@ struct Change {
 pub struct Document {
     /// The images.
     pub stack: Stack,
-    /// Classes per slice: 0 = unlabelled, k = class k.
-    pub labels: Vec<Plane<u8>>,
+    /// Classes per slice: 0 = unlabelled, k = class k (kept for painted slices only).
+    pub labels: SliceLabels,
     /// Class names and colours (class k at index k - 1).
     pub classes: Vec<ClassInfo>,
     /// Contrast settings.
@@ -62,23 +64,27 @@ impl Document {
     /// Opens a stack and, when present, its saved labels beside it (or `labels` given
     /// explicitly with an encoding, for importing masks).
     pub fn open(source: &Path, labels: Option<(&Path, LabelEncoding)>) -> Result<Self, DataError> {
-        Self::open_at(source, labels, label_path_for(source), None)
+        Self::open_at(source, labels, label_path_for(source), None, false)
     }
 
     /// Opens a stack whose work is kept at `label_path` (see [`work_label_path`]): its saved
     /// labels and journal, or `labels` to import instead, or, when the stack has no saved work
-    /// yet, the `initial` labels (the bundled sample's strokes).
+    /// yet, the `initial` labels (the bundled sample's strokes). The stack is read slice by
+    /// slice when it does not fit in memory, or with `slice_by_slice` (a multipage TIFF).
     pub fn open_at(
         source: &Path,
         labels: Option<(&Path, LabelEncoding)>,
         label_path: PathBuf,
         initial: Option<(&Path, LabelEncoding)>,
+        slice_by_slice: bool,
     ) -> Result<Self, DataError> {
-        let stack = load_stack(source)?;
+        let stack = if slice_by_slice {
+            open_on_demand(source, cache_budget())?
+        } else {
+            open_stack(source)?
+        };
         let (w, h) = (stack.width, stack.height);
-        let mut doc_labels: Vec<Plane<u8>> = (0..stack.slices())
-            .map(|_| Plane::filled(w, h, 0))
-            .collect();
+        let mut doc_labels = SliceLabels::new(w, h, stack.slices());
         let saved_work = label_path.exists() || journal::journal_path(&label_path).exists();
         let initial = initial.filter(|_| !saved_work);
         let importing = labels.is_some() || initial.is_some();
@@ -87,11 +93,19 @@ impl Document {
             None if label_path.exists() => Some((label_path.clone(), LabelEncoding::Classes)),
             None => None,
         };
-        if let Some((p, enc)) = import {
-            doc_labels = labels_for(&p, enc, (source, &stack.slice_sizes()))?
-                .into_iter()
-                .map(|l| l.classes)
-                .collect();
+        match import {
+            // The stack's own label file, page by page (a stack read on demand).
+            Some((p, LabelEncoding::Classes)) if stack.on_demand() && p == label_path => {
+                read_own_labels(&p, &mut doc_labels)?;
+            }
+            Some((p, enc)) => {
+                let planes = labels_for(&p, enc, (source, &stack.slice_sizes()))?
+                    .into_iter()
+                    .map(|l| l.classes)
+                    .collect();
+                doc_labels = SliceLabels::from_planes(w, h, planes);
+            }
+            None => {}
         }
         // Strokes autosaved after the last full save (or before a crash).
         let recovered = if importing {
@@ -103,8 +117,8 @@ impl Document {
             .map(|m| m.len())
             .unwrap_or(0);
         let max_class = doc_labels
-            .iter()
-            .flat_map(|p| p.data.iter().copied())
+            .painted()
+            .flat_map(|(_, p)| p.data.iter().copied())
             .max()
             .unwrap_or(0) as usize;
         let mut classes = default_classes();
@@ -115,7 +129,7 @@ impl Document {
                 color: class_color(id),
             });
         }
-        let mut display = Display::auto(&stack);
+        let mut display = Display::auto(&stack)?;
         // Settings of an earlier session: class names, colours and contrast.
         let settings_path = label_path.with_extension("json");
         let mut settings_restored = false;
@@ -282,13 +296,14 @@ impl Document {
     }
 
     fn set_pixel(&mut self, slice: usize, i: usize, class: u8) -> bool {
+        // Checked before taking the plane for changing, which keeps it from then on.
+        if self.labels.get(slice).is_none_or(|p| p.data[i] == class) {
+            return false;
+        }
         let Some(plane) = self.labels.get_mut(slice) else {
             return false;
         };
         let before = plane.data[i];
-        if before == class {
-            return false;
-        }
         plane.data[i] = class;
         let w = plane.width;
         self.dirt.record(slice, i % w, i / w, before, class);
@@ -488,11 +503,6 @@ impl Document {
         self.dirt.counts[..=self.classes.len().min(255)].to_vec()
     }
 
-    /// The labels as 16-bit planes in the `classes` convention.
-    pub fn labels_u16(&self) -> Vec<Plane<u16>> {
-        self.labels.iter().map(|p| p.map(u16::from)).collect()
-    }
-
     /// Writes the labels atomically to [`Self::label_path`] (multipage TIFF, ImageJ metadata)
     /// and removes the autosave journal.
     pub fn save_labels(&mut self) -> Result<PathBuf, DataError> {
@@ -504,11 +514,7 @@ impl Document {
     /// Whether the next autosave should rewrite the whole label file: after an import or a
     /// failed save, or when the journal outgrew the label file (at least 16 MiB).
     pub fn wants_full_save(&self) -> bool {
-        let full = self
-            .labels
-            .iter()
-            .map(|p| p.data.len() as u64 * 2)
-            .sum::<u64>();
+        let full = self.labels.pixels() * 2;
         self.full_save_needed || self.journal_bytes > full.max(16 << 20)
     }
 
@@ -523,7 +529,7 @@ impl Document {
             self.full_save_needed = false;
             return SaveWork::Full {
                 label_path: self.label_path.clone(),
-                labels: self.labels_u16(),
+                labels: self.labels.clone(),
             };
         }
         SaveWork::Journal {
@@ -549,19 +555,80 @@ impl Document {
         }
     }
 
-    /// Writes label planes (from [`Self::labels_u16`]) atomically to `path`, the way
-    /// [`Self::save_labels`] does; for background jobs that own a copy of the labels.
-    pub fn write_labels(path: &Path, labels: &[Plane<u16>]) -> Result<(), DataError> {
-        write_mask(path, labels, MaskStyle::Classes).map(|_| ())
+    /// Writes `labels` atomically to `path`, the way [`Self::save_labels`] does (a TIFF of
+    /// class ids, one page per slice, written page by page: unpainted slices cost a compressed
+    /// empty page); for background jobs that own a copy of the labels.
+    pub fn write_labels(path: &Path, labels: &SliceLabels) -> Result<(), DataError> {
+        let Some(first) = labels.get(0) else {
+            return write_mask(path, &[], MaskStyle::Classes).map(|_| ());
+        };
+        let max = labels
+            .painted()
+            .flat_map(|(_, p)| p.data.iter().copied())
+            .max()
+            .unwrap_or(0);
+        let dims = (first.width, first.height, labels.len());
+        let mut out = MaskStream::create(
+            path,
+            dims,
+            usize::from(max),
+            MaskStyle::Classes,
+            &TiffAxes::default(),
+        )?;
+        for plane in labels.iter() {
+            out.push(&plane.map(u16::from))?;
+        }
+        commit(vec![out.finish()?])
     }
 }
 
-/// A document's labels as training sees them (classes convention, objects from components).
-pub fn train_labels(labels: &[Plane<u8>]) -> Vec<crate::data::LabelSlice> {
+/// Reads the stack's own label file (class ids, one page per slice) page by page into
+/// `labels`, keeping the painted slices only: for a stack read on demand, whose labels of
+/// every slice at once may not fit in memory.
+fn read_own_labels(path: &Path, labels: &mut SliceLabels) -> Result<(), DataError> {
+    let mut file = crate::data::io::TiffSlices::open(path)?;
+    if file.slices() != labels.len() || file.channels != 1 {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "it has {} slice(s) of {} channel(s); the stack has {} slices",
+                file.slices(),
+                file.channels,
+                labels.len()
+            ),
+        ));
+    }
+    for s in 0..labels.len() {
+        let Some(plane) = file.slice(s)?.into_iter().next() else {
+            continue;
+        };
+        if plane
+            .data
+            .iter()
+            .any(|&v| v != v.round() || !(0.0..=255.0).contains(&v))
+        {
+            return Err(DataError::invalid(
+                path,
+                format!("slice {s} has values that are not class ids 0-255"),
+            ));
+        }
+        labels.set(s, plane.map(|v| v as u8));
+    }
+    Ok(())
+}
+
+/// The painted slices of a document's labels as training sees them (classes convention,
+/// objects from components): their indices and labels; slices without a label are left out.
+pub fn train_labels(labels: &SliceLabels) -> (Vec<usize>, Vec<crate::data::LabelSlice>) {
     labels
-        .iter()
-        .filter_map(|p| crate::data::encode_labels(&p.map(u32::from), LabelEncoding::Classes).ok())
-        .collect()
+        .painted()
+        .filter(|(_, p)| p.data.iter().any(|&v| v != 0))
+        .filter_map(|(s, p)| {
+            crate::data::encode_labels(&p.map(u32::from), LabelEncoding::Classes)
+                .ok()
+                .map(|l| (s, l))
+        })
+        .unzip()
 }
 
 #[cfg(test)]

@@ -5,16 +5,18 @@
 use std::path::Path;
 
 use crate::data::error::DataError;
+use crate::data::io::PageCache;
 use crate::data::io::collection::{label_files, load_collection, unify_channels};
 use crate::data::io::read::{load_label_stack, load_stack};
 use crate::data::labels::{LabelEncoding, LabelSlice, encode_labels};
 use crate::data::plane::Plane;
-use crate::data::stack::Stack;
+use crate::data::stack::{Planes, Stack};
 use crate::ml::config::{OptimizerConfig, TrainConfig};
 use crate::ml::train::events::StartFrom;
 use crate::ml::train::set::{HeldOutSlice, TrainSet};
 use crate::ml::unet::{Preset, UNetConfig};
 use crate::preprocess::normalize_percentile;
+use std::sync::Arc;
 
 /// Learning rate of a fine-tune (a tenth of training from scratch: at 1e-3 a short run on a
 /// few strokes washed out the shipped model's probabilities).
@@ -222,11 +224,89 @@ pub fn new_network(
     })
 }
 
-/// The planes of the channels `pick` of every slice of `stack`.
-pub fn picked<'a>(stack: &'a Stack, pick: &[usize]) -> Vec<Vec<&'a Plane<f32>>> {
-    (0..stack.slices())
-        .map(|s| pick.iter().map(|&c| stack.channel(s, c)).collect())
+/// The planes of the channels `pick` of every slice of `stack` (a stack in memory; one read
+/// on demand is refused, naming its file).
+pub fn picked<'a>(stack: &'a Stack, pick: &[usize]) -> Result<Vec<Vec<&'a Plane<f32>>>, DataError> {
+    let planes = stack.all_planes()?;
+    Ok(planes
+        .chunks_exact(stack.channels.max(1))
+        .map(|slice| pick.iter().map(|&c| &slice[c]).collect())
+        .collect())
+}
+
+/// Copies of the channels `pick` of the slices `slices` of `stack`, read from the file when
+/// the stack is read on demand.
+pub fn picked_slices(
+    stack: &Stack,
+    pick: &[usize],
+    slices: &[usize],
+) -> Result<Vec<Vec<Plane<f32>>>, DataError> {
+    slices
+        .iter()
+        .map(|&s| {
+            let image = stack.image(s)?;
+            pick.iter()
+                .map(|&c| {
+                    image.get(c).cloned().ok_or_else(|| {
+                        DataError::invalid(
+                            stack.sources.get(s).cloned().unwrap_or_default(),
+                            format!("channel {} asked for; the stack has {}", c + 1, image.len()),
+                        )
+                    })
+                })
+                .collect()
+        })
         .collect()
+}
+
+/// The channels `pick` of some slices of a stack, for a background job: copied when the job is
+/// started from a stack in memory, read by the job from a stack read on demand (so the thread
+/// that starts the job never waits for the disk).
+#[derive(Debug)]
+pub enum JobSlices {
+    /// Copies of the slices' channels.
+    Copied(Vec<Vec<Plane<f32>>>),
+    /// The file's cache, the channels and the slices to read.
+    OnDemand(Arc<PageCache>, Vec<usize>, Vec<usize>),
+}
+
+impl JobSlices {
+    /// The channels `pick` of `slices` of `stack`.
+    pub fn of(stack: &Stack, pick: &[usize], slices: &[usize]) -> Result<Self, DataError> {
+        Ok(match &stack.planes {
+            Planes::OnDemand(cache) => {
+                Self::OnDemand(Arc::clone(cache), pick.to_vec(), slices.to_vec())
+            }
+            Planes::Memory(_) => Self::Copied(picked_slices(stack, pick, slices)?),
+        })
+    }
+
+    /// The slices' channels (read from the file now when the stack is read on demand).
+    pub fn read(self) -> Result<Vec<Vec<Plane<f32>>>, DataError> {
+        match self {
+            Self::Copied(images) => Ok(images),
+            Self::OnDemand(cache, pick, slices) => slices
+                .iter()
+                .map(|&s| {
+                    let image = cache.slice(s)?;
+                    pick.iter()
+                        .map(|&c| {
+                            image.get(c).cloned().ok_or_else(|| {
+                                DataError::invalid(
+                                    cache.path(),
+                                    format!(
+                                        "channel {} asked for; slice {s} has {}",
+                                        c + 1,
+                                        image.len()
+                                    ),
+                                )
+                            })
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The training set of raw images (each the planes of the channels the network reads) and
@@ -261,7 +341,7 @@ pub fn held_out_slices(
     let stack = load_stack(images_path)?;
     let labels = labels_for(labels_path, encoding, (images_path, &stack.slice_sizes()))?;
     let pick = training_channels(pick, stack.channels, images_path)?;
-    picked(&stack, &pick)
+    picked(&stack, &pick)?
         .iter()
         .zip(&labels)
         .enumerate()

@@ -1,7 +1,7 @@
 //! What a project remembers besides its labels: class names and colours, the display's
 //! contrast window (saved as `labels.unet.json`).
 
-use crate::data::Stack;
+use crate::data::{DataError, Plane, Stack};
 use crate::preprocess::normalize::percentile;
 
 /// A label class: its id is its index + 1 (0 = unlabelled).
@@ -90,8 +90,9 @@ impl Display {
     /// The automatic display of `stack`: the 0.5-99.5 % window of the first slice, per
     /// channel; 8-bit colour and multichannel images show their full range 0-255 as Fiji does
     /// (an RGB photograph keeps its colours).
-    pub fn auto(stack: &Stack) -> Self {
-        let (min, max) = auto_window(stack, 0, 0);
+    pub fn auto(stack: &Stack) -> Result<Self, DataError> {
+        let first = stack.image(0)?;
+        let (min, max) = auto_window(&first, 0);
         let full_range = stack.kind == crate::data::stack::PixelKind::U8;
         let channels = if stack.channels > 1 {
             (0..stack.channels)
@@ -99,7 +100,7 @@ impl Display {
                     let (min, max) = if full_range {
                         (0.0, 255.0)
                     } else {
-                        auto_window(stack, 0, c)
+                        auto_window(&first, c)
                     };
                     ChannelDisplay {
                         min,
@@ -112,12 +113,12 @@ impl Display {
         } else {
             Vec::new()
         };
-        Self {
+        Ok(Self {
             min,
             max,
             gamma: 1.0,
             channels,
-        }
+        })
     }
 
     /// Whether this display fits a stack of `channels` channels.
@@ -140,11 +141,13 @@ pub struct ProjectSettings {
     pub display: Display,
 }
 
-/// The 0.5 % and 99.5 % percentiles of channel `channel` of a slice: the automatic contrast
-/// window.
-pub fn auto_window(stack: &Stack, slice: usize, channel: usize) -> (f32, f32) {
-    let slice = slice.min(stack.slices().saturating_sub(1));
-    let data = &stack.channel(slice, channel.min(stack.channels - 1)).data;
+/// The 0.5 % and 99.5 % percentiles of channel `channel` of a slice's planes: the automatic
+/// contrast window.
+pub fn auto_window(planes: &[Plane<f32>], channel: usize) -> (f32, f32) {
+    let Some(plane) = planes.get(channel.min(planes.len().saturating_sub(1))) else {
+        return (0.0, 1.0);
+    };
+    let data = &plane.data;
     let lo = percentile(data, 0.5);
     let hi = percentile(data, 99.5);
     if hi > lo { (lo, hi) } else { (lo, lo + 1.0) }
@@ -170,15 +173,20 @@ mod tests {
 
     #[test]
     fn colour_shows_its_full_range_and_other_channels_their_percentiles() {
-        let rgb = Display::auto(&stack(PixelKind::U8, 3));
+        let rgb = Display::auto(&stack(PixelKind::U8, 3)).unwrap();
         let windows: Vec<(f32, f32)> = rgb.channels.iter().map(|c| (c.min, c.max)).collect();
         assert_eq!(windows, [(0.0, 255.0); 3]);
         let colours: Vec<[u8; 3]> = rgb.channels.iter().map(|c| c.color).collect();
         assert_eq!(colours, [[255, 0, 0], [0, 255, 0], [0, 0, 255]]);
         // 16-bit channels: each its own 0.5-99.5 % window (0.5 % of 200 values: the first).
-        let two = Display::auto(&stack(PixelKind::U16, 2));
+        let two = Display::auto(&stack(PixelKind::U16, 2)).unwrap();
         assert_eq!((two.channels[1].min, two.channels[1].max), (11.0, 208.0));
         assert!(two.fits(2) && !two.fits(1) && !two.fits(3));
-        assert!(Display::auto(&stack(PixelKind::U8, 1)).channels.is_empty());
+        assert!(
+            Display::auto(&stack(PixelKind::U8, 1))
+                .unwrap()
+                .channels
+                .is_empty()
+        );
     }
 }

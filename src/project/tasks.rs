@@ -1,7 +1,10 @@
-//! What the command line and the app do alike: predicting a stack slice by slice.
+//! What the command line and the app do alike: predicting a stack slice by slice, and
+//! predicting a stack larger than memory into files, one slice at a time.
 
 use burn::prelude::Device;
 
+use crate::data::error::DataError;
+use crate::data::io::{MaskStream, TiffStream, commit};
 use crate::data::plane::Plane;
 use crate::ml::cancel::CancelToken;
 use crate::ml::error::MlError;
@@ -9,6 +12,7 @@ use crate::ml::infer::predict_fitting;
 use crate::ml::memory::with_smaller_tiles;
 use crate::ml::resident::{GpuPlanes, planes_of, predict_resident};
 use crate::ml::unet::{UNet, UNetConfig};
+use crate::postprocess::Decision;
 use crate::preprocess::{D4, normalize_percentile};
 
 /// Reports of [`predict_slices`], each with the index of the slice in the list.
@@ -67,6 +71,110 @@ pub fn predict_slices(
             probs
         };
         progress.borrow_mut().slice(i, probs);
+    }
+    Ok(tile)
+}
+
+/// Outputs written slice by slice as slices are predicted (a stack larger than memory): the
+/// mask by the model's rule and the class probabilities, each optional; staged under
+/// temporary names until [`Self::commit`] renames them into place, all or nothing.
+pub struct StreamedOutputs {
+    /// The rule that turns probabilities into classes.
+    pub decision: Decision,
+    /// The mask, when asked for.
+    pub mask: Option<MaskStream>,
+    /// The probabilities (every class of every slice), when asked for.
+    pub probs: Option<TiffStream>,
+    /// The first write that failed (reported after its slice).
+    failed: Option<DataError>,
+    /// A tile reduction of the last slice: (from, to) px.
+    retried: Option<(usize, usize)>,
+}
+
+impl StreamedOutputs {
+    /// Outputs by `decision` into `mask` and `probs`.
+    pub fn new(decision: Decision, mask: Option<MaskStream>, probs: Option<TiffStream>) -> Self {
+        Self {
+            decision,
+            mask,
+            probs,
+            failed: None,
+            retried: None,
+        }
+    }
+
+    /// Renames the complete outputs into place.
+    pub fn commit(self) -> Result<(), DataError> {
+        let mut staged = Vec::new();
+        if let Some(m) = self.mask {
+            staged.push(m.finish()?);
+        }
+        if let Some(p) = self.probs {
+            staged.push(p.finish()?);
+        }
+        commit(staged)
+    }
+}
+
+impl SliceProgress for StreamedOutputs {
+    fn retry(&mut self, _: usize, from: usize, to: usize) {
+        self.retried = Some((from, to));
+    }
+    fn slice(&mut self, _: usize, probs: Vec<Plane<f32>>) {
+        let mut write = || -> Result<(), DataError> {
+            if let Some(m) = &mut self.mask {
+                m.push(&self.decision.classes(&probs))?;
+            }
+            if let Some(p) = &mut self.probs {
+                for plane in &probs {
+                    p.push_f32(plane)?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = write() {
+            self.failed.get_or_insert(e);
+        }
+    }
+}
+
+/// Predicts `n` slices read one at a time by `read` (every channel of a slice; the network
+/// takes the channels `pick`) into `out`, as [`predict_slices`] does, holding one slice at a
+/// time. `after(done, retried)` is called after each slice with the slices done and a tile
+/// reduction (from, to) if the slice needed one. Returns the tile in use at the end.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_streamed(
+    net: (&UNet, &UNetConfig),
+    (n, pick): (usize, &[usize]),
+    read: &mut dyn FnMut(usize) -> Result<Vec<Plane<f32>>, DataError>,
+    mut tile: usize,
+    views: &[D4],
+    run: (&Device, &CancelToken),
+    out: &mut StreamedOutputs,
+    after: &mut dyn FnMut(usize, Option<(usize, usize)>),
+) -> Result<usize, MlError> {
+    for s in 0..n {
+        if run.1.is_cancelled() {
+            return Err(MlError::Cancelled);
+        }
+        let image = read(s)?;
+        let chosen = pick
+            .iter()
+            .map(|&c| {
+                image.get(c).ok_or_else(|| {
+                    MlError::Channels(format!(
+                        "slice {s} has {} channel(s); the network reads channel {}",
+                        image.len(),
+                        c + 1
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        tile = predict_slices(net, &[chosen], tile, views, run, out)?;
+        if let Some(e) = out.failed.take() {
+            return Err(e.into());
+        }
+        after(s + 1, out.retried.take());
     }
     Ok(tile)
 }

@@ -3,7 +3,7 @@
 //! whole label file, atomically, in a background job.
 
 use crate::data::journal::{self, Block};
-use crate::data::{DataError, MaskStyle, Plane, write_mask};
+use crate::data::{DataError, SliceLabels};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -23,11 +23,17 @@ pub(crate) struct Dirt {
 }
 
 impl Dirt {
-    pub(crate) fn new(labels: &[Plane<u8>]) -> Self {
+    pub(crate) fn new(labels: &SliceLabels) -> Self {
         let mut counts = Box::new([0usize; 256]);
-        for &v in labels.iter().flat_map(|p| &p.data) {
-            counts[usize::from(v)] += 1;
+        // Slices never painted are all unlabelled.
+        let mut painted = 0;
+        for (_, p) in labels.painted() {
+            painted += p.data.len();
+            for &v in &p.data {
+                counts[usize::from(v)] += 1;
+            }
         }
+        counts[0] += (labels.pixels() as usize).saturating_sub(painted);
         Self {
             rects: Default::default(),
             blocks: BTreeSet::new(),
@@ -72,8 +78,8 @@ pub enum SaveWork {
     Full {
         /// The label file.
         label_path: PathBuf,
-        /// All label planes.
-        labels: Vec<Plane<u16>>,
+        /// The labels of every slice.
+        labels: SliceLabels,
     },
 }
 
@@ -93,7 +99,7 @@ impl SaveWork {
                 })
             }
             Self::Full { label_path, labels } => {
-                write_mask(&label_path, &labels, MaskStyle::Classes)?;
+                super::Document::write_labels(&label_path, &labels)?;
                 journal::remove(&label_path)?;
                 Ok(Saved::Full(label_path))
             }

@@ -249,13 +249,14 @@ fn readout(app: &StudioApp, (x, y): (f32, f32), (w, h): (f32, f32)) -> Option<St
         return None;
     }
     let (xi, yi) = (x as usize, y as usize);
-    let raw = doc
-        .stack
-        .image(slice)
-        .iter()
-        .map(|c| c.at(xi, yi).to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let raw = match doc.stack.image_now(slice) {
+        Some(planes) => planes
+            .iter()
+            .map(|c| c.at(xi, yi).to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "(reading)".to_string(),
+    };
     let label = doc.labels[slice].at(xi, yi);
     let name = match label {
         0 => "unlabelled".to_string(),
@@ -314,8 +315,12 @@ fn uploads(app: &mut StudioApp) -> Option<Vec<Upload>> {
         uploads.push(Upload::Palette(p));
     }
     let changed = doc.take_changed_rects();
-    if app.viewer.uploaded_slice != Some(slice) {
-        uploads.push(Upload::Image(texels(doc.stack.image(slice))));
+    // A slice of a stack read on demand is shown once a job has read it (the old one stays
+    // until then).
+    let shown = doc.stack.image_now(slice);
+    let unread = app.viewer.uploaded_slice != Some(slice) && shown.is_none();
+    if let Some(planes) = shown.filter(|_| app.viewer.uploaded_slice != Some(slice)) {
+        uploads.push(Upload::Image(texels(&planes)));
         uploads.push(Upload::LabelRect {
             x0: 0,
             y0: 0,
@@ -338,6 +343,9 @@ fn uploads(app: &mut StudioApp) -> Option<Vec<Upload>> {
             height: (y1 - y0 + 1) as u32,
             data,
         });
+    }
+    if unread {
+        app.read_slice(slice);
     }
     let resized = uploads.iter().any(|u| matches!(u, Upload::Resize { .. }));
     overlay_uploads(app, slice, resized, &mut uploads);

@@ -31,12 +31,18 @@ pub(crate) fn contrast(ui: &mut egui::Ui, doc: &mut crate::project::Document, sl
         });
     }
     ui.add(egui::Slider::new(&mut d.gamma, 0.2..=3.0).text("gamma"));
-    if ui.button("Auto (0.5–99.5 %)").clicked() {
-        let (lo, hi) = auto_window(&doc.stack, slice, 0);
+    // The shown slice is in memory (a slice read on demand is shown once read).
+    let shown = doc.stack.image_now(slice);
+    if ui
+        .add_enabled(shown.is_some(), egui::Button::new("Auto (0.5–99.5 %)"))
+        .clicked()
+        && let Some(planes) = shown
+    {
+        let (lo, hi) = auto_window(&planes, 0);
         d.min = lo;
         d.max = hi;
         for (c, ch) in d.channels.iter_mut().enumerate() {
-            (ch.min, ch.max) = auto_window(&doc.stack, slice, c);
+            (ch.min, ch.max) = auto_window(&planes, c);
         }
     }
 }

@@ -19,8 +19,12 @@ pub fn em_crop(s: usize, x0: usize, y0: usize, size: usize) -> (Plane<f32>, Labe
     let name = format!("slice{s:02}.png");
     let stack = load_stack(&sample_dir().join("images").join(&name)).unwrap();
     let labels = load_label_stack(&sample_dir().join("labels").join(&name)).unwrap();
-    let img =
-        normalize_percentile(&stack.planes[0]).crop_mirrored(x0 as isize, y0 as isize, size, size);
+    let img = normalize_percentile(&stack.image(0).unwrap()[0]).crop_mirrored(
+        x0 as isize,
+        y0 as isize,
+        size,
+        size,
+    );
     let lab = labels[0].crop_mirrored(x0 as isize, y0 as isize, size, size);
     (img, encode_labels(&lab, LabelEncoding::Binary).unwrap())
 }

@@ -56,7 +56,13 @@ impl StudioApp {
         self.augment.key = Some(key);
         let slice = self.view.slice;
         // The first channel (the view shows one).
-        let image = doc.stack.channel(slice, 0).clone();
+        let image = match doc.stack.image(slice) {
+            Ok(planes) => planes[0].clone(),
+            Err(e) => {
+                self.error = Some(format!("cannot read the slice: {e}"));
+                return;
+            }
+        };
         let labels = doc.labels[slice].clone();
         let seed = self.augment.seed;
         self.jobs.spawn(JobKind::Deform, "deform", move |_| {

@@ -54,7 +54,7 @@ impl StudioApp {
                     let mut masks = Masks(Vec::new(), decision);
                     predict_slices(
                         (&model, &unet),
-                        &picked(&stack, &pick),
+                        &picked(&stack, &pick)?,
                         tile,
                         &views,
                         (&device, &ctx.cancel),

@@ -30,7 +30,13 @@ impl StudioApp {
         };
         let slice = self.view.slice;
         // Every channel of the slice; each version reads the ones its network names.
-        let image: Vec<Plane<f32>> = doc.stack.image(slice).to_vec();
+        let image: Vec<Plane<f32>> = match doc.stack.image(slice) {
+            Ok(planes) => planes.to_vec(),
+            Err(e) => {
+                self.error = Some(format!("cannot read the slice: {e}"));
+                return;
+            }
+        };
         let source = doc.source.clone();
         let labels = doc.labels[slice].clone();
         let compute = self.models.compute.clone();

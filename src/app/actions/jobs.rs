@@ -64,6 +64,7 @@ impl StudioApp {
                 self.models.generation += 1;
             }
             Message::GapLines(key, lines) => self.models.gap_lines = Some((key, lines)),
+            Message::SliceRead(res) => self.apply_slice_read(res),
             Message::Deformed(sample) => self.apply_augment(*sample),
             Message::Compared(res) => self.apply_comparison(*res),
             Message::Imported(res) => self.apply_import(res),

@@ -3,19 +3,22 @@
 use crate::app::jobs::{JobKind, Message};
 use crate::app::model::{Overlay, PredictResult, Prediction, TrainResult, weight_key};
 use crate::app::studio::StudioApp;
-use crate::data::{LabelSlice, Plane};
+use crate::data::{LabelEncoding, LabelSlice, Plane};
 use crate::ml::checkpoint::{CheckpointMeta, now_unix_s};
 use crate::ml::resident::GpuPlanes;
 use crate::ml::{
-    MlError, StartFrom, TrainConfig, TrainEvent, TrainSet, UNet, save_checkpoint, train_fitting,
+    MlError, StartFrom, TrainConfig, TrainEvent, UNet, save_checkpoint, train_fitting,
 };
 use crate::postprocess::Decision;
 use crate::preprocess::{D4, class_weights, weight_map};
 use crate::project::document::train_labels;
 use crate::project::models::{LoadedModel, save_version};
-use crate::project::sets::{input_channels, new_network, normalized, picked, recipe, train_set};
+use crate::project::sets::{JobSlices, input_channels, new_network, normalized, recipe, train_set};
 use crate::project::tasks::{SliceProgress, predict_slices};
 use std::path::PathBuf;
+
+/// The painted slices a training run reads (in its job) and their labels.
+type PaintedSet = (JobSlices, Vec<LabelSlice>);
 
 impl StudioApp {
     /// Starts training on the painted labels of all slices: fine-tunes the current network,
@@ -74,7 +77,11 @@ impl StudioApp {
         }
         self.jobs.spawn(JobKind::Train, "train", move |ctx| {
             let run = || {
-                let mut set = set;
+                let (images, labels) = set;
+                let images = images.read()?;
+                let images: Vec<Vec<&Plane<f32>>> =
+                    images.iter().map(|i| i.iter().collect()).collect();
+                let mut set = train_set(&images, labels, Vec::new());
                 if let Some((c, shown)) = &collection {
                     for other in c.labelled_images(*shown)? {
                         for (slice, labels) in other.slices.iter().zip(other.labels) {
@@ -133,8 +140,8 @@ impl StudioApp {
     fn training_start(
         &self,
         doc: &crate::project::Document,
-    ) -> Result<(StartFrom, TrainSet, Vec<usize>), String> {
-        let labels = train_labels(&doc.labels);
+    ) -> Result<(StartFrom, PaintedSet, Vec<usize>), String> {
+        let (slices, labels) = train_labels(&doc.labels);
         let others = self
             .collection
             .as_ref()
@@ -167,8 +174,9 @@ impl StudioApp {
         };
         let pick =
             input_channels(start.unet(), channels, &doc.source).map_err(|e| e.to_string())?;
-        let set = train_set(&picked(&doc.stack, &pick), labels, Vec::new());
-        Ok((start, set, pick))
+        // The painted slices only, read by the training job.
+        let images = JobSlices::of(&doc.stack, &pick, &slices).map_err(|e| e.to_string())?;
+        Ok((start, (images, labels), pick))
     }
 
     /// Makes a saved version the current model again (roll back), in the background.
@@ -294,15 +302,22 @@ impl StudioApp {
                 return;
             }
         };
-        // The channels the network reads, of each slice to predict.
-        let images: Vec<Vec<Plane<f32>>> = slices
-            .iter()
-            .map(|&s| {
-                pick.iter()
-                    .map(|&c| doc.stack.channel(s, c).clone())
-                    .collect()
-            })
-            .collect();
+        if all && doc.stack.on_demand() {
+            self.error = Some(
+                "this stack is larger than memory and read slice by slice: predict the shown slice, or export masks, which predicts every slice one at a time"
+                    .into(),
+            );
+            return;
+        }
+        // The channels the network reads, of each slice to predict (read by the job from a
+        // stack read on demand).
+        let images = match JobSlices::of(&doc.stack, &pick, &slices) {
+            Ok(i) => i,
+            Err(e) => {
+                self.error = Some(format!("cannot read the stack: {e}"));
+                return;
+            }
+        };
         let device = self.models.compute.device.clone();
         let tile = self.models.tile_for(&unet, false);
         self.models.tile_predict = Some(tile);
@@ -349,6 +364,10 @@ impl StudioApp {
                     self.on_gpu = Some((self.slices[i], planes));
                 }
             }
+            let images = match images.read() {
+                Ok(i) => i,
+                Err(e) => return Message::Predicted(Err(e.into())),
+            };
             let mut report = Report {
                 ctx,
                 slices: &slices,
@@ -431,15 +450,17 @@ impl StudioApp {
         {
             return;
         }
-        let all = train_labels(&doc.labels);
-        let slice = self.view.slice;
+        let (_, all) = train_labels(&doc.labels);
+        let shown = doc.labels.get(self.view.slice).cloned();
         let classes = doc.classes.len().max(2);
         self.jobs.spawn(JobKind::WeightMap, "weight map", move |_| {
-            // Class balance over all slices, as training computes it.
+            // Class balance over all painted slices, as training computes it.
             let cw = class_weights(&all, classes);
-            let map = all
-                .get(slice)
-                .map(|l| weight_map(l, &cw, &cfg))
+            let map = shown
+                .and_then(|p| {
+                    crate::data::encode_labels(&p.map(u32::from), LabelEncoding::Classes).ok()
+                })
+                .map(|l| weight_map(&l, &cw, &cfg))
                 .unwrap_or_else(|| Plane::filled(0, 0, 0.0));
             Message::WeightMap(key, map)
         });

@@ -1,9 +1,41 @@
-//! Mapping between screen points and image pixels, and the view's zoom.
+//! Mapping between screen points and image pixels, the view's zoom, and reading the shown
+//! slice of a stack read on demand.
 
+use crate::app::jobs::{JobKind, Message};
 use crate::app::studio::StudioApp;
+use crate::data::{DataError, Planes};
 use eframe::egui;
 
 impl StudioApp {
+    /// Reads slice `slice` of a stack read on demand into its cache, in the background (the
+    /// viewer shows it when read); nothing when a read is under way or the stack is in memory.
+    pub(crate) fn read_slice(&mut self, slice: usize) {
+        let Some(doc) = &self.doc else { return };
+        let Planes::OnDemand(cache) = &doc.stack.planes else {
+            return;
+        };
+        if self.jobs.running(JobKind::ReadSlice) {
+            return;
+        }
+        let cache = std::sync::Arc::clone(cache);
+        self.jobs.spawn(JobKind::ReadSlice, "read slice", move |_| {
+            Message::SliceRead(cache.slice(slice).map(|_| slice))
+        });
+    }
+
+    /// The slice whose image the viewer holds (`None` before the first upload, or while a
+    /// slice read on demand is being read).
+    pub fn shown_slice(&self) -> Option<usize> {
+        self.viewer.uploaded_slice
+    }
+
+    /// A slice was read (the next frame shows it), or the error says why not.
+    pub(crate) fn apply_slice_read(&mut self, res: Result<usize, DataError>) {
+        if let Err(e) = res {
+            self.error = Some(format!("cannot read the slice: {e}"));
+        }
+    }
+
     /// Texture tiles of the shown slice and bytes uploaded to the GPU so far, as the renderer
     /// reported them after its last frame.
     pub fn gpu_upload_stats(&self) -> (usize, u64) {

@@ -69,11 +69,12 @@ pub fn with_channels(s: &mut Stack, channels: usize) -> Result<(), DataError> {
         return Ok(());
     }
     if s.channels == 1 && channels == 3 {
-        s.planes = s
-            .planes
-            .iter()
-            .flat_map(|p| [p.clone(), p.clone(), p.clone()])
-            .collect();
+        s.planes = crate::data::Planes::Memory(
+            s.all_planes()?
+                .iter()
+                .flat_map(|p| [p.clone(), p.clone(), p.clone()])
+                .collect(),
+        );
         s.channels = 3;
         return Ok(());
     }
@@ -153,7 +154,11 @@ mod tests {
         let mut c = vec![grey.clone(), colour];
         assert_eq!(unify_channels(&mut c).unwrap(), 3);
         assert_eq!(
-            (c[0].channels, c[0].planes.len(), c[0].channel(0, 2).data[0]),
+            (
+                c[0].channels,
+                c[0].all_planes().unwrap().len(),
+                c[0].image(0).unwrap()[2].data[0]
+            ),
             (3, 3, 4.0)
         );
         let two = Stack {

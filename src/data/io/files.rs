@@ -163,7 +163,12 @@ mod tests {
                 .unwrap();
         }
         let stack = load_stack(&dir).unwrap();
-        let firsts: Vec<f32> = stack.planes.iter().map(|s| s.data[0]).collect();
+        let firsts: Vec<f32> = stack
+            .all_planes()
+            .unwrap()
+            .iter()
+            .map(|s| s.data[0])
+            .collect();
         assert_eq!(firsts, [10.0, 20.0, 30.0]);
         assert!(stack.sources.iter().all(|p| !p.ends_with("._s3.png")));
     }

@@ -18,7 +18,7 @@ pub use files::{
 };
 pub use probe::{StackInfo, available_memory, check_memory, probe_stack};
 pub use read::{decode_stack_bytes, load_label_stack, load_stack};
-pub use slices::TiffSlices;
+pub use slices::{PageCache, TiffSlices, open_on_demand, open_stack};
 pub use stream::{MaskStream, Staged, TiffStream, commit};
 pub use tiff::TiffAxes;
 pub use write::{

@@ -9,7 +9,7 @@ use crate::data::io::files::{
 };
 use crate::data::io::probe::{check_memory, image_reader, is_tiff, probe_bytes, tiff_error};
 use crate::data::plane::Plane;
-use crate::data::stack::{PixelKind, Stack};
+use crate::data::stack::{PixelKind, Planes, Stack};
 use std::fs;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -102,7 +102,7 @@ fn files_to_stack(files: Vec<RawFile>) -> Result<Stack, DataError> {
         kind,
         channels: 0,
         frames: 1,
-        planes: Vec::new(),
+        planes: Planes::Memory(Vec::new()),
         sources: Vec::new(),
         pixel_size,
         channel_names,
@@ -131,7 +131,9 @@ fn files_to_stack(files: Vec<RawFile>) -> Result<Stack, DataError> {
         stack
             .sources
             .extend(std::iter::repeat_n(file.path.clone(), slices));
-        stack.planes.extend(planes);
+        if let Planes::Memory(all) = &mut stack.planes {
+            all.extend(planes);
+        }
     }
     Ok(stack)
 }

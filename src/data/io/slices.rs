@@ -3,9 +3,11 @@
 //! plane by plane. The axes (ImageJ or OME) and the pixel size are read as [`super::load_stack`]
 //! reads them, and a slice holds the same planes as the loaded stack's.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use tiff::decoder::Decoder as TiffDecoder;
 
@@ -15,7 +17,7 @@ use crate::data::io::probe::{is_tiff, tiff_error};
 use crate::data::io::read::{Read, decode_page, open_tiff, page_planes};
 use crate::data::io::tiff::TiffAxes;
 use crate::data::plane::Plane;
-use crate::data::stack::PixelKind;
+use crate::data::stack::{PixelKind, Planes, Stack};
 
 /// A multipage TIFF opened for reading slice by slice.
 pub struct TiffSlices {
@@ -166,6 +168,155 @@ impl TiffSlices {
     }
 }
 
+/// A TIFF read on demand for a [`Stack`]: slices are decoded when asked for and the last
+/// ones kept, up to a memory budget (at least one slice), so that viewing a slice again or
+/// stepping back and forth does not decode it again. Shared between threads (the viewer and
+/// background jobs): decoding holds a lock on the file.
+pub struct PageCache {
+    path: PathBuf,
+    slices: usize,
+    budget: u64,
+    inner: Mutex<Kept>,
+}
+
+struct Kept {
+    file: TiffSlices,
+    /// Most recently used last.
+    slices: VecDeque<(usize, Arc<[Plane<f32>]>)>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for PageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PageCache({}: {} slices, budget {} bytes)",
+            self.path.display(),
+            self.slices,
+            self.budget
+        )
+    }
+}
+
+impl PageCache {
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Slices of the file.
+    pub fn slices(&self) -> usize {
+        self.slices
+    }
+
+    /// Bytes of decoded planes kept now.
+    pub fn kept_bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // A panic while decoding leaves the cache consistent (it is updated after decoding).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The channels of slice `s` when they are in the cache and the cache is not locked by a
+    /// thread reading the file (never waits).
+    pub fn cached(&self, s: usize) -> Option<Arc<[Plane<f32>]>> {
+        let kept = match self.inner.try_lock() {
+            Ok(k) => k,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        kept.slices
+            .iter()
+            .find(|(k, _)| *k == s)
+            .map(|(_, p)| Arc::clone(p))
+    }
+
+    /// The channels of slice `s`, from the cache or decoded from the file.
+    pub fn slice(&self, s: usize) -> Result<Arc<[Plane<f32>]>, DataError> {
+        let mut kept = self.lock();
+        if let Some(i) = kept.slices.iter().position(|(k, _)| *k == s) {
+            let hit = kept.slices.remove(i).map(|(_, p)| p);
+            if let Some(p) = hit {
+                kept.slices.push_back((s, Arc::clone(&p)));
+                return Ok(p);
+            }
+        }
+        let planes: Arc<[Plane<f32>]> = kept.file.slice(s)?.into();
+        let size: u64 = planes.iter().map(|p| p.data.len() as u64 * 4).sum();
+        while kept.bytes + size > self.budget && !kept.slices.is_empty() {
+            if let Some((_, old)) = kept.slices.pop_front() {
+                kept.bytes -= old.iter().map(|p| p.data.len() as u64 * 4).sum::<u64>();
+            }
+        }
+        kept.bytes += size;
+        kept.slices.push_back((s, Arc::clone(&planes)));
+        Ok(planes)
+    }
+}
+
+/// Opens the TIFF at `path` as a stack read on demand, keeping up to `budget` bytes of decoded
+/// slices (at least the last one asked for).
+pub fn open_on_demand(path: &Path, budget: u64) -> Result<Stack, DataError> {
+    let file = TiffSlices::open(path)?;
+    let slices = file.slices();
+    let stack = Stack {
+        width: file.width,
+        height: file.height,
+        kind: file.kind,
+        channels: file.channels,
+        frames: file.frames,
+        planes: Planes::Memory(Vec::new()),
+        sources: vec![path.to_path_buf(); slices],
+        pixel_size: file.pixel_size.clone(),
+        channel_names: file.layout.channel_names.clone(),
+    };
+    Ok(Stack {
+        planes: Planes::OnDemand(Arc::new(PageCache {
+            path: path.to_path_buf(),
+            slices,
+            budget,
+            inner: Mutex::new(Kept {
+                file,
+                slices: VecDeque::new(),
+                bytes: 0,
+            }),
+        })),
+        ..stack
+    })
+}
+
+/// The decoded slices a stack read on demand keeps: an eighth of the memory available, at most
+/// 1 GiB (1 GiB when unknown).
+pub fn cache_budget() -> u64 {
+    super::available_memory().map_or(1 << 30, |m| (m / 8).min(1 << 30))
+}
+
+/// Opens the stack at `path` for viewing: in memory when its decoded planes take at most half
+/// of the memory available (as [`super::load_stack`] reads it), otherwise, for a multipage
+/// TIFF, read on demand with a cache of [`cache_budget`].
+pub fn open_stack(path: &Path) -> Result<Stack, DataError> {
+    open_stack_within(path, super::available_memory())
+}
+
+/// [`open_stack`] with `free` bytes of memory available.
+fn open_stack_within(path: &Path, free: Option<u64>) -> Result<Stack, DataError> {
+    let tiff = path.is_file()
+        && matches!(
+            super::ImageFormat::from_path(path),
+            Some(super::ImageFormat::Tiff)
+        );
+    if tiff && let Some(free) = free {
+        let info = super::probe_stack(path)?;
+        let need = (info.pixels as u64).saturating_mul(info.pixel_bytes as u64 + 4);
+        if info.slices > 1 && need > free / 2 {
+            return open_on_demand(path, cache_budget());
+        }
+    }
+    super::load_stack(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,9 +349,59 @@ mod tests {
         assert_eq!((r.width, r.height), (w, h));
         assert_eq!(r.axes(), TiffAxes::of(&stack));
         for s in [5, 0, 3, 3, 1, 4, 2] {
-            assert_eq!(r.slice(s).unwrap(), stack.image(s), "slice {s}");
+            assert_eq!(r.slice(s).unwrap(), &*stack.image(s).unwrap(), "slice {s}");
         }
         assert!(r.slice(6).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A stack read on demand gives the loaded stack's slices and keeps no more decoded slices
+    /// than its budget allows (always the last one); the UI's `image_now` never reads the file.
+    #[test]
+    fn a_stack_read_on_demand_keeps_within_its_budget() {
+        let dir = std::env::temp_dir().join(format!("unet-ondemand-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("z.tif");
+        let (w, h) = (20, 10);
+        let pages: Vec<Plane<f32>> = (0..10)
+            .map(|i| Plane {
+                width: w,
+                height: h,
+                data: (0..w * h).map(|p| (i * 1000 + p) as f32).collect(),
+            })
+            .collect();
+        write_f32_tiff(&path, &pages, 2, &TiffAxes::default()).unwrap();
+        let whole = load_stack(&path).unwrap();
+        // Budget: two slices of 2 channels x 200 px x 4 bytes.
+        let lazy = open_on_demand(&path, 2 * 1600).unwrap();
+        assert!(lazy.on_demand() && !whole.on_demand());
+        assert_eq!((lazy.slices(), lazy.channels), (5, 2));
+        assert!(lazy.image_now(3).is_none(), "nothing read yet");
+        assert!(lazy.all_planes().unwrap_err().to_string().contains("z.tif"));
+        let Planes::OnDemand(cache) = &lazy.planes else {
+            unreachable!()
+        };
+        for s in [0, 1, 2, 3, 4, 3, 0] {
+            assert_eq!(
+                &*lazy.image(s).unwrap(),
+                &*whole.image(s).unwrap(),
+                "slice {s}"
+            );
+            assert!(cache.kept_bytes() <= 2 * 1600, "{}", cache.kept_bytes());
+        }
+        // The last two asked for are kept: 3 and 0.
+        assert!(lazy.image_now(0).is_some() && lazy.image_now(3).is_some());
+        assert!(lazy.image_now(4).is_none());
+        // Opening for viewing: in memory when it fits in half of what is free (10 planes of
+        // 200 px, 4 bytes in the file and 4 decoded: 16000 bytes).
+        assert!(!open_stack_within(&path, Some(32_000)).unwrap().on_demand());
+        assert!(open_stack_within(&path, Some(31_999)).unwrap().on_demand());
+        assert!(!open_stack_within(&path, None).unwrap().on_demand());
+        // A budget below one slice still keeps the last slice.
+        let tiny = open_on_demand(&path, 1).unwrap();
+        assert_eq!(&*tiny.image(2).unwrap(), &*whole.image(2).unwrap());
+        assert!(tiny.image_now(2).is_some());
+        assert!(tiny.image(5).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

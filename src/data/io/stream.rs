@@ -314,6 +314,14 @@ impl MaskStream {
         })
     }
 
+    /// The files this mask becomes: one TIFF, or a PNG per slice.
+    pub fn targets(&self) -> Vec<PathBuf> {
+        match &self.sink {
+            MaskSink::Png(paths, _) => paths.clone(),
+            MaskSink::Tiff(_) => vec![self.target.clone()],
+        }
+    }
+
     /// Appends the next slice's classes.
     pub fn push(&mut self, classes: &Plane<u16>) -> Result<(), DataError> {
         let styled = match self.style {

@@ -454,7 +454,7 @@ mod tests {
         assert!(bytes.starts_with(b"II+\0"), "BigTIFF magic");
         let back = crate::data::io::read::decode_stack_bytes(path, &bytes).unwrap();
         assert_eq!(
-            (back.frames, back.depth(), back.planes[3].data[0]),
+            (back.frames, back.depth(), back.image(3).unwrap()[0].data[0]),
             (2, 2, 303.0)
         );
         assert_eq!(back.pixel_size, axes.pixel_size);
@@ -466,7 +466,11 @@ mod tests {
         assert!(bytes.starts_with(b"II+\0"));
         let back = crate::data::io::read::decode_stack_bytes(path, &bytes).unwrap();
         assert_eq!(
-            (back.channels, back.slices(), back.channel(1, 0).data[0]),
+            (
+                back.channels,
+                back.slices(),
+                back.image(1).unwrap()[0].data[0]
+            ),
             (2, 2, 2.0)
         );
         assert!(!needs_bigtiff(1 << 20, 4) && needs_bigtiff(1 << 30, 4));
