@@ -131,8 +131,23 @@ fn a_stack_read_slice_by_slice_is_browsed_painted_trained_predicted_and_exported
         decision.classes(probs),
         "export = prediction of the shown slice"
     );
+    // The painted labels exported page by page: slice 5 painted, the others empty.
+    let exported = dir.join("labels-export.tif");
+    h.state_mut().export(ExportKind::Labels, exported.clone());
+    h.state_mut().finish_jobs();
+    let back = load_label_stack(&exported).unwrap();
+    assert_eq!(back.len(), 8);
+    assert_eq!(back[5].map(|v| v as u8), painted[5]);
+    assert!(back[4].data.iter().all(|&v| v == 0));
     h.state_mut().flush_labels().unwrap();
+    let label_path = h.state().doc.as_ref().unwrap().label_path.clone();
     drop(h);
+    // The label file as Python's tifffile reads it: a stack of 8 class-id pages.
+    let script = "import sys, tifffile; a = tifffile.imread(sys.argv[1]); \
+                  print(a.shape, a.dtype, int(a[5].max()), int(a[4].max()))";
+    if let Some(out) = common::run_tifffile(script, label_path.to_str().unwrap()) {
+        assert_eq!(out.trim(), "(8, 512, 512) uint8 2 0");
+    }
 
     // Reopen: the labels of slice 5 come back (read page by page), nothing else is painted.
     let mut h = harness_for(open(), dir.join("config"));

@@ -2,12 +2,11 @@
 //! with the sample type it was stored with and its pixel size.
 
 use std::ops::Deref;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::data::error::DataError;
 use crate::data::io::axes::PixelSize;
-use crate::data::io::slices::PageCache;
 use crate::data::plane::Plane;
 
 /// The sample type a stack was stored with; it decides the display range and export depth.
@@ -50,13 +49,28 @@ pub struct Stack {
     pub channel_names: Vec<String>,
 }
 
+/// Slices decoded from a file when asked for, the last few kept (a stack larger than
+/// memory; `data::io::PageCache` for a TIFF). Shared between the viewer and background jobs.
+pub trait SliceSource: Send + Sync + std::fmt::Debug {
+    /// The file.
+    fn path(&self) -> &Path;
+    /// Slices of the file.
+    fn slices(&self) -> usize;
+    /// The channels of slice `s`, from the cache or decoded from the file.
+    fn slice(&self, s: usize) -> Result<Arc<[Plane<f32>]>, DataError>;
+    /// The channels of slice `s` if they can be had without waiting for the file.
+    fn cached(&self, s: usize) -> Option<Arc<[Plane<f32>]>>;
+    /// Bytes of decoded planes kept now.
+    fn kept_bytes(&self) -> u64;
+}
+
 /// Where a stack's planes are.
 #[derive(Clone, Debug)]
 pub enum Planes {
     /// Every plane, decoded.
     Memory(Vec<Plane<f32>>),
-    /// Read from a TIFF slice by slice when asked for, the last few kept.
-    OnDemand(Arc<PageCache>),
+    /// Read from the file slice by slice when asked for, the last few kept.
+    OnDemand(Arc<dyn SliceSource>),
 }
 
 /// The channels of one slice: borrowed from a stack in memory, or shared with the cache of a

@@ -3,11 +3,11 @@
 
 use super::sets::labels_for;
 use super::settings::{ClassInfo, Display, ProjectSettings, class_color, default_classes};
-use super::work::{Dirt, SaveWork, Saved, label_path_for};
+use super::work::{Dirt, SaveWork, Saved, label_path_for, read_own_labels, write_label_file};
 use crate::data::io::slices::cache_budget;
-use crate::data::io::{MaskStream, TiffAxes, commit, open_on_demand, open_stack};
+use crate::data::io::{open_on_demand, open_stack};
 use crate::data::journal::{self, Block, Replay};
-use crate::data::{DataError, LabelEncoding, MaskStyle, Plane, SliceLabels, Stack, write_mask};
+use crate::data::{DataError, LabelEncoding, Plane, SliceLabels, Stack};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -555,66 +555,12 @@ impl Document {
         }
     }
 
-    /// Writes `labels` atomically to `path`, the way [`Self::save_labels`] does (a TIFF of
-    /// class ids, one page per slice, written page by page: unpainted slices cost a compressed
-    /// empty page); for background jobs that own a copy of the labels.
-    pub fn write_labels(path: &Path, labels: &SliceLabels) -> Result<(), DataError> {
-        let Some(first) = labels.get(0) else {
-            return write_mask(path, &[], MaskStyle::Classes).map(|_| ());
-        };
-        let max = labels
-            .painted()
-            .flat_map(|(_, p)| p.data.iter().copied())
-            .max()
-            .unwrap_or(0);
-        let dims = (first.width, first.height, labels.len());
-        let mut out = MaskStream::create(
-            path,
-            dims,
-            usize::from(max),
-            MaskStyle::Classes,
-            &TiffAxes::default(),
-        )?;
-        for plane in labels.iter() {
-            out.push(&plane.map(u16::from))?;
-        }
-        commit(vec![out.finish()?])
+    /// Writes `labels` atomically to `path`, the way [`Self::save_labels`] does (see
+    /// [`write_label_file`]); for background jobs that own a copy of the labels. Returns the
+    /// files written.
+    pub fn write_labels(path: &Path, labels: &SliceLabels) -> Result<Vec<PathBuf>, DataError> {
+        write_label_file(path, labels)
     }
-}
-
-/// Reads the stack's own label file (class ids, one page per slice) page by page into
-/// `labels`, keeping the painted slices only: for a stack read on demand, whose labels of
-/// every slice at once may not fit in memory.
-fn read_own_labels(path: &Path, labels: &mut SliceLabels) -> Result<(), DataError> {
-    let mut file = crate::data::io::TiffSlices::open(path)?;
-    if file.slices() != labels.len() || file.channels != 1 {
-        return Err(DataError::invalid(
-            path,
-            format!(
-                "it has {} slice(s) of {} channel(s); the stack has {} slices",
-                file.slices(),
-                file.channels,
-                labels.len()
-            ),
-        ));
-    }
-    for s in 0..labels.len() {
-        let Some(plane) = file.slice(s)?.into_iter().next() else {
-            continue;
-        };
-        if plane
-            .data
-            .iter()
-            .any(|&v| v != v.round() || !(0.0..=255.0).contains(&v))
-        {
-            return Err(DataError::invalid(
-                path,
-                format!("slice {s} has values that are not class ids 0-255"),
-            ));
-        }
-        labels.set(s, plane.map(|v| v as u8));
-    }
-    Ok(())
 }
 
 /// The painted slices of a document's labels as training sees them (classes convention,
@@ -634,6 +580,7 @@ pub fn train_labels(labels: &SliceLabels) -> (Vec<usize>, Vec<crate::data::Label
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{MaskStyle, write_mask};
 
     fn doc_in(dir: &Path) -> Document {
         let img = dir.join("img.png");

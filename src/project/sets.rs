@@ -5,12 +5,11 @@
 use std::path::Path;
 
 use crate::data::error::DataError;
-use crate::data::io::PageCache;
 use crate::data::io::collection::{label_files, load_collection, unify_channels};
 use crate::data::io::read::{load_label_stack, load_stack};
 use crate::data::labels::{LabelEncoding, LabelSlice, encode_labels};
 use crate::data::plane::Plane;
-use crate::data::stack::{Planes, Stack};
+use crate::data::stack::{Planes, SliceSource, Stack};
 use crate::ml::config::{OptimizerConfig, TrainConfig};
 use crate::ml::train::events::StartFrom;
 use crate::ml::train::set::{HeldOutSlice, TrainSet};
@@ -267,7 +266,7 @@ pub enum JobSlices {
     /// Copies of the slices' channels.
     Copied(Vec<Vec<Plane<f32>>>),
     /// The file's cache, the channels and the slices to read.
-    OnDemand(Arc<PageCache>, Vec<usize>, Vec<usize>),
+    OnDemand(Arc<dyn SliceSource>, Vec<usize>, Vec<usize>),
 }
 
 impl JobSlices {

@@ -2,8 +2,9 @@
 //! sample and read-only folders) and how it is saved: changed blocks to the journal, or the
 //! whole label file, atomically, in a background job.
 
+use crate::data::io::{MaskStream, TiffAxes, TiffSlices, commit};
 use crate::data::journal::{self, Block};
-use crate::data::{DataError, SliceLabels};
+use crate::data::{DataError, MaskStyle, SliceLabels, write_mask};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -99,7 +100,7 @@ impl SaveWork {
                 })
             }
             Self::Full { label_path, labels } => {
-                super::Document::write_labels(&label_path, &labels)?;
+                write_label_file(&label_path, &labels)?;
                 journal::remove(&label_path)?;
                 Ok(Saved::Full(label_path))
             }
@@ -119,6 +120,69 @@ pub enum Saved {
     },
     /// The whole label file was written.
     Full(PathBuf),
+}
+
+/// Writes `labels` atomically to `path`: class ids, one page per slice (or a PNG per slice),
+/// written page by page, so that unpainted slices cost a compressed empty page and no more
+/// than one slice is held at a time. Returns the files written.
+pub fn write_label_file(path: &Path, labels: &SliceLabels) -> Result<Vec<PathBuf>, DataError> {
+    let Some(first) = labels.get(0) else {
+        return write_mask(path, &[], MaskStyle::Classes);
+    };
+    let max = labels
+        .painted()
+        .flat_map(|(_, p)| p.data.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let dims = (first.width, first.height, labels.len());
+    let mut out = MaskStream::create(
+        path,
+        dims,
+        usize::from(max),
+        MaskStyle::Classes,
+        &TiffAxes::default(),
+    )?;
+    for plane in labels.iter() {
+        out.push(&plane.map(u16::from))?;
+    }
+    let files = out.targets();
+    commit(vec![out.finish()?])?;
+    Ok(files)
+}
+
+/// Reads the stack's own label file (class ids, one page per slice) page by page into
+/// `labels`, keeping the painted slices only: for a stack read on demand, whose labels of
+/// every slice at once may not fit in memory.
+pub(crate) fn read_own_labels(path: &Path, labels: &mut SliceLabels) -> Result<(), DataError> {
+    let mut file = TiffSlices::open(path)?;
+    if file.slices() != labels.len() || file.channels != 1 {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "it has {} slice(s) of {} channel(s); the stack has {} slices",
+                file.slices(),
+                file.channels,
+                labels.len()
+            ),
+        ));
+    }
+    for s in 0..labels.len() {
+        let Some(plane) = file.slice(s)?.into_iter().next() else {
+            continue;
+        };
+        if plane
+            .data
+            .iter()
+            .any(|&v| v != v.round() || !(0.0..=255.0).contains(&v))
+        {
+            return Err(DataError::invalid(
+                path,
+                format!("slice {s} has values that are not class ids 0-255"),
+            ));
+        }
+        labels.set(s, plane.map(|v| v as u8));
+    }
+    Ok(())
 }
 
 /// The label file of a stack: `<name>.labels.tif` beside the image file or inside the folder.

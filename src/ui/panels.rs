@@ -466,8 +466,16 @@ fn run_buttons(app: &mut StudioApp, ui: &mut egui::Ui) {
         {
             app.predict_slice();
         }
+        // A stack read slice by slice is not held predicted at once: its exports predict
+        // every slice one at a time.
+        let by_slice = app.doc.as_ref().is_some_and(|d| d.stack.on_demand());
         if ui
-            .add_enabled(can_predict, egui::Button::new("Predict stack"))
+            .add_enabled(can_predict && !by_slice, egui::Button::new("Predict stack"))
+            .on_disabled_hover_text(if by_slice {
+                "This stack is read slice by slice: Export › Predicted masks predicts every slice, one at a time"
+            } else {
+                "Train or load a model first"
+            })
             .clicked()
         {
             app.predict_stack();
@@ -475,6 +483,20 @@ fn run_buttons(app: &mut StudioApp, ui: &mut egui::Ui) {
     });
     if let Some(job) = app.jobs.get(crate::app::jobs::JobKind::Predict) {
         ui.add(egui::ProgressBar::new(job.progress).text(job.message.clone()));
+    }
+    // An export that predicts slice by slice, with its progress and a way to stop it.
+    let export = app
+        .jobs
+        .get(crate::app::jobs::JobKind::Export)
+        .filter(|job| !job.message.is_empty())
+        .map(|job| (job.progress, job.message.clone()));
+    if let Some((progress, message)) = export {
+        ui.horizontal(|ui| {
+            ui.add(egui::ProgressBar::new(progress).text(format!("export: {message}")));
+            if ui.button("Cancel export").clicked() {
+                app.jobs.cancel(crate::app::jobs::JobKind::Export);
+            }
+        });
     }
 }
 

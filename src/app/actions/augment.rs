@@ -53,16 +53,13 @@ impl StudioApp {
         if self.augment.key == Some(key) {
             return;
         }
-        self.augment.key = Some(key);
         let slice = self.view.slice;
-        // The first channel (the view shows one).
-        let image = match doc.stack.image(slice) {
-            Ok(planes) => planes[0].clone(),
-            Err(e) => {
-                self.error = Some(format!("cannot read the slice: {e}"));
-                return;
-            }
+        // The first channel (the view shows one); a slice read on demand is deformed once
+        // the viewer has read it (asked again next frame).
+        let Some(image) = doc.stack.image_now(slice).and_then(|p| p.first().cloned()) else {
+            return;
         };
+        self.augment.key = Some(key);
         let labels = doc.labels[slice].clone();
         let seed = self.augment.seed;
         self.jobs.spawn(JobKind::Deform, "deform", move |_| {

@@ -29,13 +29,11 @@ impl StudioApp {
             return;
         };
         let slice = self.view.slice;
-        // Every channel of the slice; each version reads the ones its network names.
-        let image: Vec<Plane<f32>> = match doc.stack.image(slice) {
-            Ok(planes) => planes.to_vec(),
-            Err(e) => {
-                self.error = Some(format!("cannot read the slice: {e}"));
-                return;
-            }
+        // Every channel of the slice; each version reads the ones its network names. A slice
+        // read on demand is compared once the viewer has read it.
+        let Some(image) = doc.stack.image_now(slice).map(|p| p.to_vec()) else {
+            self.status = "the slice is still being read: compare again in a moment".into();
+            return;
         };
         let source = doc.source.clone();
         let labels = doc.labels[slice].clone();

@@ -17,9 +17,22 @@ impl StudioApp {
     /// slice predicted ("Predict stack"); the error says so otherwise.
     pub fn export(&mut self, kind: ExportKind, path: PathBuf) {
         let Some(doc) = &self.doc else { return };
-        // A stack larger than memory: every slice read, predicted and written one at a time.
-        if doc.stack.on_demand() && kind != ExportKind::Labels {
-            self.export_streamed(kind, path);
+        // A stack larger than memory: every slice read, predicted and written one at a time;
+        // its labels written page by page.
+        if doc.stack.on_demand() {
+            if kind == ExportKind::Labels {
+                let labels = doc.labels.clone();
+                let n = labels.len();
+                self.status = format!("exporting to {}", path.display());
+                self.jobs.spawn(JobKind::Export, "export", move |_| {
+                    Message::Exported(
+                        crate::project::Document::write_labels(&path, &labels)
+                            .map(|files| (files, format!("{n} label slices"))),
+                    )
+                });
+            } else {
+                self.export_streamed(kind, path);
+            }
             return;
         }
         let probs: Vec<Vec<Plane<f32>>> = if kind.needs_prediction() {
@@ -107,6 +120,7 @@ impl StudioApp {
                     )
                 };
                 let mut out = StreamedOutputs::new(decision, mask, probs);
+                ctx.progress(0.0, format!("0 of {n} slices"));
                 predict_streamed(
                     (&model, &unet),
                     (n, &pick),
@@ -116,7 +130,7 @@ impl StudioApp {
                     (&device, &ctx.cancel),
                     &mut out,
                     &mut |done, _| {
-                        ctx.progress(done as f32 / n as f32, format!("slice {done} of {n}"));
+                        ctx.progress(done as f32 / n as f32, format!("{done} of {n} slices"));
                     },
                 )?;
                 let files = match &out.mask {

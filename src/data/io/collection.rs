@@ -69,7 +69,7 @@ pub fn with_channels(s: &mut Stack, channels: usize) -> Result<(), DataError> {
         return Ok(());
     }
     if s.channels == 1 && channels == 3 {
-        s.planes = crate::data::Planes::Memory(
+        s.planes = crate::data::stack::Planes::Memory(
             s.all_planes()?
                 .iter()
                 .flat_map(|p| [p.clone(), p.clone(), p.clone()])

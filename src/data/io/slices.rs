@@ -13,11 +13,12 @@ use tiff::decoder::Decoder as TiffDecoder;
 
 use crate::data::error::DataError;
 use crate::data::io::axes::{Layout, PixelSize, layout_of};
-use crate::data::io::probe::{is_tiff, tiff_error};
-use crate::data::io::read::{Read, decode_page, open_tiff, page_planes};
+use crate::data::io::probe::{available_memory, is_tiff, probe_stack, tiff_error};
+use crate::data::io::read::{Read, decode_page, load_stack, open_tiff, page_planes};
 use crate::data::io::tiff::TiffAxes;
+use crate::data::io::write::ImageFormat;
 use crate::data::plane::Plane;
-use crate::data::stack::{PixelKind, Planes, Stack};
+use crate::data::stack::{PixelKind, Planes, SliceSource, Stack};
 
 /// A multipage TIFF opened for reading slice by slice.
 pub struct TiffSlices {
@@ -199,29 +200,27 @@ impl std::fmt::Debug for PageCache {
 }
 
 impl PageCache {
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Slices of the file.
-    pub fn slices(&self) -> usize {
-        self.slices
-    }
-
-    /// Bytes of decoded planes kept now.
-    pub fn kept_bytes(&self) -> u64 {
-        self.lock().bytes
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         // A panic while decoding leaves the cache consistent (it is updated after decoding).
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// The channels of slice `s` when they are in the cache and the cache is not locked by a
-    /// thread reading the file (never waits).
-    pub fn cached(&self, s: usize) -> Option<Arc<[Plane<f32>]>> {
+impl SliceSource for PageCache {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn slices(&self) -> usize {
+        self.slices
+    }
+
+    fn kept_bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// Never waits: `None` while another thread reads the file.
+    fn cached(&self, s: usize) -> Option<Arc<[Plane<f32>]>> {
         let kept = match self.inner.try_lock() {
             Ok(k) => k,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
@@ -233,8 +232,7 @@ impl PageCache {
             .map(|(_, p)| Arc::clone(p))
     }
 
-    /// The channels of slice `s`, from the cache or decoded from the file.
-    pub fn slice(&self, s: usize) -> Result<Arc<[Plane<f32>]>, DataError> {
+    fn slice(&self, s: usize) -> Result<Arc<[Plane<f32>]>, DataError> {
         let mut kept = self.lock();
         if let Some(i) = kept.slices.iter().position(|(k, _)| *k == s) {
             let hit = kept.slices.remove(i).map(|(_, p)| p);
@@ -290,31 +288,27 @@ pub fn open_on_demand(path: &Path, budget: u64) -> Result<Stack, DataError> {
 /// The decoded slices a stack read on demand keeps: an eighth of the memory available, at most
 /// 1 GiB (1 GiB when unknown).
 pub fn cache_budget() -> u64 {
-    super::available_memory().map_or(1 << 30, |m| (m / 8).min(1 << 30))
+    available_memory().map_or(1 << 30, |m| (m / 8).min(1 << 30))
 }
 
 /// Opens the stack at `path` for viewing: in memory when its decoded planes take at most half
-/// of the memory available (as [`super::load_stack`] reads it), otherwise, for a multipage
+/// of the memory available (as [`load_stack`] reads it), otherwise, for a multipage
 /// TIFF, read on demand with a cache of [`cache_budget`].
 pub fn open_stack(path: &Path) -> Result<Stack, DataError> {
-    open_stack_within(path, super::available_memory())
+    open_stack_within(path, available_memory())
 }
 
 /// [`open_stack`] with `free` bytes of memory available.
 fn open_stack_within(path: &Path, free: Option<u64>) -> Result<Stack, DataError> {
-    let tiff = path.is_file()
-        && matches!(
-            super::ImageFormat::from_path(path),
-            Some(super::ImageFormat::Tiff)
-        );
+    let tiff = path.is_file() && matches!(ImageFormat::from_path(path), Some(ImageFormat::Tiff));
     if tiff && let Some(free) = free {
-        let info = super::probe_stack(path)?;
+        let info = probe_stack(path)?;
         let need = (info.pixels as u64).saturating_mul(info.pixel_bytes as u64 + 4);
         if info.slices > 1 && need > free / 2 {
             return open_on_demand(path, cache_budget());
         }
     }
-    super::load_stack(path)
+    load_stack(path)
 }
 
 #[cfg(test)]
