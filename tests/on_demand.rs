@@ -139,6 +139,17 @@ fn a_stack_read_slice_by_slice_is_browsed_painted_trained_predicted_and_exported
     assert_eq!(back.len(), 8);
     assert_eq!(back[5].map(|v| v as u8), painted[5]);
     assert!(back[4].data.iter().all(|&v| v == 0));
+    // Predicting slice 6 keeps the predictions of slice 6 only (slice after slice must not
+    // fill the memory).
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    h.state_mut().predict_slice();
+    h.state_mut().finish_jobs();
+    let p = &h.state().models.probabilities;
+    let kept: Vec<usize> = (0..p.len()).filter(|&s| p[s].is_some()).collect();
+    assert_eq!(kept, [6]);
     h.state_mut().flush_labels().unwrap();
     let label_path = h.state().doc.as_ref().unwrap().label_path.clone();
     drop(h);

@@ -560,6 +560,11 @@ impl StudioApp {
                 }
                 let n = self.doc.as_ref().map_or(0, |d| d.slices());
                 self.models.probabilities.resize(n, None);
+                // A stack read slice by slice keeps the predictions of the slices just
+                // predicted only (predicting slice after slice must not fill the memory).
+                if self.doc.as_ref().is_some_and(|d| d.stack.on_demand()) {
+                    self.models.probabilities.iter_mut().for_each(|p| *p = None);
+                }
                 for (slice, probs) in results {
                     if let Some(p) = self.models.probabilities.get_mut(slice) {
                         *p = Some(probs);
