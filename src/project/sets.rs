@@ -2,7 +2,7 @@
 //! loaded and checked against their images (one check, one wording), the training set built
 //! from both, fully labelled held-out slices, and the default recipe of a run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::data::error::DataError;
 use crate::data::io::collection::{label_files, load_collection, unify_channels};
@@ -243,17 +243,27 @@ pub fn picked_slices(
     slices
         .iter()
         .map(|&s| {
-            let image = stack.image(s)?;
-            pick.iter()
-                .map(|&c| {
-                    image.get(c).cloned().ok_or_else(|| {
-                        DataError::invalid(
-                            stack.sources.get(s).cloned().unwrap_or_default(),
-                            format!("channel {} asked for; the stack has {}", c + 1, image.len()),
-                        )
-                    })
-                })
-                .collect()
+            let path = stack.sources.get(s).map_or(Path::new(""), PathBuf::as_path);
+            pick_channels(&stack.image(s)?, pick, (path, s))
+        })
+        .collect()
+}
+
+/// Copies of the channels `pick` of slice `s` (its `image`, read from `path`); a channel the
+/// slice does not have is an error naming the file.
+fn pick_channels(
+    image: &[Plane<f32>],
+    pick: &[usize],
+    (path, s): (&Path, usize),
+) -> Result<Vec<Plane<f32>>, DataError> {
+    pick.iter()
+        .map(|&c| {
+            image.get(c).cloned().ok_or_else(|| {
+                DataError::invalid(
+                    path,
+                    format!("channel {} asked for; slice {s} has {}", c + 1, image.len()),
+                )
+            })
         })
         .collect()
 }
@@ -286,23 +296,7 @@ impl JobSlices {
             Self::Copied(images) => Ok(images),
             Self::OnDemand(cache, pick, slices) => slices
                 .iter()
-                .map(|&s| {
-                    let image = cache.slice(s)?;
-                    pick.iter()
-                        .map(|&c| {
-                            image.get(c).cloned().ok_or_else(|| {
-                                DataError::invalid(
-                                    cache.path(),
-                                    format!(
-                                        "channel {} asked for; slice {s} has {}",
-                                        c + 1,
-                                        image.len()
-                                    ),
-                                )
-                            })
-                        })
-                        .collect()
-                })
+                .map(|&s| pick_channels(&cache.slice(s)?, &pick, (cache.path(), s)))
                 .collect(),
         }
     }
