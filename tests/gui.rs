@@ -1185,6 +1185,24 @@ fn the_sample_opens_with_its_pretrained_model_which_segments_membranes() {
         differ(&want, &at(&plain, &mut h)) > 0,
         "the lines are on the canvas"
     );
+    // A weight map arriving leaves the probabilities and their lines as they are (the lines
+    // are not computed again).
+    let lines_before = h.state().models.gap_lines.as_ref().map(|(k, _)| *k);
+    assert!(lines_before.is_some());
+    h.state_mut().models.overlay = unet_studio::app::Overlay::WeightMap;
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert!(h.state().models.weight_map.is_some());
+    h.state_mut().models.overlay = unet_studio::app::Overlay::Mask;
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert_eq!(
+        h.state().models.gap_lines.as_ref().map(|(k, _)| *k),
+        lines_before
+    );
+    assert_eq!(differ(&overlay_cells(&mut h), &want), 0);
     let gaps = |h: &Harness<'static, StudioApp>| {
         h.state()
             .models

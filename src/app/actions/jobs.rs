@@ -59,10 +59,9 @@ impl StudioApp {
             Message::ModelSaved(Err(e)) => {
                 self.error = Some(format!("saving the model failed: {e}"));
             }
-            Message::WeightMap(key, map) => {
-                self.models.weight_map = Some((key, map));
-                self.models.generation += 1;
-            }
+            // The weight map has its own key for the viewer; the probabilities' generation (and
+            // the gap-closing lines keyed by it) stay.
+            Message::WeightMap(key, map) => self.models.weight_map = Some((key, map)),
             Message::GapLines(key, lines) => self.models.gap_lines = Some((key, lines)),
             Message::SliceRead(res) => self.apply_slice_read(res),
             Message::Deformed(sample) => self.apply_augment(*sample),
