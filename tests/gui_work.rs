@@ -140,6 +140,45 @@ fn a_read_only_folder_keeps_its_work_in_the_data_folder() {
     assert!(doc2.labels[0].data.iter().any(|&v| v > 0));
 }
 
+/// Found by hand: a stack in a read-only folder opened without labels to import; the first
+/// stroke's autosave (a journal record, not a whole label file) failed with "No such file or
+/// directory" because the stack's folder in the data folder did not exist yet.
+#[test]
+fn the_first_autosave_of_a_stack_in_a_read_only_folder_works() {
+    let dir = copy_sample("read-only-first");
+    let config = tempdir("read-only-first-config");
+    let images = dir.join("images");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let mut h = harness_for(
+        OpenRequest {
+            images: images.join("slice01.png"),
+            ..Default::default()
+        },
+        config.clone(),
+    );
+    let label_path = h.state().doc.as_ref().expect("opened").label_path.clone();
+    assert!(label_path.starts_with(config.join("data")));
+    paint_at(&mut h, 300.5, 420.5);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    let journal = unet_studio::data::journal::journal_path(&label_path);
+    assert!(journal.exists(), "the stroke is in the journal");
+    let painted = h.state().doc.as_ref().unwrap().labels.clone();
+    drop(h);
+    // Reopened (the process gone without a full save): the journal brings the stroke back.
+    let h = harness_for(
+        OpenRequest {
+            images: images.join("slice01.png"),
+            ..Default::default()
+        },
+        config,
+    );
+    assert_eq!(h.state().doc.as_ref().unwrap().labels, painted);
+    std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[test]
 fn file_quit_saves_the_labels_and_closes_and_edit_follows_file() {
     use egui_kittest::kittest::Queryable as _;

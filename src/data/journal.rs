@@ -171,6 +171,10 @@ pub fn append(
 ) -> Result<u64, DataError> {
     let path = journal_path(label_path);
     let io = |e| DataError::io(&path, e);
+    // The first autosave of a stack whose work is kept in the data folder creates its folder.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io)?;
+    }
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -320,6 +324,19 @@ mod tests {
         remove(&label).unwrap();
         assert!(!journal_path(&label).exists());
         remove(&label).unwrap();
+    }
+
+    /// The first autosave into a folder not made yet (a stack's work kept in the data folder)
+    /// makes it.
+    #[test]
+    fn the_first_autosave_makes_its_folder() {
+        let label = tmp("folder").with_file_name("not-yet").join("labels.tif");
+        let mut a = planes(64, 64, 1);
+        a.get_mut(0).unwrap().data[3] = 2;
+        append(&label, (64, 64, 1), &[Block::copy_from(&a[0], 0, 0, 0)]).unwrap();
+        let mut b = planes(64, 64, 1);
+        assert_eq!(replay(&label, &mut b).unwrap().records, 1);
+        assert_eq!(a, b);
     }
 
     #[test]
