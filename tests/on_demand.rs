@@ -170,5 +170,27 @@ fn a_stack_read_slice_by_slice_is_browsed_painted_trained_predicted_and_exported
         doc.labels.painted().map(|(s, _)| s).collect::<Vec<_>>(),
         [5]
     );
+    // The file cut short under the open app: the slices past the cut cannot be read; the
+    // error names the slice, once (the slice is not read again every frame).
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    for _ in 0..7 {
+        h.key_press(egui::Key::ArrowRight);
+    }
+    h.run_steps(2);
+    h.state_mut().finish_jobs();
+    h.run_steps(2);
+    assert_eq!(h.state().view.slice, 7);
+    let err = h.state_mut().error.take().unwrap_or_default();
+    assert!(err.contains("slice 7") && err.contains("big.tif"), "{err}");
+    h.run_steps(3);
+    h.state_mut().finish_jobs();
+    h.run_steps(3);
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -124,7 +124,7 @@ pub enum Message {
     /// The system's file dialog closed: the chosen path, if any.
     Picked(Option<PathBuf>),
     /// A slice of a stack read on demand was read into its cache (or why not).
-    SliceRead(Result<usize, DataError>),
+    SliceRead(usize, Result<(), DataError>),
 }
 
 /// The app's jobs.

@@ -30,6 +30,9 @@ pub(crate) struct ViewerState {
     pub(crate) map_shown: bool,
     /// Outline of the lasso being drawn (image coordinates).
     pub(crate) lasso: Vec<(f32, f32)>,
+    /// A slice of a stack read on demand whose read failed (not tried again every frame;
+    /// reopening the stack tries again).
+    pub(crate) unreadable: Option<usize>,
 }
 
 impl ViewerState {

@@ -155,14 +155,19 @@ pub fn write_label_file(path: &Path, labels: &SliceLabels) -> Result<Vec<PathBuf
 /// every slice at once may not fit in memory.
 pub(crate) fn read_own_labels(path: &Path, labels: &mut SliceLabels) -> Result<(), DataError> {
     let mut file = TiffSlices::open(path)?;
-    if file.slices() != labels.len() || file.channels != 1 {
+    let size = labels.get(0).map_or((0, 0), |p| (p.width, p.height));
+    if file.slices() != labels.len() || file.channels != 1 || (file.width, file.height) != size {
         return Err(DataError::invalid(
             path,
             format!(
-                "it has {} slice(s) of {} channel(s); the stack has {} slices",
+                "it has {} slice(s) of {}x{} with {} channel(s); the stack has {} slices of {}x{}",
                 file.slices(),
+                file.width,
+                file.height,
                 file.channels,
-                labels.len()
+                labels.len(),
+                size.0,
+                size.1
             ),
         ));
     }
@@ -260,5 +265,41 @@ fn folder_is_writable(dir: &Path) -> bool {
     match std::fs::File::create(&probe) {
         Ok(_) => std::fs::remove_file(&probe).is_ok(),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Plane;
+
+    /// The label file written page by page reads back page by page with the painted slices
+    /// only; a file of another size or slice count is refused, naming it, not dropped.
+    #[test]
+    fn label_files_round_trip_page_by_page_and_other_sizes_are_refused() {
+        let dir = std::env::temp_dir().join(format!("unet-work-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("l.tif");
+        let mut labels = SliceLabels::new(12, 10, 4);
+        labels.get_mut(2).unwrap().data[7] = 3;
+        assert_eq!(write_label_file(&path, &labels).unwrap(), vec![path.clone()]);
+        let mut back = SliceLabels::new(12, 10, 4);
+        read_own_labels(&path, &mut back).unwrap();
+        assert_eq!(back, labels);
+        assert_eq!(back.painted().map(|(s, _)| s).collect::<Vec<_>>(), [2]);
+        for (w, h, n) in [(10, 12, 4), (12, 10, 5)] {
+            let mut other = SliceLabels::new(w, h, n);
+            let e = read_own_labels(&path, &mut other).unwrap_err().to_string();
+            assert!(e.contains("l.tif") && e.contains("12x10"), "{e}");
+        }
+        // Values that are no class ids.
+        let bad = dir.join("bad.tif");
+        crate::data::write_mask(&bad, &[Plane::filled(12, 10, 300u16)], MaskStyle::Classes)
+            .unwrap();
+        let e = read_own_labels(&bad, &mut SliceLabels::new(12, 10, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not class ids"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

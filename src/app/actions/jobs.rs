@@ -63,7 +63,7 @@ impl StudioApp {
             // the gap-closing lines keyed by it) stay.
             Message::WeightMap(key, map) => self.models.weight_map = Some((key, map)),
             Message::GapLines(key, lines) => self.models.gap_lines = Some((key, lines)),
-            Message::SliceRead(res) => self.apply_slice_read(res),
+            Message::SliceRead(slice, res) => self.apply_slice_read(slice, res),
             Message::Deformed(sample) => self.apply_augment(*sample),
             Message::Compared(res) => self.apply_comparison(*res),
             Message::Imported(res) => self.apply_import(res),

@@ -14,12 +14,12 @@ impl StudioApp {
         let Planes::OnDemand(cache) = &doc.stack.planes else {
             return;
         };
-        if self.jobs.running(JobKind::ReadSlice) {
+        if self.jobs.running(JobKind::ReadSlice) || self.viewer.unreadable == Some(slice) {
             return;
         }
         let cache = std::sync::Arc::clone(cache);
         self.jobs.spawn(JobKind::ReadSlice, "read slice", move |_| {
-            Message::SliceRead(cache.slice(slice).map(|_| slice))
+            Message::SliceRead(slice, cache.slice(slice).map(|_| ()))
         });
     }
 
@@ -29,10 +29,12 @@ impl StudioApp {
         self.viewer.uploaded_slice
     }
 
-    /// A slice was read (the next frame shows it), or the error says why not.
-    pub(crate) fn apply_slice_read(&mut self, res: Result<usize, DataError>) {
+    /// A slice was read (the next frame shows it), or the error says why not (once: the slice
+    /// is not read again until the stack is reopened).
+    pub(crate) fn apply_slice_read(&mut self, slice: usize, res: Result<(), DataError>) {
         if let Err(e) = res {
-            self.error = Some(format!("cannot read the slice: {e}"));
+            self.viewer.unreadable = Some(slice);
+            self.error = Some(format!("cannot read slice {slice}: {e}"));
         }
     }
 
