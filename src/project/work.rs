@@ -282,7 +282,10 @@ mod tests {
         let path = dir.join("l.tif");
         let mut labels = SliceLabels::new(12, 10, 4);
         labels.get_mut(2).unwrap().data[7] = 3;
-        assert_eq!(write_label_file(&path, &labels).unwrap(), vec![path.clone()]);
+        assert_eq!(
+            write_label_file(&path, &labels).unwrap(),
+            vec![path.clone()]
+        );
         let mut back = SliceLabels::new(12, 10, 4);
         read_own_labels(&path, &mut back).unwrap();
         assert_eq!(back, labels);
