@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 impl StudioApp {
     /// Exports to `path` in the background. Masks, instances and probabilities need every
-    /// slice predicted ("Predict stack"); the error says so otherwise.
+    /// slice predicted ("Predict stack"); the error says so otherwise. A stack read slice by
+    /// slice is predicted by the export itself, one slice at a time.
     pub fn export(&mut self, kind: ExportKind, path: PathBuf) {
         let Some(doc) = &self.doc else { return };
         // A stack larger than memory: every slice read, predicted and written one at a time;
