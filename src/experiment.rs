@@ -412,7 +412,7 @@ fn one_run(
         cancel,
     )?;
     log(format!(
-        "{name}: {} iterations in {train_seconds:.0} s; Rand error {:.4} (t {}), pixel error {:.4} (t {}), V_rand thinned error {:.4}, warping {:.6}, wrong px {:.4}",
+        "{name}: kept the network of iteration {} ({train_seconds:.0} s of training); Rand error {:.4} (t {}), pixel error {:.4} (t {}), V_rand thinned error {:.4}, warping {:.6}, wrong px {:.4}",
         iteration,
         scores.rand_error.value,
         scores.rand_error.threshold,
@@ -559,7 +559,7 @@ pub fn markdown_report(
     machine: &str,
 ) -> String {
     let mut s = String::new();
-    s += "| run | preset | iterations | training time | labelled px | warping error | Rand error | pixel error | V_rand thinned error | wrong px | mask: threshold | mask: Rand error | mask: pixel error |\n";
+    s += "| run | preset | kept iteration | training time | labelled px | warping error | Rand error | pixel error | V_rand thinned error | wrong px | mask: threshold | mask: Rand error | mask: pixel error |\n";
     s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     s += "| U-Net paper, ISBI 2012 test set (Table 1) | paper | - | ~10 h (Titan GPU) | all | 0.000353 | 0.0382 | 0.0611 | - | - | - | - | - |\n";
     for r in results {
