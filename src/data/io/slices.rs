@@ -180,10 +180,13 @@ pub struct PageCache {
     inner: Mutex<Kept>,
 }
 
+/// A kept slice: its index, its planes and their bytes.
+type KeptSlice = (usize, Arc<[Plane<f32>]>, u64);
+
 struct Kept {
     file: TiffSlices,
     /// Most recently used last.
-    slices: VecDeque<(usize, Arc<[Plane<f32>]>)>,
+    slices: VecDeque<KeptSlice>,
     bytes: u64,
 }
 
@@ -228,28 +231,27 @@ impl SliceSource for PageCache {
         };
         kept.slices
             .iter()
-            .find(|(k, _)| *k == s)
-            .map(|(_, p)| Arc::clone(p))
+            .find(|(k, _, _)| *k == s)
+            .map(|(_, p, _)| Arc::clone(p))
     }
 
     fn slice(&self, s: usize) -> Result<Arc<[Plane<f32>]>, DataError> {
         let mut kept = self.lock();
-        if let Some(i) = kept.slices.iter().position(|(k, _)| *k == s) {
-            let hit = kept.slices.remove(i).map(|(_, p)| p);
-            if let Some(p) = hit {
-                kept.slices.push_back((s, Arc::clone(&p)));
-                return Ok(p);
-            }
+        let hit = kept.slices.iter().position(|(k, _, _)| *k == s);
+        if let Some(entry) = hit.and_then(|i| kept.slices.remove(i)) {
+            let planes = Arc::clone(&entry.1);
+            kept.slices.push_back(entry);
+            return Ok(planes);
         }
         let planes: Arc<[Plane<f32>]> = kept.file.slice(s)?.into();
         let size: u64 = planes.iter().map(|p| p.data.len() as u64 * 4).sum();
-        while kept.bytes + size > self.budget && !kept.slices.is_empty() {
-            if let Some((_, old)) = kept.slices.pop_front() {
-                kept.bytes -= old.iter().map(|p| p.data.len() as u64 * 4).sum::<u64>();
-            }
+        while kept.bytes + size > self.budget
+            && let Some((_, _, old)) = kept.slices.pop_front()
+        {
+            kept.bytes -= old;
         }
         kept.bytes += size;
-        kept.slices.push_back((s, Arc::clone(&planes)));
+        kept.slices.push_back((s, Arc::clone(&planes), size));
         Ok(planes)
     }
 }
@@ -259,18 +261,15 @@ impl SliceSource for PageCache {
 pub fn open_on_demand(path: &Path, budget: u64) -> Result<Stack, DataError> {
     let file = TiffSlices::open(path)?;
     let slices = file.slices();
-    let stack = Stack {
+    Ok(Stack {
         width: file.width,
         height: file.height,
         kind: file.kind,
         channels: file.channels,
         frames: file.frames,
-        planes: Planes::Memory(Vec::new()),
         sources: vec![path.to_path_buf(); slices],
         pixel_size: file.pixel_size.clone(),
         channel_names: file.layout.channel_names.clone(),
-    };
-    Ok(Stack {
         planes: Planes::OnDemand(Arc::new(PageCache {
             path: path.to_path_buf(),
             slices,
@@ -281,7 +280,6 @@ pub fn open_on_demand(path: &Path, budget: u64) -> Result<Stack, DataError> {
                 bytes: 0,
             }),
         })),
-        ..stack
     })
 }
 
