@@ -254,7 +254,7 @@ fn plane_by_plane(
     predict_streamed(
         (&run.model, &ckpt.meta.unet),
         (n, &pick),
-        &mut |s| input.slice(s),
+        &mut |s| input.slice(s).map(Into::into),
         tile,
         &run.views,
         (&run.device.device, &CancelToken::new()),

@@ -3,7 +3,7 @@
 
 use super::sets::labels_for;
 use super::settings::{ClassInfo, Display, ProjectSettings, class_color, default_classes};
-use super::work::{Dirt, SaveWork, Saved, label_path_for, read_own_labels, write_label_file};
+use super::work::{Dirt, SaveWork, Saved, label_path_for, read_own_labels};
 use crate::data::io::slices::cache_budget;
 use crate::data::io::{open_on_demand, open_stack};
 use crate::data::journal::{self, Block, Replay};
@@ -553,13 +553,6 @@ impl Document {
                 self.full_save_needed = true;
             }
         }
-    }
-
-    /// Writes `labels` atomically to `path`, the way [`Self::save_labels`] does (see
-    /// [`write_label_file`]); for background jobs that own a copy of the labels. Returns the
-    /// files written.
-    pub fn write_labels(path: &Path, labels: &SliceLabels) -> Result<Vec<PathBuf>, DataError> {
-        write_label_file(path, labels)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::ml::resident::{GpuPlanes, planes_of, predict_resident};
 use crate::ml::unet::{UNet, UNetConfig};
 use crate::postprocess::Decision;
 use crate::preprocess::{D4, normalize_percentile};
+use std::sync::Arc;
 
 /// Reports of [`predict_slices`], each with the index of the slice in the list.
 pub trait SliceProgress {
@@ -146,7 +147,7 @@ impl SliceProgress for StreamedOutputs {
 pub fn predict_streamed(
     net: (&UNet, &UNetConfig),
     (n, pick): (usize, &[usize]),
-    read: &mut dyn FnMut(usize) -> Result<Vec<Plane<f32>>, DataError>,
+    read: &mut dyn FnMut(usize) -> Result<Arc<[Plane<f32>]>, DataError>,
     mut tile: usize,
     views: &[D4],
     run: (&Device, &CancelToken),

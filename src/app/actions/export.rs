@@ -27,7 +27,7 @@ impl StudioApp {
                 self.status = format!("exporting to {}", path.display());
                 self.jobs.spawn(JobKind::Export, "export", move |_| {
                     Message::Exported(
-                        crate::project::Document::write_labels(&path, &labels)
+                        crate::project::work::write_label_file(&path, &labels)
                             .map(|files| (files, format!("{n} label slices"))),
                     )
                 });
@@ -81,10 +81,11 @@ impl StudioApp {
         let Planes::OnDemand(cache) = &doc.stack.planes else {
             return;
         };
+        // The mask's style, or `None` for the probabilities.
         let style = match kind {
-            ExportKind::MaskClasses => MaskStyle::Classes,
-            ExportKind::MaskBinary => MaskStyle::Binary,
-            ExportKind::Probabilities => MaskStyle::Classes,
+            ExportKind::MaskClasses => Some(MaskStyle::Classes),
+            ExportKind::MaskBinary => Some(MaskStyle::Binary),
+            ExportKind::Probabilities => None,
             ExportKind::Instances | ExportKind::Labels => {
                 self.error = Some(
                     "instance labels of a stack read slice by slice are not exported: export the masks"
@@ -111,21 +112,23 @@ impl StudioApp {
         self.jobs.spawn(JobKind::Export, "export", move |ctx| {
             let run = || -> Result<(Vec<PathBuf>, String), MlError> {
                 let classes = unet.classes;
-                let (mask, probs) = if kind == ExportKind::Probabilities {
-                    let p = TiffStream::probabilities(&path, (w, h, n * classes), classes, &axes)?;
-                    (None, Some(p))
-                } else {
-                    (
+                let (mask, probs) = match style {
+                    Some(style) => (
                         Some(MaskStream::create(&path, (w, h, n), classes, style, &axes)?),
                         None,
-                    )
+                    ),
+                    None => {
+                        let p =
+                            TiffStream::probabilities(&path, (w, h, n * classes), classes, &axes)?;
+                        (None, Some(p))
+                    }
                 };
                 let mut out = StreamedOutputs::new(decision, mask, probs);
                 ctx.progress(0.0, format!("0 of {n} slices"));
                 predict_streamed(
                     (&model, &unet),
                     (n, &pick),
-                    &mut |s| cache.slice(s).map(|p| p.to_vec()),
+                    &mut |s| cache.slice(s),
                     tile,
                     &views,
                     (&device, &ctx.cancel),
